@@ -1,0 +1,549 @@
+//! Types shared by the XDP/tc programs and userspace.
+//!
+//! Layout rules, checked at compile time:
+//! - every type is `#[repr(C)]` and derives bytemuck `Pod`, so implicit padding is a compile error
+//!   (a padded LPM or hash key silently misses: the kernel compares every byte);
+//! - sizes that the maps fix are asserted below.
+//!
+//! Byte order: addresses are kept as the bytes on the wire (network order) in `[u8; N]` arrays.
+//! The FIB key's table id is big-endian too, so the LPM trie compares `table ‖ address` as one
+//! bit string and a prefix never matches across tables. Everything else (ifindex, MTU, flags,
+//! counters) is host order.
+#![no_std]
+
+use bytemuck::{Pod, Zeroable};
+
+/// Most VRFs one data plane serves (size of the VRF and per-VRF counter arrays).
+pub const MAX_VRFS: u32 = 256;
+/// Most links (members, egress interfaces, VRF devices) the data plane knows.
+pub const MAX_LINKS: u32 = 4096;
+/// Most paths of one multipath route.
+pub const MAX_PATHS: usize = 8;
+/// Default capacity of the IPv4 FIB shared by every VRF (grown by userspace at load time if asked).
+pub const FIB4_ENTRIES: u32 = 2 * 1024 * 1024;
+/// Default capacity of the IPv6 FIB shared by every VRF.
+pub const FIB6_ENTRIES: u32 = 512 * 1024;
+/// Default number of distinct nexthop groups.
+pub const NEXTHOP_ENTRIES: u32 = 65536;
+/// Default number of neighbour entries.
+pub const NEIGH_ENTRIES: u32 = 65536;
+
+/// Map names, as they appear in the object file and under the pin directory.
+pub mod map_names {
+    pub const LINKS: &str = "LINKS";
+    pub const VRFS: &str = "VRFS";
+    pub const FIB4: &str = "FIB4";
+    pub const FIB6: &str = "FIB6";
+    pub const NEXTHOPS: &str = "NEXTHOPS";
+    pub const NEIGH: &str = "NEIGH";
+    pub const TX_PORTS: &str = "TX_PORTS";
+    pub const VRF_STATS: &str = "VRF_STATS";
+    pub const LINK_STATS: &str = "LINK_STATS";
+    pub const EXPLAIN: &str = "EXPLAIN";
+    pub const ALL: [&str; 10] = [
+        LINKS, VRFS, FIB4, FIB6, NEXTHOPS, NEIGH, TX_PORTS, VRF_STATS, LINK_STATS, EXPLAIN,
+    ];
+}
+
+/// Program names in the object file.
+pub mod prog_names {
+    /// The XDP fast path attached to every member.
+    pub const XDP_VRF: &str = "xdp_vrf";
+    /// The same decision, recording it in `EXPLAIN`: run only through BPF_PROG_TEST_RUN.
+    pub const XDP_VRF_EXPLAIN: &str = "xdp_vrf_explain";
+}
+
+/// Ifindex → what the data plane knows of a link. Members have `LINK_MEMBER`; egress-only
+/// interfaces (a route leaked to another VRF's member, say) are present without it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Link {
+    /// VRF slot (index into `VRFS`) the link belongs to, or the VRF a VRF device stands for.
+    pub vrf: u32,
+    /// Index into `LINK_STATS` (one per link, stable while the daemon runs).
+    pub stats_slot: u32,
+    /// L3 MTU: the largest IP packet that may leave through this link.
+    pub mtu: u32,
+    /// MAC written as the source of frames that leave through this link.
+    pub mac: [u8; 6],
+    /// `LINK_*` bits.
+    pub flags: u16,
+}
+
+pub const LINK_UP: u16 = 1 << 0;
+/// Packets arriving here are looked up in the link's VRF.
+pub const LINK_MEMBER: u16 = 1 << 1;
+/// `net.ipv4.conf.<link>.forwarding` is on: the kernel forwards IPv4 arriving here.
+pub const LINK_FWD4: u16 = 1 << 2;
+/// `net.ipv6.conf.<link>.forwarding` is on.
+pub const LINK_FWD6: u16 = 1 << 3;
+/// The link is a VRF device (l3mdev): a nexthop through it means "look up again in its table".
+pub const LINK_VRF_DEVICE: u16 = 1 << 4;
+/// Strict reverse-path filter (`rp_filter=1`): the source must route back out of this link.
+pub const LINK_RPF_STRICT: u16 = 1 << 5;
+/// Loose reverse-path filter (`rp_filter=2`): the source must be routable at all.
+pub const LINK_RPF_LOOSE: u16 = 1 << 6;
+
+/// VRF slot → its table and state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Vrf {
+    /// Kernel routing table id (32-bit, as RTA_TABLE carries it).
+    pub table: u32,
+    /// `VRF_*` bits.
+    pub flags: u32,
+    /// VRF device ifindex for kernel VRFs, 0 for VRFs declared in the config.
+    pub ifindex: u32,
+    /// Route and neighbour counts, kept by the daemon for `vrfctl show`.
+    pub routes4: u32,
+    pub routes6: u32,
+    pub neighbours: u32,
+    /// Name, NUL-padded (IFNAMSIZ).
+    pub name: [u8; 16],
+}
+
+/// The slot is in use.
+pub const VRF_ACTIVE: u32 = 1 << 0;
+/// A map of this VRF overflowed or its sync is in doubt: every packet goes to the kernel.
+pub const VRF_DEGRADED: u32 = 1 << 1;
+
+/// IPv4 FIB key; the LPM prefix length is `32 + route prefix length`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Fib4Key {
+    /// Table id, big-endian.
+    pub table: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// IPv6 FIB key; the LPM prefix length is `32 + route prefix length`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Fib6Key {
+    pub table: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Bits of the LPM prefix taken by the table id.
+pub const FIB_TABLE_BITS: u32 = 32;
+
+/// A FIB entry: the kernel's route type and, for unicast, its nexthop group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Route {
+    /// `RouteKind` (the kernel's `rtm_type` numbering).
+    pub kind: u16,
+    /// The route's MTU metric (RTAX_MTU), 0 when the egress link's MTU applies.
+    pub mtu: u16,
+    /// Key into `NEXTHOPS`; 0 for routes without nexthops.
+    pub nexthop: u32,
+}
+
+/// The kernel's route types (`RTN_*`), numbered as in `rtm_type`.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    Unicast = 1,
+    Local = 2,
+    Broadcast = 3,
+    Anycast = 4,
+    Multicast = 5,
+    Blackhole = 6,
+    Unreachable = 7,
+    Prohibit = 8,
+    Throw = 9,
+    Nat = 10,
+}
+
+impl RouteKind {
+    pub const fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Unicast,
+            2 => Self::Local,
+            3 => Self::Broadcast,
+            4 => Self::Anycast,
+            5 => Self::Multicast,
+            6 => Self::Blackhole,
+            7 => Self::Unreachable,
+            8 => Self::Prohibit,
+            9 => Self::Throw,
+            10 => Self::Nat,
+            _ => return None,
+        })
+    }
+}
+
+/// One path of a route.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Nexthop {
+    /// Egress ifindex (a member, an egress-only link, or a VRF device for a cross-VRF lookup).
+    pub ifindex: u32,
+    /// `NH_*` bits.
+    pub flags: u32,
+    /// Gateway, network order: IPv4 in the first 4 bytes (rest zero) unless `NH_GATEWAY6`.
+    pub gateway: [u8; 16],
+}
+
+/// The path has a gateway; without it the destination itself is the neighbour (connected).
+pub const NH_GATEWAY: u32 = 1 << 0;
+/// The gateway is IPv6 (an IPv4 route via an IPv6 nexthop, RTA_VIA).
+pub const NH_GATEWAY6: u32 = 1 << 1;
+
+/// A route's set of paths; single-path routes have `count == 1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NexthopGroup {
+    pub count: u32,
+    pub _pad: u32,
+    pub paths: [Nexthop; MAX_PATHS],
+}
+
+/// Neighbour key: the egress link and the neighbour's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NeighKey {
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u32,
+    /// Network order; IPv4 in the first 4 bytes, rest zero.
+    pub addr: [u8; 16],
+}
+
+/// A usable (reachable, stale, delay, probe, permanent, noarp) neighbour's MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Neigh {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Packets and bytes for one reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Every counter of one VRF (or one link) in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counters {
+    pub by_reason: [Counter; Reason::COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// Where a counter was taken. Counter arrays are indexed `slot * DIRECTIONS + direction`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// XDP on member ingress.
+    Ingress = 0,
+    /// tc on the VRF device's egress: traffic the host sends inside a VRF.
+    VrfEgress = 1,
+    /// tc on member egress: what the kernel itself transmits out of a member.
+    MemberTx = 2,
+}
+
+pub const DIRECTIONS: u32 = 3;
+
+impl Direction {
+    pub const ALL: [Direction; DIRECTIONS as usize] = [
+        Direction::Ingress,
+        Direction::VrfEgress,
+        Direction::MemberTx,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::VrfEgress => "vrf_egress",
+            Direction::MemberTx => "member_tx",
+        }
+    }
+}
+
+/// Index into a counter array.
+#[inline(always)]
+pub const fn stats_index(slot: u32, dir: Direction) -> u32 {
+    slot * DIRECTIONS + dir as u32
+}
+
+/// Every decision the data plane makes. `Rx` counts every packet seen on a member; every packet
+/// also lands in exactly one outcome (forwarded, a `Pass*` or a `Drop*`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Rx = 0,
+    Forwarded,
+    /// Not IPv4/IPv6 (ARP, VLAN-tagged, LLDP…).
+    PassNotIp,
+    /// Destination MAC is not the ingress link's: the kernel routes only frames sent to it.
+    PassOtherHost,
+    /// IPv4 options: the kernel processes them.
+    PassIpOptions,
+    /// IPv6 hop-by-hop header.
+    PassHopByHop,
+    /// Multicast or broadcast destination.
+    PassMulticast,
+    /// Link-local destination or source.
+    PassLinkLocal,
+    /// The route is local or broadcast: local delivery (sockets bound to the VRF).
+    PassLocal,
+    /// TTL or hop limit ≤ 1: the kernel sends time-exceeded.
+    PassTtl,
+    /// No route in the VRF's table.
+    PassNoRoute,
+    /// Unreachable route: the kernel sends and rate-limits the ICMP error.
+    PassUnreachable,
+    /// Prohibit route.
+    PassProhibit,
+    /// Throw route: the kernel goes on with the next rule.
+    PassThrow,
+    /// No usable neighbour entry: the kernel resolves it.
+    PassNoNeighbour,
+    /// Larger than the egress MTU: the kernel fragments or signals.
+    PassMtu,
+    /// Forwarding is off on the ingress link.
+    PassForwardingOff,
+    /// The VRF is degraded (map full, sync in doubt).
+    PassDegraded,
+    /// Martian source or destination (zero, loopback, v4-mapped…), or the reverse-path filter.
+    PassMartian,
+    /// Egress link unknown, down, not a redirect target, or the ingress link itself (the
+    /// kernel sends an ICMP redirect there).
+    PassEgress,
+    /// A route type or nexthop shape the data plane does not model.
+    PassUnsupported,
+    /// Truncated or inconsistent header: the kernel drops it too.
+    DropMalformed,
+    /// Bad IPv4 header checksum: the kernel drops it too.
+    DropChecksum,
+    /// Blackhole route.
+    DropBlackhole,
+}
+
+impl Reason {
+    pub const COUNT: usize = 24;
+
+    pub const ALL: [Reason; Reason::COUNT] = [
+        Reason::Rx,
+        Reason::Forwarded,
+        Reason::PassNotIp,
+        Reason::PassOtherHost,
+        Reason::PassIpOptions,
+        Reason::PassHopByHop,
+        Reason::PassMulticast,
+        Reason::PassLinkLocal,
+        Reason::PassLocal,
+        Reason::PassTtl,
+        Reason::PassNoRoute,
+        Reason::PassUnreachable,
+        Reason::PassProhibit,
+        Reason::PassThrow,
+        Reason::PassNoNeighbour,
+        Reason::PassMtu,
+        Reason::PassForwardingOff,
+        Reason::PassDegraded,
+        Reason::PassMartian,
+        Reason::PassEgress,
+        Reason::PassUnsupported,
+        Reason::DropMalformed,
+        Reason::DropChecksum,
+        Reason::DropBlackhole,
+    ];
+
+    /// Stable snake_case name used in JSON and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Rx => "rx",
+            Reason::Forwarded => "forwarded",
+            Reason::PassNotIp => "not_ip",
+            Reason::PassOtherHost => "other_host",
+            Reason::PassIpOptions => "ip_options",
+            Reason::PassHopByHop => "hop_by_hop",
+            Reason::PassMulticast => "multicast",
+            Reason::PassLinkLocal => "link_local",
+            Reason::PassLocal => "local",
+            Reason::PassTtl => "ttl",
+            Reason::PassNoRoute => "no_route",
+            Reason::PassUnreachable => "unreachable",
+            Reason::PassProhibit => "prohibit",
+            Reason::PassThrow => "throw",
+            Reason::PassNoNeighbour => "no_neighbour",
+            Reason::PassMtu => "mtu",
+            Reason::PassForwardingOff => "forwarding_off",
+            Reason::PassDegraded => "degraded",
+            Reason::PassMartian => "martian",
+            Reason::PassEgress => "egress",
+            Reason::PassUnsupported => "unsupported",
+            Reason::DropMalformed => "malformed",
+            Reason::DropChecksum => "bad_checksum",
+            Reason::DropBlackhole => "blackhole",
+        }
+    }
+
+    /// What the data plane does with a packet counted under this reason.
+    pub const fn action(self) -> Action {
+        match self {
+            Reason::Rx => Action::None,
+            Reason::Forwarded => Action::Forward,
+            Reason::DropMalformed | Reason::DropChecksum | Reason::DropBlackhole => Action::Drop,
+            _ => Action::Pass,
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<Reason> {
+        if (v as usize) < Reason::COUNT {
+            Some(Reason::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// The outcome class of a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Forward,
+    Pass,
+    Drop,
+}
+
+impl Action {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::Forward => "forward",
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// What `xdp_vrf_explain` records for the last packet it ran on (`EXPLAIN[0]`, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Explain {
+    /// `Reason` as u32.
+    pub reason: u32,
+    /// Egress ifindex when forwarded.
+    pub oif: u32,
+    /// VRF slot the packet was looked up in (after a cross-VRF hop, the last one).
+    pub vrf: u32,
+    /// 4 or 6 for the neighbour address family, 0 when not forwarded.
+    pub family: u32,
+    /// The neighbour the packet was sent to (the gateway, or the destination when connected).
+    pub neighbour: [u8; 16],
+    /// Set by the program so a reader knows the record is fresh.
+    pub seq: u64,
+}
+
+/// Big-endian table id, as stored in FIB keys.
+#[inline(always)]
+pub const fn table_key(table: u32) -> [u8; 4] {
+    table.to_be_bytes()
+}
+
+// Sizes fixed by the maps and by the program's bounds.
+const _: () = assert!(core::mem::size_of::<Link>() == 20);
+const _: () = assert!(core::mem::size_of::<Vrf>() == 40);
+const _: () = assert!(core::mem::size_of::<Fib4Key>() == 8);
+const _: () = assert!(core::mem::size_of::<Fib6Key>() == 20);
+const _: () = assert!(core::mem::size_of::<Route>() == 8);
+const _: () = assert!(core::mem::size_of::<Nexthop>() == 24);
+const _: () = assert!(core::mem::size_of::<NexthopGroup>() == 8 + 24 * MAX_PATHS);
+const _: () = assert!(core::mem::size_of::<NeighKey>() == 24);
+const _: () = assert!(core::mem::size_of::<Neigh>() == 8);
+const _: () = assert!(core::mem::size_of::<Counters>() == 16 * Reason::COUNT);
+const _: () = assert!(core::mem::size_of::<Explain>() == 40);
+const _: () = assert!(Reason::ALL[Reason::COUNT - 1] as usize == Reason::COUNT - 1);
+
+#[cfg(feature = "user")]
+mod user {
+    //! aya's `Pod` marker for map keys and values (bytemuck's `Pod` already proves the layout).
+    use super::*;
+    macro_rules! aya_pod {
+        ($($t:ty),*) => { $(unsafe impl aya::Pod for $t {})* };
+    }
+    aya_pod!(
+        Link,
+        Vrf,
+        Fib4Key,
+        Fib6Key,
+        Route,
+        NexthopGroup,
+        NeighKey,
+        Neigh,
+        Counters,
+        Explain
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_numbered_in_order_and_named_uniquely() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+            assert_eq!(Reason::from_u32(i as u32), Some(*r));
+            for other in &Reason::ALL[i + 1..] {
+                assert_ne!(r.name(), other.name());
+            }
+        }
+        assert_eq!(Reason::from_u32(Reason::COUNT as u32), None);
+    }
+
+    #[test]
+    fn fib_key_puts_table_big_endian_before_the_address() {
+        let key = Fib4Key {
+            table: table_key(0x0102_0304),
+            addr: [10, 0, 1, 2],
+        };
+        assert_eq!(bytemuck::bytes_of(&key), &[1, 2, 3, 4, 10, 0, 1, 2]);
+        let key6 = Fib6Key {
+            table: table_key(110),
+            addr: [0xfd; 16],
+        };
+        assert_eq!(&bytemuck::bytes_of(&key6)[..4], &[0, 0, 0, 110]);
+        assert_eq!(bytemuck::bytes_of(&key6)[4], 0xfd);
+    }
+
+    #[test]
+    fn nexthop_gateway_is_stored_in_network_order() {
+        let nh = Nexthop {
+            ifindex: 7,
+            flags: NH_GATEWAY,
+            gateway: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let b = bytemuck::bytes_of(&nh);
+        assert_eq!(&b[0..4], &7u32.to_ne_bytes());
+        assert_eq!(&b[8..12], &[10, 0, 0, 1]);
+    }
+
+    #[test]
+    fn route_kinds_use_the_kernel_numbering() {
+        // linux/rtnetlink.h: RTN_UNICAST = 1 … RTN_NAT = 10.
+        for v in 1..=10 {
+            assert_eq!(RouteKind::from_u16(v).map(|k| k as u16), Some(v));
+        }
+        assert_eq!(RouteKind::from_u16(0), None);
+        assert_eq!(RouteKind::from_u16(11), None);
+    }
+
+    #[test]
+    fn stats_index_interleaves_directions() {
+        assert_eq!(stats_index(0, Direction::Ingress), 0);
+        assert_eq!(stats_index(1, Direction::Ingress), DIRECTIONS);
+        assert_eq!(stats_index(2, Direction::MemberTx), 2 * DIRECTIONS + 2);
+    }
+}

@@ -1,0 +1,32 @@
+//! Per-CPU counters per VRF and per link: `Rx` plus the one outcome of every packet.
+use aya_ebpf::maps::PerCpuArray;
+use vrf_common::{stats_index, Counters, Direction, Link, Reason};
+
+use crate::maps::{LINK_STATS, VRF_STATS};
+
+#[inline(always)]
+pub fn count(link: &Link, dir: Direction, reason: Reason, bytes: u64) {
+    add(&VRF_STATS, stats_index(link.vrf, dir), reason, bytes);
+    add(
+        &LINK_STATS,
+        stats_index(link.stats_slot, dir),
+        reason,
+        bytes,
+    );
+}
+
+#[inline(always)]
+fn add(map: &PerCpuArray<Counters>, index: u32, reason: Reason, bytes: u64) {
+    let Some(c) = map.get_ptr_mut(index) else {
+        return;
+    };
+    // Per-CPU slots: no other writer, plain adds suffice.
+    let c = unsafe { &mut (*c).by_reason };
+    c[Reason::Rx as usize].packets += 1;
+    c[Reason::Rx as usize].bytes += bytes;
+    let r = reason as usize;
+    if r < c.len() {
+        c[r].packets += 1;
+        c[r].bytes += bytes;
+    }
+}

@@ -1,0 +1,81 @@
+//! Per-VRF FIB lookups: one LPM trie per family, keyed `table ‖ address`, and multipath choice.
+use aya_ebpf::maps::lpm_trie::Key;
+use vrf_common::{table_key, Fib4Key, Fib6Key, Nexthop, Route, FIB_TABLE_BITS, MAX_PATHS};
+
+use crate::maps::{FIB4, FIB6, NEXTHOPS};
+
+#[inline(always)]
+pub fn lookup4(table: u32, addr: [u8; 4]) -> Option<Route> {
+    let key = Key::new(
+        FIB_TABLE_BITS + 32,
+        Fib4Key {
+            table: table_key(table),
+            addr,
+        },
+    );
+    FIB4.get(&key).copied()
+}
+
+#[inline(always)]
+pub fn lookup6(table: u32, addr: [u8; 16]) -> Option<Route> {
+    let key = Key::new(
+        FIB_TABLE_BITS + 128,
+        Fib6Key {
+            table: table_key(table),
+            addr,
+        },
+    );
+    FIB6.get(&key).copied()
+}
+
+/// The route's path for a flow with hash `hash`: stable per flow, spread across the set.
+#[inline(always)]
+pub fn select_path(route: &Route, hash: u32) -> Option<Nexthop> {
+    let group = unsafe { NEXTHOPS.get(&route.nexthop) }?;
+    let count = group.count as usize;
+    if count == 0 || count > MAX_PATHS {
+        return None;
+    }
+    // (hash × count) >> 32 lies in [0, count): a multiply and a shift the verifier can bound,
+    // where a modulo's result is unbounded to it.
+    let idx = ((hash as u64 * count as u64) >> 32) as usize;
+    if idx >= MAX_PATHS {
+        return None;
+    }
+    Some(group.paths[idx])
+}
+
+/// Does any path of `route` leave through `ifindex`? (strict reverse-path filter)
+#[inline(always)]
+pub fn uses_link(route: &Route, ifindex: u32) -> bool {
+    let Some(group) = (unsafe { NEXTHOPS.get(&route.nexthop) }) else {
+        return false;
+    };
+    let mut i = 0;
+    while i < MAX_PATHS {
+        if (i as u32) < group.count && group.paths[i].ifindex == ifindex {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Flow hash over addresses, protocol and ports (ports 0 when absent): every packet of a flow
+/// takes the same path.
+#[inline(always)]
+pub fn flow_hash(src: u32, dst: u32, protocol: u8, ports: u32) -> u32 {
+    let mut h = src ^ dst.rotate_left(16) ^ ports ^ (protocol as u32).wrapping_mul(0x9e37_79b9);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846c_a68b);
+    h ^ (h >> 16)
+}
+
+/// An IPv6 address folded to 32 bits for hashing.
+#[inline(always)]
+pub fn fold6(addr: &[u8; 16]) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    w(0) ^ w(4) ^ w(8) ^ w(12)
+}

@@ -1,0 +1,377 @@
+//! The one forwarding decision, made the kernel's way (ip_rcv_core → ip_route_input_slow →
+//! ip_forward, and their IPv6 twins), in the same order: what the kernel drops for a bad header is
+//! dropped; anything the kernel would answer, deliver locally, signal or treat specially is passed
+//! to it untouched; only plain unicast forwarding with a known neighbour is done here.
+use vrf_common::{
+    Link, Nexthop, Reason, Route, RouteKind, Vrf, LINK_FWD4, LINK_FWD6, LINK_RPF_LOOSE,
+    LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
+};
+
+use crate::{
+    fib,
+    maps::{LINKS, VRFS},
+    neigh,
+    parse::{self, EthHdr, Frame, Ipv4Hdr, Ipv6Hdr, ETH_LEN, IPV4_LEN, IPV6_LEN},
+};
+
+/// The outcome of one packet, with what `EXPLAIN`, the redirect and the rewrite need. The
+/// decision never writes the frame: a redirect that fails must hand the kernel the original.
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub reason: Reason,
+    /// Egress ifindex when forwarded.
+    pub oif: u32,
+    /// VRF slot of the table that decided.
+    pub vrf: u32,
+    /// Neighbour address family (4 or 6) and address when forwarded.
+    pub family: u32,
+    pub neighbour: [u8; 16],
+    /// Bytes beyond the IP packet (Ethernet padding) to trim before sending, as the kernel does.
+    pub trim: u32,
+    /// IP version of the packet (4 or 6), for the rewrite.
+    pub ip_version: u8,
+    /// Source MAC (the egress link's) and destination MAC (the neighbour's).
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
+impl Verdict {
+    #[inline(always)]
+    fn only(reason: Reason, vrf: u32) -> Self {
+        Verdict {
+            reason,
+            oif: 0,
+            vrf,
+            family: 0,
+            neighbour: [0; 16],
+            trim: 0,
+            ip_version: 0,
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+        }
+    }
+}
+
+/// Where a unicast route leads: the path, its egress link and the table that chose it.
+struct Egress {
+    path: Nexthop,
+    link: Link,
+    vrf: u32,
+}
+
+/// Decide the fate of the frame that arrived on member `ifindex`.
+#[inline(always)]
+pub fn decide(frame: Frame, ifindex: u32, member: &Link) -> Verdict {
+    let vrf_slot = member.vrf;
+    let Some(eth) = frame.ptr_at::<EthHdr>(0) else {
+        return Verdict::only(Reason::PassNotIp, vrf_slot);
+    };
+    let proto = unsafe { (*eth).proto };
+    if proto != parse::ETH_P_IP && proto != parse::ETH_P_IPV6 {
+        return Verdict::only(Reason::PassNotIp, vrf_slot);
+    }
+    // ip_rcv drops PACKET_OTHERHOST, ip_forward anything but PACKET_HOST.
+    if unsafe { (*eth).dst } != member.mac {
+        return Verdict::only(Reason::PassOtherHost, vrf_slot);
+    }
+    let Some(vrf) = VRFS.get(vrf_slot).copied() else {
+        return Verdict::only(Reason::PassDegraded, vrf_slot);
+    };
+    if proto == parse::ETH_P_IP {
+        ipv4(frame, ifindex, member, &vrf)
+    } else {
+        ipv6(frame, ifindex, member, &vrf)
+    }
+}
+
+#[inline(always)]
+fn ipv4(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
+    let slot = member.vrf;
+    let only = |r| Verdict::only(r, slot);
+    // ip_rcv_core: the checks that make the kernel drop.
+    let Some(ip) = frame.ptr_at::<Ipv4Hdr>(ETH_LEN) else {
+        return only(Reason::DropMalformed);
+    };
+    let (vihl, tot_len) = unsafe {
+        (
+            (*ip).version_ihl,
+            u16::from_be_bytes((*ip).tot_len) as usize,
+        )
+    };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < IPV4_LEN || tot_len < ihl || ETH_LEN + tot_len > frame.len() {
+        return only(Reason::DropMalformed);
+    }
+    if ihl != IPV4_LEN {
+        return only(Reason::PassIpOptions);
+    }
+    if parse::ipv4_header_sum(ip) != 0xffff {
+        return only(Reason::DropChecksum);
+    }
+    let (src, dst, ttl, protocol, frag) = unsafe {
+        (
+            (*ip).saddr,
+            (*ip).daddr,
+            (*ip).ttl,
+            (*ip).protocol,
+            u16::from_be_bytes((*ip).frag_off),
+        )
+    };
+
+    // ip_route_input_slow, before the FIB.
+    if dst[0] >= 224 {
+        // Multicast, the limited broadcast and class E all stay with the kernel.
+        return only(Reason::PassMulticast);
+    }
+    if src[0] >= 224 || src[0] == 0 || src[0] == 127 || dst[0] == 0 || dst[0] == 127 {
+        return only(Reason::PassMartian);
+    }
+    if (dst[0] == 169 && dst[1] == 254) || (src[0] == 169 && src[1] == 254) {
+        return only(Reason::PassLinkLocal);
+    }
+    if let Some(r) = vrf_state(vrf, member, LINK_FWD4) {
+        return only(r);
+    }
+
+    let route = match classify(fib::lookup4(vrf.table, dst)) {
+        Ok(route) => route,
+        Err(r) => return only(r),
+    };
+    if member.flags & (LINK_RPF_STRICT | LINK_RPF_LOOSE) != 0
+        && !rpf_ok(fib::lookup4(vrf.table, src), member, ifindex)
+    {
+        return only(Reason::PassMartian);
+    }
+    // Ports only from an unfragmented packet, so every fragment of a flow hashes alike.
+    let ports = if frag & 0x3fff == 0 {
+        parse::ports(&frame, ETH_LEN + IPV4_LEN, protocol)
+    } else {
+        0
+    };
+    let hash = fib::flow_hash(
+        u32::from_ne_bytes(src),
+        u32::from_ne_bytes(dst),
+        protocol,
+        ports,
+    );
+    let egress = match egress(&route, hash, slot, ifindex, |table| {
+        fib::lookup4(table, dst)
+    }) {
+        Ok(e) => e,
+        Err(r) => return only(r),
+    };
+
+    // ip_forward.
+    if ttl <= 1 {
+        return only(Reason::PassTtl);
+    }
+    if tot_len > mtu(&route, &egress.link) {
+        return only(Reason::PassMtu);
+    }
+    let (family, neighbour) = if egress.path.flags & NH_GATEWAY == 0 {
+        (4, neigh::v4(dst))
+    } else if egress.path.flags & NH_GATEWAY6 != 0 {
+        (6, egress.path.gateway)
+    } else {
+        (4, egress.path.gateway)
+    };
+    let Some(mac) = neigh::lookup(egress.path.ifindex, family, neighbour) else {
+        return Verdict::only(Reason::PassNoNeighbour, egress.vrf);
+    };
+    Verdict {
+        reason: Reason::Forwarded,
+        oif: egress.path.ifindex,
+        vrf: egress.vrf,
+        family,
+        neighbour,
+        trim: (frame.len() - ETH_LEN - tot_len) as u32,
+        ip_version: 4,
+        src_mac: egress.link.mac,
+        dst_mac: mac,
+    }
+}
+
+#[inline(always)]
+fn ipv6(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
+    let slot = member.vrf;
+    let only = |r| Verdict::only(r, slot);
+    // ip6_rcv_core.
+    let Some(ip) = frame.ptr_at::<Ipv6Hdr>(ETH_LEN) else {
+        return only(Reason::DropMalformed);
+    };
+    let (version, payload_len, nexthdr, hop_limit, src, dst) = unsafe {
+        (
+            (*ip).version_class_flow[0] >> 4,
+            u16::from_be_bytes((*ip).payload_len) as usize,
+            (*ip).nexthdr,
+            (*ip).hop_limit,
+            (*ip).saddr,
+            (*ip).daddr,
+        )
+    };
+    if version != 6 {
+        return only(Reason::DropMalformed);
+    }
+    if nexthdr == parse::IPPROTO_HOPOPTS {
+        // Router alert, jumbograms: the kernel's.
+        return only(Reason::PassHopByHop);
+    }
+    if ETH_LEN + IPV6_LEN + payload_len > frame.len() {
+        return only(Reason::DropMalformed);
+    }
+    if dst[0] == 0xff {
+        return only(Reason::PassMulticast);
+    }
+    if src[0] == 0xff || is_special6(&src) || is_special6(&dst) {
+        return only(Reason::PassMartian);
+    }
+    if (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80) || (src[0] == 0xfe && src[1] & 0xc0 == 0x80) {
+        return only(Reason::PassLinkLocal);
+    }
+    if let Some(r) = vrf_state(vrf, member, LINK_FWD6) {
+        return only(r);
+    }
+
+    let route = match classify(fib::lookup6(vrf.table, dst)) {
+        Ok(route) => route,
+        Err(r) => return only(r),
+    };
+    let ports = parse::ports(&frame, ETH_LEN + IPV6_LEN, nexthdr);
+    let hash = fib::flow_hash(fib::fold6(&src), fib::fold6(&dst), nexthdr, ports);
+    let egress = match egress(&route, hash, slot, ifindex, |table| {
+        fib::lookup6(table, dst)
+    }) {
+        Ok(e) => e,
+        Err(r) => return only(r),
+    };
+
+    // ip6_forward.
+    if hop_limit <= 1 {
+        return only(Reason::PassTtl);
+    }
+    if IPV6_LEN + payload_len > mtu(&route, &egress.link) {
+        return only(Reason::PassMtu);
+    }
+    let neighbour = if egress.path.flags & NH_GATEWAY == 0 {
+        dst
+    } else {
+        egress.path.gateway
+    };
+    let Some(mac) = neigh::lookup(egress.path.ifindex, 6, neighbour) else {
+        return Verdict::only(Reason::PassNoNeighbour, egress.vrf);
+    };
+    Verdict {
+        reason: Reason::Forwarded,
+        oif: egress.path.ifindex,
+        vrf: egress.vrf,
+        family: 6,
+        neighbour,
+        trim: (frame.len() - ETH_LEN - IPV6_LEN - payload_len) as u32,
+        ip_version: 6,
+        src_mac: egress.link.mac,
+        dst_mac: mac,
+    }
+}
+
+/// `::`, `::1` and IPv4-mapped `::ffff:a.b.c.d`: the kernel drops or keeps these itself.
+#[inline(always)]
+fn is_special6(a: &[u8; 16]) -> bool {
+    let mut head_zero = true;
+    let mut i = 0;
+    while i < 10 {
+        head_zero &= a[i] == 0;
+        i += 1;
+    }
+    head_zero
+        && ((a[10] == 0 && a[11] == 0 && a[12] == 0 && a[13] == 0 && a[14] == 0 && a[15] <= 1)
+            || (a[10] == 0xff && a[11] == 0xff))
+}
+
+/// Reasons the VRF or the ingress link leave every packet to the kernel.
+#[inline(always)]
+fn vrf_state(vrf: &Vrf, member: &Link, fwd_flag: u16) -> Option<Reason> {
+    if vrf.flags & VRF_ACTIVE == 0 || vrf.flags & VRF_DEGRADED != 0 {
+        return Some(Reason::PassDegraded);
+    }
+    if member.flags & fwd_flag == 0 {
+        return Some(Reason::PassForwardingOff);
+    }
+    None
+}
+
+/// The kernel's route types: only unicast is ours to forward.
+#[inline(always)]
+fn classify(route: Option<Route>) -> Result<Route, Reason> {
+    let Some(route) = route else {
+        return Err(Reason::PassNoRoute);
+    };
+    match RouteKind::from_u16(route.kind) {
+        Some(RouteKind::Unicast) => Ok(route),
+        Some(RouteKind::Local) | Some(RouteKind::Broadcast) | Some(RouteKind::Anycast) => {
+            Err(Reason::PassLocal)
+        }
+        Some(RouteKind::Multicast) => Err(Reason::PassMulticast),
+        Some(RouteKind::Blackhole) => Err(Reason::DropBlackhole),
+        Some(RouteKind::Unreachable) => Err(Reason::PassUnreachable),
+        Some(RouteKind::Prohibit) => Err(Reason::PassProhibit),
+        Some(RouteKind::Throw) => Err(Reason::PassThrow),
+        _ => Err(Reason::PassUnsupported),
+    }
+}
+
+/// fib_validate_source, conservatively: the source must have a unicast route in the VRF, and in
+/// strict mode one of its paths must leave through the ingress link.
+#[inline(always)]
+fn rpf_ok(back: Option<Route>, member: &Link, ifindex: u32) -> bool {
+    let Some(back) = back else {
+        return false;
+    };
+    if back.kind != RouteKind::Unicast as u16 {
+        return false;
+    }
+    member.flags & LINK_RPF_STRICT == 0 || fib::uses_link(&back, ifindex)
+}
+
+/// The path for this flow and its egress link; a path through a VRF device (a route leaked
+/// into another VRF) is followed by one more lookup in that VRF's table.
+#[inline(always)]
+fn egress(
+    route: &Route,
+    hash: u32,
+    slot: u32,
+    ifindex: u32,
+    lookup: impl Fn(u32) -> Option<Route>,
+) -> Result<Egress, Reason> {
+    let path = fib::select_path(route, hash).ok_or(Reason::PassUnsupported)?;
+    let mut link = *unsafe { LINKS.get(&path.ifindex) }.ok_or(Reason::PassEgress)?;
+    let (path, vrf) = if link.flags & LINK_VRF_DEVICE != 0 {
+        let other = VRFS.get(link.vrf).ok_or(Reason::PassEgress)?;
+        if other.flags & VRF_ACTIVE == 0 || other.flags & VRF_DEGRADED != 0 {
+            return Err(Reason::PassDegraded);
+        }
+        let leaked = classify(lookup(other.table))?;
+        let path = fib::select_path(&leaked, hash).ok_or(Reason::PassUnsupported)?;
+        link = *unsafe { LINKS.get(&path.ifindex) }.ok_or(Reason::PassEgress)?;
+        if link.flags & LINK_VRF_DEVICE != 0 {
+            return Err(Reason::PassUnsupported);
+        }
+        (path, link.vrf)
+    } else {
+        (path, slot)
+    };
+    if link.flags & LINK_UP == 0 || path.ifindex == ifindex {
+        return Err(Reason::PassEgress);
+    }
+    Ok(Egress { path, link, vrf })
+}
+
+/// The route's MTU metric when it is tighter than the link's.
+#[inline(always)]
+fn mtu(route: &Route, link: &Link) -> usize {
+    let m = link.mtu as usize;
+    if route.mtu != 0 && (route.mtu as usize) < m {
+        route.mtu as usize
+    } else {
+        m
+    }
+}

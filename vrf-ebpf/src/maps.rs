@@ -1,0 +1,42 @@
+//! Every map the programs share with userspace. Sizes are defaults; the loader may resize them.
+use aya_ebpf::{
+    macros::map,
+    maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray},
+};
+use vrf_common::{
+    Counters, Explain, Fib4Key, Fib6Key, Link, Neigh, NeighKey, NexthopGroup, Route, Vrf,
+    DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES, NEXTHOP_ENTRIES,
+};
+
+#[map]
+pub static LINKS: HashMap<u32, Link> = HashMap::with_max_entries(MAX_LINKS, 0);
+
+#[map]
+pub static VRFS: aya_ebpf::maps::Array<Vrf> = aya_ebpf::maps::Array::with_max_entries(MAX_VRFS, 0);
+
+#[map]
+pub static FIB4: LpmTrie<Fib4Key, Route> = LpmTrie::with_max_entries(FIB4_ENTRIES, 0);
+
+#[map]
+pub static FIB6: LpmTrie<Fib6Key, Route> = LpmTrie::with_max_entries(FIB6_ENTRIES, 0);
+
+#[map]
+pub static NEXTHOPS: HashMap<u32, NexthopGroup> = HashMap::with_max_entries(NEXTHOP_ENTRIES, 0);
+
+#[map]
+pub static NEIGH: HashMap<NeighKey, Neigh> = HashMap::with_max_entries(NEIGH_ENTRIES, 0);
+
+/// Redirect targets: ifindex → ifindex.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_LINKS, 0);
+
+#[map]
+pub static VRF_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(MAX_VRFS * DIRECTIONS, 0);
+
+#[map]
+pub static LINK_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(MAX_LINKS * DIRECTIONS, 0);
+
+#[map]
+pub static EXPLAIN: PerCpuArray<Explain> = PerCpuArray::with_max_entries(1, 0);

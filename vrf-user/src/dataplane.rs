@@ -1,0 +1,336 @@
+//! The loaded data plane: the embedded object, its XDP programs, where they are attached, and
+//! BPF_PROG_TEST_RUN of the programs for packet-level checks and `vrfctl lookup`.
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    Ebpf, EbpfLoader, TestRun, TestRunOptions,
+};
+use aya_obj::programs::XdpAttachType;
+use vrf_common::{map_names, prog_names, Explain, Reason, FIB4_ENTRIES, FIB6_ENTRIES};
+
+use crate::maps::{addr_from16, zeroed_per_cpu, Maps};
+
+/// How XDP is attached to a member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttachMode {
+    /// Native (driver) mode, falling back to generic with a warning.
+    #[default]
+    Auto,
+    /// Native only: fail where the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+}
+
+impl FromStr for XdpAttachMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "native" => Ok(Self::Native),
+            "generic" => Ok(Self::Generic),
+            other => bail!("unknown XDP mode {other:?}: expected auto, native or generic"),
+        }
+    }
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        })
+    }
+}
+
+/// Choices made at load time.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// FIB capacities (routes over all VRFs).
+    pub fib4_entries: u32,
+    pub fib6_entries: u32,
+    /// Pin the maps and the explain program here (an existing directory on a bpffs).
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            fib4_entries: FIB4_ENTRIES,
+            fib6_entries: FIB6_ENTRIES,
+            pin_dir: None,
+        }
+    }
+}
+
+/// What the fast path did with one frame in a test run.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The XDP action returned (XDP_DROP = 1, XDP_PASS = 2, XDP_REDIRECT = 4).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// The program's own account of one packet (from `xdp_vrf_explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub action: u32,
+    pub reason: Reason,
+    /// Egress ifindex when forwarded.
+    pub oif: Option<u32>,
+    /// The neighbour the packet is sent to (gateway, or the destination when connected).
+    pub neighbour: Option<IpAddr>,
+    /// VRF slot of the table that decided.
+    pub vrf: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+pub struct DataPlane {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    attached: BTreeMap<u32, (XdpLinkId, AttachedMode)>,
+}
+
+impl DataPlane {
+    /// Load the embedded object with default capacities, unpinned.
+    pub fn load() -> Result<Self> {
+        Self::load_with(&LoadOptions::default())
+    }
+
+    pub fn load_with(opts: &LoadOptions) -> Result<Self> {
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map_names::FIB4, opts.fib4_entries)
+            .map_max_entries(map_names::FIB6, opts.fib6_entries)
+            .load(crate::EBPF_OBJECT)
+            .context("loading the vrf-xdp eBPF object (root or CAP_BPF + CAP_NET_ADMIN needed)")?;
+        for name in [prog_names::XDP_VRF, prog_names::XDP_VRF_EXPLAIN] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected program {name}"))?;
+        }
+        let maps = Maps::take(&mut ebpf, opts.pin_dir.as_deref())?;
+        let mut dp = DataPlane {
+            ebpf,
+            maps,
+            attached: BTreeMap::new(),
+        };
+        if let Some(dir) = &opts.pin_dir {
+            let path = dir.join(prog_names::XDP_VRF_EXPLAIN);
+            dp.program(prog_names::XDP_VRF_EXPLAIN)?
+                .pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?;
+        }
+        Ok(dp)
+    }
+
+    fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?)
+    }
+
+    /// Attach the fast path to `ifindex` (in the calling thread's network namespace).
+    pub fn attach(&mut self, ifindex: u32, mode: XdpAttachMode) -> Result<AttachedMode> {
+        if let Some((_, m)) = self.attached.get(&ifindex) {
+            return Ok(*m);
+        }
+        let prog = self.program(prog_names::XDP_VRF)?;
+        let (id, mode) = match mode {
+            XdpAttachMode::Native => (
+                prog.attach_to_if_index(ifindex, XdpMode::Driver)?,
+                AttachedMode::Native,
+            ),
+            XdpAttachMode::Generic => (
+                prog.attach_to_if_index(ifindex, XdpMode::Skb)?,
+                AttachedMode::Generic,
+            ),
+            XdpAttachMode::Auto => match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+                Ok(id) => (id, AttachedMode::Native),
+                Err(native) => {
+                    tracing::warn!(ifindex, error = %native, "native XDP unavailable, attaching in generic mode");
+                    (
+                        prog.attach_to_if_index(ifindex, XdpMode::Skb)?,
+                        AttachedMode::Generic,
+                    )
+                }
+            },
+        };
+        self.attached.insert(ifindex, (id, mode));
+        Ok(mode)
+    }
+
+    /// Detach the fast path from `ifindex`; a link that is already gone counts as detached.
+    pub fn detach(&mut self, ifindex: u32) -> Result<()> {
+        let Some((id, _)) = self.attached.remove(&ifindex) else {
+            return Ok(());
+        };
+        match self.program(prog_names::XDP_VRF)?.detach(id) {
+            Ok(()) => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("detaching XDP from ifindex {ifindex}")),
+        }
+    }
+
+    /// Detach from every interface.
+    pub fn detach_all(&mut self) -> Result<()> {
+        let mut first_err = None;
+        for ifindex in self.attached.keys().copied().collect::<Vec<_>>() {
+            if let Err(e) = self.detach(ifindex) {
+                tracing::error!(ifindex, error = %e, "detach failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Interfaces the fast path is attached to, and how.
+    pub fn attached(&self) -> impl Iterator<Item = (u32, AttachedMode)> + '_ {
+        self.attached.iter().map(|(i, (_, m))| (*i, *m))
+    }
+
+    /// Run the fast path on `frame` as if it arrived on `ifindex` (which must exist in the
+    /// calling thread's network namespace). A redirect is reported, not performed.
+    pub fn run(&mut self, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
+        run_xdp(self.program(prog_names::XDP_VRF)?, ifindex, frame)
+    }
+
+    /// Run the explain program on `frame` arriving on `ifindex` and read back its decision.
+    pub fn explain(&mut self, ifindex: u32, frame: &[u8]) -> Result<Explanation> {
+        let DataPlane { ebpf, maps, .. } = self;
+        let prog: &mut Xdp = ebpf
+            .program_mut(prog_names::XDP_VRF_EXPLAIN)
+            .ok_or_else(|| anyhow!("explain program missing"))?
+            .try_into()?;
+        explain_with(prog, maps, ifindex, frame)
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach_all() {
+            tracing::error!(error = %e, "detaching on drop");
+        }
+    }
+}
+
+/// The explain program a running vrfd pinned, with its maps.
+pub struct PinnedExplain {
+    prog: Xdp,
+    pub maps: Maps,
+}
+
+impl PinnedExplain {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path: PathBuf = dir.join(prog_names::XDP_VRF_EXPLAIN);
+        let prog = Xdp::from_pin(&path, XdpAttachType::Interface)
+            .with_context(|| format!("opening pinned program {}", path.display()))?;
+        Ok(PinnedExplain {
+            prog,
+            maps: Maps::from_pins(dir)?,
+        })
+    }
+
+    pub fn explain(&mut self, ifindex: u32, frame: &[u8]) -> Result<Explanation> {
+        explain_with(&mut self.prog, &mut self.maps, ifindex, frame)
+    }
+}
+
+fn explain_with(
+    prog: &mut Xdp,
+    maps: &mut Maps,
+    ifindex: u32,
+    frame: &[u8],
+) -> Result<Explanation> {
+    // Per-CPU record: clear every CPU's, run, then read the one CPU that wrote.
+    maps.explain.set(0, zeroed_per_cpu::<Explain>()?, 0)?;
+    let run = run_xdp(prog, ifindex, frame)?;
+    let per_cpu = maps.explain.get(&0, 0)?;
+    let e = per_cpu
+        .iter()
+        .find(|e| e.seq != 0)
+        .copied()
+        .ok_or_else(|| anyhow!("ifindex {ifindex} is not a VRF member known to the data plane"))?;
+    let reason =
+        Reason::from_u32(e.reason).ok_or_else(|| anyhow!("unknown reason {}", e.reason))?;
+    let forwarded = reason == Reason::Forwarded;
+    Ok(Explanation {
+        action: run.action,
+        reason,
+        oif: forwarded.then_some(e.oif),
+        neighbour: if forwarded {
+            addr_from16(e.family, e.neighbour)
+        } else {
+            None
+        },
+        vrf: e.vrf,
+        frame: run.frame,
+    })
+}
+
+fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx_bytes: &[u8] = bytemuck::cast_slice(&ctx);
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(ctx_bytes);
+    let result = prog.test_run(opts).with_context(|| {
+        format!("BPF_PROG_TEST_RUN on ifindex {ifindex} (does it exist in this network namespace?)")
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(RunResult {
+        action: result.return_value,
+        frame: out,
+    })
+}
+
+fn is_gone(e: &aya::programs::ProgramError) -> bool {
+    let text = format!("{e:?}");
+    text.contains("ENODEV") || text.contains("No such device") || text.contains("NotFound")
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (the VM lane's 6.1 does not, but a
+/// raised limit costs nothing).
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed; map creation may fail on old kernels");
+    }
+}

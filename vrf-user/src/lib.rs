@@ -1,0 +1,12 @@
+//! vrf-xdp userspace: the loader library shared by vrfd, vrfctl and the tests.
+//!
+//! - [`dataplane`]: load the embedded object, attach / detach XDP, pin, run the programs through
+//!   BPF_PROG_TEST_RUN;
+//! - [`maps`]: typed reads and writes of every map (nobody writes raw map bytes);
+//! - [`packet`]: frames for lookups and tests.
+pub mod dataplane;
+pub mod maps;
+pub mod packet;
+
+/// The eBPF object built from vrf-ebpf, embedded at build time.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrf-ebpf"));
