@@ -1,0 +1,624 @@
+//! The standard test topology: one `router` namespace holding tenant "VRFs" emulated with
+//! policy routing (this kernel has no vrf.ko), and one host namespace per VRF member.
+//!
+//! For every VRF `{name, table}` and member `i` with subnets `S4`, `S6`:
+//! - host namespace connected by a veth pair: router side `<name><i>` (e.g. `red0`), host side `eth0`;
+//! - router side gets `S4.1` (`noprefixroute`) and `S6::1` (`nodad noprefixroute`); the connected
+//!   routes go into table `table` (`proto kernel scope link src ...`);
+//! - `ip rule add iif <member> lookup <table> pref 1000` for IPv4 and IPv6;
+//! - `unreachable default metric 4278198272` in the table (IPv4 and IPv6);
+//! - host side gets `S4.2`, `S6::2` (`nodad`), default routes via the router addresses, GRO on;
+//! - permanent neighbour entries both ways (router → host, host → router), v4 and v6.
+//!
+//! The router has `net.ipv4.ip_forward=1`, `net.ipv6.conf.all.forwarding=1`, rp_filter 0 and
+//! DAD off. Dropping the [`Topology`] deletes the host namespaces first, then the router.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+
+use crate::link;
+use crate::netns::NetNs;
+
+/// The metric the kernel's VRF driver uses for the per-table `unreachable default` route.
+pub const VRF_DEFAULT_METRIC: u32 = 4278198272;
+/// `ip rule` preference of the `iif <member> lookup <table>` rules.
+pub const RULE_PREF: u32 = 1000;
+/// Interface name of every host's end of its veth pair.
+pub const HOST_IFNAME: &str = "eth0";
+
+/// An IPv4 prefix, stored normalised to its network address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ipv4Net {
+    pub network: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Net {
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self> {
+        if prefix_len > 32 {
+            bail!("bad IPv4 prefix length {prefix_len}");
+        }
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix_len)
+        };
+        Ok(Self {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix_len,
+        })
+    }
+
+    /// The `n`-th address of the prefix (`10.0.1.0/24`.nth(2) = 10.0.1.2).
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + n)
+    }
+
+    /// `addr/len` of the `n`-th address, as `ip addr add` wants it.
+    pub fn cidr_of(&self, n: u32) -> String {
+        format!("{}/{}", self.nth(n), self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (a, l) = s
+            .split_once('/')
+            .with_context(|| format!("{s:?}: expected a.b.c.d/len"))?;
+        Ipv4Net::new(
+            a.parse().with_context(|| format!("{s:?}"))?,
+            l.parse().with_context(|| format!("{s:?}"))?,
+        )
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+/// An IPv6 prefix, stored normalised to its network address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ipv6Net {
+    pub network: Ipv6Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv6Net {
+    pub fn new(addr: Ipv6Addr, prefix_len: u8) -> Result<Self> {
+        if prefix_len > 128 {
+            bail!("bad IPv6 prefix length {prefix_len}");
+        }
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - prefix_len)
+        };
+        Ok(Self {
+            network: Ipv6Addr::from(u128::from(addr) & mask),
+            prefix_len,
+        })
+    }
+
+    /// The `n`-th address of the prefix (`fd00:1::/64`.nth(2) = fd00:1::2).
+    pub fn nth(&self, n: u32) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network) + u128::from(n))
+    }
+
+    pub fn cidr_of(&self, n: u32) -> String {
+        format!("{}/{}", self.nth(n), self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv6Net {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (a, l) = s
+            .split_once('/')
+            .with_context(|| format!("{s:?}: expected addr/len"))?;
+        Ipv6Net::new(
+            a.parse().with_context(|| format!("{s:?}"))?,
+            l.parse().with_context(|| format!("{s:?}"))?,
+        )
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+/// One VRF member link. The router uses host number 1 of each subnet, the host number 2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSpec {
+    pub subnet4: Option<Ipv4Net>,
+    pub subnet6: Option<Ipv6Net>,
+}
+
+impl MemberSpec {
+    /// Dual-stack member, e.g. `MemberSpec::dual("10.0.1.0/24", "fd00:1::/64")`.
+    /// Panics on malformed prefixes (this is test code).
+    pub fn dual(subnet4: &str, subnet6: &str) -> Self {
+        Self {
+            subnet4: Some(subnet4.parse().expect("bad IPv4 subnet")),
+            subnet6: Some(subnet6.parse().expect("bad IPv6 subnet")),
+        }
+    }
+
+    pub fn v4(subnet4: &str) -> Self {
+        Self {
+            subnet4: Some(subnet4.parse().expect("bad IPv4 subnet")),
+            subnet6: None,
+        }
+    }
+
+    pub fn v6(subnet6: &str) -> Self {
+        Self {
+            subnet4: None,
+            subnet6: Some(subnet6.parse().expect("bad IPv6 subnet")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrfSpec {
+    /// Short name (≤ 12 chars, letters/digits): member interfaces are `<name><index>`.
+    pub name: String,
+    /// Routing table id of the tenant.
+    pub table: u32,
+    pub members: Vec<MemberSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologySpec {
+    /// Namespace name prefix: every namespace is `vx-<prefix>-<pid>-<n>`. Use a distinct one per
+    /// test so `list_own_netns(prefix)` finds only that test's namespaces.
+    pub prefix: String,
+    pub vrfs: Vec<VrfSpec>,
+}
+
+impl TopologySpec {
+    /// The canonical topology: VRFs `red` (table 110) and `blue` (table 120) with identical,
+    /// overlapping addressing. Member 0 ("host A"): 10.0.1.0/24 + fd00:1::/64, member 1
+    /// ("host B"): 10.0.2.0/24 + fd00:2::/64. Router = .1 / ::1, host = .2 / ::2.
+    pub fn two_vrfs_identical() -> Self {
+        let members = vec![
+            MemberSpec::dual("10.0.1.0/24", "fd00:1::/64"),
+            MemberSpec::dual("10.0.2.0/24", "fd00:2::/64"),
+        ];
+        TopologySpec {
+            prefix: "topo".into(),
+            vrfs: vec![
+                VrfSpec {
+                    name: "red".into(),
+                    table: 110,
+                    members: members.clone(),
+                },
+                VrfSpec {
+                    name: "blue".into(),
+                    table: 120,
+                    members,
+                },
+            ],
+        }
+    }
+
+    /// Replaces the namespace name prefix.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Builds it (same as [`Topology::build`]).
+    pub fn build(&self) -> Result<Topology> {
+        Topology::build(self)
+    }
+}
+
+/// A built VRF member: the router-side interface and the host behind it.
+#[derive(Debug)]
+pub struct Member {
+    /// The host's namespace (its interface is [`HOST_IFNAME`]).
+    pub host: NetNs,
+    pub vrf: String,
+    pub table: u32,
+    pub index: usize,
+    /// Router-side interface name (`red0`) and its ifindex / MAC in the router namespace.
+    pub ifname: String,
+    pub ifindex: u32,
+    pub router_mac: [u8; 6],
+    /// Host-side interface (`eth0`) ifindex / MAC in the host namespace.
+    pub host_ifindex: u32,
+    pub host_mac: [u8; 6],
+    pub subnet4: Option<Ipv4Net>,
+    pub subnet6: Option<Ipv6Net>,
+}
+
+impl Member {
+    /// Router address in this member's IPv4 subnet (`.1`). Panics if the member has no IPv4.
+    pub fn router4(&self) -> Ipv4Addr {
+        self.subnet4.expect("member has no IPv4 subnet").nth(1)
+    }
+    /// Host address in this member's IPv4 subnet (`.2`).
+    pub fn host4(&self) -> Ipv4Addr {
+        self.subnet4.expect("member has no IPv4 subnet").nth(2)
+    }
+    /// Router address in this member's IPv6 subnet (`::1`).
+    pub fn router6(&self) -> Ipv6Addr {
+        self.subnet6.expect("member has no IPv6 subnet").nth(1)
+    }
+    /// Host address in this member's IPv6 subnet (`::2`).
+    pub fn host6(&self) -> Ipv6Addr {
+        self.subnet6.expect("member has no IPv6 subnet").nth(2)
+    }
+}
+
+#[derive(Debug)]
+pub struct Vrf {
+    pub name: String,
+    pub table: u32,
+    pub members: Vec<Member>,
+}
+
+/// All namespaces of a built topology. Field order matters: hosts (in `vrfs`) drop before the
+/// router.
+#[derive(Debug)]
+pub struct Topology {
+    vrfs: Vec<Vrf>,
+    router: NetNs,
+    spec: TopologySpec,
+}
+
+fn validate(spec: &TopologySpec) -> Result<()> {
+    let mut names = std::collections::HashSet::new();
+    let mut tables = std::collections::HashSet::new();
+    for v in &spec.vrfs {
+        if v.name.is_empty()
+            || v.name.len() > 12
+            || !v.name.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            bail!("VRF name {:?} must be 1..=12 ASCII letters/digits", v.name);
+        }
+        if !names.insert(v.name.clone()) {
+            bail!("duplicate VRF name {:?}", v.name);
+        }
+        if !tables.insert(v.table) || v.table == 0 || (253..=255).contains(&v.table) {
+            bail!(
+                "VRF {:?}: table {} is reserved or duplicate",
+                v.name,
+                v.table
+            );
+        }
+        if v.members.len() > 999 {
+            bail!("VRF {:?}: too many members", v.name);
+        }
+        for (i, m) in v.members.iter().enumerate() {
+            if m.subnet4.is_none() && m.subnet6.is_none() {
+                bail!("VRF {:?} member {i}: no subnet", v.name);
+            }
+            if m.subnet4.is_some_and(|s| s.prefix_len > 30)
+                || m.subnet6.is_some_and(|s| s.prefix_len > 126)
+            {
+                bail!(
+                    "VRF {:?} member {i}: subnet too small for router .1 and host .2",
+                    v.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Topology {
+    /// Creates every namespace, link, address, route, rule and neighbour of `spec`. On error,
+    /// whatever was already created is removed.
+    pub fn build(spec: &TopologySpec) -> Result<Topology> {
+        validate(spec)?;
+        let router = NetNs::new(&spec.prefix).context("create router namespace")?;
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv6.conf.default.forwarding", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+        ] {
+            router.sysctl(k, v)?;
+        }
+
+        let mut vrfs = Vec::new();
+        for vs in &spec.vrfs {
+            let table = vs.table.to_string();
+            let metric = VRF_DEFAULT_METRIC.to_string();
+            router.ip(&[
+                "-4",
+                "route",
+                "add",
+                "unreachable",
+                "default",
+                "metric",
+                &metric,
+                "table",
+                &table,
+            ])?;
+            router.ip(&[
+                "-6",
+                "route",
+                "add",
+                "unreachable",
+                "default",
+                "metric",
+                &metric,
+                "table",
+                &table,
+            ])?;
+
+            let mut members = Vec::new();
+            for (i, ms) in vs.members.iter().enumerate() {
+                let m = build_member(&router, &spec.prefix, vs, i, ms)
+                    .with_context(|| format!("VRF {} member {i}", vs.name))?;
+                members.push(m);
+            }
+            vrfs.push(Vrf {
+                name: vs.name.clone(),
+                table: vs.table,
+                members,
+            });
+        }
+        Ok(Topology {
+            vrfs,
+            router,
+            spec: spec.clone(),
+        })
+    }
+
+    pub fn spec(&self) -> &TopologySpec {
+        &self.spec
+    }
+
+    /// The router namespace (where the XDP data plane is attached).
+    pub fn router(&self) -> &NetNs {
+        &self.router
+    }
+
+    pub fn vrfs(&self) -> &[Vrf] {
+        &self.vrfs
+    }
+
+    /// Panics if there is no VRF `name`.
+    pub fn vrf(&self, name: &str) -> &Vrf {
+        self.vrfs
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no VRF {name:?} in topology"))
+    }
+
+    /// Panics if there is no such member.
+    pub fn member(&self, vrf: &str, index: usize) -> &Member {
+        let v = self.vrf(vrf);
+        v.members
+            .get(index)
+            .unwrap_or_else(|| panic!("VRF {vrf:?} has no member {index}"))
+    }
+
+    /// All members of all VRFs.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.vrfs.iter().flat_map(|v| v.members.iter())
+    }
+
+    /// The host namespace behind member `index` of `vrf`.
+    pub fn host(&self, vrf: &str, index: usize) -> &NetNs {
+        &self.member(vrf, index).host
+    }
+
+    /// Router-side interface name (`red0`).
+    pub fn member_ifname(&self, vrf: &str, index: usize) -> &str {
+        &self.member(vrf, index).ifname
+    }
+
+    /// Router-side ifindex (in the router namespace).
+    pub fn member_ifindex(&self, vrf: &str, index: usize) -> u32 {
+        self.member(vrf, index).ifindex
+    }
+
+    /// MAC of the router-side member interface.
+    pub fn router_mac(&self, vrf: &str, index: usize) -> [u8; 6] {
+        self.member(vrf, index).router_mac
+    }
+
+    /// MAC of the host's `eth0`.
+    pub fn host_mac(&self, vrf: &str, index: usize) -> [u8; 6] {
+        self.member(vrf, index).host_mac
+    }
+
+    pub fn host_addr4(&self, vrf: &str, index: usize) -> Ipv4Addr {
+        self.member(vrf, index).host4()
+    }
+
+    pub fn router_addr4(&self, vrf: &str, index: usize) -> Ipv4Addr {
+        self.member(vrf, index).router4()
+    }
+
+    pub fn host_addr6(&self, vrf: &str, index: usize) -> Ipv6Addr {
+        self.member(vrf, index).host6()
+    }
+
+    pub fn router_addr6(&self, vrf: &str, index: usize) -> Ipv6Addr {
+        self.member(vrf, index).router6()
+    }
+
+    /// Host address of the given family (`v6 = false` → IPv4).
+    pub fn host_addr(&self, vrf: &str, index: usize, v6: bool) -> IpAddr {
+        if v6 {
+            self.host_addr6(vrf, index).into()
+        } else {
+            self.host_addr4(vrf, index).into()
+        }
+    }
+
+    /// Names of every namespace in the topology (router first).
+    pub fn netns_names(&self) -> Vec<String> {
+        std::iter::once(self.router.name().to_string())
+            .chain(self.members().map(|m| m.host.name().to_string()))
+            .collect()
+    }
+
+    /// Human-readable summary (namespaces, interfaces, addresses), handy in failure messages.
+    pub fn describe(&self) -> String {
+        let mut s = format!("router netns {}\n", self.router.name());
+        for m in self.members() {
+            s += &format!(
+                "  {}[{}] table {} {} (ifindex {}, {}) <-> netns {} {} ({}) v4 {:?} v6 {:?}\n",
+                m.vrf,
+                m.index,
+                m.table,
+                m.ifname,
+                m.ifindex,
+                link::mac_to_string(m.router_mac),
+                m.host.name(),
+                HOST_IFNAME,
+                link::mac_to_string(m.host_mac),
+                m.subnet4.map(|s| s.to_string()),
+                m.subnet6.map(|s| s.to_string()),
+            );
+        }
+        s
+    }
+}
+
+fn build_member(
+    router: &NetNs,
+    prefix: &str,
+    vs: &VrfSpec,
+    index: usize,
+    ms: &MemberSpec,
+) -> Result<Member> {
+    let host = NetNs::new(prefix).context("create host namespace")?;
+    for (k, v) in [
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+    ] {
+        host.sysctl(k, v)?;
+    }
+    let ifname = format!("{}{}", vs.name, index);
+    let table = vs.table.to_string();
+    let pref = RULE_PREF.to_string();
+
+    link::veth_pair(router, &ifname, &host, HOST_IFNAME)?;
+    link::set_gro(&host, HOST_IFNAME, true)?;
+    link::set_up(router, &ifname)?;
+    link::set_up(&host, HOST_IFNAME)?;
+
+    let router_mac = link::mac(router, &ifname)?;
+    let host_mac = link::mac(&host, HOST_IFNAME)?;
+
+    for fam in ["-4", "-6"] {
+        router.ip(&[
+            fam, "rule", "add", "iif", &ifname, "lookup", &table, "pref", &pref,
+        ])?;
+    }
+
+    if let Some(s4) = ms.subnet4 {
+        let (r, h) = (s4.nth(1).to_string(), s4.nth(2).to_string());
+        link::add_addr(router, &ifname, &s4.cidr_of(1), &["noprefixroute"])?;
+        link::add_addr(&host, HOST_IFNAME, &s4.cidr_of(2), &[])?;
+        router.ip(&[
+            "-4",
+            "route",
+            "add",
+            &s4.to_string(),
+            "dev",
+            &ifname,
+            "table",
+            &table,
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+            "src",
+            &r,
+        ])?;
+        host.ip(&[
+            "-4",
+            "route",
+            "add",
+            "default",
+            "via",
+            &r,
+            "dev",
+            HOST_IFNAME,
+        ])?;
+        link::add_permanent_neigh(router, &ifname, &h, host_mac)?;
+        link::add_permanent_neigh(&host, HOST_IFNAME, &r, router_mac)?;
+    }
+    if let Some(s6) = ms.subnet6 {
+        let (r, h) = (s6.nth(1).to_string(), s6.nth(2).to_string());
+        link::add_addr(router, &ifname, &s6.cidr_of(1), &["nodad", "noprefixroute"])?;
+        link::add_addr(&host, HOST_IFNAME, &s6.cidr_of(2), &["nodad"])?;
+        router.ip(&[
+            "-6",
+            "route",
+            "add",
+            &s6.to_string(),
+            "dev",
+            &ifname,
+            "table",
+            &table,
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+            "src",
+            &r,
+        ])?;
+        host.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &r,
+            "dev",
+            HOST_IFNAME,
+        ])?;
+        link::add_permanent_neigh(router, &ifname, &h, host_mac)?;
+        link::add_permanent_neigh(&host, HOST_IFNAME, &r, router_mac)?;
+    }
+
+    Ok(Member {
+        ifindex: link::ifindex(router, &ifname)?,
+        host_ifindex: link::ifindex(&host, HOST_IFNAME)?,
+        host,
+        vrf: vs.name.clone(),
+        table: vs.table,
+        index,
+        ifname,
+        router_mac,
+        host_mac,
+        subnet4: ms.subnet4,
+        subnet6: ms.subnet6,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nets() {
+        let n: Ipv4Net = "10.0.1.77/24".parse().unwrap();
+        assert_eq!(n.to_string(), "10.0.1.0/24");
+        assert_eq!(n.cidr_of(2), "10.0.1.2/24");
+        let n: Ipv6Net = "fd00:1::5/64".parse().unwrap();
+        assert_eq!(n.to_string(), "fd00:1::/64");
+        assert_eq!(n.nth(1).to_string(), "fd00:1::1");
+        assert!(validate(&TopologySpec::two_vrfs_identical()).is_ok());
+    }
+}
