@@ -31,7 +31,7 @@ pub fn lookup6(table: u32, addr: [u8; 16]) -> Option<Route> {
 /// The route's path for a flow with hash `hash`: stable per flow, spread across the set.
 #[inline(always)]
 pub fn select_path(route: &Route, hash: u32) -> Option<Nexthop> {
-    let group = unsafe { NEXTHOPS.get(&route.nexthop) }?;
+    let group = unsafe { NEXTHOPS.get(route.nexthop) }?;
     let count = group.count as usize;
     if count == 0 || count > MAX_PATHS {
         return None;
@@ -48,7 +48,7 @@ pub fn select_path(route: &Route, hash: u32) -> Option<Nexthop> {
 /// Does any path of `route` leave through `ifindex`? (strict reverse-path filter)
 #[inline(always)]
 pub fn uses_link(route: &Route, ifindex: u32) -> bool {
-    let Some(group) = (unsafe { NEXTHOPS.get(&route.nexthop) }) else {
+    let Some(group) = (unsafe { NEXTHOPS.get(route.nexthop) }) else {
         return false;
     };
     let mut i = 0;

@@ -343,7 +343,7 @@ fn egress(
     lookup: impl Fn(u32) -> Option<Route>,
 ) -> Result<Egress, Reason> {
     let path = fib::select_path(route, hash).ok_or(Reason::PassUnsupported)?;
-    let mut link = *unsafe { LINKS.get(&path.ifindex) }.ok_or(Reason::PassEgress)?;
+    let mut link = *unsafe { LINKS.get(path.ifindex) }.ok_or(Reason::PassEgress)?;
     let (path, vrf) = if link.flags & LINK_VRF_DEVICE != 0 {
         let other = VRFS.get(link.vrf).ok_or(Reason::PassEgress)?;
         if other.flags & VRF_ACTIVE == 0 || other.flags & VRF_DEGRADED != 0 {
@@ -351,7 +351,7 @@ fn egress(
         }
         let leaked = classify(lookup(other.table))?;
         let path = fib::select_path(&leaked, hash).ok_or(Reason::PassUnsupported)?;
-        link = *unsafe { LINKS.get(&path.ifindex) }.ok_or(Reason::PassEgress)?;
+        link = *unsafe { LINKS.get(path.ifindex) }.ok_or(Reason::PassEgress)?;
         if link.flags & LINK_VRF_DEVICE != 0 {
             return Err(Reason::PassUnsupported);
         }

@@ -40,7 +40,7 @@ pub fn xdp_vrf_explain(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn run(ctx: &XdpContext, explain: bool) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(member) = (unsafe { LINKS.get(&ifindex) }).copied() else {
+    let Some(member) = (unsafe { LINKS.get(ifindex) }).copied() else {
         return XDP_PASS;
     };
     if member.flags & LINK_MEMBER == 0 {

@@ -10,7 +10,7 @@ pub fn lookup(ifindex: u32, family: u32, addr: [u8; 16]) -> Option<[u8; 6]> {
         family,
         addr,
     };
-    unsafe { NEIGH.get(&key) }.map(|n: &Neigh| n.mac)
+    unsafe { NEIGH.get(key) }.map(|n: &Neigh| n.mac)
 }
 
 /// An IPv4 address in the 16-byte neighbour-key form.
