@@ -175,7 +175,7 @@ impl RouteKind {
 
 /// One path of a route.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct Nexthop {
     /// Egress ifindex (a member, an egress-only link, or a VRF device for a cross-VRF lookup).
     pub ifindex: u32,

@@ -4,9 +4,18 @@
 //!   BPF_PROG_TEST_RUN;
 //! - [`maps`]: typed reads and writes of every map (nobody writes raw map bytes);
 //! - [`packet`]: frames for lookups and tests.
+//!
+//! vrfd's pipeline: [`model`] (the kernel's objects) → [`sync`] (mirror and desired map state)
+//! → [`mapsync`] (diff into the maps); [`config`] declares VRFs for kernels without vrf.ko.
+pub mod config;
+// pub mod daemon; (waits for the netlink module)
 pub mod dataplane;
+pub mod inspect;
+pub mod mapsync;
 pub mod maps;
+pub mod model;
 pub mod packet;
+pub mod sync;
 
 /// The eBPF object built from vrf-ebpf, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrf-ebpf"));

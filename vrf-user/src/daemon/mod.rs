@@ -1,0 +1,233 @@
+//! vrfd: take kernel events, apply them to the maps, keep XDP on every member.
+//!
+//! discover (engine.vrfs) → sync (engine → mapsync) → maps → attach (members) → export (pins).
+mod pins;
+mod rules;
+
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tokio::{signal::unix::SignalKind, sync::mpsc::UnboundedReceiver};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::Config,
+    dataplane::{DataPlane, LoadOptions, XdpAttachMode},
+    mapsync::MapSync,
+    model::KernelEvent,
+    netlink::Netlink,
+    sync::{read_sysctls, Dirty, Engine, VrfView},
+};
+
+pub use pins::DEFAULT_PIN_PATH;
+
+/// How often sysctls (forwarding, rp_filter), which send no events, are read again.
+const SYSCTL_POLL: Duration = Duration::from_secs(2);
+/// Most events applied in one batch before the maps are written.
+const BATCH: usize = 4096;
+
+pub struct Options {
+    pub config: Option<PathBuf>,
+    pub xdp_mode: XdpAttachMode,
+    pub pin_path: PathBuf,
+}
+
+/// A configuration problem: vrfd exits 2 and leaves nothing behind.
+#[derive(Debug)]
+pub struct ConfigError(pub anyhow::Error);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Daemon {
+    netlink: Netlink,
+    engine: Engine,
+    dp: DataPlane,
+    maps: MapSync,
+    mode: XdpAttachMode,
+    rules: rules::OwnedRules,
+    vrfs: Vec<VrfView>,
+    _pins: pins::PinDir,
+}
+
+/// Run vrfd until SIGINT/SIGTERM; everything attached, added or pinned is undone on return.
+pub async fn run(opts: Options) -> Result<()> {
+    let config = match &opts.config {
+        Some(path) => Config::load(path).map_err(ConfigError)?,
+        None => Config::default(),
+    };
+    let (netlink, mut events) = Netlink::connect().await.context("opening rtnetlink")?;
+    let snapshot = netlink.snapshot().await.context("dumping the kernel's state")?;
+    let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
+    engine.load(snapshot);
+    for d in &config.vrf {
+        for name in &d.interfaces {
+            if engine.link_by_name(name).is_none() {
+                return Err(ConfigError(anyhow::anyhow!(
+                    "VRF {:?}: interface {:?} does not exist",
+                    d.name,
+                    name
+                ))
+                .into());
+            }
+        }
+    }
+
+    let pins = pins::PinDir::create(&opts.pin_path)?;
+    let dp = DataPlane::load_with(&LoadOptions {
+        pin_dir: Some(pins.path().to_path_buf()),
+        ..Default::default()
+    })?;
+    let mut daemon = Daemon {
+        netlink,
+        engine,
+        dp,
+        maps: MapSync::new(),
+        mode: opts.xdp_mode,
+        rules: rules::OwnedRules::default(),
+        vrfs: Vec::new(),
+        _pins: pins,
+    };
+    let result = daemon.serve(&config, &mut events).await;
+    daemon.shutdown().await;
+    result
+}
+
+impl Daemon {
+    async fn serve(&mut self, config: &Config, events: &mut UnboundedReceiver<KernelEvent>) -> Result<()> {
+        self.rules.ensure(&self.netlink, config).await?;
+        // The rules we added are in the kernel now; see them as the kernel does.
+        self.resync().await?;
+        self.ready();
+
+        let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut poll = tokio::time::interval(SYSCTL_POLL);
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
+                _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
+                _ = poll.tick() => self.refresh_links()?,
+                event = events.recv() => {
+                    let Some(event) = event else {
+                        anyhow::bail!("the rtnetlink connection closed");
+                    };
+                    let mut dirty = self.engine.apply(event);
+                    while let Ok(more) = events.try_recv() {
+                        merge(&mut dirty, self.engine.apply(more));
+                        if dirty.routes.len() + dirty.neighbours.len() >= BATCH { break; }
+                    }
+                    self.apply(dirty).await?;
+                }
+            }
+        }
+    }
+
+    fn ready(&self) {
+        let members: usize = self.vrfs.iter().map(|v| v.members.len()).sum();
+        info!(vrfs = self.vrfs.len(), members, routes = self.maps.route_count(), neighbours = self.maps.neighbour_count(), "ready");
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+                warn!(error = %e, "sd_notify READY=1 failed");
+            }
+        }
+    }
+
+    /// Dump everything again and converge the maps to it.
+    async fn resync(&mut self) -> Result<()> {
+        let snapshot = self.netlink.snapshot().await.context("dumping the kernel's state")?;
+        self.engine.load(snapshot);
+        self.full_sync()
+    }
+
+    fn full_sync(&mut self) -> Result<()> {
+        let vrfs = self.engine.vrfs();
+        for v in &vrfs {
+            if let Some(why) = &v.degraded {
+                warn!(vrf = %v.name, reason = %why, "VRF degraded: its traffic goes to the kernel");
+            }
+            for m in &v.missing {
+                warn!(vrf = %v.name, interface = %m, "declared member does not exist (yet)");
+            }
+        }
+        self.maps.assign_vrf_slots(&mut self.dp.maps, &vrfs)?;
+        let maps = &self.maps;
+        let links = self.engine.desired_links(&vrfs, &|n| maps.vrf_slot(n));
+        self.maps.sync_links(&mut self.dp.maps, &links)?;
+        self.maps.sync_neighbours(&mut self.dp.maps, &self.engine.desired_neighbours(&links))?;
+        self.maps.sync_routes(&mut self.dp.maps, &self.engine.desired_routes())?;
+        self.maps.publish_vrfs(&mut self.dp.maps, &vrfs)?;
+        self.attach(&vrfs)?;
+        self.vrfs = vrfs;
+        Ok(())
+    }
+
+    async fn apply(&mut self, dirty: Dirty) -> Result<()> {
+        if dirty.resync {
+            info!("resync");
+            return self.resync().await;
+        }
+        if dirty.links {
+            return self.full_sync();
+        }
+        for (table, prefix) in &dirty.routes {
+            let entry = self.engine.desired_route(*table, *prefix);
+            self.maps.set_route(&mut self.dp.maps, *table, *prefix, entry)?;
+        }
+        for (ifindex, addr) in &dirty.neighbours {
+            let known = self.dp.maps.link(*ifindex)?.is_some();
+            let mac = if known { self.engine.desired_neighbour(*ifindex, *addr) } else { None };
+            self.maps.set_neighbour(&mut self.dp.maps, *ifindex, *addr, mac)?;
+        }
+        if !dirty.routes.is_empty() || !dirty.neighbours.is_empty() {
+            self.maps.publish_vrfs(&mut self.dp.maps, &self.vrfs)?;
+        }
+        Ok(())
+    }
+
+    /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
+    fn refresh_links(&mut self) -> Result<()> {
+        let maps = &self.maps;
+        let links = self.engine.desired_links(&self.vrfs, &|n| maps.vrf_slot(n));
+        self.maps.sync_links(&mut self.dp.maps, &links)
+    }
+
+    /// XDP on exactly the members of every VRF.
+    fn attach(&mut self, vrfs: &[VrfView]) -> Result<()> {
+        let want: BTreeSet<u32> = vrfs.iter().flat_map(|v| v.members.iter().copied()).collect();
+        let have: BTreeSet<u32> = self.dp.attached().map(|(i, _)| i).collect();
+        for ifindex in have.difference(&want) {
+            self.dp.detach(*ifindex)?;
+            info!(ifindex, "detached");
+        }
+        for ifindex in want.difference(&have) {
+            let name = self.engine.link(*ifindex).map(|l| l.name.clone()).unwrap_or_default();
+            match self.dp.attach(*ifindex, self.mode) {
+                Ok(mode) => info!(interface = %name, ifindex, %mode, "attached"),
+                // A member that cannot take XDP is simply served by the kernel.
+                Err(e) => error!(interface = %name, ifindex, error = %format!("{e:#}"), "XDP attach failed"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Err(e) = self.dp.detach_all() {
+            error!(error = %format!("{e:#}"), "detaching");
+        }
+        self.rules.remove_all(&self.netlink).await;
+        info!("stopped: programs detached, rules and pins removed");
+    }
+}
+
+fn merge(into: &mut Dirty, more: Dirty) {
+    into.links |= more.links;
+    into.resync |= more.resync;
+    into.routes.extend(more.routes);
+    into.neighbours.extend(more.neighbours);
+}

@@ -1,0 +1,42 @@
+//! `ip rule iif <member> lookup <table>` for declared VRFs: added when missing, and only the ones
+//! vrfd added are removed on exit.
+use tracing::{error, info};
+
+use crate::{config::Config, netlink::{Family, Netlink}};
+
+#[derive(Default)]
+pub struct OwnedRules {
+    added: Vec<(Family, String, u32, u32)>,
+}
+
+impl OwnedRules {
+    pub async fn ensure(&mut self, netlink: &Netlink, config: &Config) -> anyhow::Result<()> {
+        let existing = netlink.rules().await?;
+        for vrf in &config.vrf {
+            for iif in &vrf.interfaces {
+                for family in [Family::V4, Family::V6] {
+                    let present = existing.iter().any(|r| {
+                        r.family == family.af() && r.iif.as_deref() == Some(iif.as_str())
+                            && r.table == vrf.table && r.priority == vrf.rule_priority
+                            && r.action == 1 && !r.has_other_selectors
+                    });
+                    if present {
+                        continue;
+                    }
+                    netlink.add_rule(family, iif, vrf.table, vrf.rule_priority).await?;
+                    info!(vrf = %vrf.name, iif = %iif, table = vrf.table, priority = vrf.rule_priority, ?family, "added ip rule");
+                    self.added.push((family, iif.clone(), vrf.table, vrf.rule_priority));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn remove_all(&mut self, netlink: &Netlink) {
+        for (family, iif, table, priority) in self.added.drain(..) {
+            if let Err(e) = netlink.del_rule(family, &iif, table, priority).await {
+                error!(iif = %iif, table, priority, error = %format!("{e:#}"), "removing ip rule");
+            }
+        }
+    }
+}

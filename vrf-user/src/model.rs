@@ -1,0 +1,155 @@
+//! The kernel's objects as vrfd mirrors them: what rtnetlink reports, in plain Rust types. The
+//! netlink layer produces these; the sync engine consumes them. Nothing here touches a socket.
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// A network interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub name: String,
+    /// Hardware address; None for links without one (tun, VRF devices may have one).
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// Administratively up (IFF_UP) and with carrier (IFF_LOWER_UP): the kernel can transmit.
+    pub up: bool,
+    /// The master device's ifindex (a VRF device for a member of a kernel VRF, or a bridge).
+    pub master: Option<u32>,
+    /// Link kind from IFLA_INFO_KIND ("vrf", "veth", "bridge", …).
+    pub kind: Option<String>,
+    /// IFLA_VRF_TABLE for VRF devices.
+    pub vrf_table: Option<u32>,
+}
+
+/// One path of a route.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathInfo {
+    pub ifindex: u32,
+    pub gateway: Option<IpAddr>,
+    /// rtnh_hops + 1 (the kernel's weight); 1 for single-path routes.
+    pub weight: u32,
+    /// RTNH_F_DEAD / RTNH_F_LINKDOWN were set on this path.
+    pub dead: bool,
+}
+
+/// A route in one table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// Full 32-bit table id (RTA_TABLE, not the 8-bit rtm_table).
+    pub table: u32,
+    pub prefix: IpNet,
+    /// rtm_type: 1 unicast, 2 local, 3 broadcast, … (vrf_common::RouteKind numbering).
+    pub kind: u16,
+    /// RTA_PRIORITY (metric); 0 when absent.
+    pub metric: u32,
+    /// rtm_tos (IPv4 only); a non-zero TOS makes the route TOS-specific.
+    pub tos: u8,
+    pub paths: Vec<PathInfo>,
+    /// RTAX_MTU metric, if set.
+    pub mtu: Option<u32>,
+    /// The route refers to a nexthop object (RTA_NH_ID) whose paths the data plane does not
+    /// model: such routes are left to the kernel.
+    pub nexthop_id: Option<u32>,
+    /// Anything else that changes the kernel's decision in ways not modelled here (source-
+    /// specific IPv6 routes via RTA_SRC, expiring routes, …): left to the kernel.
+    pub unsupported: Option<&'static str>,
+}
+
+impl RouteInfo {
+    /// The kernel's identity of a route within a table: prefix, TOS, metric.
+    pub fn id(&self) -> RouteId {
+        RouteId { table: self.table, prefix: self.prefix, tos: self.tos, metric: self.metric }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId {
+    pub table: u32,
+    pub prefix: IpNet,
+    pub tos: u8,
+    pub metric: u32,
+}
+
+/// A neighbour (ARP / NDP) entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighInfo {
+    pub ifindex: u32,
+    pub addr: IpAddr,
+    pub mac: Option<[u8; 6]>,
+    /// ndm_state (NUD_* bits).
+    pub state: u16,
+}
+
+pub const NUD_INCOMPLETE: u16 = 0x01;
+pub const NUD_REACHABLE: u16 = 0x02;
+pub const NUD_STALE: u16 = 0x04;
+pub const NUD_DELAY: u16 = 0x08;
+pub const NUD_PROBE: u16 = 0x10;
+pub const NUD_FAILED: u16 = 0x20;
+pub const NUD_NOARP: u16 = 0x40;
+pub const NUD_PERMANENT: u16 = 0x80;
+
+impl NeighInfo {
+    /// States in which the kernel itself would send to this MAC without resolving first.
+    pub fn usable(&self) -> bool {
+        self.mac.is_some()
+            && self.state
+                & (NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP)
+                != 0
+    }
+}
+
+/// An address on an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrInfo {
+    pub ifindex: u32,
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// A policy routing rule (only what vrfd needs to judge whether a rule can divert member traffic
+/// before the VRF's own rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub family: u8,
+    pub priority: u32,
+    /// FRA_TABLE (or rtm_table), 0 when the rule has no table (goto, nop…).
+    pub table: u32,
+    /// FR_ACT_* (1 = to table, 2 = goto, 3 = nop, 6 = blackhole, 7 = unreachable, 8 = prohibit).
+    pub action: u8,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    /// FRA_L3MDEV set: "lookup [l3mdev-table]".
+    pub l3mdev: bool,
+    /// Any selector beyond iif/oif (from, to, fwmark, tos, ipproto, ports, uid range…).
+    pub has_other_selectors: bool,
+}
+
+/// A change the kernel reported.
+#[derive(Clone, Debug)]
+pub enum KernelEvent {
+    NewLink(LinkInfo),
+    DelLink(u32),
+    NewAddr(AddrInfo),
+    DelAddr(AddrInfo),
+    NewRoute(RouteInfo),
+    DelRoute(RouteInfo),
+    NewNeigh(NeighInfo),
+    DelNeigh(NeighInfo),
+    /// Rules changed: re-read them (they are few).
+    RulesChanged,
+    /// The kernel dropped notifications (ENOBUFS) or a message could not be understood:
+    /// only a full resync restores certainty.
+    Overrun(String),
+}
+
+/// Everything a dump returns: the kernel's state at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSnapshot {
+    pub links: Vec<LinkInfo>,
+    pub addrs: Vec<AddrInfo>,
+    pub routes: Vec<RouteInfo>,
+    pub neighbours: Vec<NeighInfo>,
+    pub rules: Vec<RuleInfo>,
+}

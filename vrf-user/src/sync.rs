@@ -1,0 +1,646 @@
+//! The sync engine: a mirror of the kernel objects that matter to the VRFs, and from it the
+//! exact content the data plane's maps should have. Pure: no sockets, no maps — the daemon feeds
+//! it kernel events and hands what it computes to [`crate::mapsync::MapSync`].
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+use vrf_common::{
+    Link, Nexthop, RouteKind, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE, LINK_RPF_STRICT,
+    LINK_UP, LINK_VRF_DEVICE, MAX_PATHS,
+};
+
+use crate::{
+    config::DeclaredVrf,
+    maps::nexthop,
+    model::{KernelEvent, KernelSnapshot, LinkInfo, NeighInfo, RouteInfo, RuleInfo},
+};
+
+/// The kernel's local table: rule 0 consults it before any VRF rule.
+pub const LOCAL_TABLE: u32 = 255;
+/// A route kind the data plane does not model: it passes such prefixes to the kernel.
+pub const KIND_UNSUPPORTED: u16 = 0;
+
+/// A VRF as vrfd serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrfView {
+    pub name: String,
+    pub table: u32,
+    /// The VRF device's ifindex (kernel VRF), None for a declared VRF.
+    pub device: Option<u32>,
+    /// Member ifindexes present now.
+    pub members: BTreeSet<u32>,
+    /// Declared members whose interface does not exist (yet).
+    pub missing: Vec<String>,
+    /// Why every packet of this VRF must go to the kernel, if it must.
+    pub degraded: Option<String>,
+}
+
+/// The data plane's view of one FIB entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteEntry {
+    pub kind: u16,
+    pub mtu: u16,
+    pub paths: Vec<Nexthop>,
+}
+
+/// Per-link sysctls that change the kernel's forwarding decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkSysctl {
+    pub forwarding4: bool,
+    pub forwarding6: bool,
+    /// max(all, link) of net.ipv4.conf.*.rp_filter: 0 off, 1 strict, 2 loose.
+    pub rp_filter: u8,
+}
+
+/// Reads a link's sysctls; replaced by a fixed table in unit tests.
+pub type SysctlReader = Box<dyn Fn(&str) -> LinkSysctl + Send>;
+
+/// What changed in the map content after an event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dirty {
+    /// Links, VRFs or memberships changed: links, tx ports and VRF slots are recomputed, and
+    /// every route (paths depend on link state).
+    pub links: bool,
+    /// The set of VRFs or their tables changed: the mirror may lack a table: dump again.
+    pub resync: bool,
+    pub routes: BTreeSet<(u32, IpNet)>,
+    pub neighbours: BTreeSet<(u32, IpAddr)>,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        !self.links && !self.resync && self.routes.is_empty() && self.neighbours.is_empty()
+    }
+}
+
+pub struct Engine {
+    declared: Vec<DeclaredVrf>,
+    links: HashMap<u32, LinkInfo>,
+    /// Routes of served tables and of the local table, by (table, prefix).
+    routes: HashMap<(u32, IpNet), Vec<RouteInfo>>,
+    neighbours: HashMap<(u32, IpAddr), NeighInfo>,
+    rules: Vec<RuleInfo>,
+    sysctl: SysctlReader,
+    /// Tables served when the mirror was last filled (routes of others were not kept).
+    tables: BTreeSet<u32>,
+}
+
+impl Engine {
+    pub fn new(declared: Vec<DeclaredVrf>, sysctl: SysctlReader) -> Self {
+        Engine {
+            declared,
+            links: HashMap::new(),
+            routes: HashMap::new(),
+            neighbours: HashMap::new(),
+            rules: Vec::new(),
+            sysctl,
+            tables: BTreeSet::new(),
+        }
+    }
+
+    /// Replace the mirror with a fresh dump.
+    pub fn load(&mut self, snap: KernelSnapshot) {
+        self.links = snap.links.into_iter().map(|l| (l.ifindex, l)).collect();
+        self.rules = snap.rules;
+        self.tables = self.vrf_tables();
+        self.routes.clear();
+        for r in snap.routes {
+            if self.keeps_table(r.table) {
+                self.routes.entry((r.table, r.prefix)).or_default().push(r);
+            }
+        }
+        self.neighbours = snap
+            .neighbours
+            .into_iter()
+            .map(|n| ((n.ifindex, n.addr), n))
+            .collect();
+    }
+
+    fn keeps_table(&self, table: u32) -> bool {
+        table == LOCAL_TABLE || self.tables.contains(&table)
+    }
+
+    /// Apply one kernel event to the mirror and say what must be recomputed.
+    pub fn apply(&mut self, event: KernelEvent) -> Dirty {
+        let mut dirty = Dirty::default();
+        match event {
+            KernelEvent::NewLink(link) => {
+                let old = self.links.insert(link.ifindex, link.clone());
+                let was_up = old.as_ref().is_some_and(|o| o.up);
+                if was_up && !link.up {
+                    self.evict_routes_via(link.ifindex);
+                }
+                if old.as_ref() != Some(&link) {
+                    dirty.links = true;
+                }
+            }
+            KernelEvent::DelLink(ifindex) => {
+                if self.links.remove(&ifindex).is_some() {
+                    self.evict_routes_via(ifindex);
+                    self.neighbours.retain(|(i, _), _| *i != ifindex);
+                    dirty.links = true;
+                }
+            }
+            KernelEvent::NewRoute(route) => {
+                if self.keeps_table(route.table) {
+                    self.mark_route(&mut dirty, route.table, route.prefix);
+                    let entry = self.routes.entry((route.table, route.prefix)).or_default();
+                    entry.retain(|r| r.id() != route.id());
+                    entry.push(route);
+                }
+            }
+            KernelEvent::DelRoute(route) => {
+                if let Some(entry) = self.routes.get_mut(&(route.table, route.prefix)) {
+                    entry.retain(|r| r.id() != route.id());
+                    if entry.is_empty() {
+                        self.routes.remove(&(route.table, route.prefix));
+                    }
+                    self.mark_route(&mut dirty, route.table, route.prefix);
+                }
+            }
+            KernelEvent::NewNeigh(n) => {
+                dirty.neighbours.insert((n.ifindex, n.addr));
+                self.neighbours.insert((n.ifindex, n.addr), n);
+            }
+            KernelEvent::DelNeigh(n) => {
+                if self.neighbours.remove(&(n.ifindex, n.addr)).is_some() {
+                    dirty.neighbours.insert((n.ifindex, n.addr));
+                }
+            }
+            KernelEvent::NewAddr(_) | KernelEvent::DelAddr(_) => {
+                // Local delivery follows the local routes the kernel adds with an address;
+                // those arrive as route events.
+            }
+            KernelEvent::RulesChanged | KernelEvent::Overrun(_) => dirty.resync = true,
+        }
+        if dirty.links && self.vrf_tables() != self.tables {
+            dirty.resync = true;
+        }
+        dirty
+    }
+
+    /// Rules are re-read on change (they are few); a caller that has them sets them here.
+    pub fn set_rules(&mut self, rules: Vec<RuleInfo>) {
+        self.rules = rules;
+    }
+
+    /// A route of the local table applies to every VRF (rule 0 comes first).
+    fn mark_route(&self, dirty: &mut Dirty, table: u32, prefix: IpNet) {
+        if table == LOCAL_TABLE {
+            if is_host(prefix) {
+                for t in &self.tables {
+                    dirty.routes.insert((*t, prefix));
+                }
+            } else {
+                // A covering local prefix changes every route inside it: recompute all.
+                dirty.links = true;
+            }
+        } else {
+            dirty.routes.insert((table, prefix));
+        }
+    }
+
+    /// IPv4 deletes routes through a link that goes down without telling anyone: do it here.
+    /// Multipath routes keep their other paths (the kernel marks the path dead).
+    fn evict_routes_via(&mut self, ifindex: u32) {
+        self.routes.retain(|(_, prefix), routes| {
+            if prefix.addr().is_ipv4() {
+                routes.retain(|r| !(r.paths.len() == 1 && r.paths[0].ifindex == ifindex));
+            }
+            !routes.is_empty()
+        });
+    }
+
+    fn vrf_tables(&self) -> BTreeSet<u32> {
+        self.vrfs().into_iter().map(|v| v.table).collect()
+    }
+
+    /// Every VRF: kernel VRF devices with their enslaved members, then the declared ones.
+    pub fn vrfs(&self) -> Vec<VrfView> {
+        let mut out = Vec::new();
+        let mut devices: Vec<&LinkInfo> = self
+            .links
+            .values()
+            .filter(|l| l.kind.as_deref() == Some("vrf") && l.vrf_table.is_some())
+            .collect();
+        devices.sort_by(|a, b| a.name.cmp(&b.name));
+        for dev in devices {
+            let members = self
+                .links
+                .values()
+                .filter(|l| l.master == Some(dev.ifindex))
+                .map(|l| l.ifindex)
+                .collect();
+            out.push(VrfView {
+                name: dev.name.clone(),
+                table: dev.vrf_table.unwrap_or_default(),
+                device: Some(dev.ifindex),
+                members,
+                missing: Vec::new(),
+                degraded: None,
+            });
+        }
+        for d in &self.declared {
+            let mut members = BTreeSet::new();
+            let mut missing = Vec::new();
+            for name in &d.interfaces {
+                match self.links.values().find(|l| &l.name == name) {
+                    Some(l) => {
+                        members.insert(l.ifindex);
+                    }
+                    None => missing.push(name.clone()),
+                }
+            }
+            out.push(VrfView {
+                name: d.name.clone(),
+                table: d.table,
+                device: None,
+                members,
+                missing,
+                degraded: None,
+            });
+        }
+        for v in &mut out {
+            v.degraded = self.rule_conflict(v);
+        }
+        out
+    }
+
+    /// A rule ahead of the VRF's own that could send member traffic elsewhere makes the fast
+    /// path's answer unreliable: such a VRF is left to the kernel.
+    fn rule_conflict(&self, vrf: &VrfView) -> Option<String> {
+        let own_priority = match vrf.device {
+            Some(_) => self.rules.iter().filter(|r| r.l3mdev).map(|r| r.priority).min(),
+            None => self
+                .declared
+                .iter()
+                .find(|d| d.name == vrf.name)
+                .map(|d| d.rule_priority),
+        }?;
+        let member_names: BTreeSet<&str> =
+            vrf.members.iter().filter_map(|i| self.links.get(i)).map(|l| l.name.as_str()).collect();
+        self.rules
+            .iter()
+            .filter(|r| r.priority < own_priority && !r.l3mdev)
+            // Rule 0 "lookup local" is mirrored into every VRF's FIB.
+            .filter(|r| !(r.table == LOCAL_TABLE && r.action == 1 && !r.has_other_selectors && r.iif.is_none()))
+            // oif rules match only locally generated traffic.
+            .filter(|r| r.oif.is_none())
+            .filter(|r| r.iif.as_deref().is_none_or(|i| member_names.contains(i)))
+            .map(|r| format!("ip rule priority {} (table {}) comes before the VRF's rule", r.priority, r.table))
+            .next()
+    }
+
+    /// The links the data plane must know: members, the egress links their routes use, and VRF
+    /// devices (a path through one means "look up in that VRF"). `slot_of` gives VRF slots.
+    pub fn desired_links(
+        &self,
+        vrfs: &[VrfView],
+        slot_of: &dyn Fn(&str) -> Option<u32>,
+    ) -> BTreeMap<u32, Link> {
+        let mut out = BTreeMap::new();
+        let mut vrf_of_member = HashMap::new();
+        for v in vrfs {
+            let Some(slot) = slot_of(&v.name) else { continue };
+            for m in &v.members {
+                vrf_of_member.insert(*m, slot);
+            }
+            if let Some(dev) = v.device {
+                if let Some(l) = self.links.get(&dev) {
+                    let mut link = self.link_entry(l, slot);
+                    link.flags = LINK_VRF_DEVICE | (link.flags & LINK_UP);
+                    out.insert(dev, link);
+                }
+            }
+        }
+        // Egress-only links: any interface a served route leaves through.
+        for routes in self.routes.values() {
+            for r in routes {
+                for p in &r.paths {
+                    if out.contains_key(&p.ifindex) || vrf_of_member.contains_key(&p.ifindex) {
+                        continue;
+                    }
+                    if let Some(l) = self.links.get(&p.ifindex) {
+                        if l.mac.is_some() {
+                            let mut link = self.link_entry(l, u32::MAX);
+                            link.flags &= LINK_UP;
+                            out.insert(p.ifindex, link);
+                        }
+                    }
+                }
+            }
+        }
+        for (ifindex, slot) in vrf_of_member {
+            if let Some(l) = self.links.get(&ifindex) {
+                if l.mac.is_some() {
+                    out.insert(ifindex, self.link_entry(l, slot));
+                }
+            }
+        }
+        out
+    }
+
+    fn link_entry(&self, l: &LinkInfo, vrf: u32) -> Link {
+        let s = (self.sysctl)(&l.name);
+        let mut flags = LINK_MEMBER;
+        if l.up {
+            flags |= LINK_UP;
+        }
+        if s.forwarding4 {
+            flags |= LINK_FWD4;
+        }
+        if s.forwarding6 {
+            flags |= LINK_FWD6;
+        }
+        flags |= match s.rp_filter {
+            0 => 0,
+            1 => LINK_RPF_STRICT,
+            _ => LINK_RPF_LOOSE,
+        };
+        Link { vrf, stats_slot: 0, mtu: l.mtu, mac: l.mac.unwrap_or_default(), flags }
+    }
+
+    /// Every FIB entry the served tables need.
+    pub fn desired_routes(&self) -> HashMap<(u32, IpNet), RouteEntry> {
+        let mut keys: BTreeSet<(u32, IpNet)> = BTreeSet::new();
+        let local: Vec<IpNet> = self
+            .routes
+            .keys()
+            .filter(|(t, _)| *t == LOCAL_TABLE)
+            .map(|(_, p)| *p)
+            .collect();
+        for table in &self.tables {
+            for p in &local {
+                keys.insert((*table, *p));
+            }
+        }
+        for (t, p) in self.routes.keys() {
+            if *t != LOCAL_TABLE {
+                keys.insert((*t, *p));
+            }
+        }
+        keys.into_iter()
+            .filter_map(|(t, p)| self.desired_route(t, p).map(|e| ((t, p), e)))
+            .collect()
+    }
+
+    /// What the FIB of `table` should say for exactly `prefix`: the local table first (rule 0),
+    /// including a local prefix covering this one, then the table's own best route.
+    pub fn desired_route(&self, table: u32, prefix: IpNet) -> Option<RouteEntry> {
+        if !self.tables.contains(&table) {
+            return None;
+        }
+        if let Some(local) = self.routes.get(&(LOCAL_TABLE, prefix)) {
+            if let Some(e) = self.entry_of(local) {
+                return Some(e);
+            }
+        }
+        if let Some(cover) = self.local_cover(prefix) {
+            if self.routes.contains_key(&(table, prefix)) {
+                return Some(cover);
+            }
+        }
+        self.entry_of(self.routes.get(&(table, prefix))?)
+    }
+
+    /// A non-host local-table route strictly containing `prefix`.
+    fn local_cover(&self, prefix: IpNet) -> Option<RouteEntry> {
+        self.routes
+            .iter()
+            .filter(|((t, p), _)| *t == LOCAL_TABLE && !is_host(*p) && *p != prefix && p.contains(&prefix))
+            .max_by_key(|((_, p), _)| p.prefix_len())
+            .and_then(|(_, rs)| self.entry_of(rs))
+    }
+
+    /// The data plane's entry for the routes of one (table, prefix), as the kernel would choose
+    /// among them; None when the kernel would look further (every path dead).
+    fn entry_of(&self, routes: &[RouteInfo]) -> Option<RouteEntry> {
+        let unsupported = RouteEntry { kind: KIND_UNSUPPORTED, mtu: 0, paths: Vec::new() };
+        // TOS-specific routes make the answer depend on a field the data plane does not match.
+        if routes.iter().any(|r| r.tos != 0) {
+            return Some(unsupported);
+        }
+        let best = routes.iter().min_by_key(|r| r.metric)?;
+        if best.unsupported.is_some() || best.nexthop_id.is_some() {
+            return Some(unsupported);
+        }
+        let mtu = best.mtu.map_or(0, |m| m.min(u16::MAX as u32) as u16);
+        if best.kind != RouteKind::Unicast as u16 {
+            return Some(RouteEntry { kind: best.kind, mtu, paths: Vec::new() });
+        }
+        let live: Vec<Nexthop> = best
+            .paths
+            .iter()
+            .filter(|p| !p.dead && self.links.get(&p.ifindex).is_some_and(|l| l.up || is_vrf(l)))
+            .map(|p| nexthop(p.ifindex, p.gateway))
+            .collect();
+        if live.is_empty() {
+            // Dead paths: the kernel would skip this route; what it falls back to is for it to
+            // say, so the prefix stays with it.
+            return Some(unsupported);
+        }
+        if live.len() > MAX_PATHS || best.paths.iter().any(|p| p.weight != best.paths[0].weight) {
+            // Unequal weights would need the kernel's hash-threshold split.
+            return Some(unsupported);
+        }
+        Some(RouteEntry { kind: best.kind, mtu, paths: live })
+    }
+
+    /// Usable neighbours on the given links, by (ifindex, address).
+    pub fn desired_neighbours(&self, links: &BTreeMap<u32, Link>) -> HashMap<(u32, IpAddr), [u8; 6]> {
+        self.neighbours
+            .iter()
+            .filter(|((i, _), n)| links.contains_key(i) && n.usable())
+            .filter_map(|(k, n)| n.mac.map(|m| (*k, m)))
+            .collect()
+    }
+
+    pub fn desired_neighbour(&self, ifindex: u32, addr: IpAddr) -> Option<[u8; 6]> {
+        self.neighbours.get(&(ifindex, addr)).filter(|n| n.usable()).and_then(|n| n.mac)
+    }
+
+    pub fn link(&self, ifindex: u32) -> Option<&LinkInfo> {
+        self.links.get(&ifindex)
+    }
+
+    pub fn link_by_name(&self, name: &str) -> Option<&LinkInfo> {
+        self.links.values().find(|l| l.name == name)
+    }
+
+    pub fn served_tables(&self) -> &BTreeSet<u32> {
+        &self.tables
+    }
+}
+
+fn is_vrf(l: &LinkInfo) -> bool {
+    l.kind.as_deref() == Some("vrf")
+}
+
+fn is_host(p: IpNet) -> bool {
+    p.prefix_len() == p.max_prefix_len()
+}
+
+/// The real sysctls of a link, from /proc/sys of the calling thread's network namespace.
+pub fn read_sysctls(name: &str) -> LinkSysctl {
+    let read = |path: String| -> Option<u8> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    let rp = read(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter")).unwrap_or(0);
+    let rp_all = read("/proc/sys/net/ipv4/conf/all/rp_filter".to_string()).unwrap_or(0);
+    LinkSysctl {
+        forwarding4: read(format!("/proc/sys/net/ipv4/conf/{name}/forwarding")) == Some(1),
+        forwarding6: read(format!("/proc/sys/net/ipv6/conf/{name}/forwarding")) == Some(1),
+        rp_filter: rp.max(rp_all),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PathInfo;
+
+    fn link(ifindex: u32, name: &str) -> LinkInfo {
+        LinkInfo {
+            ifindex,
+            name: name.into(),
+            mac: Some([2, 0, 0, 0, 0, ifindex as u8]),
+            mtu: 1500,
+            up: true,
+            master: None,
+            kind: Some("veth".into()),
+            vrf_table: None,
+        }
+    }
+
+    fn route(table: u32, prefix: &str, kind: RouteKind, paths: &[(u32, Option<&str>)]) -> RouteInfo {
+        RouteInfo {
+            table,
+            prefix: prefix.parse().unwrap(),
+            kind: kind as u16,
+            metric: 0,
+            tos: 0,
+            paths: paths
+                .iter()
+                .map(|(i, gw)| PathInfo {
+                    ifindex: *i,
+                    gateway: gw.map(|g| g.parse().unwrap()),
+                    weight: 1,
+                    dead: false,
+                })
+                .collect(),
+            mtu: None,
+            nexthop_id: None,
+            unsupported: None,
+        }
+    }
+
+    fn engine() -> Engine {
+        let red = DeclaredVrf { name: "red".into(), table: 110, interfaces: vec!["r1".into(), "r2".into()], rule_priority: 1000 };
+        let mut e = Engine::new(vec![red], Box::new(|_| LinkSysctl { forwarding4: true, forwarding6: true, rp_filter: 0 }));
+        e.load(KernelSnapshot {
+            links: vec![link(2, "r1"), link(3, "r2"), link(4, "other")],
+            routes: vec![
+                route(110, "10.0.1.0/24", RouteKind::Unicast, &[(2, None)]),
+                route(110, "0.0.0.0/0", RouteKind::Unicast, &[(2, Some("10.0.1.9")), (3, Some("10.0.2.9"))]),
+                route(LOCAL_TABLE, "10.0.1.1/32", RouteKind::Local, &[(2, None)]),
+                route(254, "10.0.1.0/24", RouteKind::Unicast, &[(4, None)]),
+            ],
+            ..Default::default()
+        });
+        e
+    }
+
+    #[test]
+    fn declared_vrf_resolves_its_members_and_serves_its_table() {
+        let e = engine();
+        let vrfs = e.vrfs();
+        assert_eq!(vrfs.len(), 1);
+        assert_eq!(vrfs[0].members, BTreeSet::from([2, 3]));
+        assert_eq!(e.served_tables(), &BTreeSet::from([110]));
+        // The main table's route is not mirrored.
+        assert!(e.desired_route(254, "10.0.1.0/24".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn local_table_routes_are_overlaid_into_every_vrf() {
+        let e = engine();
+        let all = e.desired_routes();
+        let local = &all[&(110, "10.0.1.1/32".parse().unwrap())];
+        assert_eq!(local.kind, RouteKind::Local as u16);
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn a_covering_local_prefix_wins_over_the_vrf_route_inside_it() {
+        let mut e = engine();
+        e.apply(KernelEvent::NewRoute(route(LOCAL_TABLE, "10.0.0.0/8", RouteKind::Local, &[(2, None)])));
+        let r = e.desired_route(110, "10.0.1.0/24".parse().unwrap()).unwrap();
+        assert_eq!(r.kind, RouteKind::Local as u16);
+    }
+
+    #[test]
+    fn lowest_metric_wins_and_tos_routes_are_left_to_the_kernel() {
+        let mut e = engine();
+        let mut worse = route(110, "10.9.0.0/16", RouteKind::Unicast, &[(3, None)]);
+        worse.metric = 200;
+        let better = route(110, "10.9.0.0/16", RouteKind::Blackhole, &[]);
+        e.apply(KernelEvent::NewRoute(worse));
+        e.apply(KernelEvent::NewRoute(better));
+        assert_eq!(e.desired_route(110, "10.9.0.0/16".parse().unwrap()).unwrap().kind, RouteKind::Blackhole as u16);
+        let mut tos = route(110, "10.9.0.0/16", RouteKind::Unicast, &[(3, None)]);
+        tos.tos = 0x10;
+        e.apply(KernelEvent::NewRoute(tos));
+        assert_eq!(e.desired_route(110, "10.9.0.0/16".parse().unwrap()).unwrap().kind, KIND_UNSUPPORTED);
+    }
+
+    #[test]
+    fn link_down_evicts_single_path_ipv4_routes_and_drops_dead_paths() {
+        let mut e = engine();
+        let mut down = link(3, "r2");
+        down.up = false;
+        let dirty = e.apply(KernelEvent::NewLink(down));
+        assert!(dirty.links);
+        let default = e.desired_route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
+        assert_eq!(default.paths.len(), 1, "the path via the down link is dropped");
+        assert_eq!(default.paths[0].ifindex, 2);
+    }
+
+    #[test]
+    fn multipath_paths_become_nexthops_and_deletion_removes_the_prefix() {
+        let mut e = engine();
+        let p: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(e.desired_route(110, p).unwrap().paths.len(), 2);
+        let dirty = e.apply(KernelEvent::DelRoute(route(110, "0.0.0.0/0", RouteKind::Unicast, &[])));
+        assert!(dirty.routes.contains(&(110, p)));
+        assert!(e.desired_route(110, p).is_none());
+    }
+
+    #[test]
+    fn a_rule_ahead_of_the_vrf_rule_degrades_the_vrf() {
+        let mut e = engine();
+        e.set_rules(vec![RuleInfo {
+            family: 2,
+            priority: 500,
+            table: 300,
+            action: 1,
+            iif: None,
+            oif: None,
+            l3mdev: false,
+            has_other_selectors: true,
+        }]);
+        assert!(e.vrfs()[0].degraded.as_deref().unwrap().contains("priority 500"));
+    }
+
+    #[test]
+    fn members_and_egress_links_get_their_flags() {
+        let e = engine();
+        let vrfs = e.vrfs();
+        let links = e.desired_links(&vrfs, &|n| (n == "red").then_some(0));
+        assert_eq!(links[&2].flags & LINK_MEMBER, LINK_MEMBER);
+        assert_eq!(links[&2].flags & (LINK_UP | LINK_FWD4 | LINK_FWD6), LINK_UP | LINK_FWD4 | LINK_FWD6);
+        assert!(!links.contains_key(&4), "a link no served route uses is not needed");
+    }
+}
