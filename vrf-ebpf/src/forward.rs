@@ -70,8 +70,13 @@ pub fn decide(frame: Frame, ifindex: u32, member: &Link) -> Verdict {
     if proto != parse::ETH_P_IP && proto != parse::ETH_P_IPV6 {
         return Verdict::only(Reason::PassNotIp, vrf_slot);
     }
+    let dst_mac = unsafe { (*eth).dst };
+    // Group-addressed frames (33:33:…, 01:00:5e:…, broadcast): never forwarded as unicast.
+    if dst_mac[0] & 1 != 0 {
+        return Verdict::only(Reason::PassMulticast, vrf_slot);
+    }
     // ip_rcv drops PACKET_OTHERHOST, ip_forward anything but PACKET_HOST.
-    if unsafe { (*eth).dst } != member.mac {
+    if dst_mac != member.mac {
         return Verdict::only(Reason::PassOtherHost, vrf_slot);
     }
     let Some(vrf) = VRFS.get(vrf_slot).copied() else {

@@ -57,33 +57,54 @@ impl Config {
         let mut tables = HashMap::new();
         let mut members: HashMap<&str, &str> = HashMap::new();
         for vrf in &self.vrf {
-            if vrf.name.is_empty() || vrf.name.len() > 15 || !vrf.name.chars().all(valid_name_char) {
-                bail!("VRF name {:?}: use 1 to 15 letters, digits, '-', '_' or '.'", vrf.name);
+            if vrf.name.is_empty() || vrf.name.len() > 15 || !vrf.name.chars().all(valid_name_char)
+            {
+                bail!(
+                    "VRF name {:?}: use 1 to 15 letters, digits, '-', '_' or '.'",
+                    vrf.name
+                );
             }
-            if let Some(_) = names.insert(vrf.name.as_str(), ()) {
+            if names.insert(vrf.name.as_str(), ()).is_some() {
                 bail!("VRF name {:?} is declared twice", vrf.name);
             }
             if RESERVED_TABLES.contains(&vrf.table) {
                 bail!("VRF {:?}: table {} is reserved by the kernel (0, 253 default, 254 main, 255 local)", vrf.name, vrf.table);
             }
             if let Some(other) = tables.insert(vrf.table, vrf.name.as_str()) {
-                bail!("table {} is used by both VRF {:?} and VRF {:?}", vrf.table, other, vrf.name);
+                bail!(
+                    "table {} is used by both VRF {:?} and VRF {:?}",
+                    vrf.table,
+                    other,
+                    vrf.name
+                );
             }
             if vrf.interfaces.is_empty() {
                 bail!("VRF {:?} has no interfaces", vrf.name);
             }
             if vrf.rule_priority == 0 {
-                bail!("VRF {:?}: rule_priority 0 would come before the local table", vrf.name);
+                bail!(
+                    "VRF {:?}: rule_priority 0 would come before the local table",
+                    vrf.name
+                );
             }
             for iface in &vrf.interfaces {
                 if iface.is_empty() || iface.len() > 15 {
-                    bail!("VRF {:?}: interface name {:?} is not a valid interface name", vrf.name, iface);
+                    bail!(
+                        "VRF {:?}: interface name {:?} is not a valid interface name",
+                        vrf.name,
+                        iface
+                    );
                 }
                 if let Some(other) = members.insert(iface.as_str(), vrf.name.as_str()) {
                     if other == vrf.name {
                         bail!("VRF {:?} lists interface {:?} twice", vrf.name, iface);
                     }
-                    bail!("interface {:?} is in two VRFs: {:?} and {:?}", iface, other, vrf.name);
+                    bail!(
+                        "interface {:?} is in two VRFs: {:?} and {:?}",
+                        iface,
+                        other,
+                        vrf.name
+                    );
                 }
             }
         }
@@ -116,18 +137,27 @@ mod tests {
 
     #[test]
     fn rejects_each_bad_config_by_name() {
-        assert!(err("[[vrf]]\nname = \"a\"\ntable = 1\ninterfaces = [\"x\"]\ncolour = 1\n").contains("colour"));
+        assert!(
+            err("[[vrf]]\nname = \"a\"\ntable = 1\ninterfaces = [\"x\"]\ncolour = 1\n")
+                .contains("colour")
+        );
         assert!(err("[[vrff]]\n").contains("vrff"));
         assert!(err("[[vrf]]\nname = \"a\"\ntable = 1\n").contains("interfaces"));
-        assert!(err("[[vrf]\n").contains("TOML parse error") || err("[[vrf]\n").contains("expected"));
+        assert!(
+            err("[[vrf]\n").contains("TOML parse error") || err("[[vrf]\n").contains("expected")
+        );
         let dup_name = "[[vrf]]\nname = \"a\"\ntable = 1\ninterfaces = [\"x\"]\n[[vrf]]\nname = \"a\"\ntable = 2\ninterfaces = [\"y\"]\n";
         assert!(err(dup_name).contains("\"a\" is declared twice"));
         let dup_table = "[[vrf]]\nname = \"a\"\ntable = 7\ninterfaces = [\"x\"]\n[[vrf]]\nname = \"b\"\ntable = 7\ninterfaces = [\"y\"]\n";
         assert!(err(dup_table).contains("table 7 is used by both"));
         let shared = "[[vrf]]\nname = \"a\"\ntable = 1\ninterfaces = [\"x\"]\n[[vrf]]\nname = \"b\"\ntable = 2\ninterfaces = [\"x\"]\n";
         assert!(err(shared).contains("interface \"x\" is in two VRFs"));
-        assert!(err("[[vrf]]\nname = \"a\"\ntable = 254\ninterfaces = [\"x\"]\n").contains("reserved"));
-        assert!(err("[[vrf]]\nname = \"a b\"\ntable = 3\ninterfaces = [\"x\"]\n").contains("VRF name"));
+        assert!(
+            err("[[vrf]]\nname = \"a\"\ntable = 254\ninterfaces = [\"x\"]\n").contains("reserved")
+        );
+        assert!(
+            err("[[vrf]]\nname = \"a b\"\ntable = 3\ninterfaces = [\"x\"]\n").contains("VRF name")
+        );
     }
 
     #[test]

@@ -1,14 +1,10 @@
 //! What vrfctl reads from a running vrfd's pins: VRFs, members, and the program's own answer
 //! for a packet. Shared by `vrfctl show` and `vrfctl lookup` (and the tests).
-use std::{
-    ffi::CStr,
-    net::IpAddr,
-    path::Path,
-};
+use std::{ffi::CStr, net::IpAddr, path::Path};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
-use vrf_common::{prog_names, Reason, Vrf, LINK_MEMBER, MAX_VRFS, VRF_ACTIVE, VRF_DEGRADED};
+use vrf_common::{prog_names, Vrf, LINK_MEMBER, MAX_VRFS, VRF_ACTIVE, VRF_DEGRADED};
 
 use crate::{
     dataplane::{PinnedExplain, XDP_DROP, XDP_PASS, XDP_REDIRECT},
@@ -27,7 +23,10 @@ pub fn open(dir: &Path) -> Result<Maps> {
 
 fn require_running(dir: &Path) -> Result<()> {
     if !dir.join(prog_names::XDP_VRF_EXPLAIN).exists() {
-        bail!("no vrfd is running with pin path {} (start vrfd, or pass --pin-path)", dir.display());
+        bail!(
+            "no vrfd is running with pin path {} (start vrfd, or pass --pin-path)",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -111,7 +110,13 @@ pub struct LookupReport {
 
 /// Run the loaded program on a UDP packet from `src` to `dst` arriving on a member of `vrf`
 /// (`iif`, or its first member), and report what it did.
-pub fn lookup(dir: &Path, vrf: &str, iif: Option<&str>, src: Option<IpAddr>, dst: IpAddr) -> Result<LookupReport> {
+pub fn lookup(
+    dir: &Path,
+    vrf: &str,
+    iif: Option<&str>,
+    src: Option<IpAddr>,
+    dst: IpAddr,
+) -> Result<LookupReport> {
     require_running(dir)?;
     let mut explain = PinnedExplain::open(dir)?;
     let report = vrfs(&explain.maps)?
@@ -124,9 +129,15 @@ pub fn lookup(dir: &Path, vrf: &str, iif: Option<&str>, src: Option<IpAddr>, dst
             .iter()
             .find(|m| m.name == name)
             .ok_or_else(|| anyhow!("{name:?} is not a member of VRF {vrf:?}"))?,
-        None => report.members.first().ok_or_else(|| anyhow!("VRF {vrf:?} has no members"))?,
+        None => report
+            .members
+            .first()
+            .ok_or_else(|| anyhow!("VRF {vrf:?} has no members"))?,
     };
-    let link = explain.maps.link(member.ifindex)?.ok_or_else(|| anyhow!("member {} vanished", member.name))?;
+    let link = explain
+        .maps
+        .link(member.ifindex)?
+        .ok_or_else(|| anyhow!("member {} vanished", member.name))?;
     let src = src.unwrap_or(match dst {
         // Documentation addresses: not martian, so the answer is about the destination.
         IpAddr::V4(_) => "198.51.100.1".parse()?,
@@ -135,9 +146,12 @@ pub fn lookup(dir: &Path, vrf: &str, iif: Option<&str>, src: Option<IpAddr>, dst
     let mut spec = FrameSpec::new(src, dst);
     spec.dst_mac = link.mac;
     let frame = spec.udp()?;
-    let e = explain
-        .explain(member.ifindex, &frame)
-        .with_context(|| format!("running the data plane on a packet to {dst} from {}", member.name))?;
+    let e = explain.explain(member.ifindex, &frame).with_context(|| {
+        format!(
+            "running the data plane on a packet to {dst} from {}",
+            member.name
+        )
+    })?;
     let action = match e.action {
         XDP_REDIRECT => "forward",
         XDP_PASS => "pass",
@@ -153,10 +167,6 @@ pub fn lookup(dir: &Path, vrf: &str, iif: Option<&str>, src: Option<IpAddr>, dst
         vrf: vrf.to_string(),
         iif: member.name.clone(),
     })
-    .map(|r| {
-        debug_assert!(r.reason != Reason::Rx.name());
-        r
-    })
 }
 
 /// An interface's name in the calling thread's network namespace.
@@ -168,7 +178,11 @@ pub fn ifname(ifindex: u32) -> Option<String> {
         return None;
     }
     // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 fn cstr(b: &[u8]) -> String {

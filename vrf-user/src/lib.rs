@@ -8,12 +8,13 @@
 //! vrfd's pipeline: [`model`] (the kernel's objects) → [`sync`] (mirror and desired map state)
 //! → [`mapsync`] (diff into the maps); [`config`] declares VRFs for kernels without vrf.ko.
 pub mod config;
-// pub mod daemon; (waits for the netlink module)
+pub mod daemon;
 pub mod dataplane;
 pub mod inspect;
-pub mod mapsync;
 pub mod maps;
+pub mod mapsync;
 pub mod model;
+pub mod netlink;
 pub mod packet;
 pub mod sync;
 

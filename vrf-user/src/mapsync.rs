@@ -40,7 +40,10 @@ fn is_full(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<MapError>().is_some_and(|m| match m {
             MapError::SyscallError(s) => {
-                matches!(s.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM))
+                matches!(
+                    s.io_error.raw_os_error(),
+                    Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM)
+                )
             }
             _ => false,
         })
@@ -49,7 +52,10 @@ fn is_full(e: &anyhow::Error) -> bool {
 
 impl MapSync {
     pub fn new() -> Self {
-        MapSync { next_group_id: 1, ..Default::default() }
+        MapSync {
+            next_group_id: 1,
+            ..Default::default()
+        }
     }
 
     pub fn vrf_slot(&self, name: &str) -> Option<u32> {
@@ -64,8 +70,12 @@ impl MapSync {
     /// that are gone. Call before `sync_links`, and `publish_vrfs` after the routes.
     pub fn assign_vrf_slots(&mut self, maps: &mut Maps, vrfs: &[VrfView]) -> Result<()> {
         let names: BTreeSet<&str> = vrfs.iter().map(|v| v.name.as_str()).collect();
-        let gone: Vec<String> =
-            self.vrf_slots.keys().filter(|n| !names.contains(n.as_str())).cloned().collect();
+        let gone: Vec<String> = self
+            .vrf_slots
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(slot) = self.vrf_slots.remove(&name) {
                 maps.set_vrf(slot, &Vrf::default())?;
@@ -78,7 +88,10 @@ impl MapSync {
             }
             let used: BTreeSet<u32> = self.vrf_slots.values().copied().collect();
             let Some(slot) = (0..MAX_VRFS).find(|s| !used.contains(s)) else {
-                anyhow::bail!("more than {MAX_VRFS} VRFs: VRF {} is left to the kernel", v.name);
+                anyhow::bail!(
+                    "more than {MAX_VRFS} VRFs: VRF {} is left to the kernel",
+                    v.name
+                );
             };
             maps.reset_vrf_counters(slot)?;
             self.vrf_slots.insert(v.name.clone(), slot);
@@ -89,7 +102,9 @@ impl MapSync {
     /// Write each VRF's table, state and counts.
     pub fn publish_vrfs(&mut self, maps: &mut Maps, vrfs: &[VrfView]) -> Result<()> {
         for v in vrfs {
-            let Some(slot) = self.vrf_slot(&v.name) else { continue };
+            let Some(slot) = self.vrf_slot(&v.name) else {
+                continue;
+            };
             let mut flags = VRF_ACTIVE;
             if v.degraded.is_some() || self.overflowed.contains(&v.table) {
                 flags |= VRF_DEGRADED;
@@ -151,7 +166,10 @@ impl MapSync {
                     s
                 }
             };
-            let link = Link { stats_slot: slot, ..*link };
+            let link = Link {
+                stats_slot: slot,
+                ..*link
+            };
             if !self.tx_ports.contains(ifindex) && link.flags & vrf_common::LINK_VRF_DEVICE == 0 {
                 maps.add_tx_port(*ifindex)?;
                 self.tx_ports.insert(*ifindex);
@@ -161,12 +179,22 @@ impl MapSync {
                 self.links.insert(*ifindex, link);
             }
         }
-        let gone: Vec<u32> = self.links.keys().filter(|i| !desired.contains_key(i)).copied().collect();
+        let gone: Vec<u32> = self
+            .links
+            .keys()
+            .filter(|i| !desired.contains_key(i))
+            .copied()
+            .collect();
         for ifindex in gone {
             maps.remove_link(ifindex)?;
             self.links.remove(&ifindex);
         }
-        let gone: Vec<u32> = self.tx_ports.iter().filter(|i| !desired.contains_key(i)).copied().collect();
+        let gone: Vec<u32> = self
+            .tx_ports
+            .iter()
+            .filter(|i| !desired.contains_key(i))
+            .copied()
+            .collect();
         for ifindex in gone {
             maps.remove_tx_port(ifindex)?;
             self.tx_ports.remove(&ifindex);
@@ -176,7 +204,13 @@ impl MapSync {
 
     /// Set or remove one FIB entry. A full map marks the table overflowed (its VRFs degrade)
     /// instead of failing: the kernel keeps forwarding that VRF correctly.
-    pub fn set_route(&mut self, maps: &mut Maps, table: u32, prefix: IpNet, entry: Option<RouteEntry>) -> Result<()> {
+    pub fn set_route(
+        &mut self,
+        maps: &mut Maps,
+        table: u32,
+        prefix: IpNet,
+        entry: Option<RouteEntry>,
+    ) -> Result<()> {
         match self.try_set_route(maps, table, prefix, entry) {
             Err(e) if is_full(&e) => {
                 if self.overflowed.insert(table) {
@@ -188,7 +222,13 @@ impl MapSync {
         }
     }
 
-    fn try_set_route(&mut self, maps: &mut Maps, table: u32, prefix: IpNet, entry: Option<RouteEntry>) -> Result<()> {
+    fn try_set_route(
+        &mut self,
+        maps: &mut Maps,
+        table: u32,
+        prefix: IpNet,
+        entry: Option<RouteEntry>,
+    ) -> Result<()> {
         let key = (table, prefix);
         if self.routes.get(&key).map(|(e, _)| e) == entry.as_ref() {
             return Ok(());
@@ -196,8 +236,16 @@ impl MapSync {
         let old_group = self.routes.get(&key).map(|(_, g)| *g).filter(|g| *g != 0);
         match entry {
             Some(entry) => {
-                let group = if entry.paths.is_empty() { 0 } else { self.acquire_group(maps, &entry.paths)? };
-                let route = Route { kind: entry.kind, mtu: entry.mtu, nexthop: group };
+                let group = if entry.paths.is_empty() {
+                    0
+                } else {
+                    self.acquire_group(maps, &entry.paths)?
+                };
+                let route = Route {
+                    kind: entry.kind,
+                    mtu: entry.mtu,
+                    nexthop: group,
+                };
                 if let Err(e) = maps.insert_route(table, prefix, &route) {
                     if group != 0 {
                         self.release_group(maps, &entry.paths)?;
@@ -239,7 +287,9 @@ impl MapSync {
     }
 
     fn release_group(&mut self, maps: &mut Maps, paths: &[Nexthop]) -> Result<()> {
-        let Some((id, refs)) = self.groups.get_mut(paths) else { return Ok(()) };
+        let Some((id, refs)) = self.groups.get_mut(paths) else {
+            return Ok(());
+        };
         *refs -= 1;
         if *refs == 0 {
             let id = *id;
@@ -251,19 +301,34 @@ impl MapSync {
     }
 
     /// Converge the FIBs to `desired`: changed and new entries first, stale ones after.
-    pub fn sync_routes(&mut self, maps: &mut Maps, desired: &HashMap<(u32, IpNet), RouteEntry>) -> Result<()> {
+    pub fn sync_routes(
+        &mut self,
+        maps: &mut Maps,
+        desired: &HashMap<(u32, IpNet), RouteEntry>,
+    ) -> Result<()> {
         self.overflowed.clear();
         for ((table, prefix), entry) in desired {
             self.set_route(maps, *table, *prefix, Some(entry.clone()))?;
         }
-        let stale: Vec<(u32, IpNet)> = self.routes.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+        let stale: Vec<(u32, IpNet)> = self
+            .routes
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
         for (table, prefix) in stale {
             self.set_route(maps, table, prefix, None)?;
         }
         Ok(())
     }
 
-    pub fn set_neighbour(&mut self, maps: &mut Maps, ifindex: u32, addr: IpAddr, mac: Option<[u8; 6]>) -> Result<()> {
+    pub fn set_neighbour(
+        &mut self,
+        maps: &mut Maps,
+        ifindex: u32,
+        addr: IpAddr,
+        mac: Option<[u8; 6]>,
+    ) -> Result<()> {
         let key = (ifindex, addr);
         if self.neighbours.get(&key).copied() == mac {
             return Ok(());
@@ -288,11 +353,20 @@ impl MapSync {
         Ok(())
     }
 
-    pub fn sync_neighbours(&mut self, maps: &mut Maps, desired: &HashMap<(u32, IpAddr), [u8; 6]>) -> Result<()> {
+    pub fn sync_neighbours(
+        &mut self,
+        maps: &mut Maps,
+        desired: &HashMap<(u32, IpAddr), [u8; 6]>,
+    ) -> Result<()> {
         for ((ifindex, addr), mac) in desired {
             self.set_neighbour(maps, *ifindex, *addr, Some(*mac))?;
         }
-        let stale: Vec<(u32, IpAddr)> = self.neighbours.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+        let stale: Vec<(u32, IpAddr)> = self
+            .neighbours
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
         for (ifindex, addr) in stale {
             self.set_neighbour(maps, ifindex, addr, None)?;
         }

@@ -59,7 +59,12 @@ pub struct RouteInfo {
 impl RouteInfo {
     /// The kernel's identity of a route within a table: prefix, TOS, metric.
     pub fn id(&self) -> RouteId {
-        RouteId { table: self.table, prefix: self.prefix, tos: self.tos, metric: self.metric }
+        RouteId {
+            table: self.table,
+            prefix: self.prefix,
+            tos: self.tos,
+            metric: self.metric,
+        }
     }
 }
 

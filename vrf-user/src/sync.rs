@@ -154,7 +154,21 @@ impl Engine {
             }
             KernelEvent::DelRoute(route) => {
                 if let Some(entry) = self.routes.get_mut(&(route.table, route.prefix)) {
-                    entry.retain(|r| r.id() != route.id());
+                    if route.prefix.addr().is_ipv6() && !route.paths.is_empty() {
+                        // `ip -6 route del P via G` reports only the deleted paths of a
+                        // multipath route; a full delete lists them all.
+                        for r in entry.iter_mut().filter(|r| r.id() == route.id()) {
+                            r.paths.retain(|p| {
+                                !route
+                                    .paths
+                                    .iter()
+                                    .any(|d| d.ifindex == p.ifindex && d.gateway == p.gateway)
+                            });
+                        }
+                        entry.retain(|r| !(r.id() == route.id() && r.paths.is_empty()));
+                    } else {
+                        entry.retain(|r| r.id() != route.id());
+                    }
                     if entry.is_empty() {
                         self.routes.remove(&(route.table, route.prefix));
                     }
@@ -169,6 +183,11 @@ impl Engine {
                 if self.neighbours.remove(&(n.ifindex, n.addr)).is_some() {
                     dirty.neighbours.insert((n.ifindex, n.addr));
                 }
+            }
+            KernelEvent::DelAddr(a) if a.addr.is_ipv4() => {
+                // Losing an IPv4 address silently deletes the IPv4 routes that depended on it
+                // (seen on 6.18): only a dump tells which.
+                dirty.resync = true;
             }
             KernelEvent::NewAddr(_) | KernelEvent::DelAddr(_) => {
                 // Local delivery follows the local routes the kernel adds with an address;
@@ -273,24 +292,43 @@ impl Engine {
     /// path's answer unreliable: such a VRF is left to the kernel.
     fn rule_conflict(&self, vrf: &VrfView) -> Option<String> {
         let own_priority = match vrf.device {
-            Some(_) => self.rules.iter().filter(|r| r.l3mdev).map(|r| r.priority).min(),
+            Some(_) => self
+                .rules
+                .iter()
+                .filter(|r| r.l3mdev)
+                .map(|r| r.priority)
+                .min(),
             None => self
                 .declared
                 .iter()
                 .find(|d| d.name == vrf.name)
                 .map(|d| d.rule_priority),
         }?;
-        let member_names: BTreeSet<&str> =
-            vrf.members.iter().filter_map(|i| self.links.get(i)).map(|l| l.name.as_str()).collect();
+        let member_names: BTreeSet<&str> = vrf
+            .members
+            .iter()
+            .filter_map(|i| self.links.get(i))
+            .map(|l| l.name.as_str())
+            .collect();
         self.rules
             .iter()
             .filter(|r| r.priority < own_priority && !r.l3mdev)
             // Rule 0 "lookup local" is mirrored into every VRF's FIB.
-            .filter(|r| !(r.table == LOCAL_TABLE && r.action == 1 && !r.has_other_selectors && r.iif.is_none()))
+            .filter(|r| {
+                !(r.table == LOCAL_TABLE
+                    && r.action == 1
+                    && !r.has_other_selectors
+                    && r.iif.is_none())
+            })
             // oif rules match only locally generated traffic.
             .filter(|r| r.oif.is_none())
             .filter(|r| r.iif.as_deref().is_none_or(|i| member_names.contains(i)))
-            .map(|r| format!("ip rule priority {} (table {}) comes before the VRF's rule", r.priority, r.table))
+            .map(|r| {
+                format!(
+                    "ip rule priority {} (table {}) comes before the VRF's rule",
+                    r.priority, r.table
+                )
+            })
             .next()
     }
 
@@ -304,7 +342,9 @@ impl Engine {
         let mut out = BTreeMap::new();
         let mut vrf_of_member = HashMap::new();
         for v in vrfs {
-            let Some(slot) = slot_of(&v.name) else { continue };
+            let Some(slot) = slot_of(&v.name) else {
+                continue;
+            };
             for m in &v.members {
                 vrf_of_member.insert(*m, slot);
             }
@@ -360,7 +400,13 @@ impl Engine {
             1 => LINK_RPF_STRICT,
             _ => LINK_RPF_LOOSE,
         };
-        Link { vrf, stats_slot: 0, mtu: l.mtu, mac: l.mac.unwrap_or_default(), flags }
+        Link {
+            vrf,
+            stats_slot: 0,
+            mtu: l.mtu,
+            mac: l.mac.unwrap_or_default(),
+            flags,
+        }
     }
 
     /// Every FIB entry the served tables need.
@@ -410,7 +456,9 @@ impl Engine {
     fn local_cover(&self, prefix: IpNet) -> Option<RouteEntry> {
         self.routes
             .iter()
-            .filter(|((t, p), _)| *t == LOCAL_TABLE && !is_host(*p) && *p != prefix && p.contains(&prefix))
+            .filter(|((t, p), _)| {
+                *t == LOCAL_TABLE && !is_host(*p) && *p != prefix && p.contains(&prefix)
+            })
             .max_by_key(|((_, p), _)| p.prefix_len())
             .and_then(|(_, rs)| self.entry_of(rs))
     }
@@ -418,7 +466,11 @@ impl Engine {
     /// The data plane's entry for the routes of one (table, prefix), as the kernel would choose
     /// among them; None when the kernel would look further (every path dead).
     fn entry_of(&self, routes: &[RouteInfo]) -> Option<RouteEntry> {
-        let unsupported = RouteEntry { kind: KIND_UNSUPPORTED, mtu: 0, paths: Vec::new() };
+        let unsupported = RouteEntry {
+            kind: KIND_UNSUPPORTED,
+            mtu: 0,
+            paths: Vec::new(),
+        };
         // TOS-specific routes make the answer depend on a field the data plane does not match.
         if routes.iter().any(|r| r.tos != 0) {
             return Some(unsupported);
@@ -429,12 +481,22 @@ impl Engine {
         }
         let mtu = best.mtu.map_or(0, |m| m.min(u16::MAX as u32) as u16);
         if best.kind != RouteKind::Unicast as u16 {
-            return Some(RouteEntry { kind: best.kind, mtu, paths: Vec::new() });
+            return Some(RouteEntry {
+                kind: best.kind,
+                mtu,
+                paths: Vec::new(),
+            });
         }
         let live: Vec<Nexthop> = best
             .paths
             .iter()
-            .filter(|p| !p.dead && self.links.get(&p.ifindex).is_some_and(|l| l.up || is_vrf(l)))
+            .filter(|p| {
+                !p.dead
+                    && self
+                        .links
+                        .get(&p.ifindex)
+                        .is_some_and(|l| l.up || is_vrf(l))
+            })
             .map(|p| nexthop(p.ifindex, p.gateway))
             .collect();
         if live.is_empty() {
@@ -446,11 +508,18 @@ impl Engine {
             // Unequal weights would need the kernel's hash-threshold split.
             return Some(unsupported);
         }
-        Some(RouteEntry { kind: best.kind, mtu, paths: live })
+        Some(RouteEntry {
+            kind: best.kind,
+            mtu,
+            paths: live,
+        })
     }
 
     /// Usable neighbours on the given links, by (ifindex, address).
-    pub fn desired_neighbours(&self, links: &BTreeMap<u32, Link>) -> HashMap<(u32, IpAddr), [u8; 6]> {
+    pub fn desired_neighbours(
+        &self,
+        links: &BTreeMap<u32, Link>,
+    ) -> HashMap<(u32, IpAddr), [u8; 6]> {
         self.neighbours
             .iter()
             .filter(|((i, _), n)| links.contains_key(i) && n.usable())
@@ -459,7 +528,10 @@ impl Engine {
     }
 
     pub fn desired_neighbour(&self, ifindex: u32, addr: IpAddr) -> Option<[u8; 6]> {
-        self.neighbours.get(&(ifindex, addr)).filter(|n| n.usable()).and_then(|n| n.mac)
+        self.neighbours
+            .get(&(ifindex, addr))
+            .filter(|n| n.usable())
+            .and_then(|n| n.mac)
     }
 
     pub fn link(&self, ifindex: u32) -> Option<&LinkInfo> {
@@ -485,9 +557,8 @@ fn is_host(p: IpNet) -> bool {
 
 /// The real sysctls of a link, from /proc/sys of the calling thread's network namespace.
 pub fn read_sysctls(name: &str) -> LinkSysctl {
-    let read = |path: String| -> Option<u8> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
-    };
+    let read =
+        |path: String| -> Option<u8> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let rp = read(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter")).unwrap_or(0);
     let rp_all = read("/proc/sys/net/ipv4/conf/all/rp_filter".to_string()).unwrap_or(0);
     LinkSysctl {
@@ -515,7 +586,12 @@ mod tests {
         }
     }
 
-    fn route(table: u32, prefix: &str, kind: RouteKind, paths: &[(u32, Option<&str>)]) -> RouteInfo {
+    fn route(
+        table: u32,
+        prefix: &str,
+        kind: RouteKind,
+        paths: &[(u32, Option<&str>)],
+    ) -> RouteInfo {
         RouteInfo {
             table,
             prefix: prefix.parse().unwrap(),
@@ -538,13 +614,30 @@ mod tests {
     }
 
     fn engine() -> Engine {
-        let red = DeclaredVrf { name: "red".into(), table: 110, interfaces: vec!["r1".into(), "r2".into()], rule_priority: 1000 };
-        let mut e = Engine::new(vec![red], Box::new(|_| LinkSysctl { forwarding4: true, forwarding6: true, rp_filter: 0 }));
+        let red = DeclaredVrf {
+            name: "red".into(),
+            table: 110,
+            interfaces: vec!["r1".into(), "r2".into()],
+            rule_priority: 1000,
+        };
+        let mut e = Engine::new(
+            vec![red],
+            Box::new(|_| LinkSysctl {
+                forwarding4: true,
+                forwarding6: true,
+                rp_filter: 0,
+            }),
+        );
         e.load(KernelSnapshot {
             links: vec![link(2, "r1"), link(3, "r2"), link(4, "other")],
             routes: vec![
                 route(110, "10.0.1.0/24", RouteKind::Unicast, &[(2, None)]),
-                route(110, "0.0.0.0/0", RouteKind::Unicast, &[(2, Some("10.0.1.9")), (3, Some("10.0.2.9"))]),
+                route(
+                    110,
+                    "0.0.0.0/0",
+                    RouteKind::Unicast,
+                    &[(2, Some("10.0.1.9")), (3, Some("10.0.2.9"))],
+                ),
                 route(LOCAL_TABLE, "10.0.1.1/32", RouteKind::Local, &[(2, None)]),
                 route(254, "10.0.1.0/24", RouteKind::Unicast, &[(4, None)]),
             ],
@@ -561,7 +654,9 @@ mod tests {
         assert_eq!(vrfs[0].members, BTreeSet::from([2, 3]));
         assert_eq!(e.served_tables(), &BTreeSet::from([110]));
         // The main table's route is not mirrored.
-        assert!(e.desired_route(254, "10.0.1.0/24".parse().unwrap()).is_none());
+        assert!(e
+            .desired_route(254, "10.0.1.0/24".parse().unwrap())
+            .is_none());
     }
 
     #[test]
@@ -576,8 +671,15 @@ mod tests {
     #[test]
     fn a_covering_local_prefix_wins_over_the_vrf_route_inside_it() {
         let mut e = engine();
-        e.apply(KernelEvent::NewRoute(route(LOCAL_TABLE, "10.0.0.0/8", RouteKind::Local, &[(2, None)])));
-        let r = e.desired_route(110, "10.0.1.0/24".parse().unwrap()).unwrap();
+        e.apply(KernelEvent::NewRoute(route(
+            LOCAL_TABLE,
+            "10.0.0.0/8",
+            RouteKind::Local,
+            &[(2, None)],
+        )));
+        let r = e
+            .desired_route(110, "10.0.1.0/24".parse().unwrap())
+            .unwrap();
         assert_eq!(r.kind, RouteKind::Local as u16);
     }
 
@@ -589,11 +691,21 @@ mod tests {
         let better = route(110, "10.9.0.0/16", RouteKind::Blackhole, &[]);
         e.apply(KernelEvent::NewRoute(worse));
         e.apply(KernelEvent::NewRoute(better));
-        assert_eq!(e.desired_route(110, "10.9.0.0/16".parse().unwrap()).unwrap().kind, RouteKind::Blackhole as u16);
+        assert_eq!(
+            e.desired_route(110, "10.9.0.0/16".parse().unwrap())
+                .unwrap()
+                .kind,
+            RouteKind::Blackhole as u16
+        );
         let mut tos = route(110, "10.9.0.0/16", RouteKind::Unicast, &[(3, None)]);
         tos.tos = 0x10;
         e.apply(KernelEvent::NewRoute(tos));
-        assert_eq!(e.desired_route(110, "10.9.0.0/16".parse().unwrap()).unwrap().kind, KIND_UNSUPPORTED);
+        assert_eq!(
+            e.desired_route(110, "10.9.0.0/16".parse().unwrap())
+                .unwrap()
+                .kind,
+            KIND_UNSUPPORTED
+        );
     }
 
     #[test]
@@ -604,7 +716,11 @@ mod tests {
         let dirty = e.apply(KernelEvent::NewLink(down));
         assert!(dirty.links);
         let default = e.desired_route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
-        assert_eq!(default.paths.len(), 1, "the path via the down link is dropped");
+        assert_eq!(
+            default.paths.len(),
+            1,
+            "the path via the down link is dropped"
+        );
         assert_eq!(default.paths[0].ifindex, 2);
     }
 
@@ -613,9 +729,54 @@ mod tests {
         let mut e = engine();
         let p: IpNet = "0.0.0.0/0".parse().unwrap();
         assert_eq!(e.desired_route(110, p).unwrap().paths.len(), 2);
-        let dirty = e.apply(KernelEvent::DelRoute(route(110, "0.0.0.0/0", RouteKind::Unicast, &[])));
+        let dirty = e.apply(KernelEvent::DelRoute(route(
+            110,
+            "0.0.0.0/0",
+            RouteKind::Unicast,
+            &[],
+        )));
         assert!(dirty.routes.contains(&(110, p)));
         assert!(e.desired_route(110, p).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_delete_of_one_path_keeps_the_others() {
+        let mut e = engine();
+        let two = route(
+            110,
+            "fd00:9::/64",
+            RouteKind::Unicast,
+            &[(2, Some("fe80::1")), (3, Some("fe80::2"))],
+        );
+        e.apply(KernelEvent::NewRoute(two));
+        let one = route(
+            110,
+            "fd00:9::/64",
+            RouteKind::Unicast,
+            &[(3, Some("fe80::2"))],
+        );
+        e.apply(KernelEvent::DelRoute(one.clone()));
+        let left = e.desired_route(110, one.prefix).unwrap();
+        assert_eq!(left.paths.len(), 1);
+        assert_eq!(left.paths[0].ifindex, 2);
+        e.apply(KernelEvent::DelRoute(route(
+            110,
+            "fd00:9::/64",
+            RouteKind::Unicast,
+            &[(2, Some("fe80::1"))],
+        )));
+        assert!(e.desired_route(110, one.prefix).is_none());
+    }
+
+    #[test]
+    fn losing_an_ipv4_address_asks_for_a_resync() {
+        let mut e = engine();
+        let a = crate::model::AddrInfo {
+            ifindex: 2,
+            addr: "10.0.1.1".parse().unwrap(),
+            prefix_len: 24,
+        };
+        assert!(e.apply(KernelEvent::DelAddr(a)).resync);
     }
 
     #[test]
@@ -631,7 +792,11 @@ mod tests {
             l3mdev: false,
             has_other_selectors: true,
         }]);
-        assert!(e.vrfs()[0].degraded.as_deref().unwrap().contains("priority 500"));
+        assert!(e.vrfs()[0]
+            .degraded
+            .as_deref()
+            .unwrap()
+            .contains("priority 500"));
     }
 
     #[test]
@@ -640,7 +805,13 @@ mod tests {
         let vrfs = e.vrfs();
         let links = e.desired_links(&vrfs, &|n| (n == "red").then_some(0));
         assert_eq!(links[&2].flags & LINK_MEMBER, LINK_MEMBER);
-        assert_eq!(links[&2].flags & (LINK_UP | LINK_FWD4 | LINK_FWD6), LINK_UP | LINK_FWD4 | LINK_FWD6);
-        assert!(!links.contains_key(&4), "a link no served route uses is not needed");
+        assert_eq!(
+            links[&2].flags & (LINK_UP | LINK_FWD4 | LINK_FWD6),
+            LINK_UP | LINK_FWD4 | LINK_FWD6
+        );
+        assert!(
+            !links.contains_key(&4),
+            "a link no served route uses is not needed"
+        );
     }
 }

@@ -62,7 +62,10 @@ pub async fn run(opts: Options) -> Result<()> {
         None => Config::default(),
     };
     let (netlink, mut events) = Netlink::connect().await.context("opening rtnetlink")?;
-    let snapshot = netlink.snapshot().await.context("dumping the kernel's state")?;
+    let snapshot = netlink
+        .snapshot()
+        .await
+        .context("dumping the kernel's state")?;
     let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
     engine.load(snapshot);
     for d in &config.vrf {
@@ -99,7 +102,11 @@ pub async fn run(opts: Options) -> Result<()> {
 }
 
 impl Daemon {
-    async fn serve(&mut self, config: &Config, events: &mut UnboundedReceiver<KernelEvent>) -> Result<()> {
+    async fn serve(
+        &mut self,
+        config: &Config,
+        events: &mut UnboundedReceiver<KernelEvent>,
+    ) -> Result<()> {
         self.rules.ensure(&self.netlink, config).await?;
         // The rules we added are in the kernel now; see them as the kernel does.
         self.resync().await?;
@@ -130,9 +137,15 @@ impl Daemon {
 
     fn ready(&self) {
         let members: usize = self.vrfs.iter().map(|v| v.members.len()).sum();
-        info!(vrfs = self.vrfs.len(), members, routes = self.maps.route_count(), neighbours = self.maps.neighbour_count(), "ready");
+        info!(
+            vrfs = self.vrfs.len(),
+            members,
+            routes = self.maps.route_count(),
+            neighbours = self.maps.neighbour_count(),
+            "ready"
+        );
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
-            if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
                 warn!(error = %e, "sd_notify READY=1 failed");
             }
         }
@@ -140,7 +153,11 @@ impl Daemon {
 
     /// Dump everything again and converge the maps to it.
     async fn resync(&mut self) -> Result<()> {
-        let snapshot = self.netlink.snapshot().await.context("dumping the kernel's state")?;
+        let snapshot = self
+            .netlink
+            .snapshot()
+            .await
+            .context("dumping the kernel's state")?;
         self.engine.load(snapshot);
         self.full_sync()
     }
@@ -159,8 +176,10 @@ impl Daemon {
         let maps = &self.maps;
         let links = self.engine.desired_links(&vrfs, &|n| maps.vrf_slot(n));
         self.maps.sync_links(&mut self.dp.maps, &links)?;
-        self.maps.sync_neighbours(&mut self.dp.maps, &self.engine.desired_neighbours(&links))?;
-        self.maps.sync_routes(&mut self.dp.maps, &self.engine.desired_routes())?;
+        self.maps
+            .sync_neighbours(&mut self.dp.maps, &self.engine.desired_neighbours(&links))?;
+        self.maps
+            .sync_routes(&mut self.dp.maps, &self.engine.desired_routes())?;
         self.maps.publish_vrfs(&mut self.dp.maps, &vrfs)?;
         self.attach(&vrfs)?;
         self.vrfs = vrfs;
@@ -177,12 +196,18 @@ impl Daemon {
         }
         for (table, prefix) in &dirty.routes {
             let entry = self.engine.desired_route(*table, *prefix);
-            self.maps.set_route(&mut self.dp.maps, *table, *prefix, entry)?;
+            self.maps
+                .set_route(&mut self.dp.maps, *table, *prefix, entry)?;
         }
         for (ifindex, addr) in &dirty.neighbours {
             let known = self.dp.maps.link(*ifindex)?.is_some();
-            let mac = if known { self.engine.desired_neighbour(*ifindex, *addr) } else { None };
-            self.maps.set_neighbour(&mut self.dp.maps, *ifindex, *addr, mac)?;
+            let mac = if known {
+                self.engine.desired_neighbour(*ifindex, *addr)
+            } else {
+                None
+            };
+            self.maps
+                .set_neighbour(&mut self.dp.maps, *ifindex, *addr, mac)?;
         }
         if !dirty.routes.is_empty() || !dirty.neighbours.is_empty() {
             self.maps.publish_vrfs(&mut self.dp.maps, &self.vrfs)?;
@@ -199,18 +224,27 @@ impl Daemon {
 
     /// XDP on exactly the members of every VRF.
     fn attach(&mut self, vrfs: &[VrfView]) -> Result<()> {
-        let want: BTreeSet<u32> = vrfs.iter().flat_map(|v| v.members.iter().copied()).collect();
+        let want: BTreeSet<u32> = vrfs
+            .iter()
+            .flat_map(|v| v.members.iter().copied())
+            .collect();
         let have: BTreeSet<u32> = self.dp.attached().map(|(i, _)| i).collect();
         for ifindex in have.difference(&want) {
             self.dp.detach(*ifindex)?;
             info!(ifindex, "detached");
         }
         for ifindex in want.difference(&have) {
-            let name = self.engine.link(*ifindex).map(|l| l.name.clone()).unwrap_or_default();
+            let name = self
+                .engine
+                .link(*ifindex)
+                .map(|l| l.name.clone())
+                .unwrap_or_default();
             match self.dp.attach(*ifindex, self.mode) {
                 Ok(mode) => info!(interface = %name, ifindex, %mode, "attached"),
                 // A member that cannot take XDP is simply served by the kernel.
-                Err(e) => error!(interface = %name, ifindex, error = %format!("{e:#}"), "XDP attach failed"),
+                Err(e) => {
+                    error!(interface = %name, ifindex, error = %format!("{e:#}"), "XDP attach failed")
+                }
             }
         }
         Ok(())

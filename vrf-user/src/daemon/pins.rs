@@ -2,8 +2,8 @@
 //! (an flock), removed on exit.
 use std::{
     fs::{self, File},
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
     os::fd::AsRawFd,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -20,20 +20,27 @@ pub struct PinDir {
 
 impl PinDir {
     pub fn create(path: &Path) -> Result<Self> {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("/"));
         ensure_bpffs(parent)?;
         let lock = lock(path)?;
         if path.exists() {
             // We hold the lock: whoever pinned these is gone.
             warn!(path = %path.display(), "removing pins a previous vrfd left behind");
-            fs::remove_dir_all(path).with_context(|| format!("removing stale {}", path.display()))?;
+            fs::remove_dir_all(path)
+                .with_context(|| format!("removing stale {}", path.display()))?;
         }
         fs::DirBuilder::new()
             .mode(0o700)
             .create(path)
             .with_context(|| format!("creating pin directory {}", path.display()))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-        Ok(PinDir { path: path.to_path_buf(), _lock: lock })
+        Ok(PinDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -58,7 +65,11 @@ fn lock(pin: &Path) -> Result<File> {
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("another vrfd is running with pin path {} (lock {} is held)", pin.display(), path.display());
+        bail!(
+            "another vrfd is running with pin path {} (lock {} is held)",
+            pin.display(),
+            path.display()
+        );
     }
     Ok(file)
 }
@@ -82,11 +93,16 @@ fn ensure_bpffs(parent: &Path) -> Result<()> {
             return Ok(());
         }
     }
-    bail!("{} is not on a bpffs: pin under a mounted bpffs (default /sys/fs/bpf)", parent.display())
+    bail!(
+        "{} is not on a bpffs: pin under a mounted bpffs (default /sys/fs/bpf)",
+        parent.display()
+    )
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs into a zeroed struct with a valid C string.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }

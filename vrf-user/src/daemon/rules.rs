@@ -2,7 +2,13 @@
 //! vrfd added are removed on exit.
 use tracing::{error, info};
 
-use crate::{config::Config, netlink::{Family, Netlink}};
+use crate::{
+    config::Config,
+    netlink::{
+        convert::{AF_INET, AF_INET6},
+        IpFamily as Family, Netlink,
+    },
+};
 
 #[derive(Default)]
 pub struct OwnedRules {
@@ -16,16 +22,22 @@ impl OwnedRules {
             for iif in &vrf.interfaces {
                 for family in [Family::V4, Family::V6] {
                     let present = existing.iter().any(|r| {
-                        r.family == family.af() && r.iif.as_deref() == Some(iif.as_str())
-                            && r.table == vrf.table && r.priority == vrf.rule_priority
-                            && r.action == 1 && !r.has_other_selectors
+                        r.family == af(family)
+                            && r.iif.as_deref() == Some(iif.as_str())
+                            && r.table == vrf.table
+                            && r.priority == vrf.rule_priority
+                            && r.action == 1
+                            && !r.has_other_selectors
                     });
                     if present {
                         continue;
                     }
-                    netlink.add_rule(family, iif, vrf.table, vrf.rule_priority).await?;
+                    netlink
+                        .add_rule(family, iif, vrf.table, vrf.rule_priority)
+                        .await?;
                     info!(vrf = %vrf.name, iif = %iif, table = vrf.table, priority = vrf.rule_priority, ?family, "added ip rule");
-                    self.added.push((family, iif.clone(), vrf.table, vrf.rule_priority));
+                    self.added
+                        .push((family, iif.clone(), vrf.table, vrf.rule_priority));
                 }
             }
         }
@@ -38,5 +50,12 @@ impl OwnedRules {
                 error!(iif = %iif, table, priority, error = %format!("{e:#}"), "removing ip rule");
             }
         }
+    }
+}
+
+fn af(family: Family) -> u8 {
+    match family {
+        Family::V4 => AF_INET,
+        Family::V6 => AF_INET6,
     }
 }

@@ -1,0 +1,583 @@
+//! vrfd's view of the kernel through rtnetlink: one NETLINK_ROUTE socket, subscribed to every
+//! group vrfd mirrors before the first dump, that both answers dumps ([`Netlink::snapshot`]) and
+//! streams changes ([`KernelEvent`]s on the receiver [`Netlink::connect`] returns).
+//!
+//! # Using the two together
+//! Take [`Netlink::snapshot`], install it, then apply every event from the receiver in order —
+//! including those queued while the snapshot was being taken: the socket was subscribed before
+//! the dump started, so every change the dump may have missed is in the queue, and re-applying a
+//! change the dump already contained is harmless. On [`KernelEvent::Overrun`] take a new
+//! snapshot the same way — unless [`Netlink::is_closed`]: then the socket is gone (its last
+//! event was that `Overrun`) and only [`Netlink::connect`] helps.
+//!
+//! # Kernel behaviour the consumer must know
+//! - IPv4 routes through a link are removed **without** RTM_DELROUTE when the link goes down or
+//!   loses its last IPv4 address (both seen on 6.18; only the kernel's own connected, local and
+//!   broadcast routes are announced); IPv6 ones are announced. Re-read the routes (or drop the
+//!   IPv4 routes through that ifindex) on a `NewLink` with `up == false` and on a `DelAddr`.
+//! - IPv6 `ip -6 route del P via G` on a multipath route announces a `DelRoute` carrying only
+//!   the deleted path; the route stays with the others. A `DelRoute` means "these paths are gone".
+//! - IPv4 allows several routes with the same (table, prefix, tos, metric) (`ip route append`):
+//!   only the first one in dump order is used.
+//!
+//! # Socket details
+//! The connection is netlink-proto's (the one rtnetlink wraps) with `codec::TolerantCodec`, so
+//! a message the crate cannot parse becomes an `Overrun` instead of silently disappearing.
+//! ENOBUFS from `recvmsg` (the kernel dropped notifications because the receive buffer was full)
+//! is turned into an `NLMSG_OVERRUN` message by netlink-proto and into `KernelEvent::Overrun`
+//! here. Only one dump may run on a netlink socket at a time (the kernel answers EBUSY), so dumps
+//! are serialised.
+//!
+//! A notification carries the sequence number of the request that caused it, and netlink-proto
+//! matches responses on (sequence number, sender = kernel) only. So the notification of our own
+//! `add_rule` is handed to that request instead of the event stream, and another process's
+//! notification whose number equals one of our pending requests' ends that request early — a
+//! dump then silently returns part of the table (in testing, against a client churning routes
+//! with netlink-proto's numbering, 64 dump attempts were cut short while 32 dumps completed).
+//! Requests here hand such messages back (rule changes as `RulesChanged`, anything else as
+//! `Overrun`, since its order relative to the stream is lost) and a dump without NLMSG_DONE is
+//! restarted.
+mod codec;
+pub mod convert;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{Stream, StreamExt};
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
+};
+use netlink_packet_route::{
+    address::AddressMessage,
+    link::LinkMessage,
+    neighbour::NeighbourMessage,
+    route::{RouteHeader, RouteMessage},
+    rule::{RuleAction, RuleAttribute, RuleMessage},
+    AddressFamily, RouteNetlinkMessage,
+};
+use rtnetlink::proto::ConnectionHandle;
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket, SocketAddr, TokioSocket};
+use rtnetlink::MulticastGroup;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::model::{
+    AddrInfo, KernelEvent, KernelSnapshot, LinkInfo, NeighInfo, RouteInfo, RuleInfo,
+};
+use codec::TolerantCodec;
+
+/// The groups the socket joins (bound before any request is sent).
+const GROUPS: [MulticastGroup; 8] = [
+    MulticastGroup::Link,
+    MulticastGroup::Ipv4Ifaddr,
+    MulticastGroup::Ipv6Ifaddr,
+    MulticastGroup::Ipv4Route,
+    MulticastGroup::Ipv6Route,
+    MulticastGroup::Neigh,
+    MulticastGroup::Ipv4Rule,
+    MulticastGroup::Ipv6Rule,
+];
+
+/// Receive buffer asked for (SO_RCVBUFFORCE, falling back to SO_RCVBUF, which rmem_max caps).
+pub const RECEIVE_BUFFER: usize = 8 << 20;
+
+/// How many times a dump is restarted when the kernel flags it inconsistent (NLM_F_DUMP_INTR),
+/// busy, or when it was cut short.
+const DUMP_ATTEMPTS: u32 = 10;
+
+/// Address family of a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    fn address_family(self) -> AddressFamily {
+        match self {
+            IpFamily::V4 => AddressFamily::Inet,
+            IpFamily::V6 => AddressFamily::Inet6,
+        }
+    }
+
+    fn ip_flag(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "-4",
+            IpFamily::V6 => "-6",
+        }
+    }
+}
+
+/// An rtnetlink connection: cheap to clone, shared by every clone. Dropping the last clone
+/// closes the socket and ends the event stream.
+#[derive(Clone)]
+pub struct Netlink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: ConnectionHandle<RouteNetlinkMessage>,
+    events: mpsc::UnboundedSender<KernelEvent>,
+    /// One dump at a time per socket.
+    dump_lock: tokio::sync::Mutex<()>,
+    closed: Arc<AtomicBool>,
+    receive_buffer: usize,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+enum Dump {
+    Complete(Vec<RouteNetlinkMessage>),
+    Retry(&'static str),
+}
+
+impl Netlink {
+    /// Opens the socket, sizes its receive buffer, joins the link, address, route, neighbour and
+    /// rule groups of both families, and starts the connection and the event forwarder on the
+    /// current tokio runtime. Every change from this moment on is on the returned receiver.
+    pub async fn connect() -> Result<(Netlink, mpsc::UnboundedReceiver<KernelEvent>)> {
+        Self::connect_with_receive_buffer(RECEIVE_BUFFER).await
+    }
+
+    /// [`Netlink::connect`] with another receive buffer size (bytes; the kernel doubles it).
+    pub async fn connect_with_receive_buffer(
+        receive_buffer: usize,
+    ) -> Result<(Netlink, mpsc::UnboundedReceiver<KernelEvent>)> {
+        let (mut conn, handle, messages) = rtnetlink::proto::new_connection_with_codec::<
+            RouteNetlinkMessage,
+            TokioSocket,
+            TolerantCodec,
+        >(NETLINK_ROUTE)
+        .context("netlink: cannot open a NETLINK_ROUTE socket")?;
+        // Dumps check for NLMSG_DONE (a dump without one was cut short), acknowledged requests
+        // for the ACK (a request without one never completed).
+        conn.set_forward_done(true);
+        conn.set_forward_ack(true);
+        let socket = conn.socket_mut().socket_mut();
+        let receive_buffer = set_receive_buffer(socket, receive_buffer);
+        let groups = GROUPS.iter().fold(0u32, |m, g| m | 1 << (*g as u32 - 1));
+        socket
+            .bind(&SocketAddr::new(0, groups))
+            .context("netlink: cannot join the rtnetlink multicast groups")?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let closed = Arc::new(AtomicBool::new(false));
+        let conn_task = tokio::spawn(conn);
+        let event_task = tokio::spawn(forward_events(messages, tx.clone(), closed.clone()));
+        let inner = Inner {
+            handle,
+            events: tx,
+            dump_lock: tokio::sync::Mutex::new(()),
+            closed,
+            receive_buffer,
+            tasks: vec![conn_task, event_task],
+        };
+        Ok((
+            Netlink {
+                inner: Arc::new(inner),
+            },
+            rx,
+        ))
+    }
+
+    /// The connection ended (socket error): requests fail and no more events come.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Relaxed)
+    }
+
+    /// SO_RCVBUF as the kernel reports it (twice the usable size) after connecting.
+    pub fn receive_buffer(&self) -> usize {
+        self.inner.receive_buffer
+    }
+
+    /// The kernel's links, addresses, routes (every table of both families), neighbours and
+    /// rules, dumped one after the other.
+    pub async fn snapshot(&self) -> Result<KernelSnapshot> {
+        Ok(KernelSnapshot {
+            links: self.links().await?,
+            addrs: self.addresses().await?,
+            routes: self.routes().await?,
+            neighbours: self.neighbours().await?,
+            rules: self.rules().await?,
+        })
+    }
+
+    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
+        let req = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        self.dump_convert("link", req, |m| match m {
+            RouteNetlinkMessage::NewLink(l) => convert::link(l),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The link called `name`, if any.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>> {
+        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+    }
+
+    pub async fn addresses(&self) -> Result<Vec<AddrInfo>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = AddressMessage::default();
+            msg.header.family = family;
+            let req = RouteNetlinkMessage::GetAddress(msg);
+            out.extend(
+                self.dump_convert("address", req, |m| match m {
+                    RouteNetlinkMessage::NewAddress(a) => convert::address(a),
+                    _ => None,
+                })
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Routes of every table (a dump with rtm_table = RT_TABLE_UNSPEC and no RTA_TABLE covers
+    /// them all, ids above 255 included), in the kernel's order; cache clones are left out.
+    pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            let req = RouteNetlinkMessage::GetRoute(msg);
+            out.extend(
+                self.dump_convert("route", req, |m| match m {
+                    RouteNetlinkMessage::NewRoute(r) => convert::route(r),
+                    _ => None,
+                })
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn neighbours(&self) -> Result<Vec<NeighInfo>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = NeighbourMessage::default();
+            msg.header.family = family;
+            let req = RouteNetlinkMessage::GetNeighbour(msg);
+            out.extend(
+                self.dump_convert("neighbour", req, |m| match m {
+                    RouteNetlinkMessage::NewNeighbour(n) => convert::neighbour(n),
+                    _ => None,
+                })
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Policy routing rules of both families, in priority order per family.
+    pub async fn rules(&self) -> Result<Vec<RuleInfo>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RuleMessage::default();
+            msg.header.family = family;
+            let req = RouteNetlinkMessage::GetRule(msg);
+            out.extend(
+                self.dump_convert("rule", req, |m| match m {
+                    RouteNetlinkMessage::NewRule(r) => convert::rule(r),
+                    _ => None,
+                })
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// `ip rule add iif IIF lookup TABLE pref PRIORITY` (fails with EEXIST if that exact rule
+    /// exists).
+    pub async fn add_rule(
+        &self,
+        family: IpFamily,
+        iif: &str,
+        table: u32,
+        priority: u32,
+    ) -> Result<()> {
+        let msg = rule_message(family, iif, table, priority);
+        self.acked(RouteNetlinkMessage::NewRule(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .await
+            .with_context(|| rule_text("add", family, iif, table, priority))
+    }
+
+    /// `ip rule del iif IIF lookup TABLE pref PRIORITY` (fails with ENOENT if there is none).
+    pub async fn del_rule(
+        &self,
+        family: IpFamily,
+        iif: &str,
+        table: u32,
+        priority: u32,
+    ) -> Result<()> {
+        let msg = rule_message(family, iif, table, priority);
+        self.acked(RouteNetlinkMessage::DelRule(msg), 0)
+            .await
+            .with_context(|| rule_text("del", family, iif, table, priority))
+    }
+
+    fn closed_error(&self) -> anyhow::Error {
+        anyhow!("netlink connection closed (call Netlink::connect again)")
+    }
+
+    async fn dump_convert<T>(
+        &self,
+        what: &str,
+        req: RouteNetlinkMessage,
+        f: impl Fn(&RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let family = request_family(&req);
+        let msgs = self
+            .dump(req)
+            .await
+            .with_context(|| format!("netlink {what} dump ({family})"))?;
+        Ok(msgs.iter().filter_map(f).collect())
+    }
+
+    /// A complete, consistent dump: restarted when the kernel flags it interrupted by a
+    /// concurrent change (NLM_F_DUMP_INTR), answers EBUSY, or it ends without NLMSG_DONE.
+    async fn dump(&self, req: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+        let _one_at_a_time = self.inner.dump_lock.lock().await;
+        let mut why = "";
+        for attempt in 0..DUMP_ATTEMPTS {
+            if attempt > 0 {
+                tracing::debug!("netlink dump restarted: {why}");
+                tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
+            }
+            match self.dump_once(req.clone()).await? {
+                Dump::Complete(msgs) => return Ok(msgs),
+                Dump::Retry(reason) => why = reason,
+            }
+        }
+        bail!("{why}, {DUMP_ATTEMPTS} times in a row")
+    }
+
+    async fn dump_once(&self, req: RouteNetlinkMessage) -> Result<Dump> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        let mut req = NetlinkMessage::from(req);
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut responses = self
+            .inner
+            .handle
+            .request(req, SocketAddr::new(0, 0))
+            .map_err(|_| self.closed_error())?;
+        let mut out = Vec::new();
+        let mut done = false;
+        let mut interrupted = false;
+        while let Some(msg) = responses.next().await {
+            interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
+            let multipart = msg.header.flags & NLM_F_MULTIPART != 0;
+            let undecodable = codec::is_undecodable(&msg);
+            match msg.payload {
+                NetlinkPayload::InnerMessage(m) if multipart => out.push(m),
+                // Not part of a dump: a notification whose sequence number happens to equal
+                // this request's (it ends the request early; see `stray`).
+                NetlinkPayload::InnerMessage(m) => self.stray(m),
+                NetlinkPayload::Overrun(_) if undecodable && !multipart => {
+                    self.stray_undecodable(msg.header.message_type)
+                }
+                NetlinkPayload::Overrun(_) if undecodable => bail!(
+                    "the kernel sent a message (type {}) netlink-packet-route cannot parse",
+                    msg.header.message_type
+                ),
+                NetlinkPayload::Overrun(_) => return Ok(Dump::Retry("receive buffer overrun")),
+                NetlinkPayload::Done(d) if d.code == -libc::EBUSY => {
+                    return Ok(Dump::Retry("EBUSY"))
+                }
+                NetlinkPayload::Done(d) if d.code < 0 => {
+                    return Err(io::Error::from_raw_os_error(-d.code)).context("dump failed");
+                }
+                NetlinkPayload::Done(_) => done = true,
+                NetlinkPayload::Error(e) if e.raw_code() == -libc::EBUSY => {
+                    return Ok(Dump::Retry(
+                        "EBUSY (another dump still running on the socket)",
+                    ))
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(e.to_io()).context("the kernel refused the dump")
+                }
+                _ => {}
+            }
+        }
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        Ok(if !done {
+            Dump::Retry("the dump ended without NLMSG_DONE")
+        } else if interrupted {
+            Dump::Retry("the dump was interrupted by a concurrent change (NLM_F_DUMP_INTR)")
+        } else {
+            Dump::Complete(out)
+        })
+    }
+
+    /// Sends a request with NLM_F_ACK and waits for the kernel's verdict.
+    async fn acked(&self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut responses = self
+            .inner
+            .handle
+            .request(req, SocketAddr::new(0, 0))
+            .map_err(|_| self.closed_error())?;
+        while let Some(msg) = responses.next().await {
+            let undecodable = codec::is_undecodable(&msg);
+            match msg.payload {
+                NetlinkPayload::Error(e) => match e.code {
+                    None => return Ok(()),
+                    Some(_) => return Err(e.to_io().into()),
+                },
+                // The notification of this very change carries this request's sequence number
+                // and arrives before the ACK: netlink-proto hands it to the request.
+                NetlinkPayload::InnerMessage(m) => self.stray(m),
+                NetlinkPayload::Overrun(_) if undecodable => {
+                    self.stray_undecodable(msg.header.message_type)
+                }
+                _ => {}
+            }
+        }
+        Err(anyhow!(
+            "no acknowledgement from the kernel (netlink connection closed?)"
+        ))
+    }
+
+    /// A notification netlink-proto routed to a pending request because its sequence number
+    /// matched (our own change's notification, or another process's with a colliding number).
+    /// Rule changes are safe to report late; anything else may now be out of order with the
+    /// event stream, so it costs a resync.
+    fn stray(&self, msg: RouteNetlinkMessage) {
+        let event = match convert::event(&msg) {
+            None => return,
+            Some(KernelEvent::RulesChanged) => KernelEvent::RulesChanged,
+            Some(_) => KernelEvent::Overrun(
+                "a kernel notification collided with a request's sequence number".into(),
+            ),
+        };
+        let _ = self.inner.events.send(event);
+    }
+
+    fn stray_undecodable(&self, message_type: u16) {
+        let _ = self.inner.events.send(KernelEvent::Overrun(format!(
+            "undecodable netlink notification (type {message_type})"
+        )));
+    }
+}
+
+async fn forward_events(
+    mut messages: impl Stream<Item = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr)> + Unpin,
+    tx: mpsc::UnboundedSender<KernelEvent>,
+    closed: Arc<AtomicBool>,
+) {
+    while let Some((msg, _)) = messages.next().await {
+        let undecodable = codec::is_undecodable(&msg);
+        let event = match msg.payload {
+            // Notifications are never multipart: this is the rest of a dump whose request a
+            // colliding notification ended (already reported, and the dump restarted).
+            _ if msg.header.flags & NLM_F_MULTIPART != 0 => continue,
+            NetlinkPayload::InnerMessage(m) => match convert::event(&m) {
+                Some(e) => e,
+                None => continue,
+            },
+            NetlinkPayload::Overrun(_) if undecodable => KernelEvent::Overrun(format!(
+                "undecodable netlink notification (type {})",
+                msg.header.message_type
+            )),
+            NetlinkPayload::Overrun(_) => KernelEvent::Overrun(
+                "netlink receive buffer overrun (ENOBUFS): notifications were lost".into(),
+            ),
+            // Leftovers of a request that stopped listening (the end of a cut-short dump).
+            _ => continue,
+        };
+        if tx.send(event).is_err() {
+            return;
+        }
+    }
+    closed.store(true, Ordering::Relaxed);
+    tracing::warn!("netlink connection closed");
+    let _ = tx.send(KernelEvent::Overrun(
+        "netlink connection closed: no more notifications (reconnect)".into(),
+    ));
+}
+
+/// SO_RCVBUFFORCE (root may exceed rmem_max), else SO_RCVBUF. Returns the size the kernel
+/// reports afterwards.
+fn set_receive_buffer(socket: &rtnetlink::sys::Socket, size: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket we own with a c_int option value of the right length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        tracing::debug!("netlink: SO_RCVBUFFORCE failed ({err}); using SO_RCVBUF");
+        if let Err(e) = socket.set_rx_buf_sz(value) {
+            tracing::warn!("netlink: cannot set SO_RCVBUF: {e}");
+        }
+    }
+    let got = socket.get_rx_buf_sz().unwrap_or(0);
+    if got < size {
+        tracing::warn!(
+            "netlink: receive buffer is {got} bytes (asked {size}); bursts may overrun it"
+        );
+    }
+    got
+}
+
+fn request_family(req: &RouteNetlinkMessage) -> &'static str {
+    let family = match req {
+        RouteNetlinkMessage::GetAddress(m) => m.header.family,
+        RouteNetlinkMessage::GetRoute(m) => m.header.address_family,
+        RouteNetlinkMessage::GetNeighbour(m) => m.header.family,
+        RouteNetlinkMessage::GetRule(m) => m.header.family,
+        _ => AddressFamily::Unspec,
+    };
+    match family {
+        AddressFamily::Inet => "AF_INET",
+        AddressFamily::Inet6 => "AF_INET6",
+        _ => "AF_UNSPEC",
+    }
+}
+
+/// What iproute2 sends for `ip rule add|del iif IIF lookup TABLE pref PRIORITY`: FR_ACT_TO_TBL,
+/// the table in the header when it fits in 8 bits and always in FRA_TABLE.
+fn rule_message(family: IpFamily, iif: &str, table: u32, priority: u32) -> RuleMessage {
+    let mut msg = RuleMessage::default();
+    msg.header.family = family.address_family();
+    msg.header.action = RuleAction::ToTable;
+    msg.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    msg.attributes.push(RuleAttribute::Priority(priority));
+    msg.attributes.push(RuleAttribute::Iifname(iif.to_string()));
+    msg.attributes.push(RuleAttribute::Table(table));
+    msg
+}
+
+fn rule_text(verb: &str, family: IpFamily, iif: &str, table: u32, priority: u32) -> String {
+    format!(
+        "ip {} rule {verb} iif {iif} lookup {table} pref {priority}",
+        family.ip_flag()
+    )
+}
