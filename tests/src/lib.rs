@@ -7,6 +7,8 @@
 
 pub mod bpffs;
 pub mod cmd;
+pub mod dataplane;
+pub mod fastpath;
 pub mod link;
 pub mod netns;
 pub mod nstat;
