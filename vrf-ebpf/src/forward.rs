@@ -163,7 +163,7 @@ fn ipv4(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
         fib::lookup4(table, dst)
     }) {
         Ok(e) => e,
-        Err(r) => return only(r),
+        Err((r, vrf)) => return Verdict::only(r, vrf),
     };
 
     // ip_forward.
@@ -247,7 +247,7 @@ fn ipv6(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
         fib::lookup6(table, dst)
     }) {
         Ok(e) => e,
-        Err(r) => return only(r),
+        Err((r, vrf)) => return Verdict::only(r, vrf),
     };
 
     // ip6_forward.
@@ -338,7 +338,8 @@ fn rpf_ok(back: Option<Route>, member: &Link, ifindex: u32) -> bool {
 }
 
 /// The path for this flow and its egress link; a path through a VRF device (a route leaked
-/// into another VRF) is followed by one more lookup in that VRF's table.
+/// into another VRF) is followed by one more lookup in that VRF's table. A failure names the
+/// VRF whose table it happened in.
 #[inline(always)]
 fn egress(
     route: &Route,
@@ -346,26 +347,27 @@ fn egress(
     slot: u32,
     ifindex: u32,
     lookup: impl Fn(u32) -> Option<Route>,
-) -> Result<Egress, Reason> {
-    let path = fib::select_path(route, hash).ok_or(Reason::PassUnsupported)?;
-    let mut link = *unsafe { LINKS.get(path.ifindex) }.ok_or(Reason::PassEgress)?;
+) -> Result<Egress, (Reason, u32)> {
+    let path = fib::select_path(route, hash).ok_or((Reason::PassUnsupported, slot))?;
+    let mut link = *unsafe { LINKS.get(path.ifindex) }.ok_or((Reason::PassEgress, slot))?;
     let (path, vrf) = if link.flags & LINK_VRF_DEVICE != 0 {
-        let other = VRFS.get(link.vrf).ok_or(Reason::PassEgress)?;
+        let target = link.vrf;
+        let other = VRFS.get(target).ok_or((Reason::PassEgress, slot))?;
         if other.flags & VRF_ACTIVE == 0 || other.flags & VRF_DEGRADED != 0 {
-            return Err(Reason::PassDegraded);
+            return Err((Reason::PassDegraded, target));
         }
-        let leaked = classify(lookup(other.table))?;
-        let path = fib::select_path(&leaked, hash).ok_or(Reason::PassUnsupported)?;
-        link = *unsafe { LINKS.get(path.ifindex) }.ok_or(Reason::PassEgress)?;
+        let leaked = classify(lookup(other.table)).map_err(|r| (r, target))?;
+        let path = fib::select_path(&leaked, hash).ok_or((Reason::PassUnsupported, target))?;
+        link = *unsafe { LINKS.get(path.ifindex) }.ok_or((Reason::PassEgress, target))?;
         if link.flags & LINK_VRF_DEVICE != 0 {
-            return Err(Reason::PassUnsupported);
+            return Err((Reason::PassUnsupported, target));
         }
-        (path, link.vrf)
+        (path, target)
     } else {
         (path, slot)
     };
     if link.flags & LINK_UP == 0 || path.ifindex == ifindex {
-        return Err(Reason::PassEgress);
+        return Err((Reason::PassEgress, vrf));
     }
     Ok(Egress { path, link, vrf })
 }
