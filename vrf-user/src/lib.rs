@@ -7,6 +7,7 @@
 //!
 //! vrfd's pipeline: [`model`] (the kernel's objects) → [`sync`] (mirror and desired map state)
 //! → [`mapsync`] (diff into the maps); [`config`] declares VRFs for kernels without vrf.ko.
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

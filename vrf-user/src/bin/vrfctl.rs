@@ -1,51 +1,12 @@
 //! vrfctl — inspect a running vrfd: its VRFs, and what the data plane does with a packet.
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use vrf_user::inspect::{self, DEFAULT_PIN_PATH};
-
-/// Inspect vrf-xdp: reads the maps a running vrfd pinned (no vrfd, no answer).
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// Where vrfd pinned its maps (vrfd --pin-path).
-    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
-    pin_path: PathBuf,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// VRFs with their table, members, route and neighbour counts, and degraded state.
-    Show {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// What the data plane does with a packet to ADDR arriving on a member of a VRF. The loaded
-    /// XDP program itself runs on a synthesized UDP packet (BPF_PROG_TEST_RUN): the answer is
-    /// the program's, not a model's.
-    Lookup {
-        /// The VRF to look up in.
-        #[arg(long)]
-        vrf: String,
-        /// The member the packet arrives on (default: the VRF's first member).
-        #[arg(long, value_name = "IFACE")]
-        iif: Option<String>,
-        /// Source address of the packet (default 198.51.100.1 or 2001:db8::1); it matters when a
-        /// reverse-path filter is on.
-        #[arg(long, value_name = "ADDR")]
-        from: Option<IpAddr>,
-        /// Destination address.
-        addr: IpAddr,
-        /// Print JSON: {"action", "reason", "oif", "gateway", "neighbour", "vrf", "iif"}.
-        #[arg(long)]
-        json: bool,
-    },
-}
+use clap::Parser;
+use vrf_user::{
+    cli::{Command, VrfctlArgs as Args},
+    inspect,
+};
 
 fn main() -> ExitCode {
     let args = Args::parse();

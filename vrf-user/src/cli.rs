@@ -1,0 +1,106 @@
+//! The command lines of vrfd and vrfctl, in one place so that the binaries, the man pages and
+//! the shell completions all come from the same clap definitions.
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::inspect::DEFAULT_PIN_PATH;
+
+/// Accelerate Linux VRFs with XDP: vrfd mirrors each VRF's routing table, neighbours and links
+/// from the kernel into BPF maps and attaches the fast path to every VRF member interface.
+/// The kernel stays the control plane (iproute2, FRR, BIRD keep writing its tables) and the slow
+/// path: whatever the fast path does not model goes to it unchanged.
+///
+/// Kernel VRF devices (`ip link add vrf-red type vrf table 110`) are found by themselves.
+/// On kernels without vrf.ko, declare VRFs in a TOML file (see --config).
+///
+/// vrfd runs in the foreground, pins its maps for vrfctl, signals readiness (a log line, and
+/// READY=1 to systemd when NOTIFY_SOCKET is set), and on SIGINT/SIGTERM detaches everything,
+/// removes the ip rules it added and its pins.
+///
+/// Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a bad configuration.
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+pub struct VrfdArgs {
+    /// VRFs declared for kernels without vrf.ko. Example:
+    ///
+    ///   [[vrf]]
+    ///   name = "red"               # used by vrfctl and in metrics
+    ///   table = 110                # kernel routing table id
+    ///   interfaces = ["r1", "r2"]  # member interfaces
+    ///   rule_priority = 1000       # optional: priority of `ip rule iif <member> lookup 110`
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    pub config: Option<PathBuf>,
+
+    /// How XDP is attached: auto tries native (driver) mode and falls back to generic with a
+    /// warning; native fails where the driver lacks XDP; generic always works, slower.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub xdp_mode: Mode,
+
+    /// Directory on a bpffs where the maps are pinned for vrfctl (created 0700, removed on exit).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. info, debug, vrf_user=debug. RUST_LOG wins.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Inspect vrf-xdp: reads the maps a running vrfd pinned (no vrfd, no answer).
+#[derive(Parser, Debug)]
+#[command(version)]
+pub struct VrfctlArgs {
+    /// Where vrfd pinned its maps (vrfd --pin-path).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// VRFs with their table, members, route and neighbour counts, and degraded state.
+    Show {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the data plane does with a packet to ADDR arriving on a member of a VRF. The loaded
+    /// XDP program itself runs on a synthesized UDP packet (BPF_PROG_TEST_RUN): the answer is
+    /// the program's, not a model's.
+    Lookup {
+        /// The VRF to look up in.
+        #[arg(long)]
+        vrf: String,
+        /// The member the packet arrives on (default: the VRF's first member).
+        #[arg(long, value_name = "IFACE")]
+        iif: Option<String>,
+        /// Source address of the packet (default 198.51.100.1 or 2001:db8::1); it matters when a
+        /// reverse-path filter is on.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<IpAddr>,
+        /// Destination address.
+        addr: IpAddr,
+        /// Print JSON: {"action", "reason", "oif", "gateway", "neighbour", "vrf", "iif"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
