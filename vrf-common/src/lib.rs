@@ -51,6 +51,10 @@ pub mod prog_names {
     pub const XDP_VRF: &str = "xdp_vrf";
     /// The same decision, recording it in `EXPLAIN`: run only through BPF_PROG_TEST_RUN.
     pub const XDP_VRF_EXPLAIN: &str = "xdp_vrf_explain";
+    /// tc egress on a VRF device: the fast path for what the host sends inside a VRF.
+    pub const TC_VRF_EGRESS: &str = "tc_vrf_egress";
+    /// tc egress on a member: counts what the kernel transmits out of it.
+    pub const TC_MEMBER_TX: &str = "tc_member_tx";
 }
 
 /// Ifindex → what the data plane knows of a link. Members have `LINK_MEMBER`; egress-only

@@ -25,7 +25,7 @@ fn add(map: &PerCpuArray<Counters>, index: u32, reason: Reason, bytes: u64) {
     c[Reason::Rx as usize].packets += 1;
     c[Reason::Rx as usize].bytes += bytes;
     let r = reason as usize;
-    if r < c.len() {
+    if reason != Reason::Rx && r < c.len() {
         c[r].packets += 1;
         c[r].bytes += bytes;
     }

@@ -38,7 +38,9 @@ pub fn select_path(route: &Route, hash: u32) -> Option<Nexthop> {
     }
     // (hash × count) >> 32 lies in [0, count): a multiply and a shift the verifier can bound,
     // where a modulo's result is unbounded to it.
-    let idx = ((hash as u64 * count as u64) >> 32) as usize;
+    // black_box keeps the bound check below: LLVM can prove it from `count <= MAX_PATHS` and
+    // drops it, but the 6.1 verifier cannot bound the 64-bit multiply (newer ones can).
+    let idx = core::hint::black_box(((hash as u64 * count as u64) >> 32) as usize);
     if idx >= MAX_PATHS {
         return None;
     }

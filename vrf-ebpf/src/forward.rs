@@ -30,6 +30,8 @@ pub struct Verdict {
     pub trim: u32,
     /// IP version of the packet (4 or 6), for the rewrite.
     pub ip_version: u8,
+    /// Forwarded packets lose one TTL / hop; packets the host sends keep theirs.
+    pub step_ttl: bool,
     /// Source MAC (the egress link's) and destination MAC (the neighbour's).
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
@@ -46,6 +48,7 @@ impl Verdict {
             neighbour: [0; 16],
             trim: 0,
             ip_version: 0,
+            step_ttl: false,
             src_mac: [0; 6],
             dst_mac: [0; 6],
         }
@@ -59,9 +62,12 @@ struct Egress {
     vrf: u32,
 }
 
-/// Decide the fate of the frame that arrived on member `ifindex`.
+/// Decide the fate of the frame that arrived on member `ifindex` (`LOCAL_OUT = false`), or that
+/// the host sends through VRF device `ifindex` (`LOCAL_OUT = true`: the VRF egress path, where
+/// the kernel neither checks nor steps the TTL, and forwarding sysctls and rp_filter play no
+/// part).
 #[inline(always)]
-pub fn decide(frame: Frame, ifindex: u32, member: &Link) -> Verdict {
+pub fn decide<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link) -> Verdict {
     let vrf_slot = member.vrf;
     let Some(eth) = frame.ptr_at::<EthHdr>(0) else {
         return Verdict::only(Reason::PassNotIp, vrf_slot);
@@ -76,21 +82,21 @@ pub fn decide(frame: Frame, ifindex: u32, member: &Link) -> Verdict {
         return Verdict::only(Reason::PassMulticast, vrf_slot);
     }
     // ip_rcv drops PACKET_OTHERHOST, ip_forward anything but PACKET_HOST.
-    if dst_mac != member.mac {
+    if !LOCAL_OUT && dst_mac != member.mac {
         return Verdict::only(Reason::PassOtherHost, vrf_slot);
     }
     let Some(vrf) = VRFS.get(vrf_slot).copied() else {
         return Verdict::only(Reason::PassDegraded, vrf_slot);
     };
     if proto == parse::ETH_P_IP {
-        ipv4(frame, ifindex, member, &vrf)
+        ipv4::<LOCAL_OUT>(frame, ifindex, member, &vrf)
     } else {
-        ipv6(frame, ifindex, member, &vrf)
+        ipv6::<LOCAL_OUT>(frame, ifindex, member, &vrf)
     }
 }
 
 #[inline(always)]
-fn ipv4(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
+fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
     let slot = member.vrf;
     let only = |r| Verdict::only(r, slot);
     // ip_rcv_core: the checks that make the kernel drop.
@@ -134,7 +140,7 @@ fn ipv4(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
     if (dst[0] == 169 && dst[1] == 254) || (src[0] == 169 && src[1] == 254) {
         return only(Reason::PassLinkLocal);
     }
-    if let Some(r) = vrf_state(vrf, member, LINK_FWD4) {
+    if let Some(r) = vrf_state(vrf, member, if LOCAL_OUT { 0 } else { LINK_FWD4 }) {
         return only(r);
     }
 
@@ -142,7 +148,8 @@ fn ipv4(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
         Ok(route) => route,
         Err(r) => return only(r),
     };
-    if member.flags & (LINK_RPF_STRICT | LINK_RPF_LOOSE) != 0
+    if !LOCAL_OUT
+        && member.flags & (LINK_RPF_STRICT | LINK_RPF_LOOSE) != 0
         && !rpf_ok(fib::lookup4(vrf.table, src), member, ifindex)
     {
         return only(Reason::PassMartian);
@@ -166,11 +173,11 @@ fn ipv4(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
         Err((r, vrf)) => return Verdict::only(r, vrf),
     };
 
-    // ip_forward.
-    if ttl <= 1 {
+    // ip_forward (the local output path sends any TTL but 0 as it is).
+    if (!LOCAL_OUT && ttl <= 1) || ttl == 0 {
         return only(Reason::PassTtl);
     }
-    if tot_len > mtu(&route, &egress.link) {
+    if !fits(LOCAL_OUT, tot_len, &route, &egress.link) {
         return only(Reason::PassMtu);
     }
     let (family, neighbour) = if egress.path.flags & NH_GATEWAY == 0 {
@@ -191,13 +198,14 @@ fn ipv4(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
         neighbour,
         trim: (frame.len() - ETH_LEN - tot_len) as u32,
         ip_version: 4,
+        step_ttl: !LOCAL_OUT,
         src_mac: egress.link.mac,
         dst_mac: mac,
     }
 }
 
 #[inline(always)]
-fn ipv6(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
+fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
     let slot = member.vrf;
     let only = |r| Verdict::only(r, slot);
     // ip6_rcv_core.
@@ -233,7 +241,7 @@ fn ipv6(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
     if (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80) || (src[0] == 0xfe && src[1] & 0xc0 == 0x80) {
         return only(Reason::PassLinkLocal);
     }
-    if let Some(r) = vrf_state(vrf, member, LINK_FWD6) {
+    if let Some(r) = vrf_state(vrf, member, if LOCAL_OUT { 0 } else { LINK_FWD6 }) {
         return only(r);
     }
 
@@ -251,10 +259,10 @@ fn ipv6(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
     };
 
     // ip6_forward.
-    if hop_limit <= 1 {
+    if (!LOCAL_OUT && hop_limit <= 1) || hop_limit == 0 {
         return only(Reason::PassTtl);
     }
-    if IPV6_LEN + payload_len > mtu(&route, &egress.link) {
+    if !fits(LOCAL_OUT, IPV6_LEN + payload_len, &route, &egress.link) {
         return only(Reason::PassMtu);
     }
     let neighbour = if egress.path.flags & NH_GATEWAY == 0 {
@@ -273,6 +281,7 @@ fn ipv6(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
         neighbour,
         trim: (frame.len() - ETH_LEN - IPV6_LEN - payload_len) as u32,
         ip_version: 6,
+        step_ttl: !LOCAL_OUT,
         src_mac: egress.link.mac,
         dst_mac: mac,
     }
@@ -298,7 +307,8 @@ fn vrf_state(vrf: &Vrf, member: &Link, fwd_flag: u16) -> Option<Reason> {
     if vrf.flags & VRF_ACTIVE == 0 || vrf.flags & VRF_DEGRADED != 0 {
         return Some(Reason::PassDegraded);
     }
-    if member.flags & fwd_flag == 0 {
+    // The local output path passes no flag: forwarding sysctls do not apply to it.
+    if fwd_flag != 0 && member.flags & fwd_flag == 0 {
         return Some(Reason::PassForwardingOff);
     }
     None
@@ -370,6 +380,18 @@ fn egress(
         return Err((Reason::PassEgress, vrf));
     }
     Ok(Egress { path, link, vrf })
+}
+
+/// Does the packet fit the path? On the local output path a GSO packet's IP length is the whole
+/// super-packet: the tc entry checks the egress MTU GSO-aware (bpf_check_mtu) instead, and only
+/// a route MTU metric, which that helper does not know, sends the packet to the kernel here.
+#[inline(always)]
+fn fits(local_out: bool, ip_len: usize, route: &Route, link: &Link) -> bool {
+    if local_out {
+        route.mtu == 0
+    } else {
+        ip_len <= mtu(route, link)
+    }
 }
 
 /// The route's MTU metric when it is tighter than the link's.

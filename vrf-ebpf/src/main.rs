@@ -3,6 +3,7 @@
 #![no_main]
 
 mod counters;
+mod egress;
 mod fib;
 mod forward;
 mod maps;
@@ -51,7 +52,7 @@ fn run(ctx: &XdpContext, explain: bool) -> u32 {
         data_end: ctx.data_end(),
     };
     let bytes = frame.len() as u64;
-    let mut verdict = forward::decide(frame, ifindex, &member);
+    let mut verdict = forward::decide::<false>(frame, ifindex, &member);
     let action = match verdict.reason.action() {
         Action::Forward => send(ctx, &mut verdict),
         Action::Drop => XDP_DROP,

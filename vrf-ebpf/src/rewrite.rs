@@ -11,12 +11,12 @@ pub fn apply(frame: Frame, v: &Verdict) -> bool {
     let Some(eth) = frame.ptr_at::<EthHdr>(0) else {
         return false;
     };
-    if v.ip_version == 4 {
+    if v.step_ttl && v.ip_version == 4 {
         let Some(ip) = frame.ptr_at::<Ipv4Hdr>(ETH_LEN) else {
             return false;
         };
         decrease_ttl(ip);
-    } else {
+    } else if v.step_ttl {
         let Some(ip) = frame.ptr_at::<Ipv6Hdr>(ETH_LEN) else {
             return false;
         };
