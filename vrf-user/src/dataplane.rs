@@ -10,7 +10,12 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    programs::{
+        tc::{self, SchedClassifierLinkId, TcAttachType},
+        xdp::XdpLinkId,
+        SchedClassifier, Xdp, XdpMode,
+    },
+    util::KernelVersion,
     Ebpf, EbpfLoader, TestRun, TestRunOptions,
 };
 use aya_obj::programs::XdpAttachType;
@@ -109,10 +114,29 @@ pub struct Explanation {
     pub frame: Vec<u8>,
 }
 
+/// The tc programs, both on the egress side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TcProgram {
+    /// On a VRF device: the fast path for traffic the host sends inside the VRF.
+    VrfEgress,
+    /// On a member: counts what the kernel transmits out of it.
+    MemberTx,
+}
+
+impl TcProgram {
+    fn name(self) -> &'static str {
+        match self {
+            TcProgram::VrfEgress => prog_names::TC_VRF_EGRESS,
+            TcProgram::MemberTx => prog_names::TC_MEMBER_TX,
+        }
+    }
+}
+
 pub struct DataPlane {
     ebpf: Ebpf,
     pub maps: Maps,
     attached: BTreeMap<u32, (XdpLinkId, AttachedMode)>,
+    tc: BTreeMap<(TcProgram, u32), SchedClassifierLinkId>,
 }
 
 impl DataPlane {
@@ -136,11 +160,20 @@ impl DataPlane {
             prog.load()
                 .with_context(|| format!("verifier rejected program {name}"))?;
         }
+        for name in [prog_names::TC_VRF_EGRESS, prog_names::TC_MEMBER_TX] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected program {name}"))?;
+        }
         let maps = Maps::take(&mut ebpf, opts.pin_dir.as_deref())?;
         let mut dp = DataPlane {
             ebpf,
             maps,
             attached: BTreeMap::new(),
+            tc: BTreeMap::new(),
         };
         if let Some(dir) = &opts.pin_dir {
             let path = dir.join(prog_names::XDP_VRF_EXPLAIN);
@@ -201,6 +234,59 @@ impl DataPlane {
         }
     }
 
+    /// Attach a tc program to the egress of `ifname` (in the calling thread's network
+    /// namespace): TCX on kernels ≥ 6.6, a clsact qdisc and netlink tc before.
+    pub fn attach_tc(&mut self, program: TcProgram, ifname: &str, ifindex: u32) -> Result<()> {
+        if self.tc.contains_key(&(program, ifindex)) {
+            return Ok(());
+        }
+        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+            if let Err(e) = tc::qdisc_add_clsact(ifname) {
+                // EEXIST: a clsact qdisc is already there, which is all we need.
+                // 6.1 says "Exclusivity flag on, cannot modify" with EEXIST.
+                let text = format!("{e:?} {e}");
+                if !["EEXIST", "File exists", "os error 17", "Exclusivity flag"]
+                    .iter()
+                    .any(|m| text.contains(m))
+                {
+                    return Err(e).with_context(|| format!("adding a clsact qdisc to {ifname}"));
+                }
+            }
+        }
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program.name())
+            .ok_or_else(|| anyhow!("program {} missing", program.name()))?
+            .try_into()?;
+        let id = prog
+            .attach(ifname, TcAttachType::Egress)
+            .with_context(|| format!("attaching {} to {ifname} egress", program.name()))?;
+        self.tc.insert((program, ifindex), id);
+        Ok(())
+    }
+
+    pub fn detach_tc(&mut self, program: TcProgram, ifindex: u32) -> Result<()> {
+        let Some(id) = self.tc.remove(&(program, ifindex)) else {
+            return Ok(());
+        };
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program.name())
+            .ok_or_else(|| anyhow!("program {} missing", program.name()))?
+            .try_into()?;
+        match prog.detach(id) {
+            Ok(()) => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) => Err(e)
+                .with_context(|| format!("detaching {} from ifindex {ifindex}", program.name())),
+        }
+    }
+
+    /// tc attachments, as (program, ifindex).
+    pub fn attached_tc(&self) -> impl Iterator<Item = (TcProgram, u32)> + '_ {
+        self.tc.keys().copied()
+    }
+
     /// Detach from every interface.
     pub fn detach_all(&mut self) -> Result<()> {
         let mut first_err = None;
@@ -210,7 +296,43 @@ impl DataPlane {
                 first_err.get_or_insert(e);
             }
         }
+        for (program, ifindex) in self.tc.keys().copied().collect::<Vec<_>>() {
+            if let Err(e) = self.detach_tc(program, ifindex) {
+                tracing::error!(ifindex, error = %e, "tc detach failed");
+                first_err.get_or_insert(e);
+            }
+        }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Run a tc program on `packet` (an Ethernet frame) as if sent through `ifindex` (which must
+    /// exist in the calling thread's network namespace). A redirect is reported, not performed.
+    pub fn run_tc(&mut self, program: TcProgram, ifindex: u32, packet: &[u8]) -> Result<RunResult> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program.name())
+            .ok_or_else(|| anyhow!("program {} missing", program.name()))?
+            .try_into()?;
+        // struct __sk_buff is 192 bytes; ifindex is its 11th u32 (offset 40).
+        let mut ctx = [0u32; 48];
+        ctx[10] = ifindex;
+        let ctx_bytes: &[u8] = bytemuck::cast_slice(&ctx);
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(packet);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(ctx_bytes);
+        let result = prog.test_run(opts).with_context(|| {
+            format!(
+                "BPF_PROG_TEST_RUN of {} on ifindex {ifindex}",
+                program.name()
+            )
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(RunResult {
+            action: result.return_value,
+            frame: out,
+        })
     }
 
     /// Interfaces the fast path is attached to, and how.
@@ -315,6 +437,11 @@ fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
         frame: out,
     })
 }
+
+/// tc return codes.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 fn is_gone(e: &aya::programs::ProgramError) -> bool {
     let text = format!("{e:?}");

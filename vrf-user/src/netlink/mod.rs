@@ -328,6 +328,27 @@ impl Netlink {
             .with_context(|| rule_text("del", family, iif, table, priority))
     }
 
+    /// Give `ifindex` a `pfifo_fast` root qdisc unless it has a real one already: a VRF device
+    /// passes what the host sends through its own transmit path (where tc sees it) only when
+    /// its root qdisc is not the default noqueue (drivers/net/vrf.c: `vrf_ip_out`). Returns
+    /// whether a qdisc was added (and so is ours to remove).
+    pub async fn add_root_qdisc(&self, ifindex: u32) -> Result<bool> {
+        let msg = root_qdisc_message(ifindex, true);
+        match self.acked(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("tc qdisc add dev {ifindex} root pfifo_fast")),
+        }
+    }
+
+    /// Remove the root qdisc of `ifindex` (back to the device's default).
+    pub async fn del_root_qdisc(&self, ifindex: u32) -> Result<()> {
+        let msg = root_qdisc_message(ifindex, false);
+        self.acked(RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
+            .await
+            .with_context(|| format!("tc qdisc del dev {ifindex} root"))
+    }
+
     fn closed_error(&self) -> anyhow::Error {
         anyhow!("netlink connection closed (call Netlink::connect again)")
     }
@@ -580,4 +601,14 @@ fn rule_text(verb: &str, family: IpFamily, iif: &str, table: u32, priority: u32)
         "ip {} rule {verb} iif {iif} lookup {table} pref {priority}",
         family.ip_flag()
     )
+}
+
+fn root_qdisc_message(ifindex: u32, with_kind: bool) -> netlink_packet_route::tc::TcMessage {
+    use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = TcHandle::ROOT;
+    if with_kind {
+        msg.attributes.push(TcAttribute::Kind("pfifo_fast".to_string()));
+    }
+    msg
 }
