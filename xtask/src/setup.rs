@@ -31,6 +31,9 @@ const TOOL_PACKAGES: &[&str] = &[
     "tcpdump",
     "procps",
     "util-linux",
+    // The VM lane (`cargo xtask vm-test`): QEMU boots Debian's kernel with a busybox initramfs.
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

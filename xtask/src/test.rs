@@ -2,12 +2,13 @@
 
 use std::ffi::OsString;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::{
     cargo::{build_binaries, cargo, ebpf_cargo, run, EBPF_TARGET_ARGS, HOST_PACKAGES},
     setup::{self, Toolchain},
+    vm,
 };
 
 /// Options of `cargo xtask test`.
@@ -21,11 +22,12 @@ pub struct TestArgs {
     #[arg(long)]
     no_lint: bool,
 
-    /// Also run the VM lane (real kernel VRF under QEMU). Not implemented yet.
+    /// Run the VM lane (real kernel VRF devices on Debian's 6.1 kernel under QEMU) after the
+    /// host tests: the default; see `cargo xtask vm-test`.
     #[arg(long, conflicts_with = "no_vm")]
     vm: bool,
 
-    /// Skip the VM lane (the default for now).
+    /// Skip the VM lane.
     #[arg(long)]
     no_vm: bool,
 
@@ -37,12 +39,9 @@ pub struct TestArgs {
 
 /// Lint (unless `--no-lint`), build vrfd/vrfctl, then `cargo test --release --workspace` (minus
 /// vrf-ebpf, see [`HOST_PACKAGES`]) with `VRF_XDP_BIN_DIR=<abs target/release>` (and
-/// `VRF_XDP_LONG=1` with `--long`).
+/// `VRF_XDP_LONG=1` with `--long`), then the VM lane unless `--no-vm`.
 pub fn test(args: TestArgs) -> Result<()> {
     setup::require_root("`cargo xtask test`")?;
-    if args.vm {
-        bail!("VM lane not yet implemented");
-    }
     // Also mounts bpffs on /sys/fs/bpf (we are root).
     let tc = setup::ensure(true)?;
     if !args.no_lint {
@@ -61,6 +60,10 @@ pub fn test(args: TestArgs) -> Result<()> {
     }
     cmd.args(&args.cargo_args);
     run(&mut cmd).context("tests failed")?;
+    // The lane runs by default; `--vm` only says so explicitly.
+    if args.vm || !args.no_vm {
+        vm::run_lane(&bin_dir, &vm::VmArgs::default()).context("VM lane failed")?;
+    }
     eprintln!("test: all passed");
     Ok(())
 }

@@ -1,0 +1,226 @@
+# Sourced by every /vm/tests/*.sh: helpers on top of busybox sh, for a router namespace with
+# kernel VRF devices, host namespaces behind its members, and vrfd running in the router.
+#
+# A script fails by calling `fail REASON` (prints "FAIL: REASON", which /init reports); its EXIT
+# trap stops vrfd and deletes its namespaces.
+
+# Busybox's shell runs its own `ip`/`tc` applets ahead of PATH; these are iproute2's.
+ip() { /usr/local/bin/ip "$@"; }
+tc() { /usr/local/bin/tc "$@"; }
+
+PIN=/sys/fs/bpf/vrf-xdp
+VRFD_LOG=/tmp/vrfd.log
+VRFD_PID=
+NAMESPACES=
+
+step() { echo "== $*"; }
+
+fail() {
+    echo "FAIL: $*"
+    if [ -s "$VRFD_LOG" ]; then
+        echo "-- vrfd log (last 40 lines):"
+        tail -n 40 "$VRFD_LOG"
+    fi
+    exit 1
+}
+
+cleanup() {
+    if [ -n "$VRFD_PID" ]; then
+        kill -TERM "$VRFD_PID" 2>/dev/null && wait "$VRFD_PID"
+    fi
+    for ns in $NAMESPACES; do
+        ip netns del "$ns" 2>/dev/null
+    done
+}
+trap cleanup EXIT
+
+# nx NS CMD...: CMD in namespace NS's network namespace only (the mount namespace, and so the
+# bpffs pins, stay shared; `ip netns exec` would remount /sys).
+nx() {
+    _ns=$1
+    shift
+    nsenter --net="/run/netns/$_ns" "$@"
+}
+
+netns() {
+    ip netns add "$1" || fail "ip netns add $1"
+    NAMESPACES="$1 $NAMESPACES"
+    ip -n "$1" link set lo up
+}
+
+# The router namespace: forwarding on, reverse-path filter off.
+router() {
+    netns router
+    nx router sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+        net.ipv4.conf.default.rp_filter=0 >/dev/null || fail "router sysctls"
+}
+
+# vrf NAME TABLE: a VRF device in the router.
+vrf() {
+    ip -n router link add "$1" type vrf table "$2" || fail "ip link add $1 type vrf table $2"
+    ip -n router link set "$1" up || fail "ip link set $1 up"
+}
+
+mac() { ip -n "$1" link show dev "$2" | awk '/link\/ether/ { print $2 }'; }
+
+# host MEMBER HOSTNS ROUTER_CIDR HOST_CIDR: veth MEMBER in the router, eth0 in a new namespace
+# HOSTNS with a default route via the router; GRO on and TX checksum offload off on eth0 (what
+# veth needs to receive XDP-redirected frames, and for TCP/UDP checksums to survive them).
+host() {
+    netns "$2"
+    ip -n router link add "$1" type veth peer name eth0 netns "$2" || fail "veth $1"
+    ip -n router addr add "$3" dev "$1" || fail "address $3 on $1"
+    ip -n router link set "$1" up || fail "ip link set $1 up"
+    ip -n "$2" addr add "$4" dev eth0 || fail "address $4 in $2"
+    ip -n "$2" link set eth0 up || fail "eth0 up in $2"
+    ip -n "$2" route add default via "${3%/*}" || fail "default route in $2"
+    nx "$2" ethtool -K eth0 gro on tx off >/dev/null || fail "ethtool -K eth0 gro on tx off in $2"
+}
+
+# neighbours MEMBER HOSTNS ROUTER_CIDR HOST_CIDR: permanent ARP entries both ways (after
+# enslaving: enslaving cycles the link, which flushes its neighbours).
+neighbours() {
+    ip -n router neigh replace "${4%/*}" lladdr "$(mac "$2" eth0)" dev "$1" nud permanent ||
+        fail "neighbour ${4%/*} on $1"
+    ip -n "$2" neigh replace "${3%/*}" lladdr "$(mac router "$1")" dev eth0 nud permanent ||
+        fail "neighbour ${3%/*} in $2"
+}
+
+enslave() { ip -n router link set "$1" master "$2" || fail "ip link set $1 master $2"; }
+
+# Centiseconds since boot.
+uptime_cs() { awk '{ printf "%d\n", $1 * 100 }' /proc/uptime; }
+
+# wait_for SECS CMD...: true as soon as CMD succeeds, false once SECS have passed.
+wait_for() {
+    _limit=$(( $(uptime_cs) + $1 * 100 ))
+    shift
+    while :; do
+        "$@" >/dev/null 2>&1 && return 0
+        [ "$(uptime_cs)" -ge "$_limit" ] && return 1
+        usleep 50000
+    done
+}
+
+# Process PID exists and is not a zombie.
+alive() { grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/$1/status" 2>/dev/null; }
+dead() { ! alive "$1"; }
+
+# has_xdp NS DEV: an XDP program is attached to DEV (native or generic).
+has_xdp() { ip -n "$1" -d link show dev "$2" | grep -q 'prog/xdp'; }
+no_xdp() { ip -n "$1" link show dev "$2" >/dev/null 2>&1 && ! has_xdp "$1" "$2"; }
+
+# has_tc NS DEV: a tc filter (vrfd's tc programs, clsact on kernels before 6.6) on DEV.
+has_tc() { [ -n "$(tc -n "$1" filter show dev "$2" egress 2>/dev/null; tc -n "$1" filter show dev "$2" ingress 2>/dev/null)" ]; }
+
+# vrfd in the router namespace, without a config: it discovers the kernel's VRF devices.
+vrfd_start() {
+    : >"$VRFD_LOG"
+    # Not through nx: $! must be vrfd's pid (nsenter execs it), not a subshell's.
+    nsenter --net=/run/netns/router vrfd --pin-path "$PIN" >"$VRFD_LOG" 2>&1 &
+    VRFD_PID=$!
+    _limit=$(( $(uptime_cs) + 6000 ))
+    until grep -q ' ready' "$VRFD_LOG"; do
+        alive "$VRFD_PID" || fail "vrfd exited before it was ready: $(vrfd_error)"
+        [ "$(uptime_cs)" -lt "$_limit" ] || fail "vrfd not ready within 60 s"
+        usleep 100000
+    done
+    echo "vrfd ready: $(grep ' ready' "$VRFD_LOG" | head -n 1)"
+}
+
+# vrfd's first error, and the verifier's complaint (the line before "verification time") if any.
+vrfd_error() {
+    _err=$(grep -m1 ' ERROR ' "$VRFD_LOG" | sed 's/^.* ERROR //' | cut -c1-200)
+    _verifier=$(grep -B1 '^verification time' "$VRFD_LOG" | head -n 1)
+    echo "${_err:-$(tail -n 1 "$VRFD_LOG")}${_verifier:+ ... $_verifier}"
+}
+
+# vrfd_log_clean: vrfd logged no error and no warning (an attach the kernel refused, …).
+vrfd_log_clean() {
+    _bad=$(grep -E ' (ERROR|WARN) ' "$VRFD_LOG")
+    [ -z "$_bad" ] || fail "vrfd logged: $(echo "$_bad" | head -n 3 | sed 's/^[^ ]* *//' | tr '\n' ' ' | cut -c1-600)"
+}
+
+vrfctl_r() { nx router vrfctl --pin-path "$PIN" "$@"; }
+
+# lookup_is VRF IIF ADDR ACTION [REASON [OIF]]: `vrfctl lookup --json` of a packet to ADDR arriving
+# on IIF says ACTION (forward, pass, drop), and REASON and OIF when given. Prints the answer.
+lookup_is() {
+    _out=$(vrfctl_r lookup --vrf "$1" --iif "$2" "$3" --json 2>&1) || { echo "$_out"; return 1; }
+    echo "$_out"
+    echo "$_out" | grep -q "\"action\":\"$4\"" || return 1
+    [ -z "$5" ] || echo "$_out" | grep -q "\"reason\":\"$5\"" || return 1
+    [ -z "$6" ] || echo "$_out" | grep -q "\"oif\":\"$6\"" || return 1
+}
+
+# One line per VRF in `vrfctl show --json`, whatever the order of the keys:
+#   <name> table=<n> kind=<device|declared> routes4=<n> routes6=<n> neighbours=<n> degraded=<b> members=<a,b>
+vrfs() {
+    vrfctl_r show --json | tr -d ' \t\n' | awk '
+        function field(obj, key,   v) {
+            if (!match(obj, "\"" key "\":(\"[^\"]*\"|[^,}]*)")) return "?"
+            v = substr(obj, RSTART + length(key) + 3, RLENGTH - length(key) - 3)
+            gsub(/"/, "", v)
+            return v
+        }
+        function emit(obj,   members, list) {
+            members = ""
+            if (match(obj, /"members":\[[^]]*\]/)) {
+                members = substr(obj, RSTART, RLENGTH)
+                obj = substr(obj, 1, RSTART - 1) substr(obj, RSTART + RLENGTH)
+            }
+            list = ""
+            while (match(members, /"name":"[^"]*"/)) {
+                list = list (list == "" ? "" : ",") substr(members, RSTART + 8, RLENGTH - 9)
+                members = substr(members, RSTART + RLENGTH)
+            }
+            print field(obj, "name"), "table=" field(obj, "table"), "kind=" field(obj, "kind"),
+                "routes4=" field(obj, "routes4"), "routes6=" field(obj, "routes6"),
+                "neighbours=" field(obj, "neighbours"), "degraded=" field(obj, "degraded"),
+                "members=" list
+        }
+        {
+            s = $0
+            sub(/^\{"vrfs":\[/, "", s)
+            depth = 0
+            start = 1
+            for (i = 1; i <= length(s); i++) {
+                c = substr(s, i, 1)
+                if (c == "{" || c == "[") depth++
+                else if (c == "}" || c == "]") {
+                    depth--
+                    if (depth == 0) { emit(substr(s, start, i - start + 1)); start = i + 2 }
+                }
+            }
+        }'
+}
+
+# vrf_line NAME: NAME's line from `vrfs` (fails when there is none).
+vrf_line() { vrfs | grep "^$1 "; }
+
+# member_of VRF TABLE MEMBER: `vrfctl show` lists VRF with table TABLE and MEMBER among its members.
+member_of() {
+    _line=$(vrf_line "$1") || return 1
+    echo " $_line " | grep -q " table=$2 " || return 1
+    echo "${_line##*members=}" | tr ',' '\n' | grep -qx "$3"
+}
+not_member_of() { ! member_of "$@"; }
+
+# vrf_gone NAME: vrfctl answers, and lists no VRF named NAME.
+vrf_gone() { _all=$(vrfs) && ! echo "$_all" | grep -q "^$1 "; }
+
+# A counter from /proc/net/snmp in a namespace: snmp NS Ip:ForwDatagrams
+snmp() {
+    nx "$1" cat /proc/net/snmp | awk -v want="$2" '
+        $1 == table { for (i = 2; i <= NF; i++) if ($1 head[i] == want) print $i; table = ""; next }
+        { table = $1; for (i = 2; i <= NF; i++) head[i] = $i }'
+}
+
+# vrfd_stop: SIGTERM, and vrfd must exit 0.
+vrfd_stop() {
+    kill -TERM "$VRFD_PID" || fail "kill vrfd"
+    wait "$VRFD_PID"
+    _rc=$?
+    VRFD_PID=
+    [ "$_rc" -eq 0 ] || fail "vrfd exited $_rc on SIGTERM"
+}
