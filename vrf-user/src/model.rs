@@ -14,6 +14,9 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// Administratively up (IFF_UP) and with carrier (IFF_LOWER_UP): the kernel can transmit.
     pub up: bool,
+    /// Administratively up (IFF_UP). Going admin-down makes IPv4 delete the routes through the
+    /// link without a notification; losing only the carrier does not.
+    pub admin_up: bool,
     /// The master device's ifindex (a VRF device for a member of a kernel VRF, or a bridge).
     pub master: Option<u32>,
     /// Link kind from IFLA_INFO_KIND ("vrf", "veth", "bridge", …).

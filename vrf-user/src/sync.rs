@@ -129,8 +129,8 @@ impl Engine {
         match event {
             KernelEvent::NewLink(link) => {
                 let old = self.links.insert(link.ifindex, link.clone());
-                let was_up = old.as_ref().is_some_and(|o| o.up);
-                if was_up && !link.up {
+                let was_up = old.as_ref().is_some_and(|o| o.admin_up);
+                if was_up && !link.admin_up {
                     self.evict_routes_via(link.ifindex);
                 }
                 if old.as_ref() != Some(&link) {
@@ -222,12 +222,18 @@ impl Engine {
         }
     }
 
-    /// IPv4 deletes routes through a link that goes down without telling anyone: do it here.
-    /// Multipath routes keep their other paths (the kernel marks the path dead).
+    /// IPv4 deletes routes through a link that goes admin-down without telling anyone: do it
+    /// here. A multipath route keeps its other paths (the kernel marks the path dead and revives
+    /// it when the link returns) unless every path is now dead, when the kernel deletes it too.
     fn evict_routes_via(&mut self, ifindex: u32) {
+        let links = &self.links;
+        let dead = |i: u32| i == ifindex || links.get(&i).is_none_or(|l| !l.admin_up);
         self.routes.retain(|(_, prefix), routes| {
             if prefix.addr().is_ipv4() {
-                routes.retain(|r| !(r.paths.len() == 1 && r.paths[0].ifindex == ifindex));
+                routes.retain(|r| {
+                    let through = r.paths.iter().any(|p| p.ifindex == ifindex);
+                    !(through && r.paths.iter().all(|p| dead(p.ifindex)))
+                });
             }
             !routes.is_empty()
         });
@@ -291,6 +297,9 @@ impl Engine {
     /// A rule ahead of the VRF's own that could send member traffic elsewhere makes the fast
     /// path's answer unreliable: such a VRF is left to the kernel.
     fn rule_conflict(&self, vrf: &VrfView) -> Option<String> {
+        if let Some(missing) = self.missing_rule(vrf) {
+            return Some(missing);
+        }
         let own_priority = match vrf.device {
             Some(_) => self
                 .rules
@@ -330,6 +339,41 @@ impl Engine {
                 )
             })
             .next()
+    }
+
+    /// The rules that send a VRF's traffic to its table must be there: without them the kernel
+    /// looks members' packets up elsewhere (seen: `ip rule del` behind vrfd's back).
+    fn missing_rule(&self, vrf: &VrfView) -> Option<String> {
+        const FAMILIES: [(u8, &str); 2] = [(2, "-4"), (10, "-6")];
+        match vrf.device {
+            Some(_) => FAMILIES
+                .iter()
+                .find(|(af, _)| !self.rules.iter().any(|r| r.family == *af && r.l3mdev))
+                .map(|(_, f)| format!("no `ip {f} rule ... lookup l3mdev` rule")),
+            None => {
+                let d = self.declared.iter().find(|d| d.name == vrf.name)?;
+                vrf.members
+                    .iter()
+                    .filter_map(|i| self.links.get(i))
+                    .find_map(|l| {
+                        FAMILIES.iter().find_map(|(af, f)| {
+                            let present = self.rules.iter().any(|r| {
+                                r.family == *af
+                                    && r.iif.as_deref() == Some(l.name.as_str())
+                                    && r.table == d.table
+                                    && r.action == 1
+                                    && !r.has_other_selectors
+                            });
+                            (!present).then(|| {
+                                format!(
+                                    "`ip {f} rule iif {} lookup {}` is missing",
+                                    l.name, d.table
+                                )
+                            })
+                        })
+                    })
+            }
+        }
     }
 
     /// The links the data plane must know: members, the egress links their routes use, and VRF
@@ -580,6 +624,7 @@ mod tests {
             mac: Some([2, 0, 0, 0, 0, ifindex as u8]),
             mtu: 1500,
             up: true,
+            admin_up: true,
             master: None,
             kind: Some("veth".into()),
             vrf_table: None,
@@ -613,6 +658,26 @@ mod tests {
         }
     }
 
+    /// The `ip rule iif <member> lookup 110` rules vrfd adds for red, both families.
+    fn red_rules() -> Vec<RuleInfo> {
+        let mut out = Vec::new();
+        for iif in ["r1", "r2"] {
+            for family in [2, 10] {
+                out.push(RuleInfo {
+                    family,
+                    priority: 1000,
+                    table: 110,
+                    action: 1,
+                    iif: Some(iif.into()),
+                    oif: None,
+                    l3mdev: false,
+                    has_other_selectors: false,
+                });
+            }
+        }
+        out
+    }
+
     fn engine() -> Engine {
         let red = DeclaredVrf {
             name: "red".into(),
@@ -641,6 +706,7 @@ mod tests {
                 route(LOCAL_TABLE, "10.0.1.1/32", RouteKind::Local, &[(2, None)]),
                 route(254, "10.0.1.0/24", RouteKind::Unicast, &[(4, None)]),
             ],
+            rules: red_rules(),
             ..Default::default()
         });
         e
@@ -782,21 +848,77 @@ mod tests {
     #[test]
     fn a_rule_ahead_of_the_vrf_rule_degrades_the_vrf() {
         let mut e = engine();
-        e.set_rules(vec![RuleInfo {
-            family: 2,
-            priority: 500,
-            table: 300,
-            action: 1,
-            iif: None,
-            oif: None,
-            l3mdev: false,
-            has_other_selectors: true,
-        }]);
+        e.set_rules(
+            red_rules()
+                .into_iter()
+                .chain([RuleInfo {
+                    family: 2,
+                    priority: 500,
+                    table: 300,
+                    action: 1,
+                    iif: None,
+                    oif: None,
+                    l3mdev: false,
+                    has_other_selectors: true,
+                }])
+                .collect(),
+        );
         assert!(e.vrfs()[0]
             .degraded
             .as_deref()
             .unwrap()
             .contains("priority 500"));
+    }
+
+    #[test]
+    fn a_vrf_whose_member_rule_is_missing_is_degraded() {
+        let mut e = engine();
+        assert_eq!(e.vrfs()[0].degraded, None);
+        let mut rules = red_rules();
+        rules.retain(|r| !(r.iif.as_deref() == Some("r2") && r.family == 10));
+        e.set_rules(rules);
+        let why = e.vrfs()[0].degraded.clone().unwrap();
+        assert!(why.contains("ip -6 rule iif r2 lookup 110"), "{why}");
+    }
+
+    #[test]
+    fn ipv4_multipath_routes_go_when_their_last_path_goes_admin_down() {
+        let mut e = engine();
+        let p: IpNet = "0.0.0.0/0".parse().unwrap();
+        let mut down2 = link(2, "r1");
+        down2.admin_up = false;
+        down2.up = false;
+        e.apply(KernelEvent::NewLink(down2));
+        assert!(
+            e.desired_route(110, p).is_some(),
+            "one path left: the kernel keeps the route"
+        );
+        let mut down3 = link(3, "r2");
+        down3.admin_up = false;
+        down3.up = false;
+        e.apply(KernelEvent::NewLink(down3));
+        assert!(
+            e.desired_route(110, p).is_none(),
+            "every path dead: the kernel deleted it"
+        );
+        e.apply(KernelEvent::NewLink(link(2, "r1")));
+        assert!(
+            e.desired_route(110, p).is_none(),
+            "and it does not come back with the link"
+        );
+    }
+
+    #[test]
+    fn losing_only_the_carrier_keeps_ipv4_routes() {
+        let mut e = engine();
+        let mut no_carrier = link(2, "r1");
+        no_carrier.up = false;
+        e.apply(KernelEvent::NewLink(no_carrier));
+        e.apply(KernelEvent::NewLink(link(2, "r1")));
+        let r = e
+            .desired_route(110, "10.0.1.0/24".parse().unwrap())
+            .unwrap();
+        assert_eq!(r.paths[0].ifindex, 2);
     }
 
     #[test]
