@@ -142,6 +142,9 @@ pub enum KernelEvent {
     NewAddr(AddrInfo),
     DelAddr(AddrInfo),
     NewRoute(RouteInfo),
+    /// `ip route append`: the kernel keeps any identical route ahead of this one (its
+    /// notification carries NLM_F_APPEND; without it a NewRoute replaces).
+    AppendRoute(RouteInfo),
     DelRoute(RouteInfo),
     NewNeigh(NeighInfo),
     DelNeigh(NeighInfo),

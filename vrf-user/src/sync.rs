@@ -152,6 +152,19 @@ impl Engine {
                     entry.push(route);
                 }
             }
+            KernelEvent::AppendRoute(route) => {
+                if self.keeps_table(route.table) {
+                    self.mark_route(&mut dirty, route.table, route.prefix);
+                    let entry = self.routes.entry((route.table, route.prefix)).or_default();
+                    if route.prefix.addr().is_ipv6() {
+                        // IPv6 appends a path: the notification lists the route's paths.
+                        entry.retain(|r| r.id() != route.id());
+                    }
+                    // IPv4 keeps an identical route ahead of the appended one: the first of
+                    // equal metrics wins in entry_of, as in the kernel.
+                    entry.push(route);
+                }
+            }
             KernelEvent::DelRoute(route) => {
                 if let Some(entry) = self.routes.get_mut(&(route.table, route.prefix)) {
                     if route.prefix.addr().is_ipv6() && !route.paths.is_empty() {
@@ -919,6 +932,34 @@ mod tests {
             .desired_route(110, "10.0.1.0/24".parse().unwrap())
             .unwrap();
         assert_eq!(r.paths[0].ifindex, 2);
+    }
+
+    #[test]
+    fn an_appended_ipv4_route_does_not_displace_the_one_the_kernel_uses() {
+        let mut e = engine();
+        let p: IpNet = "10.0.1.0/24".parse().unwrap();
+        e.apply(KernelEvent::AppendRoute(route(
+            110,
+            "10.0.1.0/24",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(
+            e.desired_route(110, p).unwrap().paths[0].ifindex,
+            2,
+            "the first stays in use"
+        );
+        e.apply(KernelEvent::NewRoute(route(
+            110,
+            "10.0.1.0/24",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(
+            e.desired_route(110, p).unwrap().paths[0].ifindex,
+            3,
+            "a replace takes over"
+        );
     }
 
     #[test]

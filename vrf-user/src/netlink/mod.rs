@@ -48,8 +48,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{Stream, StreamExt};
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
     address::AddressMessage,
@@ -334,9 +334,21 @@ impl Netlink {
     /// whether a qdisc was added (and so is ours to remove).
     pub async fn add_root_qdisc(&self, ifindex: u32) -> Result<bool> {
         let msg = root_qdisc_message(ifindex, true);
-        match self.acked(RouteNetlinkMessage::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_EXCL).await {
+        match self
+            .acked(
+                RouteNetlinkMessage::NewQueueDiscipline(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .await
+        {
             Ok(()) => Ok(true),
-            Err(e) if e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::EEXIST) => Ok(false),
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .and_then(|e| e.raw_os_error())
+                    == Some(libc::EEXIST) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e).with_context(|| format!("tc qdisc add dev {ifindex} root pfifo_fast")),
         }
     }
@@ -513,6 +525,9 @@ async fn forward_events(
             // colliding notification ended (already reported, and the dump restarted).
             _ if msg.header.flags & NLM_F_MULTIPART != 0 => continue,
             NetlinkPayload::InnerMessage(m) => match convert::event(&m) {
+                Some(KernelEvent::NewRoute(r)) if msg.header.flags & NLM_F_APPEND != 0 => {
+                    KernelEvent::AppendRoute(r)
+                }
                 Some(e) => e,
                 None => continue,
             },
@@ -608,7 +623,8 @@ fn root_qdisc_message(ifindex: u32, with_kind: bool) -> netlink_packet_route::tc
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = TcHandle::ROOT;
     if with_kind {
-        msg.attributes.push(TcAttribute::Kind("pfifo_fast".to_string()));
+        msg.attributes
+            .push(TcAttribute::Kind("pfifo_fast".to_string()));
     }
     msg
 }
