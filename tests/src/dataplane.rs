@@ -200,7 +200,7 @@ impl Fixture {
             vrf: 0,
             id: 0x10,
         };
-        let dp = DataPlane::load()?;
+        let dp = load_data_plane()?;
         let mut fx = Fixture {
             dp,
             r0: ifaces[0],
@@ -527,7 +527,7 @@ impl Fixture {
     // Expectations: run both programs once, check what they did, the frame and the counters.
 
     /// `frame` on `ingress` must give `action` from both programs, `reason` from explain, the
-    /// decision taken in VRF slot `ingress.vrf`, and count 2 packets under `Rx` and `reason`. For
+    /// decision taken in VRF slot `ingress.vrf`, and count 1 packet under `Rx` and `reason`. For
     /// pass and drop the frame must come back unchanged.
     pub fn expect(
         &mut self,
@@ -583,7 +583,8 @@ impl Fixture {
                 action_name(action)
             );
         }
-        self.assert_counted(&before, ingress, vrf, reason, 2, 2 * frame.len() as u64);
+        // The fast path counts its packet; explaining one counts nothing.
+        self.assert_counted(&before, ingress, vrf, reason, 1, frame.len() as u64);
         e
     }
 
@@ -598,7 +599,7 @@ impl Fixture {
 
     /// `frame` on `ingress` must be redirected by both programs out of `egress` to `neighbour`
     /// (whose MAC is `neigh_mac`), decided in VRF slot `vrf`, the output frame rewritten exactly
-    /// (see [`assert_forwarded`]) and 2 packets counted as forwarded. Returns the output frame.
+    /// (see [`assert_forwarded`]) and 1 packet counted as forwarded (by the fast path; explaining counts nothing). Returns the output frame.
     pub fn expect_forward(
         &mut self,
         ingress: Iface,
@@ -618,6 +619,28 @@ impl Fixture {
         assert_forwarded(frame, &e.frame, egress.mac, neigh_mac);
         e.frame
     }
+}
+
+/// `DataPlane::load`, retried while the kernel answers BPF_PROG_LOAD with EAGAIN: the verifier
+/// gives up with EAGAIN when a signal is pending on the loading thread, and the loader does not
+/// retry (see `data_plane_loads_while_signals_interrupt_the_verifier` in xdp_decisions.rs). Seen
+/// here in roughly one full run of the test file in three.
+fn load_data_plane() -> Result<DataPlane> {
+    let mut attempt = 1;
+    loop {
+        match DataPlane::load() {
+            Err(e) if attempt < 10 && is_eagain(&e) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Is EAGAIN anywhere in `e`'s chain?
+pub fn is_eagain(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EAGAIN))
+    }) || format!("{e:#}").contains(&format!("(os error {})", libc::EAGAIN))
 }
 
 fn link_mac(id: u8, end: u8) -> [u8; 6] {

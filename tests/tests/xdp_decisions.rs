@@ -138,6 +138,47 @@ fn ipv4_ttl_decrement_keeps_the_header_checksum_exact_for_every_checksum_value()
     );
 }
 
+// Loading.
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+#[test]
+fn data_plane_loads_while_signals_interrupt_the_verifier() {
+    // What any daemon that handles signals (SIGHUP, SIGCHLD, timers) meets: a signal (no-op
+    // SIGUSR1 handler, SA_RESTART) every 200 ms at the loading thread, during 20 loads. One
+    // verification takes ~30 ms (more with aya's logging retry), so a loader that retries EAGAIN
+    // a few times (or blocks signals while loading) gets through; aya's single retry fails about
+    // one load in four or five.
+    tests::require_root();
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let me = unsafe { libc::pthread_self() } as usize;
+    let done = AtomicBool::new(false);
+    let failures = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR1) };
+            }
+        });
+        let mut failures = 0;
+        for _ in 0..20 {
+            if let Err(e) = vrf_user::dataplane::DataPlane::load() {
+                assert!(is_eagain(&e), "unexpected load error: {e:#}");
+                failures += 1;
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        failures
+    });
+    assert_eq!(failures, 0, "{failures} of 20 loads failed with EAGAIN");
+}
+
 // Frames that are not the data plane's business.
 
 #[test]

@@ -183,6 +183,23 @@ fn multicast_destination_passes_as_multicast() {
 }
 
 #[test]
+fn ipv6_to_a_multicast_mac_passes_as_multicast() {
+    // 33:33:… with a unicast IPv6 destination that would be forwarded.
+    let mut fx = Fixture::new();
+    let mut frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
+    frame[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 0x09]);
+    fx.expect_pass(fx.r0, &frame, Reason::PassMulticast);
+}
+
+#[test]
+fn ipv6_to_another_mac_passes_as_other_host() {
+    let mut fx = Fixture::new();
+    let mut frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
+    frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
+    fx.expect_pass(fx.r0, &frame, Reason::PassOtherHost);
+}
+
+#[test]
 fn link_local_destination_passes_as_link_local() {
     let mut fx = Fixture::new();
     via_r1_gateway(&mut fx, "fe80::/10");
@@ -685,7 +702,10 @@ fn vrf_device_hop_without_a_route_in_the_target_vrf_passes_as_no_route() {
     let vblue = fx.vblue.ifindex;
     fx.unicast(RED_TABLE, "fd00:60::/32", &[nexthop(vblue, None)]);
     let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:60:1::5");
-    fx.expect_pass(fx.r0, &frame, Reason::PassNoRoute);
+    let r0 = fx.r0;
+    // Counted in the ingress VRF, decided (and explained) in blue's table.
+    let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassNoRoute, RED);
+    assert_eq!(e.vrf, BLUE, "decided in blue's table");
 }
 
 // Reverse-path filter: the kernel has none for IPv6 (rp_filter is IPv4 only).

@@ -31,8 +31,9 @@ pub fn xdp_vrf(ctx: XdpContext) -> u32 {
     run(&ctx, false)
 }
 
-/// The same decision, also recorded in `EXPLAIN`: `vrfctl lookup` and the tests run it through
-/// BPF_PROG_TEST_RUN to learn what the fast path does with a packet, from the program itself.
+/// The same decision, recorded in `EXPLAIN` instead of the counters: `vrfctl lookup` and the
+/// tests run it through BPF_PROG_TEST_RUN to learn what the fast path does with a packet, from
+/// the program itself.
 #[xdp]
 pub fn xdp_vrf_explain(ctx: XdpContext) -> u32 {
     run(&ctx, true)
@@ -58,9 +59,11 @@ fn run(ctx: &XdpContext, explain: bool) -> u32 {
         Action::Drop => XDP_DROP,
         Action::Pass | Action::None => XDP_PASS,
     };
-    counters::count(&member, Direction::Ingress, verdict.reason, bytes);
+    // An explained packet is a question (vrfctl lookup), not traffic: it is not counted.
     if explain {
         record(&verdict);
+    } else {
+        counters::count(&member, Direction::Ingress, verdict.reason, bytes);
     }
     action
 }

@@ -147,6 +147,10 @@ impl DataPlane {
 
     pub fn load_with(opts: &LoadOptions) -> Result<Self> {
         raise_memlock_limit();
+        Self::try_load(opts)
+    }
+
+    fn try_load(opts: &LoadOptions) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_names::FIB4, opts.fib4_entries)
             .map_max_entries(map_names::FIB6, opts.fib6_entries)
@@ -157,7 +161,7 @@ impl DataPlane {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
                 .try_into()?;
-            prog.load()
+            retry_eagain(|| prog.load())
                 .with_context(|| format!("verifier rejected program {name}"))?;
         }
         for name in [prog_names::TC_VRF_EGRESS, prog_names::TC_MEMBER_TX] {
@@ -165,7 +169,7 @@ impl DataPlane {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
                 .try_into()?;
-            prog.load()
+            retry_eagain(|| prog.load())
                 .with_context(|| format!("verifier rejected program {name}"))?;
         }
         let maps = Maps::take(&mut ebpf, opts.pin_dir.as_deref())?;
@@ -442,6 +446,43 @@ fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// The verifier gives up with EAGAIN when a signal reaches the loading thread (libbpf retries
+/// it too); a daemon that handles signals meets it. A failed load leaves the program unloaded,
+/// so loading it again starts clean.
+fn retry_eagain(
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), aya::programs::ProgramError> {
+    const ATTEMPTS: u32 = 20;
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(e) if attempt < ATTEMPTS && is_eagain(&e) => {
+                tracing::debug!(
+                    attempt,
+                    "program load interrupted by a signal (EAGAIN): retrying"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// EAGAIN anywhere in the error's chain.
+fn is_eagain(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EAGAIN))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
 
 fn is_gone(e: &aya::programs::ProgramError) -> bool {
     let text = format!("{e:?}");
