@@ -1,10 +1,14 @@
 //! The command lines of vrfd and vrfctl, in one place so that the binaries, the man pages and
 //! the shell completions all come from the same clap definitions.
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::inspect::DEFAULT_PIN_PATH;
+use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 
 /// Accelerate Linux VRFs with XDP: vrfd mirrors each VRF's routing table, neighbours and links
 /// from the kernel into BPF maps and attaches the fast path to every VRF member interface.
@@ -48,6 +52,12 @@ pub struct VrfdArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info, debug, vrf_user=debug. RUST_LOG wins.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics: per-VRF and
+    /// per-member counters by reason, routes, neighbours, sync events. ADDR is IP:PORT, or a
+    /// port alone for 127.0.0.1 (port 0: any free port, logged at startup).
+    #[arg(long, value_name = "ADDR", value_parser = export::parse_addr)]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -103,4 +113,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Packets and bytes each VRF's members received, and what the data plane did with them
+    /// (forwarded, passed to the kernel, dropped) and why, summed over CPUs since the VRF
+    /// appeared. Counts survive a member going down or leaving and coming back.
+    Stats {
+        /// Only this VRF.
+        #[arg(long)]
+        vrf: Option<String>,
+        /// Break each VRF down per member interface.
+        #[arg(long)]
+        interfaces: bool,
+        /// Print exact numbers as JSON: {"vrfs": [{"name", "table", "rx_packets", "rx_bytes",
+        /// "forwarded_packets", …, "dropped_bytes", "reasons": {REASON: packets}}]}.
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Redraw packet and bit rates every SECS seconds (default 2) until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+              value_parser = parse_interval)]
+        watch: Option<Duration>,
+    },
+    /// Man pages and shell completions from these definitions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: crate::generate::Generate,
+    },
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.1..=86400.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("{s:?}: expected seconds between 0.1 and 86400")),
+    }
 }

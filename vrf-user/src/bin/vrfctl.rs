@@ -1,11 +1,18 @@
-//! vrfctl — inspect a running vrfd: its VRFs, and what the data plane does with a packet.
-use std::process::ExitCode;
+//! vrfctl — inspect a running vrfd: its VRFs, its counters, and what the data plane does with a
+//! packet.
+use std::{
+    io::Write as _,
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use clap::Parser;
 use vrf_user::{
     cli::{Command, VrfctlArgs as Args},
     inspect,
+    stats::{self, Report},
 };
 
 fn main() -> ExitCode {
@@ -86,5 +93,73 @@ fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
+        Command::Stats {
+            vrf,
+            interfaces,
+            json,
+            watch,
+        } => {
+            let opts = stats::Options { vrf, interfaces };
+            if let Some(every) = watch {
+                return watch_stats(&args.pin_path, &opts, every);
+            }
+            let report = stats::collect(&inspect::open(&args.pin_path)?, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", stats::table(&report));
+            }
+            Ok(())
+        }
+        Command::Generate { what } => {
+            vrf_user::generate::generate(&what, &mut std::io::stdout().lock())
+        }
     }
+}
+
+/// Redraw the rates every `every` until SIGINT (exit 0) or until vrfd goes away (an error).
+fn watch_stats(pin_path: &Path, opts: &stats::Options, every: Duration) -> Result<()> {
+    // Open the pins afresh each time: a vrfd that stops (or restarts) is noticed.
+    let read = || -> Result<(Instant, Report)> {
+        let report = stats::collect(&inspect::open(pin_path)?, opts)?;
+        Ok((Instant::now(), report))
+    };
+    let draw = |body: &str, over: Option<Duration>| {
+        let over = over.map_or("measuring…".to_string(), |d| {
+            format!("over the last {:.1}s", d.as_secs_f64())
+        });
+        let mut out = std::io::stdout().lock();
+        // Home, clear the screen, then the frame.
+        let _ = write!(
+            out,
+            "\x1b[H\x1b[2Jvrfctl stats, every {:.1}s, {over} (Ctrl-C to quit)\n\n{body}",
+            every.as_secs_f64()
+        );
+        let _ = out.flush();
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut prev = read()?;
+        draw(
+            &stats::rates_table(&Report { vrfs: vec![] }, &prev.1, every),
+            None,
+        );
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => {
+                    println!();
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(every) => {}
+            }
+            let now = read()?;
+            let elapsed = now.0 - prev.0;
+            draw(&stats::rates_table(&prev.1, &now.1, elapsed), Some(elapsed));
+            prev = now;
+        }
+    })
 }

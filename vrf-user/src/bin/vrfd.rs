@@ -1,5 +1,5 @@
 //! vrfd — the vrf-xdp loader daemon.
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use vrf_user::{
@@ -19,10 +19,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Colour only for a person at a terminal, never into a journal or a file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match args.log_format {
+    let log_format = args.log_format;
+    match log_format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
             Mode::Generic => XdpAttachMode::Generic,
         },
         pin_path: args.pin_path,
+        metrics: args.metrics,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -53,7 +57,10 @@ fn main() -> ExitCode {
             } else {
                 1
             };
-            tracing::error!("{e:#}");
+            // One message: a JSON log gets its record, a person the plain line.
+            if matches!(log_format, LogFormat::Json) {
+                tracing::error!("{e:#}");
+            }
             eprintln!("vrfd: {e:#}");
             ExitCode::from(code)
         }

@@ -1,10 +1,12 @@
 //! vrfd: take kernel events, apply them to the maps, keep XDP on every member.
 //!
-//! discover (engine.vrfs) → sync (engine → mapsync) → maps → attach (members) → export (pins).
+//! discover (engine.vrfs) → sync (engine → mapsync) → maps → attach (members) → export (pins,
+//! metrics).
+pub mod export;
 mod pins;
 mod rules;
 
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::{signal::unix::SignalKind, sync::mpsc::UnboundedReceiver};
@@ -12,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
-    dataplane::{DataPlane, LoadOptions, XdpAttachMode},
+    dataplane::{DataPlane, LoadOptions, TcProgram, XdpAttachMode},
     mapsync::MapSync,
     model::KernelEvent,
     netlink::Netlink,
@@ -30,6 +32,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub xdp_mode: XdpAttachMode,
     pub pin_path: PathBuf,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A configuration problem: vrfd exits 2 and leaves nothing behind.
@@ -52,6 +56,9 @@ struct Daemon {
     mode: XdpAttachMode,
     rules: rules::OwnedRules,
     vrfs: Vec<VrfView>,
+    /// VRF devices whose root qdisc vrfd added (removed again on exit).
+    qdiscs: BTreeSet<u32>,
+    telemetry: export::DaemonMetrics,
     _pins: pins::PinDir,
 }
 
@@ -81,11 +88,20 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     }
 
+    let listener = match opts.metrics {
+        Some(addr) => Some(export::bind(addr).await?),
+        None => None,
+    };
     let pins = pins::PinDir::create(&opts.pin_path)?;
     let dp = DataPlane::load_with(&LoadOptions {
         pin_dir: Some(pins.path().to_path_buf()),
         ..Default::default()
     })?;
+    let telemetry = export::DaemonMetrics::default();
+    let _exporter = match listener {
+        Some(l) => Some(export::spawn(l, pins.path(), telemetry.clone())?),
+        None => None,
+    };
     let mut daemon = Daemon {
         netlink,
         engine,
@@ -94,6 +110,8 @@ pub async fn run(opts: Options) -> Result<()> {
         mode: opts.xdp_mode,
         rules: rules::OwnedRules::default(),
         vrfs: Vec::new(),
+        qdiscs: BTreeSet::new(),
+        telemetry,
         _pins: pins,
     };
     let result = daemon.serve(&config, &mut events).await;
@@ -124,8 +142,10 @@ impl Daemon {
                     let Some(event) = event else {
                         anyhow::bail!("the rtnetlink connection closed");
                     };
+                    self.telemetry.event(&event);
                     let mut dirty = self.engine.apply(event);
                     while let Ok(more) = events.try_recv() {
+                        self.telemetry.event(&more);
                         merge(&mut dirty, self.engine.apply(more));
                         if dirty.routes.len() + dirty.neighbours.len() >= BATCH { break; }
                     }
@@ -159,7 +179,8 @@ impl Daemon {
             .await
             .context("dumping the kernel's state")?;
         self.engine.load(snapshot);
-        self.full_sync()
+        self.full_sync()?;
+        self.attach_tc().await
     }
 
     fn full_sync(&mut self) -> Result<()> {
@@ -189,10 +210,12 @@ impl Daemon {
     async fn apply(&mut self, dirty: Dirty) -> Result<()> {
         if dirty.resync {
             info!("resync");
+            self.telemetry.resync();
             return self.resync().await;
         }
         if dirty.links {
-            return self.full_sync();
+            self.full_sync()?;
+            return self.attach_tc().await;
         }
         for (table, prefix) in &dirty.routes {
             let entry = self.engine.desired_route(*table, *prefix);
@@ -250,9 +273,63 @@ impl Daemon {
         Ok(())
     }
 
+    /// tc egress on every VRF device (the fast path for what the host sends inside the VRF,
+    /// behind a root qdisc so the kernel passes that traffic through the device) and on every
+    /// member (to count what the kernel transmits).
+    async fn attach_tc(&mut self) -> Result<()> {
+        let devices: BTreeSet<u32> = self.vrfs.iter().filter_map(|v| v.device).collect();
+        let members: BTreeSet<u32> = self
+            .vrfs
+            .iter()
+            .flat_map(|v| v.members.iter().copied())
+            .collect();
+        let have: Vec<(TcProgram, u32)> = self.dp.attached_tc().collect();
+        for (program, ifindex) in have {
+            let wanted = match program {
+                TcProgram::VrfEgress => devices.contains(&ifindex),
+                TcProgram::MemberTx => members.contains(&ifindex),
+            };
+            if !wanted {
+                self.dp.detach_tc(program, ifindex)?;
+            }
+        }
+        self.qdiscs.retain(|i| devices.contains(i));
+        let wanted = devices
+            .iter()
+            .map(|i| (TcProgram::VrfEgress, *i))
+            .chain(members.iter().map(|i| (TcProgram::MemberTx, *i)));
+        for (program, ifindex) in wanted.collect::<Vec<_>>() {
+            let Some(name) = self.engine.link(ifindex).map(|l| l.name.clone()) else {
+                continue;
+            };
+            if program == TcProgram::VrfEgress && !self.qdiscs.contains(&ifindex) {
+                match self.netlink.add_root_qdisc(ifindex).await {
+                    Ok(true) => {
+                        info!(vrf = %name, "added a pfifo_fast root qdisc so host traffic passes the VRF device");
+                        self.qdiscs.insert(ifindex);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(vrf = %name, error = %format!("{e:#}"), "no root qdisc: host traffic in this VRF stays on the kernel path")
+                    }
+                }
+            }
+            if let Err(e) = self.dp.attach_tc(program, &name, ifindex) {
+                // Without it the kernel path serves this traffic; only speed or counts suffer.
+                warn!(interface = %name, ?program, error = %format!("{e:#}"), "tc attach failed");
+            }
+        }
+        Ok(())
+    }
+
     async fn shutdown(&mut self) {
         if let Err(e) = self.dp.detach_all() {
             error!(error = %format!("{e:#}"), "detaching");
+        }
+        for ifindex in std::mem::take(&mut self.qdiscs) {
+            if let Err(e) = self.netlink.del_root_qdisc(ifindex).await {
+                warn!(ifindex, error = %format!("{e:#}"), "removing the root qdisc vrfd added");
+            }
         }
         self.rules.remove_all(&self.netlink).await;
         info!("stopped: programs detached, rules and pins removed");
