@@ -5,9 +5,11 @@
 
 mod cargo;
 mod demo;
+mod dist;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::{ffi::OsString, process::ExitCode};
 
@@ -55,12 +57,22 @@ enum Command {
     /// Lint, build and run the whole test suite (must run as root: tests create netns and load BPF).
     Test(test::TestArgs),
 
+    /// Run only the VM lane: real kernel VRF devices on Debian's 6.1 kernel under QEMU (TCG).
+    ///
+    /// Fetches the kernel package once into target/vm/, builds the release binaries, packs an
+    /// initramfs with them and vm/tests/*.sh, boots it and reports each script's result.
+    VmTest(vm::VmArgs),
+
     /// Build, then run vrfd with ARGS; without ARGS, start the demo lab.
     Run {
         /// Arguments for vrfd, after `--` (e.g. `cargo xtask run -- --help`).
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<OsString>,
     },
+
+    /// Build, then write target/dist/: vrfd and vrfctl, the systemd unit, the example config,
+    /// man pages and bash/zsh/fish completions (generated from the clap definitions).
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +116,14 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             test::test(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::VmTest(args) => {
+            vm::vm_test(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { args } => run::run(args),
+        Command::Dist => {
+            dist::dist()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
