@@ -3,8 +3,9 @@
 //! dropped; anything the kernel would answer, deliver locally, signal or treat specially is passed
 //! to it untouched; only plain unicast forwarding with a known neighbour is done here.
 use vrf_common::{
-    Link, Nexthop, Reason, Route, RouteKind, Vrf, LINK_FWD4, LINK_FWD6, LINK_RPF_LOOSE,
-    LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
+    Link, Nexthop, Reason, Route, RouteKind, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER,
+    LINK_RPF_LOOSE, LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE,
+    VRF_DEGRADED,
 };
 
 use crate::{
@@ -148,12 +149,6 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
         Ok(route) => route,
         Err(r) => return only(r),
     };
-    if !LOCAL_OUT
-        && member.flags & (LINK_RPF_STRICT | LINK_RPF_LOOSE) != 0
-        && !rpf_ok(fib::lookup4(vrf.table, src), member, ifindex)
-    {
-        return only(Reason::PassMartian);
-    }
     // Ports only from an unfragmented packet, so every fragment of a flow hashes alike.
     let ports = if frag & 0x3fff == 0 {
         parse::ports(&frame, ETH_LEN + IPV4_LEN, protocol)
@@ -172,6 +167,9 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
         Ok(e) => e,
         Err((r, vrf)) => return Verdict::only(r, vrf),
     };
+    if !LOCAL_OUT && !source_valid(src, vrf, member, ifindex, &egress.link) {
+        return only(Reason::PassMartian);
+    }
 
     // ip_forward (the local output path sends any TTL but 0 as it is).
     if (!LOCAL_OUT && ttl <= 1) || ttl == 0 {
@@ -334,17 +332,47 @@ fn classify(route: Option<Route>) -> Result<Route, Reason> {
     }
 }
 
-/// fib_validate_source, conservatively: the source must have a unicast route in the VRF, and in
-/// strict mode one of its paths must leave through the ingress link.
+/// `__fib_validate_source`, which the kernel runs on every forwarded IPv4 packet once custom
+/// rules exist (any VRF setup has them), rp_filter or not. It looks the source up in the table
+/// the rules give for `iif = <egress link>` — with policy-routing VRFs the egress member's own
+/// table — or, for kernel VRFs (`flowi4_l3mdev`), the ingress VRF's table. Anything but a
+/// unicast answer (local, broadcast: a martian source) refuses the packet; with rp_filter, no
+/// answer refuses it too, and strict mode needs a path back through the ingress link.
+/// Where the right table is not known, the packet goes to the kernel.
 #[inline(always)]
-fn rpf_ok(back: Option<Route>, member: &Link, ifindex: u32) -> bool {
-    let Some(back) = back else {
+fn source_valid(
+    src: [u8; 4],
+    ingress_vrf: &Vrf,
+    member: &Link,
+    ifindex: u32,
+    egress: &Link,
+) -> bool {
+    let table = if ingress_vrf.ifindex != 0 {
+        ingress_vrf.table
+    } else if egress.flags & LINK_MEMBER != 0 {
+        match VRFS.get(egress.vrf) {
+            Some(v) if v.flags & VRF_ACTIVE != 0 => v.table,
+            _ => return false,
+        }
+    } else {
         return false;
     };
-    if back.kind != RouteKind::Unicast as u16 {
-        return false;
+    let rpf = member.flags & (LINK_RPF_STRICT | LINK_RPF_LOOSE) != 0;
+    let Some(back) = fib::lookup4(table, src) else {
+        // The kernel goes on to later rules (main): without rp_filter a miss is fine.
+        return !rpf;
+    };
+    match RouteKind::from_u16(back.kind) {
+        Some(RouteKind::Unicast) => {
+            member.flags & LINK_RPF_STRICT == 0 || fib::uses_link(&back, ifindex)
+        }
+        // fib_lookup fails on these: "last resort", refused only under rp_filter.
+        Some(RouteKind::Unreachable) | Some(RouteKind::Prohibit) | Some(RouteKind::Blackhole) => {
+            !rpf
+        }
+        // Local, broadcast, throw (later rules decide), anything not modelled.
+        _ => false,
     }
-    member.flags & LINK_RPF_STRICT == 0 || fib::uses_link(&back, ifindex)
 }
 
 /// The path for this flow and its egress link; a path through a VRF device (a route leaked

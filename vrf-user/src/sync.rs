@@ -86,6 +86,8 @@ pub struct Engine {
     sysctl: SysctlReader,
     /// Tables served when the mirror was last filled (routes of others were not kept).
     tables: BTreeSet<u32>,
+    /// Member ifindex → its VRF's table, as of the last link change.
+    member_tables: HashMap<u32, u32>,
 }
 
 impl Engine {
@@ -98,6 +100,7 @@ impl Engine {
             rules: Vec::new(),
             sysctl,
             tables: BTreeSet::new(),
+            member_tables: HashMap::new(),
         }
     }
 
@@ -106,6 +109,7 @@ impl Engine {
         self.links = snap.links.into_iter().map(|l| (l.ifindex, l)).collect();
         self.rules = snap.rules;
         self.tables = self.vrf_tables();
+        self.member_tables = self.compute_member_tables();
         self.routes.clear();
         for r in snap.routes {
             if self.keeps_table(r.table) {
@@ -208,8 +212,11 @@ impl Engine {
             }
             KernelEvent::RulesChanged | KernelEvent::Overrun(_) => dirty.resync = true,
         }
-        if dirty.links && self.vrf_tables() != self.tables {
-            dirty.resync = true;
+        if dirty.links {
+            self.member_tables = self.compute_member_tables();
+            if self.vrf_tables() != self.tables {
+                dirty.resync = true;
+            }
         }
         dirty
     }
@@ -250,6 +257,13 @@ impl Engine {
             }
             !routes.is_empty()
         });
+    }
+
+    fn compute_member_tables(&self) -> HashMap<u32, u32> {
+        self.vrfs()
+            .into_iter()
+            .flat_map(|v| v.members.into_iter().map(move |m| (m, v.table)))
+            .collect()
     }
 
     fn vrf_tables(&self) -> BTreeSet<u32> {
@@ -561,6 +575,15 @@ impl Engine {
             // say, so the prefix stays with it.
             return Some(unsupported);
         }
+        // The kernel validates the source in the table of the path *it* picks: when paths lead
+        // into different VRFs, our pick could be checked against the wrong table.
+        let path_tables: BTreeSet<Option<u32>> = live
+            .iter()
+            .map(|p| self.member_tables.get(&p.ifindex).copied())
+            .collect();
+        if path_tables.len() > 1 {
+            return Some(unsupported);
+        }
         if live.len() > MAX_PATHS || best.paths.iter().any(|p| p.weight != best.paths[0].weight) {
             // Unequal weights would need the kernel's hash-threshold split.
             return Some(unsupported);
@@ -620,7 +643,10 @@ pub fn read_sysctls(name: &str) -> LinkSysctl {
     let rp_all = read("/proc/sys/net/ipv4/conf/all/rp_filter".to_string()).unwrap_or(0);
     LinkSysctl {
         forwarding4: read(format!("/proc/sys/net/ipv4/conf/{name}/forwarding")) == Some(1),
-        forwarding6: read(format!("/proc/sys/net/ipv6/conf/{name}/forwarding")) == Some(1),
+        // ip6_forward checks all.forwarding (or the ingress link's force_forwarding, 6.17+),
+        // never the link's own forwarding flag.
+        forwarding6: read("/proc/sys/net/ipv6/conf/all/forwarding".to_string()) == Some(1)
+            || read(format!("/proc/sys/net/ipv6/conf/{name}/force_forwarding")) == Some(1),
         rp_filter: rp.max(rp_all),
     }
 }
