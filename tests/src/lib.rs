@@ -7,8 +7,12 @@
 
 pub mod bpffs;
 pub mod cmd;
+pub mod daemon;
 pub mod dataplane;
+pub mod differential;
 pub mod fastpath;
+pub mod fuzzing;
+pub mod invariants;
 pub mod link;
 pub mod netns;
 pub mod nstat;
