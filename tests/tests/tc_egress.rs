@@ -236,4 +236,3 @@ fn member_tx_ignores_links_that_are_not_members() {
         assert_eq!(counted(&fx, slot, Direction::MemberTx, Reason::Rx), (0, 0));
     }
 }
-
