@@ -957,9 +957,9 @@ fn egress_equal_to_ingress_passes_as_egress() {
     fx.expect_pass(r0, &frame, Reason::PassEgress);
 }
 
-#[test]
-fn egress_only_link_without_member_flag_is_forwarded_to() {
-    let mut fx = Fixture::new();
+/// Make `outsider` an egress-only link of red (in LINKS without LINK_MEMBER, a redirect
+/// target) with a connected route 10.45.0.0/24 and neighbour 10.45.0.5; returns its MAC.
+fn egress_only_link(fx: &mut Fixture) -> [u8; 6] {
     let o = fx.outsider;
     fx.dp
         .maps
@@ -975,14 +975,36 @@ fn egress_only_link_without_member_flag_is_forwarded_to() {
         )
         .unwrap();
     {
-        let Fixture { ns, dp, .. } = &mut fx;
+        let Fixture { ns, dp, .. } = fx;
         ns.run_in(|| dp.maps.add_tx_port(o.ifindex)).unwrap();
     }
     fx.unicast(RED_TABLE, "10.45.0.0/24", &[nexthop(o.ifindex, None)]);
     let mac = neigh_mac(0x99, 5, false);
     fx.neighbour(o, "10.45.0.5", mac);
+    mac
+}
+
+/// A VRF device ifindex for red: red becomes a kernel VRF (l3mdev), whose source check uses
+/// the ingress VRF's table.
+const RED_VRF_DEVICE: u32 = 4000;
+
+#[test]
+fn egress_only_link_without_member_flag_is_forwarded_to_in_a_kernel_vrf() {
+    let mut fx = Fixture::new();
+    fx.update_vrf(RED, |v| v.ifindex = RED_VRF_DEVICE);
+    let mac = egress_only_link(&mut fx);
     let frame = fx.udp(fx.r0, RED_SRC4, "10.45.0.5");
-    fx.expect_forward(fx.r0, &frame, o, "10.45.0.5", mac, RED);
+    fx.expect_forward(fx.r0, &frame, fx.outsider, "10.45.0.5", mac, RED);
+}
+
+#[test]
+fn egress_only_link_in_a_policy_routing_vrf_passes_as_martian() {
+    // The kernel validates the source in the table its rules give for iif = <egress link>; for
+    // an egress-only link of a policy-routing VRF that table is not known: the kernel decides.
+    let mut fx = Fixture::new();
+    egress_only_link(&mut fx);
+    let frame = fx.udp(fx.r0, RED_SRC4, "10.45.0.5");
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
 }
 
 // Multipath.
@@ -1340,6 +1362,109 @@ fn explain_names_the_target_vrf_when_the_lookup_after_a_vrf_device_hop_fails() {
     assert_eq!(e.vrf, BLUE, "the failed lookup was in blue's table");
 }
 
+// Source validation (__fib_validate_source, which the kernel runs on every forwarded IPv4 packet
+// once custom rules exist, rp_filter or not).
+
+#[test]
+fn source_that_is_a_local_address_passes_as_martian() {
+    let mut fx = Fixture::new();
+    fx.typed_route(RED_TABLE, "10.1.0.1/32", RouteKind::Local);
+    let frame = fx.udp(fx.r0, "10.1.0.1", RED_REMOTE4);
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+}
+
+#[test]
+fn source_that_is_a_broadcast_address_passes_as_martian() {
+    let mut fx = Fixture::new();
+    fx.typed_route(RED_TABLE, "10.1.0.255/32", RouteKind::Broadcast);
+    let frame = fx.udp(fx.r0, "10.1.0.255", RED_REMOTE4);
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+}
+
+#[test]
+fn source_with_a_throw_route_passes_as_martian() {
+    // Later rules would decide: the kernel's business.
+    let mut fx = Fixture::new();
+    fx.typed_route(RED_TABLE, "10.97.0.0/16", RouteKind::Throw);
+    let frame = fx.udp(fx.r0, "10.97.0.1", RED_REMOTE4);
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+}
+
+#[test]
+fn source_with_an_unreachable_route_is_forwarded_without_rpf() {
+    // fib_lookup fails: the "last resort" accepts the source unless rp_filter is on.
+    let mut fx = Fixture::new();
+    fx.typed_route(RED_TABLE, "10.96.0.0/16", RouteKind::Unreachable);
+    let frame = fx.udp(fx.r0, "10.96.0.1", RED_REMOTE4);
+    let mac = r1_gw_mac(&fx);
+    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
+}
+
+#[test]
+fn source_with_an_unreachable_route_passes_as_martian_with_rpf_loose() {
+    let mut fx = Fixture::new();
+    fx.typed_route(RED_TABLE, "10.96.0.0/16", RouteKind::Unreachable);
+    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
+    let frame = fx.udp(fx.r0, "10.96.0.1", RED_REMOTE4);
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+}
+
+#[test]
+fn leaked_route_validates_the_source_in_the_egress_members_vrf() {
+    // Out of b1: the rules for iif=b1 give blue's table, where the source is a local address.
+    let mut fx = Fixture::new();
+    let b1 = fx.b1.ifindex;
+    fx.unicast(
+        RED_TABLE,
+        "10.50.0.0/24",
+        &[nexthop(b1, Some(ip(BLUE_GW4)))],
+    );
+    fx.typed_route(BLUE_TABLE, "10.1.0.2/32", RouteKind::Local);
+    let frame = fx.udp(fx.r0, RED_SRC4, "10.50.0.5");
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+    // The same source out of a red member is fine: red's table says unicast.
+    let frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
+    let mac = r1_gw_mac(&fx);
+    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
+}
+
+#[test]
+fn kernel_vrf_validates_the_source_in_the_ingress_vrf() {
+    // With an l3mdev the lookup is bound to the ingress VRF: blue's local route does not matter.
+    let mut fx = Fixture::new();
+    fx.update_vrf(RED, |v| v.ifindex = RED_VRF_DEVICE);
+    let b1 = fx.b1;
+    fx.unicast(
+        RED_TABLE,
+        "10.50.0.0/24",
+        &[nexthop(b1.ifindex, Some(ip(BLUE_GW4)))],
+    );
+    fx.typed_route(BLUE_TABLE, "10.1.0.2/32", RouteKind::Local);
+    let frame = fx.udp(fx.r0, RED_SRC4, "10.50.0.5");
+    let mac = neigh_mac(b1.id, 1, false);
+    fx.expect_forward(fx.r0, &frame, b1, BLUE_GW4, mac, RED);
+    // A source local in red is refused.
+    fx.typed_route(RED_TABLE, "10.1.0.1/32", RouteKind::Local);
+    let frame = fx.udp(fx.r0, "10.1.0.1", "10.50.0.5");
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+}
+
+#[test]
+fn rpf_strict_for_a_leaked_route_checks_the_egress_members_vrf() {
+    // Red routes 10.1.0.2 back through r0, but the check runs in blue's table, which has no
+    // route back: strict (as loose) refuses it.
+    let mut fx = Fixture::new();
+    let b1 = fx.b1.ifindex;
+    fx.unicast(
+        RED_TABLE,
+        "10.50.0.0/24",
+        &[nexthop(b1, Some(ip(BLUE_GW4)))],
+    );
+    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_STRICT);
+    let frame = fx.udp(fx.r0, RED_SRC4, "10.50.0.5");
+    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+}
+
 // Reverse-path filter (IPv4 only, as in the kernel).
 
 #[test]
@@ -1404,8 +1529,8 @@ fn rpf_loose_passes_as_martian_when_the_source_routes_to_a_blackhole() {
 }
 
 #[test]
-fn rpf_looks_the_source_up_in_the_ingress_vrf_only() {
-    // 10.200.0.0/16 routes in blue, not in red.
+fn rpf_ignores_a_route_back_that_only_another_vrf_has() {
+    // 10.200.0.0/16 routes in blue, not in red (ingress and egress VRF here).
     let mut fx = Fixture::new();
     fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
     let frame = fx.udp(fx.r0, BLUE_REMOTE4, RED_REMOTE4);
