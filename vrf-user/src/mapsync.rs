@@ -33,6 +33,8 @@ pub struct MapSync {
     neighbours: HashMap<(u32, IpAddr), [u8; 6]>,
     /// Tables whose routes did not all fit: their VRFs are degraded until a resync fits.
     overflowed: BTreeSet<u32>,
+    /// Table → (IPv4, IPv6) entries in the shadow.
+    counts: HashMap<u32, (u32, u32)>,
 }
 
 /// A write that failed because a map is full (the VRF degrades) rather than for a bug.
@@ -136,18 +138,19 @@ impl MapSync {
     }
 
     fn route_counts(&self, table: u32) -> (u32, u32) {
-        let mut v4 = 0;
-        let mut v6 = 0;
-        for (t, p) in self.routes.keys() {
-            if *t == table {
-                if p.addr().is_ipv4() {
-                    v4 += 1
-                } else {
-                    v6 += 1
-                }
-            }
-        }
-        (v4, v6)
+        self.counts.get(&table).copied().unwrap_or_default()
+    }
+
+    /// Keep the per-table counts in step with the shadow (counting on demand would walk every
+    /// route after each event batch).
+    fn count(&mut self, table: u32, prefix: IpNet, delta: i32) {
+        let c = self.counts.entry(table).or_default();
+        let n = if prefix.addr().is_ipv4() {
+            &mut c.0
+        } else {
+            &mut c.1
+        };
+        *n = n.saturating_add_signed(delta);
     }
 
     /// Converge LINKS and TX_PORTS. Links that appear are written before they are needed, and
@@ -253,6 +256,9 @@ impl MapSync {
                     return Err(e);
                 }
                 let old = self.routes.insert(key, (entry, group));
+                if old.is_none() {
+                    self.count(table, prefix, 1);
+                }
                 if let (Some(_), Some((old_entry, _))) = (old_group, old) {
                     self.release_group(maps, &old_entry.paths)?;
                 }
@@ -260,6 +266,7 @@ impl MapSync {
             None => {
                 maps.remove_route(table, prefix)?;
                 if let Some((old_entry, _)) = self.routes.remove(&key) {
+                    self.count(table, prefix, -1);
                     if old_group.is_some() {
                         self.release_group(maps, &old_entry.paths)?;
                     }

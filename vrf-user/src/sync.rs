@@ -88,6 +88,8 @@ pub struct Engine {
     tables: BTreeSet<u32>,
     /// Member ifindex → its VRF's table, as of the last link change.
     member_tables: HashMap<u32, u32>,
+    /// Non-host prefixes of the local table, kept for `local_cover`.
+    local_nets: BTreeSet<IpNet>,
 }
 
 impl Engine {
@@ -101,6 +103,7 @@ impl Engine {
             sysctl,
             tables: BTreeSet::new(),
             member_tables: HashMap::new(),
+            local_nets: BTreeSet::new(),
         }
     }
 
@@ -116,6 +119,7 @@ impl Engine {
                 self.routes.entry((r.table, r.prefix)).or_default().push(r);
             }
         }
+        self.local_nets = self.compute_local_nets();
         self.neighbours = snap
             .neighbours
             .into_iter()
@@ -213,6 +217,8 @@ impl Engine {
             KernelEvent::RulesChanged | KernelEvent::Overrun(_) => dirty.resync = true,
         }
         if dirty.links {
+            // A non-host local-table route changed (mark_route), or links did.
+            self.local_nets = self.compute_local_nets();
             self.member_tables = self.compute_member_tables();
             if self.vrf_tables() != self.tables {
                 dirty.resync = true;
@@ -525,13 +531,23 @@ impl Engine {
 
     /// A non-host local-table route strictly containing `prefix`.
     fn local_cover(&self, prefix: IpNet) -> Option<RouteEntry> {
-        self.routes
+        // Only the few non-host local-table prefixes are scanned: scanning the whole mirror here
+        // made a full sync quadratic (a 1M-route table took tens of minutes).
+        self.local_nets
             .iter()
-            .filter(|((t, p), _)| {
-                *t == LOCAL_TABLE && !is_host(*p) && *p != prefix && p.contains(&prefix)
-            })
-            .max_by_key(|((_, p), _)| p.prefix_len())
-            .and_then(|(_, rs)| self.entry_of(rs))
+            .filter(|p| **p != prefix && p.contains(&prefix))
+            .max_by_key(|p| p.prefix_len())
+            .and_then(|p| self.routes.get(&(LOCAL_TABLE, *p)))
+            .and_then(|rs| self.entry_of(rs))
+    }
+
+    /// Non-host prefixes of the local table (127.0.0.0/8, AnyIP ranges): few.
+    fn compute_local_nets(&self) -> BTreeSet<IpNet> {
+        self.routes
+            .keys()
+            .filter(|(t, p)| *t == LOCAL_TABLE && !is_host(*p))
+            .map(|(_, p)| *p)
+            .collect()
     }
 
     /// The data plane's entry for the routes of one (table, prefix), as the kernel would choose
