@@ -3,6 +3,7 @@
 //! Everything a fresh Debian 12 machine (as root) needs is installed by `cargo xtask setup`, which
 //! `build`, `lint`, `test` and `run` call first (a fast, quiet no-op when everything is present).
 
+mod bench;
 mod cargo;
 mod demo;
 mod dist;
@@ -56,6 +57,10 @@ enum Command {
 
     /// Lint, build and run the whole test suite (must run as root: tests create netns and load BPF).
     Test(test::TestArgs),
+
+    /// Benchmark vrf-xdp against the kernel and a bpf_fib_lookup XDP program on this machine
+    /// (as root): writes BENCHMARKS.md, target/bench/summary.json and plots (docs/bench/).
+    Bench(bench::BenchArgs),
 
     /// Run only the VM lane: real kernel VRF devices on Debian's 6.1 kernel under QEMU (TCG).
     ///
@@ -114,6 +119,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Test(args) => {
             test::test(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            bench::bench(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::VmTest(args) => {

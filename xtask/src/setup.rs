@@ -34,6 +34,8 @@ const TOOL_PACKAGES: &[&str] = &[
     // The VM lane (`cargo xtask vm-test`): QEMU boots Debian's kernel with a busybox initramfs.
     "qemu-system-x86",
     "busybox-static",
+    // `cargo xtask bench` draws its plots with this font (plotters' ab_glyph: no font libraries).
+    "fonts-dejavu-core",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
