@@ -45,6 +45,8 @@ use tests::netns::NetNs;
 use tests::topology::{MemberSpec, TopologySpec, VrfSpec};
 
 pub const CHILD_COMMAND: &str = "sync-child";
+/// Routes whose changes are measured (each has at most one change in flight).
+pub const MEASURED_PREFIXES: usize = 256;
 pub const TABLE: u32 = 300;
 const VRF: &str = "bctl";
 const GATEWAYS: [&str; 2] = ["10.0.2.3", "10.0.2.4"];
@@ -125,7 +127,8 @@ pub struct Changes {
     pub churn_rate: u32,
     pub churn_applied_per_s: f64,
     pub measured: usize,
-    /// Changes not seen in the map within 2 s.
+    /// Changes not seen in the map within 2 s (or not sent: every measured route had one in
+    /// flight).
     pub lost: usize,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -841,15 +844,16 @@ fn route_changes(
     let churn_set: Vec<Ipv4Net> = table[..cfg.churn_prefixes.min(routes / 2)].to_vec();
     // Measured prefixes: outside the churn set; each starts on GATEWAYS[index % 2].
     let first = churn_set.len();
-    let step = ((routes - first) / 64).max(1);
+    let step = ((routes - first) / MEASURED_PREFIXES).max(1);
     let measured: Vec<(usize, Ipv4Net)> = (first..routes)
         .step_by(step)
-        .take(64)
+        .take(MEASURED_PREFIXES)
         .map(|i| (i, table[i]))
         .collect();
     let mut gw_now: Vec<usize> = measured.iter().map(|(i, _)| i % 2).collect();
+    let mut busy = vec![false; measured.len()];
     progress.detail(&format!(
-        "churn: {} route replacements/s over {} routes; {} measured changes",
+        "churn: {} route replacements/s over {} routes; {} measured changes, 5–15 ms apart",
         cfg.churn_rate,
         churn_set.len(),
         cfg.changes
@@ -863,30 +867,48 @@ fn route_changes(
     let mut rng = StdRng::seed_from_u64(SEED + 1);
     let mut samples = Vec::new();
     let mut lost = 0;
-    for k in 0..cfg.changes {
-        let j = k % measured.len();
-        let (_, p) = measured[j];
-        let want = 1 - gw_now[j];
-        let gw: Ipv4Addr = GATEWAYS[want].parse()?;
-        let t0 = writer.replace(p, gw, oif, TABLE)?;
-        gw_now[j] = want;
-        let key = fib4_key(TABLE, p);
-        let mut seen = false;
-        while t0.elapsed() < Duration::from_secs(2) {
-            if let Ok(route) = maps.fib4.get(&key, 0) {
-                if gateway_of(&maps, route.nexthop) == Some(IpAddr::V4(gw)) {
-                    seen = true;
-                    break;
-                }
+    // Open loop: changes go out on their own schedule whether or not earlier ones have shown up
+    // yet, so a stall delays every change that arrives during it, as it would in production.
+    let mut outstanding: Vec<(usize, Ipv4Addr, Instant)> = Vec::new();
+    let mut next_send = Instant::now();
+    let mut sent = 0;
+    let mut cursor = 0;
+    while sent < cfg.changes || !outstanding.is_empty() {
+        let now = Instant::now();
+        if sent < cfg.changes && now >= next_send {
+            let len = measured.len();
+            if let Some(j) = (0..len).map(|k| (cursor + k) % len).find(|j| !busy[*j]) {
+                cursor = j + 1;
+                let want = 1 - gw_now[j];
+                let gw: Ipv4Addr = GATEWAYS[want].parse()?;
+                let t0 = writer.replace(measured[j].1, gw, oif, TABLE)?;
+                gw_now[j] = want;
+                busy[j] = true;
+                outstanding.push((j, gw, t0));
+            } else {
+                lost += 1;
             }
-            std::thread::sleep(Duration::from_micros(50));
+            sent += 1;
+            next_send += Duration::from_millis(rng.random_range(5..15));
         }
-        if seen {
-            samples.push(t0.elapsed().as_secs_f64() * 1e3);
-        } else {
-            lost += 1;
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(5..15)));
+        outstanding.retain(|&(j, gw, t0)| {
+            let key = fib4_key(TABLE, measured[j].1);
+            let seen = maps
+                .fib4
+                .get(&key, 0)
+                .ok()
+                .is_some_and(|route| gateway_of(&maps, route.nexthop) == Some(IpAddr::V4(gw)));
+            if seen {
+                samples.push(t0.elapsed().as_secs_f64() * 1e3);
+            } else if t0.elapsed() > Duration::from_secs(2) {
+                lost += 1;
+            } else {
+                return true;
+            }
+            busy[j] = false;
+            false
+        });
+        std::thread::sleep(Duration::from_micros(50));
     }
     let churn_s = churn_t0.elapsed().as_secs_f64();
     let vrfd_cpu = process_cpu_ns(&vrfd_pid)? - vrfd_cpu0;

@@ -272,6 +272,7 @@ pub fn sync(r: &control::Results, path: &Path) -> Result<PathBuf> {
         .iter()
         .flat_map(|s| s.phases.iter().map(|p| p.seconds))
         .chain(r.extrapolated_full_s)
+        .chain(r.vrfd_starts.iter().filter_map(|v| v.ready_s))
         .fold(0.01, f64::max)
         * 2.0;
     let max_n = r.sync.iter().map(|s| s.routes).max().unwrap_or(1_000_000) as f64 * 1.5;
@@ -325,6 +326,24 @@ pub fn sync(r: &control::Results, path: &Path) -> Result<PathBuf> {
                     Circle::new((*x, *y), 7, color.stroke_width(2))
                 }
             }))
+            .map_err(err)?;
+    }
+    let ready: Vec<(f64, f64)> = r
+        .vrfd_starts
+        .iter()
+        .filter_map(|v| v.ready_s.map(|t| (v.routes as f64, t)))
+        .collect();
+    if !ready.is_empty() {
+        chart
+            .draw_series(LineSeries::new(
+                ready.iter().copied(),
+                BLACK.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label("vrfd: spawn → ready")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2)));
+        chart
+            .draw_series(ready.iter().map(|p| Circle::new(*p, 4, BLACK.filled())))
             .map_err(err)?;
     }
     if let (Some(est), Some(full)) = (r.extrapolated_full_s, r.sync.last()) {

@@ -541,8 +541,9 @@ fn markdown(m: &Measured, summary: &Value, links: &BTreeMap<&str, String>) -> St
          (`cargo xtask bench{}`, {date}, {:.0} s). Every comparison is side by side from the same run; the \
          machine was shared with other work while it ran (see [The machine](#the-machine)), so absolute numbers \
          move from run to run and the ratios are what to read. This file, `target/bench/summary.json` and the plots \
-         in `docs/bench/` are written by the run; regenerate them with `cargo xtask bench` (full, about 12 minutes) \
-         or `cargo xtask bench --quick` (about 4 minutes).\n",
+         in `docs/bench/` are written by the run; regenerate them with `cargo xtask bench` (as root; a full run \
+         takes about 8 minutes here, `--quick` about 3), or rewrite this file from the last run's summary with \
+         `cargo xtask bench -- --report-only`.\n",
         if m.quick { " --quick" } else { "" },
         m.wall_seconds
     );
@@ -620,10 +621,11 @@ fn machine(o: &mut String, m: &Measured) {
     );
     let _ = writeln!(
         o,
-        "Two CPUs, shared: other engineers' builds and tests ran next to the benchmark (a load average of 2–5 \
-         on 2 CPUs). No priorities were raised, so the benchmark's threads got what the scheduler gave them; \
+        "Two CPUs, shared: other engineers' builds and tests ran next to the benchmark (load average {} when \
+         it started). No priorities were raised, so the benchmark's threads got what the scheduler gave them; \
          the forwarding results therefore also give packets per CPU-second of the router thread, measured from \
-         its own run time, which does not depend on how much of the CPU others took.\n"
+         its own run time, which does not depend on how much of the CPU others took.\n",
+        s("loadavg_at_start")
     );
 }
 
@@ -927,9 +929,12 @@ fn control_section(
         "### Route changes under churn\n\n\
          **Method.** vrfd serves the VRF (table of N routes) with its maps pinned. A background `ip -force -batch -` \
          replaces routes at a steady rate (each pass over its set flips every route to the other of two gateways). \
-         Meanwhile the bench replaces other routes of the table one at a time over its own rtnetlink socket, \
-         5–15 ms apart; each change's latency runs from just before the RTM_NEWROUTE request is sent to the moment \
-         the pinned FIB4 (polled every 50 µs through `Maps::from_pins`) points at a nexthop group with the new gateway.\n"
+         Meanwhile the bench replaces other routes of the table ({} of them, each with at most one change in flight) \
+         over its own rtnetlink socket on a fixed schedule, 5–15 ms apart whether or not earlier changes have shown \
+         up yet (an open loop: a stall delays every change that arrives during it). A change's latency runs from \
+         just before its RTM_NEWROUTE request is sent to the moment the pinned FIB4 (polled every 50 µs \
+         through `Maps::from_pins`) points at a nexthop group with the new gateway.\n",
+        control::MEASURED_PREFIXES
     );
     let _ = writeln!(
         o,
@@ -1061,11 +1066,12 @@ fn gaps(o: &mut String, m: &Measured) {
                  own FIB is a level-compressed trie (`fib_table_lookup`). A multibit trie built from array maps \
                  (strides 16-8-8, or DIR-24-8 for the tables that can afford it), or a per-CPU LRU cache of \
                  (table, destination) → route in front of the trie, turns the walk into two or three array \
-                 lookups, and keeps the cost flat as the table grows.\n",
+                 lookups, and keeps the cost flat as the table grows.{}\n",
                 l.profiled_size,
                 ns * trie / 100.0,
                 ns * hash / 100.0,
-                ns * prog / 100.0
+                ns * prog / 100.0,
+                memset_note(m)
             );
         }
     }
@@ -1091,13 +1097,47 @@ fn gaps(o: &mut String, m: &Measured) {
         }
     }
     if let Some(c) = &m.control {
-        sync_gap(o, c);
+        // µs per route of plain map updates (section 2's largest IPv4 fill).
+        let raw_insert_us = m.lookup.as_ref().and_then(|l| {
+            let mut prev = 0;
+            l.sizes
+                .iter()
+                .filter(|s| s.family == 4)
+                .map(|s| {
+                    let added = s.routes - prev;
+                    prev = s.routes;
+                    (added, s.fill_map_s)
+                })
+                .max_by_key(|(added, _)| *added)
+                .map(|(added, secs)| secs * 1e6 / added.max(1) as f64)
+        });
+        sync_gap(o, c, raw_insert_us);
         change_gap(o, c);
     }
 }
 
+/// A bullet when `xdp_vrf` calls a BPF `memset` (seen in the forwarding profile).
+fn memset_note(m: &Measured) -> String {
+    let Some(p) = m.forward.as_ref().and_then(|f| f.profiles.get("vrf_xdp")) else {
+        return String::new();
+    };
+    let share: f64 = p
+        .iter()
+        .filter(|h| h.symbol.starts_with("bpf_prog_") && h.symbol.ends_with("_memset"))
+        .map(|h| h.percent)
+        .sum();
+    if share < 0.5 {
+        return String::new();
+    }
+    format!(
+        "\n- *No `memset` calls.* `xdp_vrf` calls a BPF `memset` ({share:.1}% of the router thread in section 1): \
+         LLVM turns the zeroing of a large value into a call; filling the fields in place (as \
+         `xdp_fib_helper` does with its lookup parameters) keeps it inline."
+    )
+}
+
 /// Why the full-table sync misses its aim, from the phases measured.
-fn sync_gap(o: &mut String, c: &control::Results) {
+fn sync_gap(o: &mut String, c: &control::Results, raw_insert_us: Option<f64>) {
     let (secs, _, _) = sync_full(c);
     if secs.is_none_or(|s| s < AIM_SYNC_S) {
         return;
@@ -1149,18 +1189,38 @@ fn sync_gap(o: &mut String, c: &control::Results) {
         .iter()
         .find(|s| s.routes == full.routes)
         .and_then(|s| s.ready_s);
-    let _ = writeln!(
-        o,
-        "{}What would bring it under a second: the dump goes through netlink-packet-route (each message \
-         parsed into a `RouteMessage`, converted to a `RouteInfo`, then mirrored into a `HashMap` of `Vec`s, and \
-         `desired_routes` builds another map of `RouteEntry`s with a `Vec` of paths each); parsing the dump \
-         straight into the desired entries avoids three allocations per route. Each route is then its own \
-         `bpf()` update plus a shadow insert; writing the trie from a second thread while the dump is still \
-         arriving overlaps the two largest phases. vrfd also dumps everything twice at start (once to check \
-         the configuration, again after adding its `ip rule`s): reusing the first dump when no rule was added \
-         halves the dump and mirror cost.\n",
-        vrfd.map_or(String::new(), |v| format!("vrfd itself took {v:.1} s from spawn to ready. "))
+    let secs = |name: &str| {
+        phase(name)
+            .filter(|p| p.finished)
+            .map_or(0.0, |p| p.seconds)
+    };
+    let mut text = String::new();
+    if let Some(v) = vrfd {
+        let _ = write!(
+            text,
+            "vrfd itself took {v:.1} s from spawn to ready: besides the phases above it dumps and mirrors a \
+             second time (once to check the configuration, again after adding its `ip rule`s); reusing the first \
+             dump when no rule was added saves about {:.1} s. ",
+            secs("dump") + secs("mirror")
+        );
+    }
+    let write_us = secs("write") * 1e6 / n;
+    let _ = write!(
+        text,
+        "The largest phase is the write, {write_us:.1} µs per route{}: one `bpf()` update per route into an \
+         LPM trie that takes its lock for every insert, plus the writer's shadow and nexthop-group bookkeeping. \
+         Under a second for 1M routes means under 1 µs per route from dump to map, which tuning this path \
+         cannot reach: it needs a FIB that takes bulk writes (the array-based multibit trie of section 2, \
+         filled with `BPF_MAP_UPDATE_BATCH`, or written from several threads without a global lock) and a dump \
+         parsed straight into it, instead of through `RouteMessage` → `RouteInfo` → the mirror's `HashMap` of \
+         `Vec`s → `RouteEntry` (dump, mirror and desired together: {:.1} s here).",
+        raw_insert_us.map_or(String::new(), |us| format!(
+            ", of which the bare map update is {us:.1} µs (section 2's fill; `trie_update_elem` leads the \
+             profile above)"
+        )),
+        secs("dump") + secs("mirror") + secs("desired")
     );
+    let _ = writeln!(o, "{text}\n");
 }
 
 /// How route-change latency depends on the table, and why it misses its aim if it does.
@@ -1189,36 +1249,60 @@ fn change_gap(o: &mut String, c: &control::Results) {
         ch.vrfd_cpu_share * 100.0,
         ch.vrfd_cpu_per_change_us
     );
+    let links_s = c
+        .sync
+        .iter()
+        .filter(|r| r.routes <= ch.table_routes)
+        .max_by_key(|r| r.routes)
+        .and_then(|r| r.phases.iter().find(|p| p.name == "links" && p.finished))
+        .map(|p| p.seconds);
     if let (true, Some((a, b, g))) = (grows, growth) {
-        let slope = (b.vrfd_cpu_per_change_us - a.vrfd_cpu_per_change_us)
-            / (b.table_routes - a.table_routes) as f64;
-        let at_full = b.vrfd_cpu_per_change_us + slope * (FULL - b.table_routes) as f64;
         let _ = write!(
             text,
-            " vrfd's CPU per change grows with the table ({:.0} µs at {}, {:.0} µs at {}: {g:.1}×), so some \
-             per-event work still walks the table (in the code measured here: `local_cover` in every \
-             `desired_route`, and `route_counts` in every `publish_vrfs`); extended to 1M routes a change would \
-             cost ≈ {:.1} ms of CPU and {}/s of churn would need {:.1} CPUs. Per-event work that does not depend \
-             on the table's size (an index of the local table's non-host prefixes, counts kept as routes come \
-             and go) removes that.",
+            " vrfd's CPU per change grows with the table ({:.0} µs at {}, {:.0} µs at {}: {g:.1}×): it is CPU \
+             per change *including* whatever vrfd does meanwhile{}.",
             a.vrfd_cpu_per_change_us,
             si(a.table_routes as f64),
             b.vrfd_cpu_per_change_us,
             si(b.table_routes as f64),
-            at_full / 1e3,
-            ch.churn_rate,
-            at_full * f64::from(ch.churn_rate) / 1e6
+            if links_s.is_some_and(|l| l > 0.05) {
+                ", and what grows is work done per table rather than per event (the periodic link refresh below)"
+            } else {
+                ""
+            }
         );
     }
-    if missed {
+    // Stalls: changes that waited far longer than the work takes.
+    let mut stalls_explained = false;
+    let slow = ch.samples_ms.iter().filter(|v| **v > 50.0).count();
+    if slow > 0 {
         let _ = write!(
             text,
-            " The work per change is far below the tail: the p99 is time vrfd waits, not time it works — on \
-             two shared CPUs it competes with the churn's `ip`, the bench's poller and other users' jobs, and an \
-             event that arrives while vrfd is applying a batch waits for that batch (vrfd applies up to {} events \
-             before it writes the maps). Smaller batches under load, and running vrfd at a higher priority than \
-             bulk work, shorten the tail.",
-            4096
+            " {slow} of {} changes ({:.1}%) waited more than 50 ms, up to {:.0} ms.",
+            ch.samples_ms.len(),
+            100.0 * slow as f64 / ch.samples_ms.len().max(1) as f64,
+            ch.max_ms
+        );
+        if let Some(l) = links_s.filter(|l| *l > 0.05) {
+            stalls_explained = true;
+            let _ = write!(
+                text,
+                " Those are vrfd's own stalls: every 2 s it re-reads the links' sysctls (`refresh_links`), and \
+                 `Engine::desired_links` walks every mirrored route to collect the egress-only links — the \
+                 start-up path's \"links\" phase, which includes it, took {l:.2} s at this size — while \
+                 events queue behind it. Keeping \
+                 a count of routes per egress ifindex as routes come and go (or refreshing only the links' \
+                 flags) makes that tick independent of the table; it alone costs about {:.0}% of a CPU here.",
+                100.0 * l / 2.0
+            );
+        }
+    }
+    if missed && !stalls_explained {
+        let _ = write!(
+            text,
+            " The p99 is time vrfd waits, not time it works: on two shared CPUs it competes with the churn's \
+             `ip`, the bench's poller and other users' jobs, and an event that arrives while vrfd is applying a \
+             batch waits for that batch (up to 4096 events before the maps are written)."
         );
     }
     let _ = writeln!(o, "{text}\n");
