@@ -196,6 +196,15 @@ impl DataPlane {
             .try_into()?)
     }
 
+    fn tc_program(&mut self, program: TcProgram) -> Result<&mut SchedClassifier> {
+        let name = program.name();
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?)
+    }
+
     /// Attach the fast path to `ifindex` (in the calling thread's network namespace).
     pub fn attach(&mut self, ifindex: u32, mode: XdpAttachMode) -> Result<AttachedMode> {
         if let Some((_, m)) = self.attached.get(&ifindex) {
@@ -257,11 +266,7 @@ impl DataPlane {
                 }
             }
         }
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program.name())
-            .ok_or_else(|| anyhow!("program {} missing", program.name()))?
-            .try_into()?;
+        let prog = self.tc_program(program)?;
         let id = prog
             .attach(ifname, TcAttachType::Egress)
             .with_context(|| format!("attaching {} to {ifname} egress", program.name()))?;
@@ -273,11 +278,7 @@ impl DataPlane {
         let Some(id) = self.tc.remove(&(program, ifindex)) else {
             return Ok(());
         };
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program.name())
-            .ok_or_else(|| anyhow!("program {} missing", program.name()))?
-            .try_into()?;
+        let prog = self.tc_program(program)?;
         match prog.detach(id) {
             Ok(()) => Ok(()),
             Err(e) if is_gone(&e) => Ok(()),
@@ -312,30 +313,15 @@ impl DataPlane {
     /// Run a tc program on `packet` (an Ethernet frame) as if sent through `ifindex` (which must
     /// exist in the calling thread's network namespace). A redirect is reported, not performed.
     pub fn run_tc(&mut self, program: TcProgram, ifindex: u32, packet: &[u8]) -> Result<RunResult> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program.name())
-            .ok_or_else(|| anyhow!("program {} missing", program.name()))?
-            .try_into()?;
+        let prog = self.tc_program(program)?;
         // struct __sk_buff is 192 bytes; ifindex is its 11th u32 (offset 40).
         let mut ctx = [0u32; 48];
         ctx[10] = ifindex;
-        let ctx_bytes: &[u8] = bytemuck::cast_slice(&ctx);
-        let mut out = vec![0u8; packet.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(packet);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(ctx_bytes);
-        let result = prog.test_run(opts).with_context(|| {
+        test_run(prog, bytemuck::cast_slice(&ctx), packet).with_context(|| {
             format!(
                 "BPF_PROG_TEST_RUN of {} on ifindex {ifindex}",
                 program.name()
             )
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(RunResult {
-            action: result.return_value,
-            frame: out,
         })
     }
 
@@ -426,15 +412,22 @@ fn explain_with(
 fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-    let ctx_bytes: &[u8] = bytemuck::cast_slice(&ctx);
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(ctx_bytes);
-    let result = prog.test_run(opts).with_context(|| {
+    test_run(prog, bytemuck::cast_slice(&ctx), frame).with_context(|| {
         format!("BPF_PROG_TEST_RUN on ifindex {ifindex} (does it exist in this network namespace?)")
-    })?;
+    })
+}
+
+/// BPF_PROG_TEST_RUN of `packet` with context `ctx`: the action and the packet as left.
+fn test_run<P>(prog: &P, ctx: &[u8], packet: &[u8]) -> Result<RunResult>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
+    let mut out = vec![0u8; packet.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(packet);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(ctx);
+    let result = prog.test_run(opts)?;
     out.truncate(result.data_size_out as usize);
     Ok(RunResult {
         action: result.return_value,
