@@ -36,13 +36,19 @@ use vrf_common::{
 };
 use vrf_user::{
     dataplane::{DataPlane, Explanation, RunResult, XDP_DROP, XDP_PASS, XDP_REDIRECT},
-    maps::{nexthop, nexthop_group},
     packet::FrameSpec,
+    plan::Path,
+    writer::nexthop_group,
 };
 
 use crate::netns::NetNs;
 
 pub use vrf_common::Nexthop;
+
+/// One path in the map's form (the writer's own conversion).
+pub fn nexthop(ifindex: u32, gateway: Option<IpAddr>) -> Nexthop {
+    vrf_user::writer::nexthop(&Path { ifindex, gateway })
+}
 
 pub const RED: u32 = 1;
 pub const BLUE: u32 = 2;

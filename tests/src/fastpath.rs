@@ -26,7 +26,6 @@ use vrf_common::{
     LINK_FWD6, LINK_MEMBER, LINK_UP, VRF_ACTIVE,
 };
 use vrf_user::dataplane::{AttachedMode, DataPlane, XdpAttachMode};
-use vrf_user::maps;
 
 use crate::link;
 use crate::netns::NetNs;
@@ -109,7 +108,7 @@ fn program_member(
     dp.maps.add_tx_port(m.ifindex)?;
     dp.maps.set_nexthop_group(
         group,
-        &maps::nexthop_group(&[maps::nexthop(m.ifindex, None)])?,
+        &vrf_user::writer::nexthop_group(&[crate::dataplane::nexthop(m.ifindex, None)])?,
     )?;
     let connected = Route {
         kind: RouteKind::Unicast as u16,

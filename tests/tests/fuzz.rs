@@ -28,11 +28,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::{rngs::StdRng, SeedableRng};
+use tests::dataplane::nexthop;
 use tests::dataplane::*;
 use tests::fuzzing::{CorpusEntry, Mutator, RefModel, Seed};
 use tests::invariants::{fix_ipv4_checksum, hex, ETH_LEN};
 use vrf_common::RouteKind;
-use vrf_user::maps::nexthop;
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

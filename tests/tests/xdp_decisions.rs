@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tests::dataplane::nexthop;
 use tests::dataplane::*;
 use vrf_common::{
     Link, NexthopGroup, Reason, Route, RouteKind, LINK_FWD4, LINK_FWD6, LINK_RPF_LOOSE,
     LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_PATHS, VRF_ACTIVE, VRF_DEGRADED,
 };
 use vrf_user::dataplane::{XDP_PASS, XDP_REDIRECT};
-use vrf_user::maps::nexthop;
 
 // Frame surgery.
 

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use tests::dataplane::nexthop;
 use tests::dataplane::*;
 use vrf_common::{
     Reason, Route, RouteKind, LINK_FWD4, LINK_FWD6, LINK_RPF_LOOSE, LINK_RPF_STRICT, LINK_UP,
     VRF_DEGRADED,
 };
 use vrf_user::dataplane::{XDP_DROP, XDP_PASS};
-use vrf_user::maps::nexthop;
 
 /// Version 6, traffic class 0xab, flow label 0xcdef1.
 const VERSION_CLASS_FLOW: [u8; 4] = [0x6a, 0xbc, 0xde, 0xf1];

@@ -7,22 +7,27 @@
 //! - [`stats`]: the counters per VRF and member, for `vrfctl stats` and vrfd's metrics;
 //! - [`bench`]: the benchmark's comparison object (used only by `cargo xtask bench`).
 //!
-//! vrfd's pipeline: [`model`] (the kernel's objects) → [`sync`] (mirror and desired map state)
-//! → [`mapsync`] (diff into the maps); [`config`] declares VRFs for kernels without vrf.ko.
+//! vrfd's pipeline, one way: [`netlink`] (kernel events as [`model`] objects) → [`mirror`] (the
+//! kernel's objects) → [`vrfs`] (which VRFs, are their rules intact) → [`plan`] (what the maps
+//! should hold, in kernel identities) → [`writer`] (the one map writer: slots, ids, shadow);
+//! [`config`] declares VRFs for kernels without vrf.ko.
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod errno;
 pub mod generate;
 pub mod inspect;
 pub mod maps;
-pub mod mapsync;
+pub mod mirror;
 pub mod model;
 pub mod netlink;
 pub mod packet;
+pub mod plan;
 pub mod stats;
-pub mod sync;
+pub mod vrfs;
+pub mod writer;
 
 /// The eBPF object built from vrf-ebpf, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrf-ebpf"));

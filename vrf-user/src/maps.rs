@@ -1,7 +1,7 @@
 //! Typed access to every map of the data plane, in the kernel's terms (table, prefix, nexthop,
 //! neighbour, link). Owned `MapData` so the same code serves a freshly loaded object and the pins
 //! a running vrfd left for vrfctl.
-use std::{net::IpAddr, path::Path};
+use std::{net::IpAddr, os::fd::AsFd as _, path::Path};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{
@@ -11,8 +11,7 @@ use aya::maps::{
 use ipnet::IpNet;
 use vrf_common::{
     map_names as names, stats_index, table_key, Counters, Direction, Explain, Fib4Key, Fib6Key,
-    Link, Neigh, NeighKey, Nexthop, NexthopGroup, Route, Vrf, FIB_TABLE_BITS, MAX_PATHS,
-    NH_GATEWAY, NH_GATEWAY6,
+    Link, Neigh, NeighKey, NexthopGroup, Route, Vrf, FIB_TABLE_BITS,
 };
 
 pub struct Maps {
@@ -75,6 +74,37 @@ impl Maps {
             Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
         };
         Self::from_maps(&mut open)
+    }
+
+    /// A second handle on the same kernel maps (their file descriptors duplicated): the map
+    /// writer owns one while the loader keeps its own for test runs.
+    pub fn try_clone(&self) -> Result<Self> {
+        use aya::maps::IterableMap;
+        let data = |name: &str| -> Option<&MapData> {
+            Some(match name {
+                names::LINKS => IterableMap::<u32, Link>::map(&self.links),
+                names::VRFS => self.vrfs.map(),
+                names::FIB4 => self.fib4.map(),
+                names::FIB6 => self.fib6.map(),
+                names::NEXTHOPS => self.nexthops.map(),
+                names::NEIGH => self.neigh.map(),
+                names::TX_PORTS => self.tx_ports.map(),
+                names::VRF_STATS => self.vrf_stats.map(),
+                names::LINK_STATS => self.link_stats.map(),
+                names::EXPLAIN => self.explain.map(),
+                _ => return None,
+            })
+        };
+        let mut dup = |name: &str| -> Result<Map> {
+            let map = data(name).ok_or_else(|| anyhow!("no map {name}"))?;
+            let fd = map
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .with_context(|| format!("duplicating map {name}"))?;
+            Ok(Map::from_map_data(MapData::from_fd(fd)?)?)
+        };
+        Self::from_maps(&mut dup)
     }
 
     fn from_maps(get: &mut dyn FnMut(&str) -> Result<Map>) -> Result<Self> {
@@ -315,37 +345,4 @@ pub fn addr_from16(family: u32, b: [u8; 16]) -> Option<IpAddr> {
         6 => Some(IpAddr::from(b)),
         _ => None,
     }
-}
-
-/// One path: out of `ifindex`, via `gateway` or directly connected.
-pub fn nexthop(ifindex: u32, gateway: Option<IpAddr>) -> Nexthop {
-    match gateway {
-        None => Nexthop {
-            ifindex,
-            flags: 0,
-            gateway: [0; 16],
-        },
-        Some(gw) => {
-            let (family, gateway) = addr16(gw);
-            let flags = NH_GATEWAY | if family == 6 { NH_GATEWAY6 } else { 0 };
-            Nexthop {
-                ifindex,
-                flags,
-                gateway,
-            }
-        }
-    }
-}
-
-/// A route's set of paths. Fails beyond `MAX_PATHS` (the caller leaves such routes to the kernel).
-pub fn nexthop_group(paths: &[Nexthop]) -> Result<NexthopGroup> {
-    if paths.is_empty() || paths.len() > MAX_PATHS {
-        bail!("a route needs 1 to {MAX_PATHS} paths, not {}", paths.len());
-    }
-    let mut group = NexthopGroup {
-        count: paths.len() as u32,
-        ..Default::default()
-    };
-    group.paths[..paths.len()].copy_from_slice(paths);
-    Ok(group)
 }

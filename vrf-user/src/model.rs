@@ -1,8 +1,50 @@
 //! The kernel's objects as vrfd mirrors them: what rtnetlink reports, in plain Rust types. The
-//! netlink layer produces these; the sync engine consumes them. Nothing here touches a socket.
+//! netlink layer produces these; the mirror stores them. Nothing here touches a socket.
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+pub use vrf_common::RouteKind;
+
+/// An address family vrfd mirrors (AF_INET / AF_INET6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub const ALL: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+
+    pub fn of(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// iproute2's family switch (`ip -4`, `ip -6`).
+    pub fn ip_flag(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "-4",
+            IpFamily::V6 => "-6",
+        }
+    }
+}
+
+/// What a policy routing rule does with the packets it matches (FR_ACT_*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    /// FR_ACT_TO_TBL: look up in the rule's table.
+    ToTable,
+    /// FR_ACT_GOTO: continue at another priority.
+    Goto,
+    /// FR_ACT_NOP.
+    Nop,
+    /// FR_ACT_BLACKHOLE, FR_ACT_UNREACHABLE, FR_ACT_PROHIBIT: a verdict, no lookup.
+    Verdict,
+    /// Anything else the kernel may add.
+    Other(u8),
+}
 
 /// A network interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,8 +84,8 @@ pub struct RouteInfo {
     /// Full 32-bit table id (RTA_TABLE, not the 8-bit rtm_table).
     pub table: u32,
     pub prefix: IpNet,
-    /// rtm_type: 1 unicast, 2 local, 3 broadcast, … (vrf_common::RouteKind numbering).
-    pub kind: u16,
+    /// rtm_type; a type outside [`RouteKind`] arrives as `unsupported`.
+    pub kind: RouteKind,
     /// RTA_PRIORITY (metric); 0 when absent.
     pub metric: u32,
     /// rtm_tos (IPv4 only); a non-zero TOS makes the route TOS-specific.
@@ -120,18 +162,36 @@ pub struct AddrInfo {
 /// before the VRF's own rule).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleInfo {
-    pub family: u8,
+    pub family: IpFamily,
     pub priority: u32,
     /// FRA_TABLE (or rtm_table), 0 when the rule has no table (goto, nop…).
     pub table: u32,
-    /// FR_ACT_* (1 = to table, 2 = goto, 3 = nop, 6 = blackhole, 7 = unreachable, 8 = prohibit).
-    pub action: u8,
+    pub action: RuleAction,
     pub iif: Option<String>,
     pub oif: Option<String>,
     /// FRA_L3MDEV set: "lookup [l3mdev-table]".
     pub l3mdev: bool,
     /// Any selector beyond iif/oif (from, to, fwmark, tos, ipproto, ports, uid range…).
     pub has_other_selectors: bool,
+}
+
+impl RuleInfo {
+    /// Does this rule send every packet arriving on `iif` to `table` (and nothing more
+    /// specific)? The one check behind "the VRF's rule is there".
+    pub fn sends_iif_to(&self, iif: &str, table: u32) -> bool {
+        self.iif.as_deref() == Some(iif)
+            && self.table == table
+            && self.action == RuleAction::ToTable
+            && !self.has_other_selectors
+    }
+
+    /// `lookup local` for every packet: rule 0, mirrored into every VRF's FIB.
+    pub fn is_local_lookup(&self, local_table: u32) -> bool {
+        self.table == local_table
+            && self.action == RuleAction::ToTable
+            && !self.has_other_selectors
+            && self.iif.is_none()
+    }
 }
 
 /// A change the kernel reported.

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::sync::mpsc::UnboundedReceiver;
-use vrf_user::model::{KernelEvent, LinkInfo, PathInfo, RouteInfo, NUD_PERMANENT};
+use vrf_user::model::{
+    KernelEvent, LinkInfo, PathInfo, RouteInfo, RouteKind, RuleAction, NUD_PERMANENT,
+};
 use vrf_user::netlink::{IpFamily, Netlink};
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -212,7 +214,10 @@ fn snapshot_reports_links_addresses_routes_neighbours_rules() {
         }
 
         let r = route(&snap.routes, 110, "10.110.0.0/24");
-        assert_eq!((r.kind, r.metric, r.tos, r.mtu), (1, 5, 0, None));
+        assert_eq!(
+            (r.kind, r.metric, r.tos, r.mtu),
+            (RouteKind::Unicast, 5, 0, None)
+        );
         assert_eq!(
             r.paths,
             vec![PathInfo {
@@ -260,15 +265,24 @@ fn snapshot_reports_links_addresses_routes_neighbours_rules() {
         assert_eq!(paths, want);
 
         let r = route(&snap.routes, 110, "10.66.0.0/16");
-        assert_eq!(r.kind, 6, "blackhole");
+        assert_eq!(r.kind, RouteKind::Blackhole, "blackhole");
         assert!(r.paths.is_empty());
 
         assert_eq!(route(&snap.routes, 110, "10.120.0.0/24").mtu, Some(1400));
 
         // The kernel's own routes: connected, local.
-        assert_eq!(route(&snap.routes, 254, "10.1.0.0/24").kind, 1);
-        assert_eq!(route(&snap.routes, 255, "10.1.0.1/32").kind, 2);
-        assert_eq!(route(&snap.routes, 255, "2001:db8:1::1/128").kind, 2);
+        assert_eq!(
+            route(&snap.routes, 254, "10.1.0.0/24").kind,
+            RouteKind::Unicast
+        );
+        assert_eq!(
+            route(&snap.routes, 255, "10.1.0.1/32").kind,
+            RouteKind::Local
+        );
+        assert_eq!(
+            route(&snap.routes, 255, "2001:db8:1::1/128").kind,
+            RouteKind::Local
+        );
         let odd: Vec<_> = snap
             .routes
             .iter()
@@ -294,20 +308,20 @@ fn snapshot_reports_links_addresses_routes_neighbours_rules() {
 
         // A fresh namespace has the default rules: local (0), main (32766), default (32767).
         for (family, priority, table) in [
-            (2, 0, 255),
-            (2, 32766, 254),
-            (2, 32767, 253),
-            (10, 32766, 254),
+            (IpFamily::V4, 0, 255),
+            (IpFamily::V4, 32766, 254),
+            (IpFamily::V4, 32767, 253),
+            (IpFamily::V6, 32766, 254),
         ] {
             assert!(
                 snap.rules.iter().any(|r| r.family == family
                     && r.priority == priority
                     && r.table == table
-                    && r.action == 1
+                    && r.action == RuleAction::ToTable
                     && r.iif.is_none()
                     && !r.l3mdev
                     && !r.has_other_selectors),
-                "rule {family}/{priority}/{table} missing from {:#?}",
+                "rule {family:?}/{priority}/{table} missing from {:#?}",
                 snap.rules
             );
         }
@@ -341,7 +355,7 @@ fn changes_arrive_as_events() {
         })
         .await;
         let KernelEvent::NewRoute(r) = ev else { unreachable!() };
-        assert_eq!((r.table, r.metric, r.kind), (100_000, 7, 1));
+        assert_eq!((r.table, r.metric, r.kind), (100_000, 7, RouteKind::Unicast));
         assert_eq!(r.paths[0].ifindex, va);
 
         ns.ip("route del 10.77.0.0/24 table 100000");
@@ -455,13 +469,24 @@ fn add_and_delete_rules() {
                 r.l3mdev,
                 r.has_other_selectors
             ),
-            (2, 100_000, 1, Some("va"), None, false, false)
+            (
+                IpFamily::V4,
+                100_000,
+                RuleAction::ToTable,
+                Some("va"),
+                None,
+                false,
+                false
+            )
         );
         let r = rules
             .iter()
             .find(|r| r.priority == 1001)
             .expect("rule 1001");
-        assert_eq!((r.family, r.table, r.iif.as_deref()), (10, 110, Some("va")));
+        assert_eq!(
+            (r.family, r.table, r.iif.as_deref()),
+            (IpFamily::V6, 110, Some("va"))
+        );
 
         let err = nl
             .add_rule(IpFamily::V4, "va", 100_000, 1000)

@@ -3,8 +3,8 @@
 //!
 //! - Sync, by phase: a child process (`vrf-bench sync-child`, in the router namespace, killed at
 //!   a time limit) runs vrfd's start-up path step by step — rtnetlink dump, mirror
-//!   (`Engine::load`), program load, links and neighbours, `Engine::desired_routes`,
-//!   `MapSync::sync_routes`, `publish_vrfs` — and reports each step's time, at growing sizes.
+//!   (`Engine::load`), program load, the plan (`Engine::plan`), the map writes
+//!   (`MapWriter::apply_plan`) — and reports each step's time, at growing sizes.
 //! - Sync, end to end: vrfd itself, from spawn to its `ready` log line, at 1M routes.
 //! - Route changes: vrfd serving the table while a background `ip -batch` replaces routes at a
 //!   steady rate; for each measured change, the time from `ip route replace` returning to the
@@ -35,9 +35,10 @@ use serde_json::{json, Value};
 use vrf_user::config::DeclaredVrf;
 use vrf_user::dataplane::DataPlane;
 use vrf_user::maps::{fib4_key, Maps};
-use vrf_user::mapsync::MapSync;
+use vrf_user::mirror::read_sysctls;
 use vrf_user::netlink::Netlink;
-use vrf_user::sync::{read_sysctls, Engine};
+use vrf_user::plan::Engine;
+use vrf_user::writer::MapWriter;
 
 use super::{profile, routes, system, Progress};
 use tests::daemon::{log_has_message, Vrfd};
@@ -582,29 +583,17 @@ pub fn child(args: &[String]) -> Result<()> {
         emit("mirror", t, json!({}));
         next("load");
         let t = Instant::now();
-        let mut dp = DataPlane::load()?;
+        let dp = DataPlane::load()?;
         emit("load", t, json!({}));
-        next("links");
+        next("plan");
         let t = Instant::now();
-        let vrfs = engine.vrfs();
-        let mut ms = MapSync::new();
-        ms.assign_vrf_slots(&mut dp.maps, &vrfs)?;
-        let links = engine.desired_links(&vrfs, &|n| ms.vrf_slot(n));
-        ms.sync_links(&mut dp.maps, &links)?;
-        ms.sync_neighbours(&mut dp.maps, &engine.desired_neighbours(&links))?;
-        emit("links", t, json!({}));
-        next("desired");
-        let t = Instant::now();
-        let desired = engine.desired_routes();
-        emit("desired", t, json!({"entries": desired.len()}));
+        let plan = engine.plan();
+        emit("plan", t, json!({"entries": plan.routes.len()}));
         next("write");
         let t = Instant::now();
-        ms.sync_routes(&mut dp.maps, &desired)?;
-        emit("write", t, json!({"routes": ms.route_count()}));
-        next("publish");
-        let t = Instant::now();
-        ms.publish_vrfs(&mut dp.maps, &vrfs)?;
-        emit("publish", t, json!({}));
+        let mut writer = MapWriter::new(dp.maps.try_clone()?);
+        writer.apply_plan(&plan)?;
+        emit("write", t, json!({"routes": writer.route_count()}));
         let pid = std::process::id();
         let memlock = system::map_memlock(pid, 11, 12).ok();
         println!(

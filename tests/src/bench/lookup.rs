@@ -20,7 +20,7 @@ use vrf_common::{
     prog_names, Link, Route, RouteKind, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_UP, VRF_ACTIVE,
 };
 use vrf_user::dataplane::XDP_REDIRECT;
-use vrf_user::maps::{self, Maps};
+use vrf_user::maps::Maps;
 use vrf_user::packet::FrameSpec;
 
 use super::programs::{run_repeated, BenchPrograms};
@@ -373,7 +373,7 @@ fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
         let group = i as u32 + 1;
         maps.set_nexthop_group(
             group,
-            &maps::nexthop_group(&[maps::nexthop(m.ifindex, None)])?,
+            &vrf_user::writer::nexthop_group(&[tests::dataplane::nexthop(m.ifindex, None)])?,
         )?;
         let connected = Route {
             kind: RouteKind::Unicast as u16,
@@ -391,7 +391,7 @@ fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
         let gw: IpAddr = gw.parse()?;
         maps.set_nexthop_group(
             group,
-            &maps::nexthop_group(&[maps::nexthop(m1.ifindex, Some(gw))])?,
+            &vrf_user::writer::nexthop_group(&[tests::dataplane::nexthop(m1.ifindex, Some(gw))])?,
         )?;
         maps.set_neighbour(m1.ifindex, gw, m0.router_mac)?;
     }

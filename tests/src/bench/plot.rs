@@ -291,7 +291,7 @@ pub fn sync(r: &control::Results, path: &Path) -> Result<PathBuf> {
         .y_label_formatter(&|v| format!("{v}"))
         .draw()
         .map_err(err)?;
-    let names = ["dump", "mirror", "desired", "write", "publish", "links"];
+    let names = ["dump", "mirror", "plan", "write"];
     for (i, name) in names.iter().enumerate() {
         let color = if i < COLORS.len() {
             COLORS[i]

@@ -848,16 +848,14 @@ fn control_section(
          **Method.** The kernel's table {} in a router namespace is filled with the same kind of IPv4 table \
          (`ip -batch`). A child process (`vrf-bench sync-child`, in that namespace) then runs vrfd's start-up \
          path step by step and reports each step: **dump** (`Netlink::snapshot`), **mirror** (`Engine::load`), \
-         **load** (the eBPF object and its verifier; not route-dependent, left out of the sums), **links** \
-         (VRF slots, links, neighbours), **desired** (`Engine::desired_routes`), **write** (`MapSync::sync_routes`, \
-         one map update per route), **publish** (`MapSync::publish_vrfs`). A run is stopped at {:.0} s. vrfd \
+         **load** (the eBPF object and its verifier; not route-dependent, left out of the sums), **plan** \
+         (`Engine::plan`: VRFs, links, routes, neighbours), **write** (`MapWriter::apply_plan`: slots, links, \
+         neighbours, one map update per route, the VRF entries). A run is stopped at {:.0} s. vrfd \
          itself is timed from spawn to its `ready` log line where its start-up path can finish.\n",
         control::TABLE,
         c.limit_s
     );
-    let names = [
-        "dump", "mirror", "links", "desired", "write", "publish", "load",
-    ];
+    let names = ["dump", "mirror", "plan", "write", "load"];
     let _ = writeln!(
         o,
         "| routes | {} | route sync (all but load) |\n|---|{}---|",
@@ -1159,25 +1157,23 @@ fn sync_gap(o: &mut String, c: &control::Results, raw_insert_us: Option<f64>) {
     let desired_share: f64 = full
         .profile
         .iter()
-        .filter(|h| h.symbol.contains("desired_route") || h.symbol.contains("local_cover"))
+        .filter(|h| h.symbol.contains("Engine::route") || h.symbol.contains("local_cover"))
         .map(|h| h.percent)
         .sum();
-    let quadratic = c.extrapolation.contains("desired") && c.extrapolation.contains("quadratic");
+    let quadratic = c.extrapolation.contains("plan") && c.extrapolation.contains("quadratic");
     let _ = writeln!(
         o,
-        "**Sync at start.** At {} routes: dump {}, mirror {}, links {}, desired {}, write {}, publish {}.\n",
+        "**Sync at start.** At {} routes: dump {}, mirror {}, plan {}, write {}.\n",
         si(n),
         t("dump"),
         t("mirror"),
-        t("links"),
-        t("desired"),
-        t("write"),
-        t("publish")
+        t("plan"),
+        t("write")
     );
     if desired_share > 30.0 || quadratic {
         let _ = writeln!(
             o,
-            "`Engine::desired_routes` grows quadratically: for every route it calls `desired_route`, which \
+            "`Engine::plan` grows quadratically: for every route it calls `Engine::route`, which \
              calls `local_cover`, which scans every mirrored route for a covering non-host prefix of the local \
              table — O(n) per route, O(n²) per table ({desired_share:.0}% of the profiled run). Keeping the \
              local table's non-host prefixes (a handful) in a list of their own makes it linear, and the \
@@ -1213,12 +1209,12 @@ fn sync_gap(o: &mut String, c: &control::Results, raw_insert_us: Option<f64>) {
          cannot reach: it needs a FIB that takes bulk writes (the array-based multibit trie of section 2, \
          filled with `BPF_MAP_UPDATE_BATCH`, or written from several threads without a global lock) and a dump \
          parsed straight into it, instead of through `RouteMessage` → `RouteInfo` → the mirror's `HashMap` of \
-         `Vec`s → `RouteEntry` (dump, mirror and desired together: {:.1} s here).",
+         `Vec`s → `RoutePlan` (dump, mirror and plan together: {:.1} s here).",
         raw_insert_us.map_or(String::new(), |us| format!(
             ", of which the bare map update is {us:.1} µs (section 2's fill; `trie_update_elem` leads the \
              profile above)"
         )),
-        secs("dump") + secs("mirror") + secs("desired")
+        secs("dump") + secs("mirror") + secs("plan")
     );
     let _ = writeln!(o, "{text}\n");
 }
@@ -1254,7 +1250,8 @@ fn change_gap(o: &mut String, c: &control::Results) {
         .iter()
         .filter(|r| r.routes <= ch.table_routes)
         .max_by_key(|r| r.routes)
-        .and_then(|r| r.phases.iter().find(|p| p.name == "links" && p.finished))
+        // The plan walks every route for its links, as the periodic link refresh does.
+        .and_then(|r| r.phases.iter().find(|p| p.name == "plan" && p.finished))
         .map(|p| p.seconds);
     if let (true, Some((a, b, g))) = (grows, growth) {
         let _ = write!(

@@ -10,7 +10,7 @@
 //! - [`tables`]: random routes of every kind, installed with one `ip -batch` process.
 //! - [`oracle`]: the kernel's answer for one packet (RTM_GETROUTE with RTA_IIF, fibmatch).
 //! - [`check`]: one case through the kernel and the data plane, compared.
-//! - [`sync_data_plane`]: vrfd's path (`Netlink::snapshot` → `sync::Engine` → `MapSync`) into a
+//! - [`sync_data_plane`]: vrfd's path (`Netlink::snapshot` → `plan::Engine` → `MapWriter`) into a
 //!   freshly loaded [`DataPlane`].
 
 pub mod check;
@@ -25,11 +25,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::{Ipv4Net, Ipv6Net};
 use vrf_user::{
-    config::DeclaredVrf,
-    dataplane::DataPlane,
-    mapsync::MapSync,
-    netlink::Netlink,
-    sync::{read_sysctls, Engine},
+    config::DeclaredVrf, dataplane::DataPlane, mirror::read_sysctls, netlink::Netlink,
+    plan::Engine, writer::MapWriter,
 };
 
 use crate::netns::NetNs;
@@ -475,8 +472,8 @@ pub struct SyncReport {
 }
 
 /// Loads a data plane and fills its maps the way vrfd does: an rtnetlink snapshot of the router
-/// namespace into `sync::Engine` (declared VRFs, the real sysctls), then `MapSync` (slots, links
-/// and tx ports, neighbours, routes, VRFs). Must be called from a thread inside the router
+/// namespace into `plan::Engine` (declared VRFs, the real sysctls), its plan through `MapWriter`
+/// (slots, links and tx ports, neighbours, routes, VRFs). Must be called from a thread inside the router
 /// namespace (netlink, sysctls and the redirect map resolve names and ifindexes there).
 pub fn sync_data_plane(declared: Vec<DeclaredVrf>) -> Result<(DataPlane, SyncReport)> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -489,26 +486,19 @@ pub fn sync_data_plane(declared: Vec<DeclaredVrf>) -> Result<(DataPlane, SyncRep
     drop(rt);
     let mut engine = Engine::new(declared, Box::new(read_sysctls));
     engine.load(snapshot);
-    let vrfs = engine.vrfs();
-    let mut dp = DataPlane::load()?;
-    let mut ms = MapSync::new();
-    ms.assign_vrf_slots(&mut dp.maps, &vrfs)?;
-    let links = {
-        let ms = &ms;
-        engine.desired_links(&vrfs, &|n| ms.vrf_slot(n))
-    };
-    ms.sync_links(&mut dp.maps, &links)?;
-    ms.sync_neighbours(&mut dp.maps, &engine.desired_neighbours(&links))?;
-    ms.sync_routes(&mut dp.maps, &engine.desired_routes())?;
-    ms.publish_vrfs(&mut dp.maps, &vrfs)?;
-    let mut degraded: Vec<(String, String)> = vrfs
+    let plan = engine.plan();
+    let dp = DataPlane::load()?;
+    let mut writer = MapWriter::new(dp.maps.try_clone()?);
+    writer.apply_plan(&plan)?;
+    let mut degraded: Vec<(String, String)> = plan
+        .vrfs
         .iter()
-        .filter_map(|v| v.degraded.clone().map(|d| (v.name.clone(), d)))
+        .filter_map(|v| v.degraded.reason().map(|d| (v.name.clone(), d.to_string())))
         .collect();
-    for v in &vrfs {
-        if let Some(slot) = ms.vrf_slot(&v.name) {
-            let entry = dp.maps.vrf(slot)?;
-            if entry.flags & vrf_common::VRF_DEGRADED != 0 && v.degraded.is_none() {
+    for v in &plan.vrfs {
+        if let Some(slot) = writer.vrf_slot(&v.name) {
+            let entry = writer.maps().vrf(slot)?;
+            if entry.flags & vrf_common::VRF_DEGRADED != 0 && !v.degraded.is_degraded() {
                 degraded.push((v.name.clone(), "a map overflowed".into()));
             }
         }
@@ -516,9 +506,9 @@ pub fn sync_data_plane(declared: Vec<DeclaredVrf>) -> Result<(DataPlane, SyncRep
     Ok((
         dp,
         SyncReport {
-            routes: ms.route_count(),
-            groups: ms.group_count(),
-            neighbours: ms.neighbour_count(),
+            routes: writer.route_count(),
+            groups: writer.group_count(),
+            neighbours: writer.neighbour_count(),
             degraded,
         },
     ))

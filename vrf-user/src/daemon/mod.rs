@@ -1,7 +1,7 @@
-//! vrfd: take kernel events, apply them to the maps, keep XDP on every member.
+//! vrfd: take kernel events, update the mirror, apply the plan's changes, serve counters.
 //!
-//! discover (engine.vrfs) → sync (engine → mapsync) → maps → attach (members) → export (pins,
-//! metrics).
+//! netlink → [`Engine`] (mirror, VRFs, plan) → [`MapWriter`] (maps) → attach (members) →
+//! export (pins, metrics).
 pub mod export;
 mod pins;
 mod rules;
@@ -15,10 +15,11 @@ use tracing::{error, info, warn};
 use crate::{
     config::Config,
     dataplane::{DataPlane, LoadOptions, TcProgram, XdpAttachMode},
-    mapsync::MapSync,
+    mirror::{read_sysctls, Dirty},
     model::KernelEvent,
     netlink::Netlink,
-    sync::{read_sysctls, Dirty, Engine, VrfView},
+    plan::Engine,
+    writer::MapWriter,
 };
 
 pub use pins::DEFAULT_PIN_PATH;
@@ -52,10 +53,9 @@ struct Daemon {
     netlink: Netlink,
     engine: Engine,
     dp: DataPlane,
-    maps: MapSync,
+    writer: MapWriter,
     mode: XdpAttachMode,
     rules: rules::OwnedRules,
-    vrfs: Vec<VrfView>,
     /// VRF devices whose root qdisc vrfd added (removed again on exit).
     qdiscs: BTreeSet<u32>,
     telemetry: export::DaemonMetrics,
@@ -77,7 +77,7 @@ pub async fn run(opts: Options) -> Result<()> {
     engine.load(snapshot);
     for d in &config.vrf {
         for name in &d.interfaces {
-            if engine.link_by_name(name).is_none() {
+            if engine.mirror().link_by_name(name).is_none() {
                 return Err(ConfigError(anyhow::anyhow!(
                     "VRF {:?}: interface {:?} does not exist",
                     d.name,
@@ -102,14 +102,14 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(l) => Some(export::spawn(l, pins.path(), telemetry.clone())?),
         None => None,
     };
+    let writer = MapWriter::new(dp.maps.try_clone()?);
     let mut daemon = Daemon {
         netlink,
         engine,
         dp,
-        maps: MapSync::new(),
+        writer,
         mode: opts.xdp_mode,
         rules: rules::OwnedRules::default(),
-        vrfs: Vec::new(),
         qdiscs: BTreeSet::new(),
         telemetry,
         _pins: pins,
@@ -142,11 +142,9 @@ impl Daemon {
                     let Some(event) = event else {
                         anyhow::bail!("the rtnetlink connection closed");
                     };
-                    self.telemetry.event(&event);
-                    let mut dirty = self.engine.apply(event);
+                    let mut dirty = self.take(event);
                     while let Ok(more) = events.try_recv() {
-                        self.telemetry.event(&more);
-                        merge(&mut dirty, self.engine.apply(more));
+                        dirty.merge(self.take(more));
                         if dirty.routes.len() + dirty.neighbours.len() >= BATCH { break; }
                     }
                     self.apply(dirty).await?;
@@ -155,13 +153,20 @@ impl Daemon {
         }
     }
 
+    /// One kernel event into the mirror.
+    fn take(&mut self, event: KernelEvent) -> Dirty {
+        self.telemetry.event(&event);
+        self.engine.apply(event)
+    }
+
     fn ready(&self) {
-        let members: usize = self.vrfs.iter().map(|v| v.members.len()).sum();
+        let vrfs = self.engine.vrfs();
+        let members: usize = vrfs.iter().map(|v| v.members.len()).sum();
         info!(
-            vrfs = self.vrfs.len(),
+            vrfs = vrfs.len(),
             members,
-            routes = self.maps.route_count(),
-            neighbours = self.maps.neighbour_count(),
+            routes = self.writer.route_count(),
+            neighbours = self.writer.neighbour_count(),
             "ready"
         );
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
@@ -179,32 +184,25 @@ impl Daemon {
             .await
             .context("dumping the kernel's state")?;
         self.engine.load(snapshot);
-        self.full_sync()?;
-        self.attach_tc().await
+        self.apply_plan().await
     }
 
-    fn full_sync(&mut self) -> Result<()> {
-        let vrfs = self.engine.vrfs();
-        for v in &vrfs {
-            if let Some(why) = &v.degraded {
-                warn!(vrf = %v.name, reason = %why, "VRF degraded: its traffic goes to the kernel");
+    /// The whole plan into the maps, then XDP and tc where the VRFs now need them.
+    async fn apply_plan(&mut self) -> Result<()> {
+        let plan = self.engine.plan();
+        for v in &plan.vrfs {
+            for family in crate::model::IpFamily::ALL {
+                for why in v.degraded.of(family) {
+                    warn!(vrf = %v.name, ?family, reason = %why, "VRF degraded: its traffic goes to the kernel");
+                }
             }
             for m in &v.missing {
                 warn!(vrf = %v.name, interface = %m, "declared member does not exist (yet)");
             }
         }
-        self.maps.assign_vrf_slots(&mut self.dp.maps, &vrfs)?;
-        let maps = &self.maps;
-        let links = self.engine.desired_links(&vrfs, &|n| maps.vrf_slot(n));
-        self.maps.sync_links(&mut self.dp.maps, &links)?;
-        self.maps
-            .sync_neighbours(&mut self.dp.maps, &self.engine.desired_neighbours(&links))?;
-        self.maps
-            .sync_routes(&mut self.dp.maps, &self.engine.desired_routes())?;
-        self.maps.publish_vrfs(&mut self.dp.maps, &vrfs)?;
-        self.attach(&vrfs)?;
-        self.vrfs = vrfs;
-        Ok(())
+        self.writer.apply_plan(&plan)?;
+        self.attach()?;
+        self.attach_tc().await
     }
 
     async fn apply(&mut self, dirty: Dirty) -> Result<()> {
@@ -213,41 +211,27 @@ impl Daemon {
             self.telemetry.resync();
             return self.resync().await;
         }
-        if dirty.links {
-            self.full_sync()?;
-            return self.attach_tc().await;
+        if dirty.rules {
+            // Rules are few: re-read them rather than everything.
+            let rules = self.netlink.rules().await.context("re-reading the rules")?;
+            self.engine.load_rules(rules);
         }
-        for (table, prefix) in &dirty.routes {
-            let entry = self.engine.desired_route(*table, *prefix);
-            self.maps
-                .set_route(&mut self.dp.maps, *table, *prefix, entry)?;
+        if dirty.links || dirty.rules {
+            return self.apply_plan().await;
         }
-        for (ifindex, addr) in &dirty.neighbours {
-            let known = self.dp.maps.link(*ifindex)?.is_some();
-            let mac = if known {
-                self.engine.desired_neighbour(*ifindex, *addr)
-            } else {
-                None
-            };
-            self.maps
-                .set_neighbour(&mut self.dp.maps, *ifindex, *addr, mac)?;
-        }
-        if !dirty.routes.is_empty() || !dirty.neighbours.is_empty() {
-            self.maps.publish_vrfs(&mut self.dp.maps, &self.vrfs)?;
-        }
-        Ok(())
+        self.writer.apply_changes(&self.engine.changes(&dirty))
     }
 
     /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
     fn refresh_links(&mut self) -> Result<()> {
-        let maps = &self.maps;
-        let links = self.engine.desired_links(&self.vrfs, &|n| maps.vrf_slot(n));
-        self.maps.sync_links(&mut self.dp.maps, &links)
+        self.writer.apply_links(&self.engine.links())
     }
 
     /// XDP on exactly the members of every VRF.
-    fn attach(&mut self, vrfs: &[VrfView]) -> Result<()> {
-        let want: BTreeSet<u32> = vrfs
+    fn attach(&mut self) -> Result<()> {
+        let want: BTreeSet<u32> = self
+            .engine
+            .vrfs()
             .iter()
             .flat_map(|v| v.members.iter().copied())
             .collect();
@@ -259,6 +243,7 @@ impl Daemon {
         for ifindex in want.difference(&have) {
             let name = self
                 .engine
+                .mirror()
                 .link(*ifindex)
                 .map(|l| l.name.clone())
                 .unwrap_or_default();
@@ -277,9 +262,9 @@ impl Daemon {
     /// behind a root qdisc so the kernel passes that traffic through the device) and on every
     /// member (to count what the kernel transmits).
     async fn attach_tc(&mut self) -> Result<()> {
-        let devices: BTreeSet<u32> = self.vrfs.iter().filter_map(|v| v.device).collect();
-        let members: BTreeSet<u32> = self
-            .vrfs
+        let vrfs = self.engine.vrfs();
+        let devices: BTreeSet<u32> = vrfs.iter().filter_map(|v| v.device).collect();
+        let members: BTreeSet<u32> = vrfs
             .iter()
             .flat_map(|v| v.members.iter().copied())
             .collect();
@@ -299,7 +284,7 @@ impl Daemon {
             .map(|i| (TcProgram::VrfEgress, *i))
             .chain(members.iter().map(|i| (TcProgram::MemberTx, *i)));
         for (program, ifindex) in wanted.collect::<Vec<_>>() {
-            let Some(name) = self.engine.link(ifindex).map(|l| l.name.clone()) else {
+            let Some(name) = self.engine.mirror().link(ifindex).map(|l| l.name.clone()) else {
                 continue;
             };
             if program == TcProgram::VrfEgress && !self.qdiscs.contains(&ifindex) {
@@ -334,11 +319,4 @@ impl Daemon {
         self.rules.remove_all(&self.netlink).await;
         info!("stopped: programs detached, rules and pins removed");
     }
-}
-
-fn merge(into: &mut Dirty, more: Dirty) {
-    into.links |= more.links;
-    into.resync |= more.resync;
-    into.routes.extend(more.routes);
-    into.neighbours.extend(more.neighbours);
 }

@@ -2,17 +2,11 @@
 //! vrfd added are removed on exit.
 use tracing::{error, info};
 
-use crate::{
-    config::Config,
-    netlink::{
-        convert::{AF_INET, AF_INET6},
-        IpFamily as Family, Netlink,
-    },
-};
+use crate::{config::Config, model::IpFamily, netlink::Netlink};
 
 #[derive(Default)]
 pub struct OwnedRules {
-    added: Vec<(Family, String, u32, u32)>,
+    added: Vec<(IpFamily, String, u32, u32)>,
 }
 
 impl OwnedRules {
@@ -20,14 +14,11 @@ impl OwnedRules {
         let existing = netlink.rules().await?;
         for vrf in &config.vrf {
             for iif in &vrf.interfaces {
-                for family in [Family::V4, Family::V6] {
+                for family in IpFamily::ALL {
                     let present = existing.iter().any(|r| {
-                        r.family == af(family)
-                            && r.iif.as_deref() == Some(iif.as_str())
-                            && r.table == vrf.table
+                        r.family == family
                             && r.priority == vrf.rule_priority
-                            && r.action == 1
-                            && !r.has_other_selectors
+                            && r.sends_iif_to(iif, vrf.table)
                     });
                     if present {
                         continue;
@@ -50,12 +41,5 @@ impl OwnedRules {
                 error!(iif = %iif, table, priority, error = %format!("{e:#}"), "removing ip rule");
             }
         }
-    }
-}
-
-fn af(family: Family) -> u8 {
-    match family {
-        Family::V4 => AF_INET,
-        Family::V6 => AF_INET6,
     }
 }

@@ -19,11 +19,37 @@ use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
 };
 
-use crate::model::{AddrInfo, KernelEvent, LinkInfo, NeighInfo, PathInfo, RouteInfo, RuleInfo};
+use crate::model::{
+    AddrInfo, IpFamily, KernelEvent, LinkInfo, NeighInfo, PathInfo, RouteInfo, RouteKind,
+    RuleAction, RuleInfo,
+};
 
-/// `AF_INET` / `AF_INET6` as the numbers [`RuleInfo::family`] stores.
-pub const AF_INET: u8 = libc::AF_INET as u8;
-pub const AF_INET6: u8 = libc::AF_INET6 as u8;
+/// The netlink family of an [`IpFamily`].
+pub fn address_family(family: IpFamily) -> AddressFamily {
+    match family {
+        IpFamily::V4 => AddressFamily::Inet,
+        IpFamily::V6 => AddressFamily::Inet6,
+    }
+}
+
+fn ip_family(family: AddressFamily) -> Option<IpFamily> {
+    match family {
+        AddressFamily::Inet => Some(IpFamily::V4),
+        AddressFamily::Inet6 => Some(IpFamily::V6),
+        _ => None,
+    }
+}
+
+fn rule_action(action: netlink_packet_route::rule::RuleAction) -> RuleAction {
+    use netlink_packet_route::rule::RuleAction as Nl;
+    match action {
+        Nl::ToTable => RuleAction::ToTable,
+        Nl::Goto => RuleAction::Goto,
+        Nl::Nop => RuleAction::Nop,
+        Nl::Blackhole | Nl::Unreachable | Nl::Prohibit => RuleAction::Verdict,
+        other => RuleAction::Other(u8::from(other)),
+    }
+}
 
 /// The model event for one kernel notification, if vrfd mirrors that kind of object.
 ///
@@ -50,7 +76,7 @@ pub fn event(msg: &RouteNetlinkMessage) -> Option<KernelEvent> {
 }
 
 fn is_ip(family: AddressFamily) -> bool {
-    matches!(family, AddressFamily::Inet | AddressFamily::Inet6)
+    ip_family(family).is_some()
 }
 
 fn mac6(bytes: &[u8]) -> Option<[u8; 6]> {
@@ -237,10 +263,15 @@ pub fn route(msg: &RouteMessage) -> Option<RouteInfo> {
         }
     }
 
+    // A type the data plane has no name for (RTN_XRESOLVE, RTN_UNSPEC) is the kernel's to serve.
+    let kind = RouteKind::from_u16(u16::from(u8::from(h.kind))).unwrap_or_else(|| {
+        flag("route type the data plane does not model");
+        RouteKind::Unicast
+    });
     Some(RouteInfo {
         table,
         prefix,
-        kind: u16::from(u8::from(h.kind)),
+        kind,
         metric,
         tos: h.tos,
         paths,
@@ -303,16 +334,11 @@ pub fn address(msg: &AddressMessage) -> Option<AddrInfo> {
 /// A policy routing rule of AF_INET / AF_INET6.
 pub fn rule(msg: &RuleMessage) -> Option<RuleInfo> {
     let h = &msg.header;
-    let family = match h.family {
-        AddressFamily::Inet => AF_INET,
-        AddressFamily::Inet6 => AF_INET6,
-        _ => return None,
-    };
     let mut info = RuleInfo {
-        family,
+        family: ip_family(h.family)?,
         priority: 0,
         table: u32::from(h.table),
-        action: u8::from(h.action),
+        action: rule_action(h.action),
         iif: None,
         oif: None,
         l3mdev: false,
@@ -511,7 +537,7 @@ mod tests {
         let expect = RouteInfo {
             table: 100_000,
             prefix: net("10.9.0.0/24"),
-            kind: 1,
+            kind: RouteKind::Unicast,
             metric: 20,
             tos: 0,
             paths: vec![
@@ -602,7 +628,7 @@ mod tests {
             "2001:db8::",
         )))];
         let r = route(&m).unwrap();
-        assert_eq!(r.kind, 6);
+        assert_eq!(r.kind, RouteKind::Blackhole);
         assert!(r.paths.is_empty());
         assert_eq!(r.unsupported, None);
 
@@ -615,7 +641,7 @@ mod tests {
             RouteAttribute::Oif(3),
         ];
         let r = route(&m).unwrap();
-        assert_eq!((r.table, r.kind), (255, 2));
+        assert_eq!((r.table, r.kind), (255, RouteKind::Local));
         assert_eq!(r.paths[0].gateway, None);
     }
 
@@ -786,10 +812,10 @@ mod tests {
         assert_eq!(
             rule(&m),
             Some(RuleInfo {
-                family: AF_INET,
+                family: IpFamily::V4,
                 priority: 1000,
                 table: 100_000,
-                action: 1,
+                action: crate::model::RuleAction::ToTable,
                 iif: Some("veth0".into()),
                 oif: None,
                 l3mdev: false,
@@ -801,7 +827,7 @@ mod tests {
         l3.header.table = 0;
         let r = rule(&l3).unwrap();
         assert!(r.l3mdev && !r.has_other_selectors);
-        assert_eq!((r.family, r.priority, r.table), (AF_INET6, 0, 0));
+        assert_eq!((r.family, r.priority, r.table), (IpFamily::V6, 0, 0));
 
         // Header table when there is no FRA_TABLE.
         let mut main = rule_msg(AddressFamily::Inet, vec![RuleAttribute::Priority(32766)]);

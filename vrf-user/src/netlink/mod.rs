@@ -65,6 +65,7 @@ use rtnetlink::MulticastGroup;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use crate::model::IpFamily;
 use crate::model::{
     AddrInfo, KernelEvent, KernelSnapshot, LinkInfo, NeighInfo, RouteInfo, RuleInfo,
 };
@@ -88,29 +89,6 @@ pub const RECEIVE_BUFFER: usize = 8 << 20;
 /// How many times a dump is restarted when the kernel flags it inconsistent (NLM_F_DUMP_INTR),
 /// busy, or when it was cut short.
 const DUMP_ATTEMPTS: u32 = 10;
-
-/// Address family of a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IpFamily {
-    V4,
-    V6,
-}
-
-impl IpFamily {
-    fn address_family(self) -> AddressFamily {
-        match self {
-            IpFamily::V4 => AddressFamily::Inet,
-            IpFamily::V6 => AddressFamily::Inet6,
-        }
-    }
-
-    fn ip_flag(self) -> &'static str {
-        match self {
-            IpFamily::V4 => "-4",
-            IpFamily::V6 => "-6",
-        }
-    }
-}
 
 /// An rtnetlink connection: cheap to clone, shared by every clone. Dropping the last clone
 /// closes the socket and ends the event stream.
@@ -228,75 +206,59 @@ impl Netlink {
     }
 
     pub async fn addresses(&self) -> Result<Vec<AddrInfo>> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let request = |family| {
             let mut msg = AddressMessage::default();
             msg.header.family = family;
-            let req = RouteNetlinkMessage::GetAddress(msg);
-            out.extend(
-                self.dump_convert("address", req, |m| match m {
-                    RouteNetlinkMessage::NewAddress(a) => convert::address(a),
-                    _ => None,
-                })
-                .await?,
-            );
-        }
-        Ok(out)
+            RouteNetlinkMessage::GetAddress(msg)
+        };
+        self.dump_families("address", request, |m| match m {
+            RouteNetlinkMessage::NewAddress(a) => convert::address(a),
+            _ => None,
+        })
+        .await
     }
 
     /// Routes of every table (a dump with rtm_table = RT_TABLE_UNSPEC and no RTA_TABLE covers
     /// them all, ids above 255 included), in the kernel's order; cache clones are left out.
     pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let request = |family| {
             let mut msg = RouteMessage::default();
             msg.header.address_family = family;
             msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
-            let req = RouteNetlinkMessage::GetRoute(msg);
-            out.extend(
-                self.dump_convert("route", req, |m| match m {
-                    RouteNetlinkMessage::NewRoute(r) => convert::route(r),
-                    _ => None,
-                })
-                .await?,
-            );
-        }
-        Ok(out)
+            RouteNetlinkMessage::GetRoute(msg)
+        };
+        self.dump_families("route", request, |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => convert::route(r),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn neighbours(&self) -> Result<Vec<NeighInfo>> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let request = |family| {
             let mut msg = NeighbourMessage::default();
             msg.header.family = family;
-            let req = RouteNetlinkMessage::GetNeighbour(msg);
-            out.extend(
-                self.dump_convert("neighbour", req, |m| match m {
-                    RouteNetlinkMessage::NewNeighbour(n) => convert::neighbour(n),
-                    _ => None,
-                })
-                .await?,
-            );
-        }
-        Ok(out)
+            RouteNetlinkMessage::GetNeighbour(msg)
+        };
+        self.dump_families("neighbour", request, |m| match m {
+            RouteNetlinkMessage::NewNeighbour(n) => convert::neighbour(n),
+            _ => None,
+        })
+        .await
     }
 
     /// Policy routing rules of both families, in priority order per family.
     pub async fn rules(&self) -> Result<Vec<RuleInfo>> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let request = |family| {
             let mut msg = RuleMessage::default();
             msg.header.family = family;
-            let req = RouteNetlinkMessage::GetRule(msg);
-            out.extend(
-                self.dump_convert("rule", req, |m| match m {
-                    RouteNetlinkMessage::NewRule(r) => convert::rule(r),
-                    _ => None,
-                })
-                .await?,
-            );
-        }
-        Ok(out)
+            RouteNetlinkMessage::GetRule(msg)
+        };
+        self.dump_families("rule", request, |m| match m {
+            RouteNetlinkMessage::NewRule(r) => convert::rule(r),
+            _ => None,
+        })
+        .await
     }
 
     /// `ip rule add iif IIF lookup TABLE pref PRIORITY` (fails with EEXIST if that exact rule
@@ -342,13 +304,7 @@ impl Netlink {
             .await
         {
             Ok(()) => Ok(true),
-            Err(e)
-                if e.downcast_ref::<std::io::Error>()
-                    .and_then(|e| e.raw_os_error())
-                    == Some(libc::EEXIST) =>
-            {
-                Ok(false)
-            }
+            Err(e) if crate::errno::is_exists(&e) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("tc qdisc add dev {ifindex} root pfifo_fast")),
         }
     }
@@ -363,6 +319,21 @@ impl Netlink {
 
     fn closed_error(&self) -> anyhow::Error {
         anyhow!("netlink connection closed (call Netlink::connect again)")
+    }
+
+    /// One dump per IP family (IPv4 first), converted.
+    async fn dump_families<T>(
+        &self,
+        what: &str,
+        request: impl Fn(AddressFamily) -> RouteNetlinkMessage,
+        f: impl Fn(&RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for family in IpFamily::ALL {
+            let req = request(convert::address_family(family));
+            out.extend(self.dump_convert(what, req, &f).await?);
+        }
+        Ok(out)
     }
 
     async fn dump_convert<T>(
@@ -602,7 +573,7 @@ fn request_family(req: &RouteNetlinkMessage) -> &'static str {
 /// the table in the header when it fits in 8 bits and always in FRA_TABLE.
 fn rule_message(family: IpFamily, iif: &str, table: u32, priority: u32) -> RuleMessage {
     let mut msg = RuleMessage::default();
-    msg.header.family = family.address_family();
+    msg.header.family = convert::address_family(family);
     msg.header.action = RuleAction::ToTable;
     msg.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
     msg.attributes.push(RuleAttribute::Priority(priority));

@@ -1,0 +1,166 @@
+//! VRF resolution: which VRFs exist (kernel VRF devices with their enslaved members, then the
+//! declared ones with their interfaces), and whether the kernel's rules send each VRF's traffic
+//! to its table — per address family, since rules are.
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    config::DeclaredVrf,
+    mirror::{Mirror, LOCAL_TABLE},
+    model::{IpFamily, LinkInfo, RuleInfo},
+};
+
+/// A VRF as vrfd serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrfView {
+    pub name: String,
+    pub table: u32,
+    /// The VRF device's ifindex (kernel VRF), None for a declared VRF.
+    pub device: Option<u32>,
+    /// Member ifindexes present now.
+    pub members: BTreeSet<u32>,
+    /// Declared members whose interface does not exist (yet).
+    pub missing: Vec<String>,
+    /// Why this VRF's packets must go to the kernel, per family.
+    pub degraded: Degraded,
+}
+
+/// Why a VRF's packets of one family must go to the kernel: every reason found, in order.
+/// The data plane degrades the whole VRF while any family has a reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Degraded(BTreeMap<IpFamily, Vec<String>>);
+
+impl Degraded {
+    pub fn add(&mut self, family: IpFamily, reason: String) {
+        self.0.entry(family).or_default().push(reason);
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.0.values().any(|r| !r.is_empty())
+    }
+
+    /// The reasons of one family.
+    pub fn of(&self, family: IpFamily) -> &[String] {
+        self.0.get(&family).map_or(&[], Vec::as_slice)
+    }
+
+    /// The first reason (IPv4's before IPv6's), for logs.
+    pub fn reason(&self) -> Option<&str> {
+        self.0.values().flatten().next().map(String::as_str)
+    }
+}
+
+/// Every VRF: kernel VRF devices (by name), then the declared ones (in config order).
+pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
+    let mut out = Vec::new();
+    let mut devices: Vec<&LinkInfo> = mirror
+        .links()
+        .filter(|l| is_vrf_device(l) && l.vrf_table.is_some())
+        .collect();
+    devices.sort_by(|a, b| a.name.cmp(&b.name));
+    for dev in devices {
+        let members = mirror
+            .links()
+            .filter(|l| l.master == Some(dev.ifindex))
+            .map(|l| l.ifindex)
+            .collect();
+        out.push(VrfView {
+            name: dev.name.clone(),
+            table: dev.vrf_table.unwrap_or_default(),
+            device: Some(dev.ifindex),
+            members,
+            missing: Vec::new(),
+            degraded: Degraded::default(),
+        });
+    }
+    for d in declared {
+        let mut members = BTreeSet::new();
+        let mut missing = Vec::new();
+        for name in &d.interfaces {
+            match mirror.link_by_name(name) {
+                Some(l) => {
+                    members.insert(l.ifindex);
+                }
+                None => missing.push(name.clone()),
+            }
+        }
+        out.push(VrfView {
+            name: d.name.clone(),
+            table: d.table,
+            device: None,
+            members,
+            missing,
+            degraded: Degraded::default(),
+        });
+    }
+    for v in &mut out {
+        let declared = declared
+            .iter()
+            .find(|d| d.name == v.name && v.device.is_none());
+        v.degraded = rule_checks(v, declared, mirror);
+    }
+    out
+}
+
+pub fn is_vrf_device(l: &LinkInfo) -> bool {
+    l.kind.as_deref() == Some("vrf")
+}
+
+/// Per family: the VRF's own rule must be there, and no rule ahead of it may send member
+/// traffic elsewhere; otherwise the fast path's answer is unreliable and the kernel decides.
+fn rule_checks(vrf: &VrfView, declared: Option<&DeclaredVrf>, mirror: &Mirror) -> Degraded {
+    let mut degraded = Degraded::default();
+    let rules = mirror.rules();
+    let members: Vec<&LinkInfo> = vrf.members.iter().filter_map(|i| mirror.link(*i)).collect();
+    for family in IpFamily::ALL {
+        let f = family.ip_flag();
+        let of_family = || rules.iter().filter(move |r| r.family == family);
+        // Without the VRF's rule the kernel looks members' packets up elsewhere (seen:
+        // `ip rule del` behind vrfd's back).
+        let own_priority = match declared {
+            None => {
+                if !of_family().any(|r| r.l3mdev) {
+                    degraded.add(family, format!("no `ip {f} rule ... lookup l3mdev` rule"));
+                }
+                of_family().filter(|r| r.l3mdev).map(|r| r.priority).min()
+            }
+            Some(d) => {
+                for l in &members {
+                    if !of_family().any(|r| r.sends_iif_to(&l.name, d.table)) {
+                        degraded.add(
+                            family,
+                            format!("`ip {f} rule iif {} lookup {}` is missing", l.name, d.table),
+                        );
+                    }
+                }
+                Some(d.rule_priority)
+            }
+        };
+        let Some(own_priority) = own_priority else {
+            continue;
+        };
+        if let Some(r) = of_family().find(|r| diverts(r, own_priority, &members)) {
+            degraded.add(
+                family,
+                format!(
+                    "ip rule priority {} (table {}) comes before the VRF's rule",
+                    r.priority, r.table
+                ),
+            );
+        }
+    }
+    degraded
+}
+
+/// A rule ahead of the VRF's own that can match its members' forwarded packets.
+fn diverts(r: &RuleInfo, own_priority: u32, members: &[&LinkInfo]) -> bool {
+    r.priority < own_priority
+        && !r.l3mdev
+        // Rule 0 "lookup local" is mirrored into every VRF's FIB.
+        && !r.is_local_lookup(LOCAL_TABLE)
+        // oif rules match only locally generated traffic.
+        && r.oif.is_none()
+        && r
+            .iif
+            .as_deref()
+            .is_none_or(|i| members.iter().any(|l| l.name == i))
+}

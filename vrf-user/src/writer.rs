@@ -1,0 +1,522 @@
+//! The one map writer: it owns the maps and everything about them — VRF slots, stats slots,
+//! nexthop-group ids and their reference counts, and a shadow of what it wrote — and turns a
+//! [`Plan`] or a [`ChangeSet`] into the fewest map writes. Every change is a diff: a resync
+//! converges the maps without emptying them; a nexthop group is written before a route points
+//! at it and deleted after the last route stops pointing at it; a full map degrades the VRF.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use anyhow::{bail, Result};
+use ipnet::IpNet;
+use vrf_common::{
+    Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
+    LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NH_GATEWAY,
+    NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
+};
+
+use crate::{
+    errno::is_full,
+    maps::{addr16, Maps},
+    plan::{ChangeSet, LinkPlan, LinkRole, Path, Plan, RoutePlan},
+    vrfs::VrfView,
+};
+
+/// A route's kind in the FIB when the data plane must pass it to the kernel.
+pub const KIND_TO_KERNEL: u16 = 0;
+
+pub struct MapWriter {
+    maps: Maps,
+    /// VRF name → slot, kept while the VRF exists.
+    vrf_slots: BTreeMap<String, u32>,
+    /// The VRFs of the last full plan (their counts are published after every change).
+    planned_vrfs: Vec<VrfView>,
+    vrfs: BTreeMap<u32, Vrf>,
+    /// ifindex → stats slot, kept while vrfd runs so a member's counters survive it leaving.
+    stats_slots: BTreeMap<u32, u32>,
+    links: BTreeMap<u32, Link>,
+    tx_ports: BTreeSet<u32>,
+    routes: HashMap<(u32, IpNet), (RoutePlan, u32)>,
+    /// Paths → (nexthop-group id, routes using it).
+    groups: HashMap<Vec<Path>, (u32, u32)>,
+    free_group_ids: Vec<u32>,
+    next_group_id: u32,
+    neighbours: HashMap<(u32, IpAddr), [u8; 6]>,
+    /// Tables whose routes did not all fit: their VRFs are degraded until a full plan fits.
+    overflowed: BTreeSet<u32>,
+    /// Table → (IPv4, IPv6) entries in the shadow.
+    counts: HashMap<u32, (u32, u32)>,
+}
+
+impl MapWriter {
+    pub fn new(maps: Maps) -> Self {
+        MapWriter {
+            maps,
+            vrf_slots: BTreeMap::new(),
+            planned_vrfs: Vec::new(),
+            vrfs: BTreeMap::new(),
+            stats_slots: BTreeMap::new(),
+            links: BTreeMap::new(),
+            tx_ports: BTreeSet::new(),
+            routes: HashMap::new(),
+            groups: HashMap::new(),
+            free_group_ids: Vec::new(),
+            next_group_id: 1,
+            neighbours: HashMap::new(),
+            overflowed: BTreeSet::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// The maps, to read (counters, inspection); writes go through the writer only.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Converge every map to `plan`: VRF slots first (links name them), then links (routes
+    /// and neighbours need them), neighbours, routes, and the VRF entries with their counts.
+    pub fn apply_plan(&mut self, plan: &Plan) -> Result<()> {
+        self.assign_vrf_slots(&plan.vrfs)?;
+        self.apply_links(&plan.links)?;
+        self.sync_neighbours(&plan.neighbours)?;
+        self.sync_routes(&plan.routes)?;
+        self.planned_vrfs = plan.vrfs.clone();
+        self.publish_vrfs()
+    }
+
+    /// Apply the routes and neighbours that changed since the last full plan.
+    pub fn apply_changes(&mut self, changes: &ChangeSet) -> Result<()> {
+        for ((table, prefix), route) in &changes.routes {
+            self.set_route(*table, *prefix, route.clone())?;
+        }
+        for ((ifindex, addr), mac) in &changes.neighbours {
+            self.set_neighbour(*ifindex, *addr, *mac)?;
+        }
+        if !changes.is_empty() {
+            self.publish_vrfs()?;
+        }
+        Ok(())
+    }
+
+    /// Converge LINKS and TX_PORTS (also alone: sysctls change without events). Links whose VRF
+    /// has no slot are left out.
+    pub fn apply_links(&mut self, desired: &BTreeMap<u32, LinkPlan>) -> Result<()> {
+        let mut written = BTreeSet::new();
+        for (ifindex, plan) in desired {
+            let Some(link) = self.link_entry(*ifindex, plan)? else {
+                continue;
+            };
+            written.insert(*ifindex);
+            if !self.tx_ports.contains(ifindex) && link.flags & LINK_VRF_DEVICE == 0 {
+                self.maps.add_tx_port(*ifindex)?;
+                self.tx_ports.insert(*ifindex);
+            }
+            if self.links.get(ifindex) != Some(&link) {
+                self.maps.set_link(*ifindex, &link)?;
+                self.links.insert(*ifindex, link);
+            }
+        }
+        let gone: Vec<u32> = self
+            .links
+            .keys()
+            .filter(|i| !written.contains(i))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            self.maps.remove_link(ifindex)?;
+            self.links.remove(&ifindex);
+        }
+        let gone: Vec<u32> = self
+            .tx_ports
+            .iter()
+            .filter(|i| !written.contains(i))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            self.maps.remove_tx_port(ifindex)?;
+            self.tx_ports.remove(&ifindex);
+        }
+        Ok(())
+    }
+
+    /// The LINKS entry for a planned link: its VRF's slot, its stats slot, its flags.
+    fn link_entry(&mut self, ifindex: u32, plan: &LinkPlan) -> Result<Option<Link>> {
+        let up = if plan.up { LINK_UP } else { 0 };
+        let (vrf, flags) = match &plan.role {
+            LinkRole::Egress => (u32::MAX, up),
+            LinkRole::VrfDevice { vrf } => match self.vrf_slots.get(vrf) {
+                Some(slot) => (*slot, LINK_VRF_DEVICE | up),
+                None => return Ok(None),
+            },
+            LinkRole::Member { vrf } => match self.vrf_slots.get(vrf) {
+                Some(slot) => (*slot, member_flags(plan) | up),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Link {
+            vrf,
+            stats_slot: self.stats_slot_of(ifindex)?,
+            mtu: plan.mtu,
+            mac: plan.mac,
+            flags,
+        }))
+    }
+
+    fn stats_slot_of(&mut self, ifindex: u32) -> Result<u32> {
+        if let Some(s) = self.stats_slots.get(&ifindex) {
+            return Ok(*s);
+        }
+        let used: BTreeSet<u32> = self.stats_slots.values().copied().collect();
+        let Some(s) = (0..MAX_LINKS).find(|s| !used.contains(s)) else {
+            bail!("more than {MAX_LINKS} links");
+        };
+        self.maps.reset_link_counters(s)?;
+        self.stats_slots.insert(ifindex, s);
+        Ok(s)
+    }
+
+    /// Give every VRF a slot (new slots start with zeroed counters) and free the slots of VRFs
+    /// that are gone.
+    fn assign_vrf_slots(&mut self, vrfs: &[VrfView]) -> Result<()> {
+        let names: BTreeSet<&str> = vrfs.iter().map(|v| v.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .vrf_slots
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(slot) = self.vrf_slots.remove(&name) {
+                self.maps.set_vrf(slot, &Vrf::default())?;
+                self.vrfs.remove(&slot);
+            }
+        }
+        for v in vrfs {
+            if self.vrf_slots.contains_key(&v.name) {
+                continue;
+            }
+            let used: BTreeSet<u32> = self.vrf_slots.values().copied().collect();
+            let Some(slot) = (0..MAX_VRFS).find(|s| !used.contains(s)) else {
+                bail!(
+                    "more than {MAX_VRFS} VRFs: VRF {} is left to the kernel",
+                    v.name
+                );
+            };
+            self.maps.reset_vrf_counters(slot)?;
+            self.vrf_slots.insert(v.name.clone(), slot);
+        }
+        Ok(())
+    }
+
+    /// Write each planned VRF's table, state and counts.
+    fn publish_vrfs(&mut self) -> Result<()> {
+        for v in &self.planned_vrfs {
+            let Some(slot) = self.vrf_slots.get(&v.name).copied() else {
+                continue;
+            };
+            let mut flags = VRF_ACTIVE;
+            if v.degraded.is_degraded() || self.overflowed.contains(&v.table) {
+                flags |= VRF_DEGRADED;
+            }
+            let (routes4, routes6) = self.counts.get(&v.table).copied().unwrap_or_default();
+            let neighbours = self
+                .neighbours
+                .keys()
+                .filter(|(i, _)| v.members.contains(i))
+                .count() as u32;
+            let mut name = [0u8; 16];
+            let n = v.name.len().min(15);
+            name[..n].copy_from_slice(&v.name.as_bytes()[..n]);
+            let entry = Vrf {
+                table: v.table,
+                flags,
+                ifindex: v.device.unwrap_or(0),
+                routes4,
+                routes6,
+                neighbours,
+                name,
+            };
+            if self.vrfs.get(&slot) != Some(&entry) {
+                self.maps.set_vrf(slot, &entry)?;
+                self.vrfs.insert(slot, entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep the per-table counts in step with the shadow (counting on demand would walk every
+    /// route after each event batch).
+    fn count(&mut self, table: u32, prefix: IpNet, delta: i32) {
+        let c = self.counts.entry(table).or_default();
+        let n = if prefix.addr().is_ipv4() {
+            &mut c.0
+        } else {
+            &mut c.1
+        };
+        *n = n.saturating_add_signed(delta);
+    }
+
+    /// Converge the FIBs to `desired`: changed and new entries first, stale ones after.
+    fn sync_routes(&mut self, desired: &HashMap<(u32, IpNet), RoutePlan>) -> Result<()> {
+        self.overflowed.clear();
+        for ((table, prefix), entry) in desired {
+            self.set_route(*table, *prefix, Some(entry.clone()))?;
+        }
+        let stale: Vec<(u32, IpNet)> = self
+            .routes
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
+        for (table, prefix) in stale {
+            self.set_route(table, prefix, None)?;
+        }
+        Ok(())
+    }
+
+    /// Set or remove one FIB entry. A full map marks the table overflowed (its VRFs degrade)
+    /// instead of failing: the kernel keeps forwarding that VRF correctly.
+    fn set_route(&mut self, table: u32, prefix: IpNet, entry: Option<RoutePlan>) -> Result<()> {
+        match self.try_set_route(table, prefix, entry) {
+            Err(e) if is_full(&e) => {
+                if self.overflowed.insert(table) {
+                    tracing::error!(table, %prefix, error = %e, "a map is full: the VRF is degraded, its traffic goes to the kernel");
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn try_set_route(&mut self, table: u32, prefix: IpNet, entry: Option<RoutePlan>) -> Result<()> {
+        let key = (table, prefix);
+        if self.routes.get(&key).map(|(e, _)| e) == entry.as_ref() {
+            return Ok(());
+        }
+        let old_group = self.routes.get(&key).map(|(_, g)| *g).filter(|g| *g != 0);
+        match entry {
+            Some(entry) => {
+                let group = if entry.paths.is_empty() {
+                    0
+                } else {
+                    self.acquire_group(&entry.paths)?
+                };
+                let route = Route {
+                    kind: entry.kind.map_or(KIND_TO_KERNEL, |k| k as u16),
+                    mtu: entry.mtu,
+                    nexthop: group,
+                };
+                if let Err(e) = self.maps.insert_route(table, prefix, &route) {
+                    if group != 0 {
+                        self.release_group(&entry.paths)?;
+                    }
+                    return Err(e);
+                }
+                let old = self.routes.insert(key, (entry, group));
+                if old.is_none() {
+                    self.count(table, prefix, 1);
+                }
+                if let (Some(_), Some((old_entry, _))) = (old_group, old) {
+                    self.release_group(&old_entry.paths)?;
+                }
+            }
+            None => {
+                self.maps.remove_route(table, prefix)?;
+                if let Some((old_entry, _)) = self.routes.remove(&key) {
+                    self.count(table, prefix, -1);
+                    if old_group.is_some() {
+                        self.release_group(&old_entry.paths)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn acquire_group(&mut self, paths: &[Path]) -> Result<u32> {
+        if let Some((id, refs)) = self.groups.get_mut(paths) {
+            *refs += 1;
+            return Ok(*id);
+        }
+        let id = self.free_group_ids.pop().unwrap_or_else(|| {
+            self.next_group_id += 1;
+            self.next_group_id - 1
+        });
+        let hops: Vec<Nexthop> = paths.iter().map(nexthop).collect();
+        let written = nexthop_group(&hops).and_then(|g| self.maps.set_nexthop_group(id, &g));
+        if let Err(e) = written {
+            self.free_group_ids.push(id);
+            return Err(e);
+        }
+        self.groups.insert(paths.to_vec(), (id, 1));
+        Ok(id)
+    }
+
+    fn release_group(&mut self, paths: &[Path]) -> Result<()> {
+        let Some((id, refs)) = self.groups.get_mut(paths) else {
+            return Ok(());
+        };
+        *refs -= 1;
+        if *refs == 0 {
+            let id = *id;
+            self.groups.remove(paths);
+            self.maps.remove_nexthop_group(id)?;
+            self.free_group_ids.push(id);
+        }
+        Ok(())
+    }
+
+    /// Neighbours are kept only on links the LINKS map holds (the data plane looks up no
+    /// other).
+    fn set_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: Option<[u8; 6]>) -> Result<()> {
+        let mac = mac.filter(|_| self.links.contains_key(&ifindex));
+        let key = (ifindex, addr);
+        if self.neighbours.get(&key).copied() == mac {
+            return Ok(());
+        }
+        match mac {
+            Some(mac) => {
+                if let Err(e) = self.maps.set_neighbour(ifindex, addr, mac) {
+                    if is_full(&e) {
+                        // Without the entry the data plane passes: correct, only slower.
+                        tracing::warn!(ifindex, %addr, "neighbour map full: the kernel forwards to this neighbour");
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+                self.neighbours.insert(key, mac);
+            }
+            None => {
+                self.maps.remove_neighbour(ifindex, addr)?;
+                self.neighbours.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_neighbours(&mut self, desired: &HashMap<(u32, IpAddr), [u8; 6]>) -> Result<()> {
+        for ((ifindex, addr), mac) in desired {
+            if self.links.contains_key(ifindex) {
+                self.set_neighbour(*ifindex, *addr, Some(*mac))?;
+            }
+        }
+        let stale: Vec<(u32, IpAddr)> = self
+            .neighbours
+            .keys()
+            .filter(|k| !desired.contains_key(k) || !self.links.contains_key(&k.0))
+            .copied()
+            .collect();
+        for (ifindex, addr) in stale {
+            self.set_neighbour(ifindex, addr, None)?;
+        }
+        Ok(())
+    }
+
+    pub fn vrf_slot(&self, name: &str) -> Option<u32> {
+        self.vrf_slots.get(name).copied()
+    }
+
+    pub fn stats_slot(&self, ifindex: u32) -> Option<u32> {
+        self.stats_slots.get(&ifindex).copied()
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn neighbour_count(&self) -> usize {
+        self.neighbours.len()
+    }
+}
+
+/// A member's flags from its sysctls (UP is added by the caller).
+fn member_flags(plan: &LinkPlan) -> u16 {
+    let s = plan.sysctl;
+    let mut flags = LINK_MEMBER;
+    if s.forwarding4 {
+        flags |= LINK_FWD4;
+    }
+    if s.forwarding6 {
+        flags |= LINK_FWD6;
+    }
+    flags
+        | match s.rp_filter {
+            0 => 0,
+            1 => LINK_RPF_STRICT,
+            _ => LINK_RPF_LOOSE,
+        }
+}
+
+/// One path in the map's form.
+pub fn nexthop(path: &Path) -> Nexthop {
+    match path.gateway {
+        None => Nexthop {
+            ifindex: path.ifindex,
+            flags: 0,
+            gateway: [0; 16],
+        },
+        Some(gw) => {
+            let (family, gateway) = addr16(gw);
+            let flags = NH_GATEWAY | if family == 6 { NH_GATEWAY6 } else { 0 };
+            Nexthop {
+                ifindex: path.ifindex,
+                flags,
+                gateway,
+            }
+        }
+    }
+}
+
+/// A route's set of paths. Fails beyond `MAX_PATHS` (the plan leaves such routes to the kernel).
+pub fn nexthop_group(paths: &[Nexthop]) -> Result<NexthopGroup> {
+    if paths.is_empty() || paths.len() > MAX_PATHS {
+        bail!("a route needs 1 to {MAX_PATHS} paths, not {}", paths.len());
+    }
+    let mut group = NexthopGroup {
+        count: paths.len() as u32,
+        ..Default::default()
+    };
+    group.paths[..paths.len()].copy_from_slice(paths);
+    Ok(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::LinkSysctl;
+
+    #[test]
+    fn member_flags_follow_the_sysctls() {
+        let plan = |rp_filter| LinkPlan {
+            role: LinkRole::Member { vrf: "red".into() },
+            up: true,
+            mtu: 1500,
+            mac: [2, 0, 0, 0, 0, 1],
+            sysctl: LinkSysctl {
+                forwarding4: true,
+                forwarding6: false,
+                rp_filter,
+            },
+        };
+        assert_eq!(member_flags(&plan(0)), LINK_MEMBER | LINK_FWD4);
+        assert_eq!(member_flags(&plan(1)) & LINK_RPF_STRICT, LINK_RPF_STRICT);
+        assert_eq!(member_flags(&plan(2)) & LINK_RPF_LOOSE, LINK_RPF_LOOSE);
+    }
+
+    #[test]
+    fn a_gateway_path_becomes_a_gateway_nexthop() {
+        let gw: IpAddr = "fe80::1".parse().unwrap();
+        let nh = nexthop(&Path {
+            ifindex: 3,
+            gateway: Some(gw),
+        });
+        assert_eq!(nh.flags, NH_GATEWAY | NH_GATEWAY6);
+        assert_eq!(nh.ifindex, 3);
+        assert!(nexthop_group(&[]).is_err());
+    }
+}
