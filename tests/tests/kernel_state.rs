@@ -17,8 +17,10 @@ const WITHIN: Duration = Duration::from_secs(1);
 /// A namespace with a veth pair `va`/`vb` (both up).
 fn lab(prefix: &str) -> NetNs {
     let ns = NetNs::new(prefix).expect("netns");
-    ns.ip(&["link", "add", "name", "va", "type", "veth", "peer", "name", "vb"])
-        .unwrap();
+    ns.ip(&[
+        "link", "add", "name", "va", "type", "veth", "peer", "name", "vb",
+    ])
+    .unwrap();
     ns.ip(&["link", "set", "va", "up"]).unwrap();
     ns.ip(&["link", "set", "vb", "up"]).unwrap();
     ns
@@ -53,7 +55,8 @@ macro_rules! expect_within {
 }
 
 fn nft(ns: &NetNs, rule: &str) {
-    ns.exec(["nft", rule]).unwrap_or_else(|e| panic!("nft {rule}: {e:#}"));
+    ns.exec(["nft", rule])
+        .unwrap_or_else(|e| panic!("nft {rule}: {e:#}"));
 }
 
 #[test]
@@ -233,8 +236,18 @@ fn xfrm_fwd_and_out_policies_are_followed_live() {
         );
         assert_eq!(s.v4, None, "{s:?}");
         // An in policy does not concern forwarding.
-        ns.ip(&["xfrm", "policy", "add", "src", "10.9.0.0/16", "dir", "in", "action", "block"])
-            .unwrap();
+        ns.ip(&[
+            "xfrm",
+            "policy",
+            "add",
+            "src",
+            "10.9.0.0/16",
+            "dir",
+            "in",
+            "action",
+            "block",
+        ])
+        .unwrap();
         expect_within!(
             rt,
             w,
@@ -262,30 +275,57 @@ fn interface_sysctls_are_followed_live() {
         let _in_rt = rt.enter();
         let mut w = SysctlWatcher::new().unwrap();
         let s = w.current()[&a].clone();
-        assert!(!s.disable_ipv6 && !s.forwarding4 && s.unreadable.is_empty(), "{s:?}");
+        assert!(
+            !s.disable_ipv6 && !s.forwarding4 && s.unreadable.is_empty(),
+            "{s:?}"
+        );
         assert_eq!(s.mtu6, 1500);
 
         type Check = fn(&SysctlState, u32) -> bool;
         let cases: [(&str, &str, &str, Check, Check); 6] = [
-            ("net/ipv4/conf/va/forwarding", "1", "0", |s, a| s[&a].forwarding4, |s, a| {
-                !s[&a].forwarding4
-            }),
-            ("net/ipv6/conf/all/forwarding", "1", "0", |s, a| s[&a].forwarding6, |s, a| {
-                !s[&a].forwarding6
-            }),
-            ("net/ipv6/conf/va/disable_ipv6", "1", "0", |s, a| s[&a].disable_ipv6, |s, a| {
-                !s[&a].disable_ipv6
-            }),
-            ("net/ipv6/conf/va/mtu", "1400", "1500", |s, a| s[&a].mtu6 == 1400, |s, a| {
-                s[&a].mtu6 == 1500
-            }),
+            (
+                "net/ipv4/conf/va/forwarding",
+                "1",
+                "0",
+                |s, a| s[&a].forwarding4,
+                |s, a| !s[&a].forwarding4,
+            ),
+            (
+                "net/ipv6/conf/all/forwarding",
+                "1",
+                "0",
+                |s, a| s[&a].forwarding6,
+                |s, a| !s[&a].forwarding6,
+            ),
+            (
+                "net/ipv6/conf/va/disable_ipv6",
+                "1",
+                "0",
+                |s, a| s[&a].disable_ipv6,
+                |s, a| !s[&a].disable_ipv6,
+            ),
+            (
+                "net/ipv6/conf/va/mtu",
+                "1400",
+                "1500",
+                |s, a| s[&a].mtu6 == 1400,
+                |s, a| s[&a].mtu6 == 1500,
+            ),
             // rp_filter is the max of all and the link.
-            ("net/ipv4/conf/all/rp_filter", "2", "0", |s, a| s[&a].rp_filter == 2, |s, a| {
-                s[&a].rp_filter == 0
-            }),
-            ("net/ipv4/conf/va/accept_local", "1", "0", |s, a| s[&a].accept_local, |s, a| {
-                !s[&a].accept_local
-            }),
+            (
+                "net/ipv4/conf/all/rp_filter",
+                "2",
+                "0",
+                |s, a| s[&a].rp_filter == 2,
+                |s, a| s[&a].rp_filter == 0,
+            ),
+            (
+                "net/ipv4/conf/va/accept_local",
+                "1",
+                "0",
+                |s, a| s[&a].accept_local,
+                |s, a| !s[&a].accept_local,
+            ),
         ];
         for (key, on, off, is_on, is_off) in cases {
             let path = format!("/proc/sys/{key}");

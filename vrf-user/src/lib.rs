@@ -16,15 +16,15 @@ pub mod daemon;
 pub mod dataplane;
 pub mod generate;
 pub mod inspect;
+pub mod kernelwatch;
 pub mod maps;
 pub mod mapsync;
 pub mod model;
+pub mod netfilter;
 pub mod netlink;
 pub mod packet;
 pub mod stats;
 pub mod sync;
-pub mod kernelwatch;
-pub mod netfilter;
 pub mod sysctl;
 pub mod xfrm;
 

@@ -94,8 +94,16 @@ impl NetfilterState {
             Err(e) => return NetfilterState::unreadable(format!("nft: {e}")),
         };
         for (v6, names, save) in [
-            (false, "/proc/thread-self/net/ip_tables_names", "iptables-legacy-save"),
-            (true, "/proc/thread-self/net/ip6_tables_names", "ip6tables-legacy-save"),
+            (
+                false,
+                "/proc/thread-self/net/ip_tables_names",
+                "iptables-legacy-save",
+            ),
+            (
+                true,
+                "/proc/thread-self/net/ip6_tables_names",
+                "ip6tables-legacy-save",
+            ),
         ] {
             let r = legacy(names, save);
             s.add(!v6, v6, r);
@@ -209,7 +217,9 @@ pub fn legacy_from_save(out: &str, what: &str) -> Reach {
             let mut f = p.split_whitespace();
             if let (Some(chain), Some(policy)) = (f.next(), f.next()) {
                 if HOOKS.contains(&chain) && policy != "ACCEPT" && policy != "-" {
-                    reasons.push(format!("{what} table {table} chain {chain} policy {policy}"));
+                    reasons.push(format!(
+                        "{what} table {table} chain {chain} policy {policy}"
+                    ));
                 }
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
@@ -294,7 +304,10 @@ mod tests {
             r#"{"nftables":[{"chain":{"family":"ip","table":"f","name":"fw","handle":1,
               "type":"filter","hook":"forward","prio":0,"policy":"drop"}}]}"#,
         );
-        assert!(matches!(&s.v4, Reach::All(r) if r.contains("table f chain fw")), "{s:?}");
+        assert!(
+            matches!(&s.v4, Reach::All(r) if r.contains("table f chain fw")),
+            "{s:?}"
+        );
         assert_eq!(s.v6, Reach::None);
     }
 
@@ -312,7 +325,8 @@ mod tests {
 
     #[test]
     fn legacy_save_with_forward_rules_reaches_all() {
-        let out = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j DROP\nCOMMIT\n";
+        let out =
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j DROP\nCOMMIT\n";
         assert!(matches!(legacy_from_save(out, "iptables"), Reach::All(_)));
         let idle = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n-A INPUT -j DROP\nCOMMIT\n";
         assert_eq!(legacy_from_save(idle, "iptables"), Reach::None);

@@ -67,12 +67,26 @@ impl LinkSysctls {
         let disable_ipv6 = get("disable_ipv6", v6("disable_ipv6", name), 1) != 0
             || get("all.disable_ipv6", v6("disable_ipv6", "all"), 1) != 0;
         let mtu6 = get("ipv6 mtu", v6("mtu", name), IPV6_MIN_MTU);
-        let linkdown4 = get("ipv4 ignore_routes_with_linkdown", v4("ignore_routes_with_linkdown", name), 1)
-            .max(get("ipv4 all.ignore_routes_with_linkdown", v4("ignore_routes_with_linkdown", "all"), 1))
-            != 0;
-        let linkdown6 = get("ipv6 ignore_routes_with_linkdown", v6("ignore_routes_with_linkdown", name), 1)
-            .max(get("ipv6 all.ignore_routes_with_linkdown", v6("ignore_routes_with_linkdown", "all"), 1))
-            != 0;
+        let linkdown4 = get(
+            "ipv4 ignore_routes_with_linkdown",
+            v4("ignore_routes_with_linkdown", name),
+            1,
+        )
+        .max(get(
+            "ipv4 all.ignore_routes_with_linkdown",
+            v4("ignore_routes_with_linkdown", "all"),
+            1,
+        )) != 0;
+        let linkdown6 = get(
+            "ipv6 ignore_routes_with_linkdown",
+            v6("ignore_routes_with_linkdown", name),
+            1,
+        )
+        .max(get(
+            "ipv6 all.ignore_routes_with_linkdown",
+            v6("ignore_routes_with_linkdown", "all"),
+            1,
+        )) != 0;
         let accept_local = get("accept_local", v4("accept_local", name), 1) != 0
             || get("all.accept_local", v4("accept_local", "all"), 1) != 0;
         LinkSysctls {
