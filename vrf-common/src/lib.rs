@@ -87,6 +87,9 @@ pub const LINK_VRF_DEVICE: u16 = 1 << 4;
 pub const LINK_RPF_STRICT: u16 = 1 << 5;
 /// Loose reverse-path filter (`rp_filter=2`): the source must be routable at all.
 pub const LINK_RPF_LOOSE: u16 = 1 << 6;
+/// `net.ipv6.conf.<link>.disable_ipv6` is on: the kernel drops IPv6 arriving here (ip6_rcv) and
+/// sends none out of it (ip6_output).
+pub const LINK_V6_DISABLED: u16 = 1 << 7;
 
 /// VRF slot → its table and state.
 #[repr(C)]
@@ -110,6 +113,40 @@ pub struct Vrf {
 pub const VRF_ACTIVE: u32 = 1 << 0;
 /// A map of this VRF overflowed or its sync is in doubt: every packet goes to the kernel.
 pub const VRF_DEGRADED: u32 = 1 << 1;
+/// Netfilter could act on this VRF's IPv4 traffic: IPv4 goes to the kernel.
+pub const VRF_NETFILTER4: u32 = 1 << 2;
+/// An xfrm (IPsec) policy could match this VRF's IPv4 traffic.
+pub const VRF_IPSEC4: u32 = 1 << 3;
+/// A policy rule evaluated before the VRF's own could match its IPv4 traffic.
+pub const VRF_RULE4: u32 = 1 << 4;
+/// The IPv6 twins of the three above.
+pub const VRF_NETFILTER6: u32 = 1 << 5;
+pub const VRF_IPSEC6: u32 = 1 << 6;
+pub const VRF_RULE6: u32 = 1 << 7;
+/// Any reason the kernel must decide this VRF's IPv4 (IPv6) traffic itself.
+pub const VRF_KERNEL4: u32 = VRF_NETFILTER4 | VRF_IPSEC4 | VRF_RULE4;
+pub const VRF_KERNEL6: u32 = VRF_NETFILTER6 | VRF_IPSEC6 | VRF_RULE6;
+
+/// Why a VRF's traffic of one family (4 or 6) goes to the kernel, if it does: netfilter first,
+/// then IPsec, then rules (the order the kernel meets them does not matter, only that one is
+/// counted).
+#[inline(always)]
+pub const fn vrf_kernel_reason(flags: u32, v6: bool) -> Option<Reason> {
+    let (nf, ipsec, rule) = if v6 {
+        (VRF_NETFILTER6, VRF_IPSEC6, VRF_RULE6)
+    } else {
+        (VRF_NETFILTER4, VRF_IPSEC4, VRF_RULE4)
+    };
+    if flags & nf != 0 {
+        Some(Reason::PassNetfilter)
+    } else if flags & ipsec != 0 {
+        Some(Reason::PassIpsec)
+    } else if flags & rule != 0 {
+        Some(Reason::PassPolicyRule)
+    } else {
+        None
+    }
+}
 
 /// IPv4 FIB key; the LPM prefix length is `32 + route prefix length`.
 #[repr(C)]
@@ -331,10 +368,18 @@ pub enum Reason {
     DropChecksum,
     /// Blackhole route.
     DropBlackhole,
+    /// Netfilter (nftables or iptables) could act on the packet's VRF and family.
+    PassNetfilter,
+    /// An xfrm (IPsec) policy could match the packet's VRF and family.
+    PassIpsec,
+    /// A policy rule the kernel evaluates before the VRF's own could match.
+    PassPolicyRule,
+    /// `disable_ipv6` on the ingress or the egress link.
+    PassIpv6Disabled,
 }
 
 impl Reason {
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 28;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Rx,
@@ -361,6 +406,10 @@ impl Reason {
         Reason::DropMalformed,
         Reason::DropChecksum,
         Reason::DropBlackhole,
+        Reason::PassNetfilter,
+        Reason::PassIpsec,
+        Reason::PassPolicyRule,
+        Reason::PassIpv6Disabled,
     ];
 
     /// Stable snake_case name used in JSON and metric labels.
@@ -390,6 +439,10 @@ impl Reason {
             Reason::DropMalformed => "malformed",
             Reason::DropChecksum => "bad_checksum",
             Reason::DropBlackhole => "blackhole",
+            Reason::PassNetfilter => "netfilter",
+            Reason::PassIpsec => "ipsec",
+            Reason::PassPolicyRule => "policy_rule",
+            Reason::PassIpv6Disabled => "ipv6_disabled",
         }
     }
 
@@ -505,6 +558,27 @@ mod tests {
             }
         }
         assert_eq!(Reason::from_u32(Reason::COUNT as u32), None);
+    }
+
+    #[test]
+    fn kernel_flags_name_their_family_and_reason() {
+        assert_eq!(vrf_kernel_reason(VRF_ACTIVE, false), None);
+        assert_eq!(vrf_kernel_reason(VRF_ACTIVE | VRF_KERNEL6, false), None);
+        assert_eq!(vrf_kernel_reason(VRF_KERNEL4, true), None);
+        assert_eq!(
+            vrf_kernel_reason(VRF_IPSEC4 | VRF_RULE4, false),
+            Some(Reason::PassIpsec)
+        );
+        assert_eq!(
+            vrf_kernel_reason(VRF_NETFILTER6, true),
+            Some(Reason::PassNetfilter)
+        );
+        assert_eq!(
+            vrf_kernel_reason(VRF_RULE6, true),
+            Some(Reason::PassPolicyRule)
+        );
+        assert_eq!(VRF_KERNEL4 & VRF_KERNEL6, 0);
+        assert_eq!((VRF_KERNEL4 | VRF_KERNEL6) & (VRF_ACTIVE | VRF_DEGRADED), 0);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! dropped; anything the kernel would answer, deliver locally, signal or treat specially is passed
 //! to it untouched; only plain unicast forwarding with a known neighbour is done here.
 use vrf_common::{
-    Link, Nexthop, Reason, Route, RouteKind, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER,
-    LINK_RPF_LOOSE, LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE,
-    VRF_DEGRADED,
+    vrf_kernel_reason, Link, Nexthop, Reason, Route, RouteKind, Vrf, LINK_FWD4, LINK_FWD6,
+    LINK_MEMBER, LINK_RPF_LOOSE, LINK_RPF_STRICT, LINK_UP, LINK_V6_DISABLED, LINK_VRF_DEVICE,
+    NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
 };
 
 use crate::{
@@ -141,7 +141,7 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
     if (dst[0] == 169 && dst[1] == 254) || (src[0] == 169 && src[1] == 254) {
         return only(Reason::PassLinkLocal);
     }
-    if let Some(r) = vrf_state(vrf, member, if LOCAL_OUT { 0 } else { LINK_FWD4 }) {
+    if let Some(r) = vrf_state(vrf, member, if LOCAL_OUT { 0 } else { LINK_FWD4 }, false) {
         return only(r);
     }
 
@@ -161,7 +161,7 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
         protocol,
         ports,
     );
-    let egress = match egress(&route, hash, slot, ifindex, |table| {
+    let egress = match egress(&route, hash, slot, ifindex, false, |table| {
         fib::lookup4(table, dst)
     }) {
         Ok(e) => e,
@@ -185,6 +185,10 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
     } else {
         (4, egress.path.gateway)
     };
+    // An IPv6 gateway needs neighbour discovery, which disable_ipv6 turns off on that link.
+    if family == 6 && egress.link.flags & LINK_V6_DISABLED != 0 {
+        return Verdict::only(Reason::PassIpv6Disabled, egress.vrf);
+    }
     let Some(mac) = neigh::lookup(egress.path.ifindex, family, neighbour) else {
         return Verdict::only(Reason::PassNoNeighbour, egress.vrf);
     };
@@ -206,7 +210,10 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
 fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &Vrf) -> Verdict {
     let slot = member.vrf;
     let only = |r| Verdict::only(r, slot);
-    // ip6_rcv_core.
+    // ip6_rcv_core: disable_ipv6 on the ingress link drops before anything is looked at.
+    if !LOCAL_OUT && member.flags & LINK_V6_DISABLED != 0 {
+        return only(Reason::PassIpv6Disabled);
+    }
     let Some(ip) = frame.ptr_at::<Ipv6Hdr>(ETH_LEN) else {
         return only(Reason::DropMalformed);
     };
@@ -239,7 +246,7 @@ fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
     if (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80) || (src[0] == 0xfe && src[1] & 0xc0 == 0x80) {
         return only(Reason::PassLinkLocal);
     }
-    if let Some(r) = vrf_state(vrf, member, if LOCAL_OUT { 0 } else { LINK_FWD6 }) {
+    if let Some(r) = vrf_state(vrf, member, if LOCAL_OUT { 0 } else { LINK_FWD6 }, true) {
         return only(r);
     }
 
@@ -249,7 +256,7 @@ fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
     };
     let ports = parse::ports(&frame, ETH_LEN + IPV6_LEN, nexthdr);
     let hash = fib::flow_hash(fib::fold6(&src), fib::fold6(&dst), nexthdr, ports);
-    let egress = match egress(&route, hash, slot, ifindex, |table| {
+    let egress = match egress(&route, hash, slot, ifindex, true, |table| {
         fib::lookup6(table, dst)
     }) {
         Ok(e) => e,
@@ -259,6 +266,10 @@ fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
     // ip6_forward.
     if (!LOCAL_OUT && hop_limit <= 1) || hop_limit == 0 {
         return only(Reason::PassTtl);
+    }
+    // ip6_output drops what would leave through a link with disable_ipv6.
+    if egress.link.flags & LINK_V6_DISABLED != 0 {
+        return Verdict::only(Reason::PassIpv6Disabled, egress.vrf);
     }
     if !fits(LOCAL_OUT, IPV6_LEN + payload_len, &route, &egress.link) {
         return only(Reason::PassMtu);
@@ -299,11 +310,15 @@ fn is_special6(a: &[u8; 16]) -> bool {
             || (a[10] == 0xff && a[11] == 0xff))
 }
 
-/// Reasons the VRF or the ingress link leave every packet to the kernel.
+/// Reasons the VRF or the ingress link leave every packet of one family to the kernel.
 #[inline(always)]
-fn vrf_state(vrf: &Vrf, member: &Link, fwd_flag: u16) -> Option<Reason> {
+fn vrf_state(vrf: &Vrf, member: &Link, fwd_flag: u16, v6: bool) -> Option<Reason> {
     if vrf.flags & VRF_ACTIVE == 0 || vrf.flags & VRF_DEGRADED != 0 {
         return Some(Reason::PassDegraded);
+    }
+    // Netfilter, IPsec or an earlier rule could act on this family: the host's own traffic too.
+    if let Some(r) = vrf_kernel_reason(vrf.flags, v6) {
+        return Some(r);
     }
     // The local output path passes no flag: forwarding sysctls do not apply to it.
     if fwd_flag != 0 && member.flags & fwd_flag == 0 {
@@ -384,6 +399,7 @@ fn egress(
     hash: u32,
     slot: u32,
     ifindex: u32,
+    v6: bool,
     lookup: impl Fn(u32) -> Option<Route>,
 ) -> Result<Egress, (Reason, u32)> {
     let path = fib::select_path(route, hash).ok_or((Reason::PassUnsupported, slot))?;
@@ -393,6 +409,10 @@ fn egress(
         let other = VRFS.get(target).ok_or((Reason::PassEgress, slot))?;
         if other.flags & VRF_ACTIVE == 0 || other.flags & VRF_DEGRADED != 0 {
             return Err((Reason::PassDegraded, target));
+        }
+        // The leaked-into VRF's firewall, IPsec or rules concern the packet as well.
+        if let Some(r) = vrf_kernel_reason(other.flags, v6) {
+            return Err((r, target));
         }
         let leaked = classify(lookup(other.table)).map_err(|r| (r, target))?;
         let path = fib::select_path(&leaked, hash).ok_or((Reason::PassUnsupported, target))?;

@@ -19,15 +19,19 @@ pub mod dataplane;
 pub mod errno;
 pub mod generate;
 pub mod inspect;
+pub mod kernelwatch;
 pub mod maps;
 pub mod mirror;
 pub mod model;
+pub mod netfilter;
 pub mod netlink;
 pub mod packet;
 pub mod plan;
 pub mod stats;
+pub mod sysctl;
 pub mod vrfs;
 pub mod writer;
+pub mod xfrm;
 
 /// The eBPF object built from vrf-ebpf, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrf-ebpf"));

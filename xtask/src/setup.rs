@@ -36,6 +36,9 @@ const TOOL_PACKAGES: &[&str] = &[
     "busybox-static",
     // `cargo xtask bench` draws its plots with this font (plotters' ab_glyph: no font libraries).
     "fonts-dejavu-core",
+    // vrfd reads the ruleset through `nft -j` (issue #11); the tests write nft, legacy iptables.
+    "nftables",
+    "iptables",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

@@ -1,0 +1,117 @@
+//! A netlink multicast subscription used only as a doorbell: any message (or a lost one,
+//! ENOBUFS) means "re-read the state through its library"; a poll period bounds how stale a
+//! state the kernel does not announce can get.
+use std::{io, time::Duration};
+
+use anyhow::{Context, Result};
+use netlink_sys::{Socket, SocketAddr};
+use tokio::io::{unix::AsyncFd, Interest};
+
+/// A socket of one netlink protocol joined to some multicast groups.
+pub struct Doorbell {
+    fd: AsyncFd<Socket>,
+    poll: Duration,
+}
+
+impl Doorbell {
+    /// Subscribe (in the calling thread's network namespace) to `groups` of `protocol`.
+    pub fn new(protocol: isize, groups: &[u32], poll: Duration) -> Result<Doorbell> {
+        let mut s = Socket::new(protocol).context("netlink socket")?;
+        s.bind(&SocketAddr::new(0, 0)).context("netlink bind")?;
+        for g in groups {
+            s.add_membership(*g)
+                .with_context(|| format!("joining netlink group {g} of protocol {protocol}"))?;
+        }
+        s.set_non_blocking(true)?;
+        // SAFETY: the Socket owns its fd and moves into the AsyncFd, which closes it last.
+        let fd = unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }
+            .map_err(io::Error::from)
+            .context("registering with tokio")?;
+        Ok(Doorbell { fd, poll })
+    }
+
+    /// Wait until the kernel announces something (all queued messages are drained) or the poll
+    /// period has passed. Errors of the socket count as announcements: the caller re-reads.
+    pub async fn rung(&mut self) {
+        let poll = self.poll;
+        let _ = tokio::time::timeout(poll, async {
+            loop {
+                let Ok(mut guard) = self.fd.readable().await else {
+                    return;
+                };
+                let mut got = false;
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match guard.get_inner().recv(&mut &mut buf[..], 0) {
+                        Ok(_) => got = true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        // ENOBUFS: announcements were lost, which is itself one.
+                        Err(_) => {
+                            got = true;
+                            break;
+                        }
+                    }
+                }
+                if got {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// One netlink request on a fresh blocking socket of `protocol` (in the calling thread's
+/// namespace), answered by every message until NLMSG_DONE (a dump) or the first reply.
+pub fn request<T>(protocol: isize, payload: T, dump: bool) -> Result<Vec<T>>
+where
+    T: netlink_packet_core::NetlinkSerializable
+        + netlink_packet_core::NetlinkDeserializable
+        + std::fmt::Debug,
+{
+    use netlink_packet_core::{
+        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    };
+    let mut s = Socket::new(protocol).context("netlink socket")?;
+    s.bind_auto().context("netlink bind")?;
+    s.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+    header.sequence_number = 1;
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    s.send(&buf, 0).context("netlink send")?;
+    let mut out = Vec::new();
+    loop {
+        let (data, _) = s.recv_from_full().context("netlink recv")?;
+        let mut off = 0;
+        while off < data.len() {
+            let m = NetlinkMessage::<T>::deserialize(&data[off..])
+                .map_err(|e| anyhow::anyhow!("netlink message: {e}"))?;
+            let len = m.header.length as usize;
+            match m.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    anyhow::bail!("netlink request refused: {}", e.to_io())
+                }
+                NetlinkPayload::Error(_) => return Ok(out),
+                NetlinkPayload::InnerMessage(inner) => {
+                    out.push(inner);
+                    if !dump {
+                        return Ok(out);
+                    }
+                }
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
