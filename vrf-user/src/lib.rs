@@ -23,6 +23,10 @@ pub mod netlink;
 pub mod packet;
 pub mod stats;
 pub mod sync;
+pub mod xdp_target;
+pub mod oracle;
+pub mod verify;
+pub mod neigh_activity;
 
 /// The eBPF object built from vrf-ebpf, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrf-ebpf"));
