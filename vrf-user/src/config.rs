@@ -246,10 +246,9 @@ mod tests {
 
     #[test]
     fn refuses_what_the_kernel_contradicts() {
-        let c = Config::parse(
-            "[[vrf]]\nname = \"red\"\ntable = 110\ninterfaces = [\"r1\", \"r2\"]\n",
-        )
-        .unwrap();
+        let c =
+            Config::parse("[[vrf]]\nname = \"red\"\ntable = 110\ninterfaces = [\"r1\", \"r2\"]\n")
+                .unwrap();
         let check = |links: &[crate::model::LinkInfo]| {
             check_against_kernel(&c, links)
                 .err()
@@ -262,13 +261,23 @@ mod tests {
         assert!(e.contains("kernel VRF device of that name"), "{e}");
         // A VRF device of another name is no conflict by itself.
         assert_eq!(check(&[link(9, "blue", "vrf", None)]), None);
-        for (kind, word) in [("vrf", "VRF device"), ("bridge", "bridge"), ("bond", "bond")] {
+        for (kind, word) in [
+            ("vrf", "VRF device"),
+            ("bridge", "bridge"),
+            ("bond", "bond"),
+        ] {
             let e = check(&[link(7, "up0", kind, None), link(3, "r2", "veth", Some(7))]).unwrap();
-            assert!(e.contains(&format!("\"r2\" is enslaved to {word} \"up0\"")), "{e}");
+            assert!(
+                e.contains(&format!("\"r2\" is enslaved to {word} \"up0\"")),
+                "{e}"
+            );
         }
         // Enslaved to something that routes nothing on its own (say an openvswitch port): fine.
         assert_eq!(
-            check(&[link(7, "ovs", "openvswitch", None), link(3, "r2", "veth", Some(7))]),
+            check(&[
+                link(7, "ovs", "openvswitch", None),
+                link(3, "r2", "veth", Some(7))
+            ]),
             None
         );
     }

@@ -19,14 +19,14 @@ pub mod inspect;
 pub mod maps;
 pub mod mapsync;
 pub mod model;
+pub mod neigh_activity;
 pub mod netlink;
+pub mod oracle;
 pub mod packet;
 pub mod stats;
 pub mod sync;
-pub mod xdp_target;
-pub mod oracle;
 pub mod verify;
-pub mod neigh_activity;
+pub mod xdp_target;
 
 /// The eBPF object built from vrf-ebpf, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrf-ebpf"));

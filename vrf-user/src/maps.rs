@@ -201,7 +201,15 @@ impl Maps {
 
     pub fn set_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: [u8; 6]) -> Result<()> {
         self.neigh
-            .insert(neigh_key(ifindex, addr), Neigh { mac, used: 0, _pad: 0 }, 0)
+            .insert(
+                neigh_key(ifindex, addr),
+                Neigh {
+                    mac,
+                    used: 0,
+                    _pad: 0,
+                },
+                0,
+            )
             .with_context(|| format!("setting neighbour {addr} dev {ifindex}"))
     }
 
@@ -231,8 +239,7 @@ impl Maps {
     pub fn clear_neighbour_used(&mut self, key: &NeighKey, seen: &Neigh) -> Result<()> {
         const BPF_EXIST: u64 = 2;
         let cleared = Neigh { used: 0, ..*seen };
-        gone(self.neigh.insert(key, cleared, BPF_EXIST))
-            .context("clearing a neighbour's used mark")
+        gone(self.neigh.insert(key, cleared, BPF_EXIST)).context("clearing a neighbour's used mark")
     }
 
     // Counters.

@@ -86,6 +86,19 @@ pub struct Report {
     /// Routes whose every address a more specific route of the same table covers.
     pub shadowed: usize,
     pub mismatches: Vec<Mismatch>,
+    /// What the program leaves to the kernel, and why (not a disagreement: what is not
+    /// accelerated).
+    pub passed_to_kernel: Vec<Passed>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Passed {
+    pub vrf: String,
+    pub prefix: String,
+    pub destination: IpAddr,
+    pub iif: String,
+    pub reason: &'static str,
+    pub kernel: String,
 }
 
 /// Compare the kernel and the program on every VRF `program` serves (or `opts.vrf`).
@@ -132,6 +145,16 @@ pub fn verify(
                 .map(|(_, p, _)| *p),
         );
         let all: Vec<IpNet> = prefixes.iter().copied().collect();
+        // Neighbours on the VRF's members: inside a connected route, one of them is the
+        // destination that exercises a forward.
+        let neighbours: Vec<IpAddr> = program
+            .maps()
+            .neigh
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| vrf.members.iter().any(|m| m.ifindex == k.ifindex))
+            .filter_map(|k| crate::maps::addr_from16(k.family, k.addr))
+            .collect();
         let mut chosen = all.clone();
         if let Some(n) = opts.sample {
             rng.shuffle(&mut chosen);
@@ -140,7 +163,7 @@ pub fn verify(
         // A source valid on each member: an address of one of its connected routes.
         let mut sources: BTreeMap<(u32, bool), IpAddr> = BTreeMap::new();
         for prefix in chosen {
-            let Some(dst) = destination_in(prefix, &all, &locals) else {
+            let Some(dst) = destination_in(prefix, &all, &neighbours, &locals) else {
                 report.shadowed += 1;
                 continue;
             };
@@ -158,7 +181,7 @@ pub fn verify(
             let src = match sources.get(&(iif, v6)) {
                 Some(s) => *s,
                 None => {
-                    let s = member_source(oracle, iif, v6, &all, &locals)?
+                    let s = member_source(oracle, iif, v6, &all, &neighbours, &locals)?
                         .unwrap_or_else(|| fallback_source(v6));
                     sources.insert((iif, v6), s);
                     s
@@ -177,6 +200,14 @@ pub fn verify(
             let problem = match e.action {
                 XDP_PASS => {
                     report.passed += 1;
+                    report.passed_to_kernel.push(Passed {
+                        vrf: vrf.name.clone(),
+                        prefix: prefix.to_string(),
+                        destination: dst,
+                        iif: name(iif),
+                        reason: e.reason.name(),
+                        kernel: describe_kernel(&kernel),
+                    });
                     None
                 }
                 XDP_REDIRECT => {
@@ -249,7 +280,10 @@ fn describe_kernel(k: &KernelAnswer) -> String {
             prefix,
             paths,
         } => {
-            let mut s = format!("{} {prefix} table {table}", format!("{kind:?}").to_lowercase());
+            let mut s = format!(
+                "{} {prefix} table {table}",
+                format!("{kind:?}").to_lowercase()
+            );
             for p in paths {
                 match p.gateway {
                     Some(g) => s += &format!(" via {g} dev {}", name(p.oif)),
@@ -289,30 +323,59 @@ fn fallback_source(v6: bool) -> IpAddr {
     }
 }
 
-/// An address inside `prefix` that no more specific prefix of `table` covers and that is not
-/// one of the router's own; None when more specific routes cover all of it.
-pub fn destination_in(prefix: IpNet, table: &[IpNet], locals: &HashSet<IpAddr>) -> Option<IpAddr> {
+/// An address inside `prefix` that no more specific prefix of `table` covers: one of the
+/// `preferred` (known neighbours, so that a forward is exercised) if any is, else a host of the
+/// largest uncovered part, one of the router's own only when nothing else is left; None when
+/// more specific routes cover all of it.
+pub fn destination_in(
+    prefix: IpNet,
+    table: &[IpNet],
+    preferred: &[IpAddr],
+    locals: &HashSet<IpAddr>,
+) -> Option<IpAddr> {
     let inner: Vec<IpNet> = table
         .iter()
         .filter(|q| q.prefix_len() > prefix.prefix_len() && prefix.contains(*q))
         .copied()
         .collect();
+    let uncovered = |a: &IpAddr| prefix.contains(a) && !inner.iter().any(|q| q.contains(a));
+    // A link-local neighbour only for a link-local route (not for a default route, say).
+    let scope_fits = |a: &IpAddr| !link_local(*a) || link_local(prefix.network());
+    if let Some(a) = preferred
+        .iter()
+        .find(|a| uncovered(a) && scope_fits(a) && !locals.contains(a))
+    {
+        return Some(*a);
+    }
     free_address(prefix, &inner, locals)
 }
 
-/// Depth-first over halves of `range`: the first part no prefix of `inner` touches.
+/// fe80::/10 and 169.254.0.0/16.
+fn link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => v.is_link_local(),
+        IpAddr::V6(v) => v.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// Breadth first over halves of `range`: a host of the largest part no prefix of `inner` touches.
+/// Only parts holding an inner prefix are split, so the work is bounded by their number.
 fn free_address(range: IpNet, inner: &[IpNet], locals: &HashSet<IpAddr>) -> Option<IpAddr> {
-    if inner.iter().any(|q| q.contains(&range)) {
-        return None;
-    }
-    if !inner.iter().any(|q| range.contains(q)) {
-        return pick(range, locals);
-    }
-    let halves = range.subnets(range.prefix_len() + 1).ok()?;
-    for half in halves {
-        if let Some(a) = free_address(half, inner, locals) {
-            return Some(a);
+    let mut level = vec![range];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for r in level {
+            if inner.iter().any(|q| q.contains(&r)) {
+                continue;
+            }
+            if !inner.iter().any(|q| r.contains(q)) {
+                return pick(r, locals);
+            }
+            if let Ok(halves) = r.subnets(r.prefix_len() + 1) {
+                next.extend(halves);
+            }
         }
+        level = next;
     }
     None
 }
@@ -322,11 +385,13 @@ fn free_address(range: IpNet, inner: &[IpNet], locals: &HashSet<IpAddr>) -> Opti
 fn pick(range: IpNet, locals: &HashSet<IpAddr>) -> Option<IpAddr> {
     let hosts = range.max_prefix_len() - range.prefix_len();
     if hosts <= 1 {
-        return Some(range.network()).filter(|a| !locals.contains(a));
+        return Some(range.network());
     }
+    // Nothing but the router's own: ask about that (the program must not forward it).
     (1..=8u32.min((1u32 << hosts.min(31)) - 2))
         .map(|k| offset(range.network(), k))
         .find(|a| !locals.contains(a))
+        .or(Some(offset(range.network(), 1)))
 }
 
 fn offset(a: IpAddr, k: u32) -> IpAddr {
@@ -343,12 +408,17 @@ fn member_source(
     iif: u32,
     v6: bool,
     table: &[IpNet],
+    neighbours: &[IpAddr],
     locals: &HashSet<IpAddr>,
 ) -> Result<Option<IpAddr>> {
     for prefix in table.iter().filter(|p| p.addr().is_ipv6() == v6) {
-        let Some(candidate) = destination_in(*prefix, table, locals) else {
+        let Some(candidate) = destination_in(*prefix, table, neighbours, locals) else {
             continue;
         };
+        // A link-local source is never forwarded (by the kernel or the program).
+        if link_local(candidate) {
+            continue;
+        }
         // Connected through iif: the kernel sends the candidate out of iif without a gateway.
         if let KernelAnswer::Route {
             kind: RouteType::Unicast,
@@ -454,31 +524,39 @@ mod tests {
     fn a_destination_avoids_more_specific_routes_and_own_addresses() {
         let table = nets(&["10.0.0.0/8", "10.0.0.0/9", "10.128.0.0/10", "10.0.1.0/24"]);
         let none = HashSet::new();
+        let at = |p: usize, t: &[IpNet], pref: &[&str], locals: &HashSet<IpAddr>| {
+            let pref: Vec<IpAddr> = pref.iter().map(|a| a.parse().unwrap()).collect();
+            destination_in(t[p], t, &pref, locals).map(|a| a.to_string())
+        };
         // /8 minus 10.0/9 and 10.128/10: 10.192.0.0/10 is free.
+        assert_eq!(at(0, &table, &[], &none).as_deref(), Some("10.192.0.1"));
+        // A known neighbour inside, outside the more specifics, wins.
         assert_eq!(
-            destination_in(table[0], &table, &none),
-            Some("10.192.0.1".parse().unwrap())
+            at(0, &table, &["10.0.1.9", "10.200.0.7"], &none).as_deref(),
+            Some("10.200.0.7")
         );
+        assert_eq!(at(1, &table, &[], &none).as_deref(), Some("10.64.0.1"));
+        // The router's own /32 and broadcast inside a connected /24: the largest free part.
+        let connected = nets(&["10.0.1.0/24", "10.0.1.1/32", "10.0.1.255/32"]);
+        assert_eq!(at(0, &connected, &[], &none).as_deref(), Some("10.0.1.65"));
         assert_eq!(
-            destination_in(table[1], &table, &none),
-            Some("10.0.0.1".parse().unwrap())
+            at(0, &connected, &["10.0.1.1", "10.0.1.2"], &none).as_deref(),
+            Some("10.0.1.2")
         );
         let locals: HashSet<IpAddr> = ["10.0.1.1".parse().unwrap()].into();
-        assert_eq!(
-            destination_in(table[3], &table, &locals),
-            Some("10.0.1.2".parse().unwrap())
-        );
+        assert_eq!(at(1, &connected, &[], &locals).as_deref(), Some("10.0.1.1"));
+        assert_eq!(at(3, &table, &[], &locals).as_deref(), Some("10.0.1.2"));
         // Fully covered by its two halves.
         let covered = nets(&["10.0.0.0/16", "10.0.0.0/17", "10.0.128.0/17"]);
-        assert_eq!(destination_in(covered[0], &covered, &none), None);
+        assert_eq!(at(0, &covered, &[], &none), None);
         let host = nets(&["192.0.2.7/32", "fd00::/64"]);
+        assert_eq!(at(0, &host, &[], &none).as_deref(), Some("192.0.2.7"));
+        assert_eq!(at(1, &host, &[], &none).as_deref(), Some("fd00::1"));
+        // A link-local neighbour is no destination for a default route.
+        let default = nets(&["::/0", "fd00::/64"]);
         assert_eq!(
-            destination_in(host[0], &host, &none),
-            Some("192.0.2.7".parse().unwrap())
-        );
-        assert_eq!(
-            destination_in(host[1], &host, &none),
-            Some("fd00::1".parse().unwrap())
+            at(0, &default, &["fe80::1", "2001:db8::5"], &none).as_deref(),
+            Some("2001:db8::5")
         );
     }
 }

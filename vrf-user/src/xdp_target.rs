@@ -8,8 +8,8 @@
 //! One blocking NETLINK_GENERIC socket in the calling thread's network namespace.
 use anyhow::{anyhow, bail, Context as _, Result};
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, ErrorContext, Nla, NlaBuffer, NlasIterator, NetlinkMessage,
-    NetlinkPayload, Parseable, ParseableParametrized, NLM_F_REQUEST,
+    DecodeError, DefaultNla, Emitable, ErrorContext, NetlinkMessage, NetlinkPayload, Nla,
+    NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLM_F_REQUEST,
 };
 use netlink_packet_generic::{
     ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd},
@@ -52,12 +52,12 @@ pub struct RedirectTarget {
     pub source: Source,
 }
 
-/// The fallback for kernels before 6.3, by IFLA_INFO_KIND: veth and tun implement
-/// `ndo_xdp_xmit`; a device without a kind is a physical NIC, whose XDP drivers implement it;
-/// every virtual kind known to lack it (bridge, macvlan, vlan, bond, tunnels, …) and every kind
-/// not known is refused, so the kernel routes through it.
+/// The fallback for kernels before 6.3, by IFLA_INFO_KIND: veth implements `ndo_xdp_xmit`; a
+/// device without a kind is a physical NIC, whose XDP drivers implement it; tun only while a
+/// reader has a queue attached, and every virtual kind known to lack it (bridge, macvlan, vlan,
+/// bond, tunnels, …) and every kind not known is refused, so the kernel routes through it.
 pub fn accepts_by_kind(kind: Option<&str>) -> bool {
-    matches!(kind, None | Some("veth") | Some("tun"))
+    matches!(kind, None | Some("veth"))
 }
 
 /// netdev family command and attribute numbers (include/uapi/linux/netdev.h).
@@ -104,18 +104,14 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for DevAttr {
     fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
         let v = buf.value();
         Ok(match buf.kind() {
-            NETDEV_A_DEV_IFINDEX => DevAttr::Ifindex(
-                ErrorContext::context(
-                    netlink_packet_core::parse_u32(v),
-                    "invalid NETDEV_A_DEV_IFINDEX",
-                )?,
-            ),
-            NETDEV_A_DEV_XDP_FEATURES => DevAttr::XdpFeatures(
-                ErrorContext::context(
-                    netlink_packet_core::parse_u64(v),
-                    "invalid NETDEV_A_DEV_XDP_FEATURES",
-                )?,
-            ),
+            NETDEV_A_DEV_IFINDEX => DevAttr::Ifindex(ErrorContext::context(
+                netlink_packet_core::parse_u32(v),
+                "invalid NETDEV_A_DEV_IFINDEX",
+            )?),
+            NETDEV_A_DEV_XDP_FEATURES => DevAttr::XdpFeatures(ErrorContext::context(
+                netlink_packet_core::parse_u64(v),
+                "invalid NETDEV_A_DEV_XDP_FEATURES",
+            )?),
             _ => DevAttr::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -316,10 +312,20 @@ mod tests {
 
     #[test]
     fn the_kind_fallback_refuses_what_lacks_ndo_xdp_xmit() {
-        for kind in ["bridge", "macvlan", "vlan", "bond", "vxlan", "gre", "wireguard", "new"] {
+        for kind in [
+            "bridge",
+            "macvlan",
+            "vlan",
+            "bond",
+            "vxlan",
+            "gre",
+            "wireguard",
+            "tun",
+            "new",
+        ] {
             assert!(!accepts_by_kind(Some(kind)), "{kind}");
         }
-        assert!(accepts_by_kind(Some("veth")) && accepts_by_kind(Some("tun")));
+        assert!(accepts_by_kind(Some("veth")) && !accepts_by_kind(Some("tun")));
         assert!(accepts_by_kind(None));
     }
 }
