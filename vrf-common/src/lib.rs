@@ -256,8 +256,14 @@ pub struct NeighKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Neigh {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// `NEIGH_USED` once the data plane sent a frame to this neighbour; vrfd clears it when it
+    /// tells the kernel (NTF_USE), as switchdev drivers report neighbour activity.
+    pub used: u8,
+    pub _pad: u8,
 }
+
+/// `Neigh::used`: the data plane used the entry since vrfd last looked.
+pub const NEIGH_USED: u8 = 1;
 
 /// Packets and bytes for one reason.
 #[repr(C)]

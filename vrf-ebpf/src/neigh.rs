@@ -1,5 +1,6 @@
-//! Neighbour resolution from the kernel's usable entries, mirrored by the daemon.
-use vrf_common::{Neigh, NeighKey};
+//! Neighbour resolution from the kernel's usable entries, mirrored by the daemon, and the mark
+//! that tells vrfd which of them the fast path used (the kernel never sees that traffic).
+use vrf_common::{Neigh, NeighKey, NEIGH_USED};
 
 use crate::maps::NEIGH;
 
@@ -10,7 +11,15 @@ pub fn lookup(ifindex: u32, family: u32, addr: [u8; 16]) -> Option<[u8; 6]> {
         family,
         addr,
     };
-    unsafe { NEIGH.get(key) }.map(|n: &Neigh| n.mac)
+    let n: *mut Neigh = NEIGH.get_ptr_mut(key)?;
+    unsafe {
+        // Neighbour activity for vrfd to report (NTF_USE): written only when it changes, so a
+        // busy neighbour's entry is not dirtied by every packet on every CPU.
+        if (*n).used == 0 {
+            (*n).used = NEIGH_USED;
+        }
+        Some((*n).mac)
+    }
 }
 
 /// An IPv4 address in the 16-byte neighbour-key form.

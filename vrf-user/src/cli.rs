@@ -132,6 +132,24 @@ pub enum Command {
               value_parser = parse_interval)]
         watch: Option<Duration>,
     },
+    /// Compare the data plane with the kernel, live: for a destination inside every route of
+    /// each VRF's table, ask the kernel (RTM_GETROUTE with a member as iif) and the loaded
+    /// program (BPF_PROG_TEST_RUN, counting nothing), and print every disagreement. A pass to
+    /// the kernel is never one. Exit status 1 when any, 0 when none. Run it in vrfd's network
+    /// namespace.
+    Verify {
+        /// Only this VRF.
+        #[arg(long)]
+        vrf: Option<String>,
+        /// At most N routes per VRF, drawn at random.
+        #[arg(long, value_name = "N")]
+        sample: Option<usize>,
+        /// Print JSON: {"vrfs", "checked", "forwarded", "passed", "dropped", "shadowed",
+        /// "mismatches": [{"vrf", "table", "prefix", "destination", "source", "iif", "kernel",
+        /// "data_plane", "problem"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Man pages and shell completions from these definitions (for packaging).
     #[command(hide = true)]
     Generate {

@@ -9,6 +9,10 @@ use serde::Deserialize;
 /// place the kernel's l3mdev rule takes).
 pub const DEFAULT_RULE_PRIORITY: u32 = 1000;
 
+/// Priority of the kernel's `from all lookup main` rule: a VRF rule at or after it comes too late,
+/// the main table has already answered for the VRF's packets.
+pub const MAIN_RULE_PRIORITY: u32 = 32766;
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -87,6 +91,14 @@ impl Config {
                     vrf.name
                 );
             }
+            if vrf.rule_priority >= MAIN_RULE_PRIORITY {
+                bail!(
+                    "VRF {:?}: rule_priority {} is at or after the main table's rule ({MAIN_RULE_PRIORITY}): \
+                     the main table would route the VRF's packets first",
+                    vrf.name,
+                    vrf.rule_priority
+                );
+            }
             for iface in &vrf.interfaces {
                 if iface.is_empty() || iface.len() > 15 {
                     bail!(
@@ -110,6 +122,54 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What the kernel says against a declared configuration, checked by vrfd at start (exit 2): a
+/// declared VRF named like a kernel VRF device would be two VRFs under one name; a declared member
+/// enslaved to a VRF device, a bridge or a bond is not routed by the declared table at all (its
+/// packets belong to the master).
+pub fn check_against_kernel(config: &Config, links: &[crate::model::LinkInfo]) -> Result<()> {
+    let by_index: HashMap<u32, &crate::model::LinkInfo> =
+        links.iter().map(|l| (l.ifindex, l)).collect();
+    for vrf in &config.vrf {
+        if let Some(dev) = links
+            .iter()
+            .find(|l| l.name == vrf.name && l.kind.as_deref() == Some("vrf"))
+        {
+            bail!(
+                "VRF {:?}: a kernel VRF device of that name exists (ifindex {}, table {}); \
+                 rename the declared VRF",
+                vrf.name,
+                dev.ifindex,
+                dev.vrf_table.map_or("?".to_string(), |t| t.to_string())
+            );
+        }
+        for iface in &vrf.interfaces {
+            let Some(link) = links.iter().find(|l| &l.name == iface) else {
+                continue; // Not there yet: vrfd serves it when it appears.
+            };
+            let Some(master) = link.master.and_then(|m| by_index.get(&m)) else {
+                continue;
+            };
+            let what = match master.kind.as_deref() {
+                Some("vrf") => "VRF device",
+                Some("bridge") => "bridge",
+                Some("bond") => "bond",
+                Some("team") => "team",
+                _ => continue,
+            };
+            bail!(
+                "VRF {:?}: member {:?} is enslaved to {what} {:?}; its packets are routed by the \
+                 master, not by table {} (release it with `ip link set {iface} nomaster`, or \
+                 declare the master)",
+                vrf.name,
+                iface,
+                master.name,
+                vrf.table
+            );
+        }
+    }
+    Ok(())
 }
 
 fn valid_name_char(c: char) -> bool {
@@ -157,6 +217,68 @@ mod tests {
         );
         assert!(
             err("[[vrf]]\nname = \"a b\"\ntable = 3\ninterfaces = [\"x\"]\n").contains("VRF name")
+        );
+    }
+
+    #[test]
+    fn refuses_a_rule_priority_at_or_after_main() {
+        let at = "[[vrf]]\nname = \"a\"\ntable = 5\ninterfaces = [\"x\"]\nrule_priority = 32766\n";
+        assert!(err(at).contains("rule_priority 32766 is at or after the main table"));
+        let after = at.replace("32766", "40000");
+        assert!(err(&after).contains("rule_priority 40000"));
+        let before = at.replace("32766", "32765");
+        assert!(Config::parse(&before).is_ok());
+    }
+
+    fn link(ifindex: u32, name: &str, kind: &str, master: Option<u32>) -> crate::model::LinkInfo {
+        crate::model::LinkInfo {
+            ifindex,
+            name: name.into(),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            admin_up: true,
+            master,
+            kind: Some(kind.into()),
+            vrf_table: (kind == "vrf").then_some(10),
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_kernel_contradicts() {
+        let c =
+            Config::parse("[[vrf]]\nname = \"red\"\ntable = 110\ninterfaces = [\"r1\", \"r2\"]\n")
+                .unwrap();
+        let check = |links: &[crate::model::LinkInfo]| {
+            check_against_kernel(&c, links)
+                .err()
+                .map(|e| format!("{e:#}"))
+        };
+        // Plain veths, one missing: fine.
+        assert_eq!(check(&[link(2, "r1", "veth", None)]), None);
+        // A kernel VRF device named like the declared VRF.
+        let e = check(&[link(9, "red", "vrf", None)]).unwrap();
+        assert!(e.contains("kernel VRF device of that name"), "{e}");
+        // A VRF device of another name is no conflict by itself.
+        assert_eq!(check(&[link(9, "blue", "vrf", None)]), None);
+        for (kind, word) in [
+            ("vrf", "VRF device"),
+            ("bridge", "bridge"),
+            ("bond", "bond"),
+        ] {
+            let e = check(&[link(7, "up0", kind, None), link(3, "r2", "veth", Some(7))]).unwrap();
+            assert!(
+                e.contains(&format!("\"r2\" is enslaved to {word} \"up0\"")),
+                "{e}"
+            );
+        }
+        // Enslaved to something that routes nothing on its own (say an openvswitch port): fine.
+        assert_eq!(
+            check(&[
+                link(7, "ovs", "openvswitch", None),
+                link(3, "r2", "veth", Some(7))
+            ]),
+            None
         );
     }
 

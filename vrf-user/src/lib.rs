@@ -23,14 +23,18 @@ pub mod kernelwatch;
 pub mod maps;
 pub mod mirror;
 pub mod model;
+pub mod neigh_activity;
 pub mod netfilter;
 pub mod netlink;
+pub mod oracle;
 pub mod packet;
 pub mod plan;
 pub mod stats;
 pub mod sysctl;
+pub mod verify;
 pub mod vrfs;
 pub mod writer;
+pub mod xdp_target;
 pub mod xfrm;
 
 /// The eBPF object built from vrf-ebpf, embedded at build time.

@@ -231,7 +231,15 @@ impl Maps {
 
     pub fn set_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: [u8; 6]) -> Result<()> {
         self.neigh
-            .insert(neigh_key(ifindex, addr), Neigh { mac, _pad: [0; 2] }, 0)
+            .insert(
+                neigh_key(ifindex, addr),
+                Neigh {
+                    mac,
+                    used: 0,
+                    _pad: 0,
+                },
+                0,
+            )
             .with_context(|| format!("setting neighbour {addr} dev {ifindex}"))
     }
 
@@ -242,6 +250,26 @@ impl Maps {
 
     pub fn neighbour(&self, ifindex: u32, addr: IpAddr) -> Result<Option<[u8; 6]>> {
         Ok(optional(self.neigh.get(&neigh_key(ifindex, addr), 0))?.map(|n| n.mac))
+    }
+
+    /// Neighbours the data plane marked used since their mark was last cleared.
+    pub fn used_neighbours(&self) -> Result<Vec<(NeighKey, Neigh)>> {
+        let mut out = Vec::new();
+        for entry in self.neigh.iter() {
+            let (k, v) = entry?;
+            if v.used != 0 {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Clear the used mark of `key` (still holding `seen`); an entry removed meanwhile stays
+    /// removed (BPF_EXIST).
+    pub fn clear_neighbour_used(&mut self, key: &NeighKey, seen: &Neigh) -> Result<()> {
+        const BPF_EXIST: u64 = 2;
+        let cleared = Neigh { used: 0, ..*seen };
+        gone(self.neigh.insert(key, cleared, BPF_EXIST)).context("clearing a neighbour's used mark")
     }
 
     // Counters.

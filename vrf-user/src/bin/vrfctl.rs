@@ -17,6 +17,16 @@ use vrf_user::{
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Command::Verify { vrf, sample, json } = &args.command {
+        return match verify(&args.pin_path, vrf.clone(), *sample, *json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("vrfctl: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -111,10 +121,26 @@ fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
+        Command::Verify { .. } => unreachable!("handled in main"),
         Command::Generate { what } => {
             vrf_user::generate::generate(&what, &mut std::io::stdout().lock())
         }
     }
+}
+
+/// `vrfctl verify`: true when the kernel and the program agree everywhere.
+fn verify(pin_path: &Path, vrf: Option<String>, sample: Option<usize>, json: bool) -> Result<bool> {
+    inspect::open(pin_path)?;
+    let mut program = vrf_user::dataplane::PinnedExplain::open(pin_path)?;
+    let mut oracle = vrf_user::oracle::RouteOracle::new()?;
+    let opts = vrf_user::verify::Options { vrf, sample };
+    let report = vrf_user::verify::verify(&mut program, &mut oracle, &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", vrf_user::verify::text(&report));
+    }
+    Ok(report.mismatches.is_empty())
 }
 
 /// Redraw the rates every `every` until SIGINT (exit 0) or until vrfd goes away (an error).

@@ -1,0 +1,353 @@
+//! The kernel's forwarding decision for one packet, asked over rtnetlink: RTM_GETROUTE with the
+//! ingress interface and the source, as `ip route get fibmatch DST from SRC iif IF` asks it. The
+//! kernel runs its real input route lookup (`ip_route_input` / `ip6_route_input`: policy rules,
+//! the local table, martian checks, source validation) and answers with the FIB entry that
+//! matched, every nexthop of a multipath route included, or with the error its input path would
+//! hand the packet to (`EINVAL` blackhole or martian, `EHOSTUNREACH` unreachable, `EACCES`
+//! prohibit, `ENETUNREACH` nothing matched).
+//!
+//! [`RouteOracle::table_routes`] dumps what a table holds (the destinations `vrfctl verify` asks
+//! about).
+//!
+//! One blocking NETLINK_ROUTE socket, created in the calling thread's network namespace (create
+//! it on a thread inside the namespace under test; it keeps that namespace).
+
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::{
+    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType},
+    AddressFamily, RouteNetlinkMessage,
+};
+
+/// One path of the kernel's matched route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelPath {
+    pub oif: u32,
+    pub gateway: Option<IpAddr>,
+    /// rtnh_hops + 1.
+    pub weight: u32,
+}
+
+/// What the kernel's input path does with the packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelAnswer {
+    /// A FIB entry matched and the input lookup succeeded: `kind` is its `rtm_type` (unicast,
+    /// local, broadcast…), `table` the table it came from, `prefix` its destination.
+    Route {
+        kind: RouteType,
+        table: u32,
+        prefix: IpNet,
+        paths: Vec<KernelPath>,
+    },
+    /// The input lookup failed with this errno.
+    Error(i32),
+}
+
+impl KernelAnswer {
+    pub fn is_unicast(&self) -> bool {
+        matches!(
+            self,
+            KernelAnswer::Route {
+                kind: RouteType::Unicast,
+                ..
+            }
+        )
+    }
+
+    /// A short label for histograms: `unicast`, `local`, `EINVAL`, …
+    pub fn label(&self) -> String {
+        match self {
+            KernelAnswer::Route { kind, .. } => format!("{kind:?}").to_lowercase(),
+            KernelAnswer::Error(e) => match errno_name(*e) {
+                "errno?" => format!("errno{e}"),
+                name => name.to_string(),
+            },
+        }
+    }
+}
+
+pub fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EINVAL => "EINVAL",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EACCES => "EACCES",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENODEV => "ENODEV",
+        libc::EXDEV => "EXDEV",
+        _ => "errno?",
+    }
+}
+
+/// A NETLINK_ROUTE socket for route queries.
+pub struct RouteOracle {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl RouteOracle {
+    /// Opens the socket in the calling thread's network namespace.
+    pub fn new() -> Result<RouteOracle> {
+        // SAFETY: plain socket(2); the fd is owned below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("socket(NETLINK_ROUTE)");
+        }
+        // SAFETY: raw is a fresh, valid fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: a zeroed sockaddr_nl is valid (pid 0: the kernel assigns one).
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: valid fd and address of the right length.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).context("bind(NETLINK_ROUTE)");
+        }
+        Ok(RouteOracle {
+            fd,
+            seq: 1,
+            // Dumps come in skbs of up to 32 KiB (more with large pages): room for any.
+            buf: vec![0; 256 * 1024],
+        })
+    }
+
+    /// `ip route get fibmatch DST from SRC iif IIF`.
+    pub fn route_get(&mut self, iif: u32, src: IpAddr, dst: IpAddr) -> Result<KernelAnswer> {
+        let (family, len) = match dst {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
+        if src.is_ipv4() != dst.is_ipv4() {
+            bail!("source {src} and destination {dst} are of different families");
+        }
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family;
+        msg.header.destination_prefix_length = len;
+        msg.header.source_prefix_length = len;
+        // LookupTable: report the table the match came from (without it IPv4 says "main").
+        msg.header.flags = RouteFlags::FibMatch | RouteFlags::LookupTable;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        msg.attributes
+            .push(RouteAttribute::Source(RouteAddress::from(src)));
+        msg.attributes.push(RouteAttribute::Iif(iif));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(msg));
+        req.header.flags = NLM_F_REQUEST;
+        self.seq = self.seq.wrapping_add(1);
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let mut out = vec![0u8; req.buffer_len()];
+        req.serialize(&mut out);
+        // SAFETY: valid fd and buffer.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), out.as_ptr().cast(), out.len(), 0) };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error()).context("send RTM_GETROUTE");
+        }
+        loop {
+            // SAFETY: valid fd and buffer.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("recv RTM_GETROUTE answer");
+            }
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n as usize])
+                .map_err(|e| anyhow::anyhow!("undecodable RTM_GETROUTE answer: {e}"))?;
+            if msg.header.sequence_number != self.seq {
+                continue;
+            }
+            return match msg.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    Ok(KernelAnswer::Error(-e.raw_code()))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
+                    Ok(parse_route(&m))
+                }
+                other => bail!("unexpected RTM_GETROUTE answer: {other:?}"),
+            };
+        }
+    }
+}
+
+/// One route of a table dump: its table, destination and type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableRoute {
+    pub table: u32,
+    pub prefix: IpNet,
+    pub kind: RouteType,
+}
+
+impl RouteOracle {
+    /// Every route of `table` in both families (`ip route show table T` and `ip -6 …`).
+    pub fn table_routes(&mut self, table: u32) -> Result<Vec<TableRoute>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(msg));
+            req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+            self.seq = self.seq.wrapping_add(1);
+            req.header.sequence_number = self.seq;
+            req.finalize();
+            let mut bytes = vec![0u8; req.buffer_len()];
+            req.serialize(&mut bytes);
+            // SAFETY: valid fd and buffer.
+            let sent =
+                unsafe { libc::send(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
+            if sent < 0 {
+                return Err(std::io::Error::last_os_error()).context("send RTM_GETROUTE dump");
+            }
+            'dump: loop {
+                // SAFETY: valid fd and buffer.
+                let n = unsafe {
+                    libc::recv(
+                        self.fd.as_raw_fd(),
+                        self.buf.as_mut_ptr().cast(),
+                        self.buf.len(),
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e).context("recv RTM_GETROUTE dump");
+                }
+                let mut at = 0usize;
+                while at < n as usize {
+                    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
+                        &self.buf[at..n as usize],
+                    )
+                    .map_err(|e| anyhow::anyhow!("undecodable route dump message: {e}"))?;
+                    let len = msg.header.length as usize;
+                    if len == 0 {
+                        break;
+                    }
+                    at += (len + 3) & !3;
+                    if msg.header.sequence_number != self.seq {
+                        continue;
+                    }
+                    match msg.payload {
+                        NetlinkPayload::Done(_) => break 'dump,
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            bail!("route dump failed: errno {}", -e.raw_code())
+                        }
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
+                            if let KernelAnswer::Route {
+                                kind,
+                                table: t,
+                                prefix,
+                                ..
+                            } = parse_route(&m)
+                            {
+                                if t == table {
+                                    out.push(TableRoute {
+                                        table: t,
+                                        prefix,
+                                        kind,
+                                    });
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+fn gateway(attrs: &[RouteAttribute]) -> Option<IpAddr> {
+    attrs.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(g) => route_addr(g),
+        RouteAttribute::Via(netlink_packet_route::route::RouteVia::Inet(v)) => Some(IpAddr::V4(*v)),
+        RouteAttribute::Via(netlink_packet_route::route::RouteVia::Inet6(v)) => {
+            Some(IpAddr::V6(*v))
+        }
+        _ => None,
+    })
+}
+
+fn parse_route(m: &RouteMessage) -> KernelAnswer {
+    let h = &m.header;
+    let mut table = u32::from(h.table);
+    let mut dst = None;
+    let mut oif = None;
+    let mut multipath = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(d) => dst = route_addr(d),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::MultiPath(hops) => multipath = Some(hops),
+            _ => {}
+        }
+    }
+    let unspecified: IpAddr = match h.address_family {
+        AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    };
+    let prefix = IpNet::new(dst.unwrap_or(unspecified), h.destination_prefix_length)
+        .map(|p| p.trunc())
+        .unwrap_or_else(|_| IpNet::from(unspecified));
+    let paths = match multipath {
+        Some(hops) => hops
+            .iter()
+            .map(|nh| KernelPath {
+                oif: nh.interface_index,
+                gateway: gateway(&nh.attributes),
+                weight: u32::from(nh.hops) + 1,
+            })
+            .collect(),
+        None => match (oif, gateway(&m.attributes)) {
+            (None, None) => Vec::new(),
+            (oif, gw) => vec![KernelPath {
+                oif: oif.unwrap_or(0),
+                gateway: gw,
+                weight: 1,
+            }],
+        },
+    };
+    KernelAnswer::Route {
+        kind: h.kind,
+        table,
+        prefix,
+        paths,
+    }
+}
