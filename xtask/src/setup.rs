@@ -36,6 +36,9 @@ const TOOL_PACKAGES: &[&str] = &[
     "busybox-static",
     // `cargo xtask bench` draws its plots with this font (plotters' ab_glyph: no font libraries).
     "fonts-dejavu-core",
+    // The real control planes the nexthop and weighted-ECMP tests run (tests/src/{frr,bird}.rs).
+    "frr",
+    "bird2",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

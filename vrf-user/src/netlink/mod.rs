@@ -38,6 +38,7 @@
 //! `Overrun`, since its order relative to the stream is lost) and a dump without NLMSG_DONE is
 //! restarted.
 mod codec;
+pub mod nexthop;
 pub mod convert;
 
 use std::io;
