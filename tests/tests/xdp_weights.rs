@@ -71,7 +71,8 @@ fn weights_one_to_three_split_flows_one_to_three() {
     let (r1, r2) = (fx.r1, fx.r2);
     let by_mac = weighted_route(&mut fx, &[(r1, 1, 1), (r2, 1, 3)]);
     let n = 4000;
-    let count = tally(&mut fx, &by_mac, &flows(&fx, n));
+    let frames = flows(&fx, n);
+    let count = tally(&mut fx, &by_mac, &frames);
     let share = count[1] as f64 / n as f64;
     assert!((share - 0.75).abs() < 0.03, "{count:?}: weight 3 of 4 took {share}");
 }
@@ -86,7 +87,8 @@ fn sixty_four_paths_are_all_used_evenly() {
     assert_eq!(paths.len(), 64);
     let by_mac = weighted_route(&mut fx, &paths);
     let n = 64 * 100;
-    let count = tally(&mut fx, &by_mac, &flows(&fx, n));
+    let frames = flows(&fx, n);
+    let count = tally(&mut fx, &by_mac, &frames);
     // 100 expected per path; a binomial spread of ±3σ is about ±30.
     assert!(count.iter().all(|&c| (55..=145).contains(&c)), "{count:?}");
 }
