@@ -13,7 +13,13 @@ const PREFIXES: usize = 200;
 fn bird_conf() -> String {
     let mut routes = String::new();
     for i in 0..PREFIXES {
-        writeln!(routes, "  route 10.{}.{}.0/24 blackhole;", 200 + i / 256, i % 256).unwrap();
+        writeln!(
+            routes,
+            "  route 10.{}.{}.0/24 blackhole;",
+            200 + i / 256,
+            i % 256
+        )
+        .unwrap();
     }
     format!(
         r#"log stderr all;
@@ -62,8 +68,11 @@ fn frr_installs_birds_prefixes_as_nexthop_objects() {
     let peer = NetNs::new("bird").unwrap();
     for (i, (r, p)) in [("r1", "p1"), ("r2", "p2")].iter().enumerate() {
         veth_pair(&router, r, &peer, p).unwrap();
-        router.ip(&["addr", "add", &format!("10.0.{}.1/24", i + 1), "dev", r]).unwrap();
-        peer.ip(&["addr", "add", &format!("10.0.{}.2/24", i + 1), "dev", p]).unwrap();
+        router
+            .ip(&["addr", "add", &format!("10.0.{}.1/24", i + 1), "dev", r])
+            .unwrap();
+        peer.ip(&["addr", "add", &format!("10.0.{}.2/24", i + 1), "dev", p])
+            .unwrap();
         router.ip(&["link", "set", r, "up"]).unwrap();
         peer.ip(&["link", "set", p, "up"]).unwrap();
     }
@@ -95,8 +104,14 @@ fn frr_installs_birds_prefixes_as_nexthop_objects() {
         .collect();
     assert_eq!(nhids.len(), 1, "{nhids:?}");
     let nhid = *nhids.iter().next().unwrap();
-    let group = json(&router.ip(&["-j", "nexthop", "show", "id", &nhid.to_string()]).unwrap());
-    let members = group[0]["group"].as_array().unwrap_or_else(|| panic!("{group}"));
+    let group = json(
+        &router
+            .ip(&["-j", "nexthop", "show", "id", &nhid.to_string()])
+            .unwrap(),
+    );
+    let members = group[0]["group"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{group}"));
     assert_eq!(members.len(), 2, "{group}");
     let devs: BTreeSet<String> = members
         .iter()

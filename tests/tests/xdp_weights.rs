@@ -74,7 +74,10 @@ fn weights_one_to_three_split_flows_one_to_three() {
     let frames = flows(&fx, n);
     let count = tally(&mut fx, &by_mac, &frames);
     let share = count[1] as f64 / n as f64;
-    assert!((share - 0.75).abs() < 0.03, "{count:?}: weight 3 of 4 took {share}");
+    assert!(
+        (share - 0.75).abs() < 0.03,
+        "{count:?}: weight 3 of 4 took {share}"
+    );
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub fn select_path(route: &Route, hash: u32) -> Option<Nexthop> {
     }
     // The hash's top bits name a bucket: always below NEXTHOP_BUCKETS, a bound the verifier sees.
     let bucket = (hash >> (32 - NEXTHOP_BUCKET_BITS)) as usize;
+    // black_box keeps both bound checks below as written, for older verifiers (6.1) that
+    // track a bound only on the register the compare was made on.
     let idx = core::hint::black_box(*group.buckets.get(bucket)? as usize);
     if idx >= count || idx >= MAX_PATHS {
         return None;

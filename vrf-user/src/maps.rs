@@ -405,9 +405,14 @@ mod tests {
     fn buckets_follow_weights_within_one_bucket() {
         let nh = |i| nexthop(i, None);
         assert_eq!(shares(&nexthop_group(&[nh(1)]).unwrap()), [1024]);
-        assert_eq!(shares(&nexthop_group(&[(nh(1), 1), (nh(2), 3)]).unwrap()), [256, 768]);
+        assert_eq!(
+            shares(&nexthop_group(&[(nh(1), 1), (nh(2), 3)]).unwrap()),
+            [256, 768]
+        );
         let wide: Vec<Nexthop> = (0..MAX_PATHS as u32).map(nh).collect();
-        assert!(shares(&nexthop_group(&wide).unwrap()).iter().all(|&s| s == 16));
+        assert!(shares(&nexthop_group(&wide).unwrap())
+            .iter()
+            .all(|&s| s == 16));
         let odd: Vec<(Nexthop, u32)> = (0..63).map(|i| (nh(i), 1 + i % 5)).collect();
         let g = nexthop_group(&odd).unwrap();
         let total: u32 = odd.iter().map(|p| p.1).sum();

@@ -32,7 +32,10 @@ impl Ns {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let out = Command::new("ip").args(["netns", "add", &name]).output().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "ip netns add {name}");
         let ns = Ns { name };
         // Blackhole nexthops need lo up.
@@ -82,7 +85,9 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -120,7 +125,8 @@ fn exchange(mut req: NetlinkMessage<NexthopNetlinkMessage>) -> Vec<Vec<u8>> {
 }
 
 fn dump_raw() -> Vec<Vec<u8>> {
-    let mut req = NetlinkMessage::from(NexthopNetlinkMessage::GetNexthop(NexthopMessage::default()));
+    let mut req =
+        NetlinkMessage::from(NexthopNetlinkMessage::GetNexthop(NexthopMessage::default()));
     req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     exchange(req)
 }
@@ -223,7 +229,11 @@ fn every_kind_of_nexthop_parses_as_ip_shows_it() {
         .collect();
     assert_eq!(ours_cmp, theirs);
     assert_eq!(ours.len(), 9);
-    assert!(matches!(ours[3].kind, NexthopKind::Blackhole), "{:?}", ours[3]);
+    assert!(
+        matches!(ours[3].kind, NexthopKind::Blackhole),
+        "{:?}",
+        ours[3]
+    );
 }
 
 #[test]
@@ -235,8 +245,14 @@ fn a_sixteen_bit_weight_is_written_and_read_back() {
     new.attributes = vec![
         NexthopAttribute::Id(30),
         NexthopAttribute::Group(vec![
-            NexthopGroupEntry { id: 11, weight: 300 },
-            NexthopGroupEntry { id: 12, weight: 65535 },
+            NexthopGroupEntry {
+                id: 11,
+                weight: 300,
+            },
+            NexthopGroupEntry {
+                id: 12,
+                weight: 65535,
+            },
         ]),
     ];
     let mut req = NetlinkMessage::from(NexthopNetlinkMessage::NewNexthop(new));
@@ -284,14 +300,19 @@ fn the_nexthop_socket_dumps_then_streams_changes() {
                 .success();
             assert!(ok, "ip {args}");
         };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let (mut socket, mut events) = NexthopSocket::connect().await.unwrap();
             let dump = socket.dump().await.unwrap();
             assert_eq!(dump.len(), 1);
             assert_eq!(dump[0].id, 11);
             ip("nexthop add id 12 via 10.1.0.3 dev va");
-            let NexthopEvent::New(n) = next(&mut events).await else { panic!("not New") };
+            let NexthopEvent::New(n) = next(&mut events).await else {
+                panic!("not New")
+            };
             assert_eq!(
                 n.kind,
                 NexthopKind::Single {
@@ -302,10 +323,14 @@ fn the_nexthop_socket_dumps_then_streams_changes() {
                 }
             );
             ip("nexthop add id 20 group 11,2/12");
-            let NexthopEvent::New(g) = next(&mut events).await else { panic!("not New") };
+            let NexthopEvent::New(g) = next(&mut events).await else {
+                panic!("not New")
+            };
             assert_eq!(g.id, 20);
             ip("nexthop replace id 20 group 12");
-            let NexthopEvent::New(g) = next(&mut events).await else { panic!("not New") };
+            let NexthopEvent::New(g) = next(&mut events).await else {
+                panic!("not New")
+            };
             assert_eq!(
                 g.kind,
                 NexthopKind::Group {
@@ -326,4 +351,84 @@ fn the_nexthop_socket_dumps_then_streams_changes() {
             assert_eq!(deleted, [12, 20]);
         });
     });
+}
+
+/// What vrfd's main socket (`netlink::Netlink`, not joined to RTNLGRP_NEXTHOP) sees of nexthop
+/// changes today, in compat mode 1 and 0: no nexthop messages at all, so no Overrun and no
+/// resync storm. Only route notifications: in mode 1 one on `route add` and one on the member's
+/// replace (both with the paths), in mode 0 only the `route add` (no paths). Deleting the
+/// group's last member removes the group and the route with **no** RTM_DELROUTE in either mode
+/// (6.18): only the nexthop socket's RTM_DELNEXTHOP tells.
+#[test]
+fn the_main_socket_sees_no_nexthop_messages() {
+    use vrf_user::model::KernelEvent;
+    use vrf_user::netlink::Netlink;
+    for compat in ["1", "0"] {
+        let ns = Ns::new();
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sysctl", "-qw"])
+            .arg(format!("net.ipv4.nexthop_compat_mode={compat}"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let name = ns.name.clone();
+        let events = ns.run(move || {
+            let ip = |args: &str| {
+                let ok = Command::new("ip")
+                    .args(["-n", &name])
+                    .args(args.split_whitespace())
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "ip {args}");
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (nl, mut rx) = Netlink::connect().await.unwrap();
+                nl.snapshot().await.unwrap();
+                while rx.try_recv().is_ok() {}
+                ip("nexthop add id 11 via 10.1.0.2 dev va");
+                ip("nexthop add id 12 via 10.1.0.3 dev va");
+                ip("nexthop add id 20 group 11/12,3");
+                ip("route add 10.9.0.0/24 nhid 20");
+                ip("nexthop replace id 11 via 10.1.0.4 dev va");
+                ip("nexthop del id 12");
+                ip("nexthop del id 11");
+                let mut seen = Vec::new();
+                while let Ok(Some(ev)) =
+                    tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+                {
+                    seen.push(ev);
+                }
+                seen
+            })
+        });
+        let routes: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                KernelEvent::NewRoute(r) if r.prefix.to_string() == "10.9.0.0/24" => {
+                    Some(("new", r.nexthop_id, r.paths.len()))
+                }
+                KernelEvent::DelRoute(r) if r.prefix.to_string() == "10.9.0.0/24" => {
+                    Some(("del", r.nexthop_id, r.paths.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        eprintln!("compat mode {compat}: route events {routes:?}");
+        let expected = if compat == "1" {
+            vec![("new", Some(20), 2), ("new", Some(20), 2)]
+        } else {
+            vec![("new", Some(20), 0)]
+        };
+        assert_eq!(routes, expected, "compat mode {compat}");
+        assert!(
+            !events.iter().any(|e| matches!(e, KernelEvent::Overrun(_))),
+            "compat mode {compat}: {events:#?}"
+        );
+    }
 }

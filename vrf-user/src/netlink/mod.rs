@@ -38,8 +38,8 @@
 //! `Overrun`, since its order relative to the stream is lost) and a dump without NLMSG_DONE is
 //! restarted.
 mod codec;
-pub mod nexthop;
 pub mod convert;
+pub mod nexthop;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

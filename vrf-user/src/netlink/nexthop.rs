@@ -18,8 +18,8 @@ use futures_util::{Stream, StreamExt};
 use netlink_packet_core::{
     emit_u16, emit_u32, emit_u64, parse_u16, parse_u32, parse_u64, DecodeError, DefaultNla,
     Emitable, ErrorContext, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable, Nla, NlaBuffer, NlasIterator, Parseable, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST, NLA_F_NESTED,
+    NetlinkSerializable, Nla, NlaBuffer, NlasIterator, Parseable, NLA_F_NESTED, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
     route::{RouteProtocol, RouteScope},
@@ -370,7 +370,10 @@ impl Emitable for NexthopMessage {
 impl<T: AsRef<[u8]> + ?Sized> Parseable<T> for NexthopMessage {
     fn parse(buf: &T) -> Result<Self, DecodeError> {
         let b = buf.as_ref();
-        let header = ctx(NexthopHeader::parse(b), "failed to parse nexthop message header")?;
+        let header = ctx(
+            NexthopHeader::parse(b),
+            "failed to parse nexthop message header",
+        )?;
         let mut attributes = Vec::new();
         for nla in NlasIterator::new(&b[NEXTHOP_HEADER_LEN..]) {
             let nla = ctx(nla, "failed to parse nexthop message NLAs")?;
@@ -486,7 +489,8 @@ impl TryFrom<&NexthopMessage> for NexthopInfo {
 
     fn try_from(msg: &NexthopMessage) -> Result<Self> {
         let mut id = None;
-        let (mut oif, mut gateway, mut blackhole, mut fdb, mut encap) = (None, None, false, false, false);
+        let (mut oif, mut gateway, mut blackhole, mut fdb, mut encap) =
+            (None, None, false, false, false);
         let (mut group, mut group_type, mut res) = (None, NexthopGroupType::Mpath, None);
         for a in &msg.attributes {
             match a {
@@ -584,9 +588,8 @@ pub async fn dump_nexthops(
     handle: &mut ConnectionHandle<NexthopNetlinkMessage>,
 ) -> Result<Vec<NexthopInfo>> {
     'attempt: for _ in 0..10 {
-        let mut req = NetlinkMessage::from(NexthopNetlinkMessage::GetNexthop(
-            NexthopMessage::default(),
-        ));
+        let mut req =
+            NetlinkMessage::from(NexthopNetlinkMessage::GetNexthop(NexthopMessage::default()));
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut answers = handle
             .request(req, SocketAddr::new(0, 0))
@@ -715,9 +718,11 @@ mod tests {
     // ip nexthop add id 12 via 10.9.0.3 dev va onlink
     const ONLINK: &str = "3000000068000200010000000615000002fd000004000000080001000c0000000800050003000000080006000a090003";
     // ip nexthop add id 13 dev vb
-    const DEV: &str = "2800000068000200010000000615000002fe000000000000080001000d0000000800050002000000";
+    const DEV: &str =
+        "2800000068000200010000000615000002fe000000000000080001000d0000000800050002000000";
     // ip nexthop add id 14 blackhole
-    const BLACKHOLE: &str = "240000006800020001000000061500000200000000000000080001000e00000004000400";
+    const BLACKHOLE: &str =
+        "240000006800020001000000061500000200000000000000080001000e00000004000400";
     // ip nexthop add id 15 via 2001:db8:1::2 dev va
     const VIA6: &str = "3c0000006800020001000000061500000afd000000000000080001000f00000008000500030000001400060020010db8000100000000000000000002";
     // ip nexthop add id 21 group 11,1/12,3
@@ -771,9 +776,19 @@ mod tests {
     #[test]
     fn weight_high_carries_the_upper_bits() {
         let e = NexthopGroupEntry::parse(&[11, 0, 0, 0, 0x2b, 0x01, 0, 0]).unwrap();
-        assert_eq!(e, NexthopGroupEntry { id: 11, weight: 300 });
+        assert_eq!(
+            e,
+            NexthopGroupEntry {
+                id: 11,
+                weight: 300
+            }
+        );
         let mut b = [0xff; 8];
-        NexthopGroupEntry { id: 7, weight: 65535 }.emit(&mut b);
+        NexthopGroupEntry {
+            id: 7,
+            weight: 65535,
+        }
+        .emit(&mut b);
         assert_eq!(b, [7, 0, 0, 0, 0xfe, 0xff, 0, 0]);
     }
 
@@ -790,7 +805,10 @@ mod tests {
         };
         assert_eq!(
             m.attributes.last(),
-            Some(&NexthopAttribute::Other(DefaultNla::new(99, vec![1, 2, 3, 4])))
+            Some(&NexthopAttribute::Other(DefaultNla::new(
+                99,
+                vec![1, 2, 3, 4]
+            )))
         );
     }
 
