@@ -241,20 +241,22 @@ fn a_sixteen_bit_weight_is_written_and_read_back() {
     let ns = Ns::new();
     ns.ip("nexthop add id 11 via 10.1.0.2 dev va");
     ns.ip("nexthop add id 12 via 10.1.0.3 dev va");
-    let mut new = NexthopMessage::default();
-    new.attributes = vec![
-        NexthopAttribute::Id(30),
-        NexthopAttribute::Group(vec![
-            NexthopGroupEntry {
-                id: 11,
-                weight: 300,
-            },
-            NexthopGroupEntry {
-                id: 12,
-                weight: 65535,
-            },
-        ]),
-    ];
+    let new = NexthopMessage {
+        header: Default::default(),
+        attributes: vec![
+            NexthopAttribute::Id(30),
+            NexthopAttribute::Group(vec![
+                NexthopGroupEntry {
+                    id: 11,
+                    weight: 300,
+                },
+                NexthopGroupEntry {
+                    id: 12,
+                    weight: 65535,
+                },
+            ]),
+        ],
+    };
     let mut req = NetlinkMessage::from(NexthopNetlinkMessage::NewNexthop(new));
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
     let ack = ns.run(move || exchange(req));

@@ -311,7 +311,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for NexthopAttribu
         Ok(match buf.kind() {
             NHA_ID => Self::Id(ctx(parse_u32(v), "NHA_ID")?),
             NHA_GROUP => {
-                if v.len() % NEXTHOP_GRP_LEN != 0 {
+                if !v.len().is_multiple_of(NEXTHOP_GRP_LEN) {
                     return Err(format!("NHA_GROUP of {} bytes", v.len()).into());
                 }
                 Self::Group(
