@@ -5,12 +5,14 @@
 //!
 //! Requires root (see [`require_root`]) and iproute2, nsenter, ethtool, iputils ping.
 
+pub mod bird;
 pub mod bpffs;
 pub mod cmd;
 pub mod daemon;
 pub mod dataplane;
 pub mod differential;
 pub mod fastpath;
+pub mod frr;
 pub mod fuzzing;
 pub mod invariants;
 pub mod link;

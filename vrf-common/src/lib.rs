@@ -17,8 +17,13 @@ use bytemuck::{Pod, Zeroable};
 pub const MAX_VRFS: u32 = 256;
 /// Most links (members, egress interfaces, VRF devices) the data plane knows.
 pub const MAX_LINKS: u32 = 4096;
-/// Most paths of one multipath route.
-pub const MAX_PATHS: usize = 8;
+/// Most paths of one multipath route (FRR's usual `maximum-paths`).
+pub const MAX_PATHS: usize = 64;
+/// Hash buckets of one nexthop group, each naming a path: weights are held as bucket shares
+/// (1/1024 of the flows per bucket). A power of two, so a bucket is the hash's top bits.
+pub const NEXTHOP_BUCKETS: usize = 1024;
+/// log2(NEXTHOP_BUCKETS).
+pub const NEXTHOP_BUCKET_BITS: u32 = 10;
 /// Default capacity of the IPv4 FIB shared by every VRF (grown by userspace at load time if asked).
 pub const FIB4_ENTRIES: u32 = 2 * 1024 * 1024;
 /// Default capacity of the IPv6 FIB shared by every VRF.
@@ -232,12 +237,24 @@ pub const NH_GATEWAY: u32 = 1 << 0;
 pub const NH_GATEWAY6: u32 = 1 << 1;
 
 /// A route's set of paths; single-path routes have `count == 1`.
+///
+/// A flow takes `paths[buckets[hash >> (32 - NEXTHOP_BUCKET_BITS)]]`: userspace fills the
+/// buckets in proportion to the paths' weights, so the spread follows the weights and a flow
+/// keeps its path. A bucket naming a path at or beyond `count` sends the packet to the kernel.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct NexthopGroup {
     pub count: u32,
     pub _pad: u32,
     pub paths: [Nexthop; MAX_PATHS],
+    /// Path index per hash bucket.
+    pub buckets: [u8; NEXTHOP_BUCKETS],
+}
+
+impl Default for NexthopGroup {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
 }
 
 /// Neighbour key: the egress link and the neighbour's address.
@@ -522,7 +539,10 @@ const _: () = assert!(core::mem::size_of::<Fib4Key>() == 8);
 const _: () = assert!(core::mem::size_of::<Fib6Key>() == 20);
 const _: () = assert!(core::mem::size_of::<Route>() == 8);
 const _: () = assert!(core::mem::size_of::<Nexthop>() == 24);
-const _: () = assert!(core::mem::size_of::<NexthopGroup>() == 8 + 24 * MAX_PATHS);
+const _: () = assert!(core::mem::size_of::<NexthopGroup>() == 8 + 24 * MAX_PATHS + NEXTHOP_BUCKETS);
+// Bucket entries are u8 path indices.
+const _: () = assert!(MAX_PATHS <= 256);
+const _: () = assert!(NEXTHOP_BUCKETS == 1 << NEXTHOP_BUCKET_BITS);
 const _: () = assert!(core::mem::size_of::<NeighKey>() == 24);
 const _: () = assert!(core::mem::size_of::<Neigh>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16 * Reason::COUNT);

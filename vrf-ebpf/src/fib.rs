@@ -1,6 +1,8 @@
 //! Per-VRF FIB lookups: one LPM trie per family, keyed `table ‖ address`, and multipath choice.
 use aya_ebpf::maps::lpm_trie::Key;
-use vrf_common::{table_key, Fib4Key, Fib6Key, Nexthop, Route, FIB_TABLE_BITS, MAX_PATHS};
+use vrf_common::{
+    table_key, Fib4Key, Fib6Key, Nexthop, Route, FIB_TABLE_BITS, MAX_PATHS, NEXTHOP_BUCKET_BITS,
+};
 
 use crate::maps::{FIB4, FIB6, NEXTHOPS};
 
@@ -28,7 +30,8 @@ pub fn lookup6(table: u32, addr: [u8; 16]) -> Option<Route> {
     FIB6.get(&key).copied()
 }
 
-/// The route's path for a flow with hash `hash`: stable per flow, spread across the set.
+/// The route's path for a flow with hash `hash`: stable per flow, spread across the set in
+/// proportion to the weights userspace put into the group's buckets.
 #[inline(always)]
 pub fn select_path(route: &Route, hash: u32) -> Option<Nexthop> {
     let group = unsafe { NEXTHOPS.get(route.nexthop) }?;
@@ -36,15 +39,15 @@ pub fn select_path(route: &Route, hash: u32) -> Option<Nexthop> {
     if count == 0 || count > MAX_PATHS {
         return None;
     }
-    // (hash × count) >> 32 lies in [0, count): a multiply and a shift the verifier can bound,
-    // where a modulo's result is unbounded to it.
-    // black_box keeps the bound check below: LLVM can prove it from `count <= MAX_PATHS` and
-    // drops it, but the 6.1 verifier cannot bound the 64-bit multiply (newer ones can).
-    let idx = core::hint::black_box(((hash as u64 * count as u64) >> 32) as usize);
-    if idx >= MAX_PATHS {
+    // The hash's top bits name a bucket: always below NEXTHOP_BUCKETS, a bound the verifier sees.
+    let bucket = (hash >> (32 - NEXTHOP_BUCKET_BITS)) as usize;
+    // black_box keeps both bound checks below as written, for older verifiers (6.1) that
+    // track a bound only on the register the compare was made on.
+    let idx = core::hint::black_box(*group.buckets.get(bucket)? as usize);
+    if idx >= count || idx >= MAX_PATHS {
         return None;
     }
-    Some(group.paths[idx])
+    group.paths.get(idx).copied()
 }
 
 /// Does any path of `route` leave through `ifindex`? (strict reverse-path filter)

@@ -20,8 +20,13 @@ pub static FIB4: LpmTrie<Fib4Key, Route> = LpmTrie::with_max_entries(FIB4_ENTRIE
 #[map]
 pub static FIB6: LpmTrie<Fib6Key, Route> = LpmTrie::with_max_entries(FIB6_ENTRIES, 0);
 
+/// Not preallocated: a group is ~2.6 KB (64 paths and their buckets), and most tables use few.
 #[map]
-pub static NEXTHOPS: HashMap<u32, NexthopGroup> = HashMap::with_max_entries(NEXTHOP_ENTRIES, 0);
+pub static NEXTHOPS: HashMap<u32, NexthopGroup> =
+    HashMap::with_max_entries(NEXTHOP_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// linux/bpf.h: allocate hash map elements on update instead of at creation.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
 pub static NEIGH: HashMap<NeighKey, Neigh> = HashMap::with_max_entries(NEIGH_ENTRIES, 0);

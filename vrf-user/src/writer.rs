@@ -12,8 +12,8 @@ use anyhow::{bail, Result};
 use ipnet::IpNet;
 use vrf_common::{
     Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
-    LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NH_GATEWAY,
-    NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
+    LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS,
+    NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
 };
 
 use crate::{
@@ -472,16 +472,57 @@ pub fn nexthop(path: &Path) -> Nexthop {
     }
 }
 
-/// A route's set of paths. Fails beyond `MAX_PATHS` (the plan leaves such routes to the kernel).
-pub fn nexthop_group(paths: &[Nexthop]) -> Result<NexthopGroup> {
+/// One path of a group and its weight (the kernel's: 1 to 65535, `rtnh_hops + 1` or a nexthop
+/// group member's weight). A bare [`Nexthop`] weighs 1.
+pub trait WeightedPath {
+    fn path(&self) -> Nexthop;
+    fn weight(&self) -> u32;
+}
+
+impl WeightedPath for Nexthop {
+    fn path(&self) -> Nexthop {
+        *self
+    }
+    fn weight(&self) -> u32 {
+        1
+    }
+}
+
+impl WeightedPath for (Nexthop, u32) {
+    fn path(&self) -> Nexthop {
+        self.0
+    }
+    fn weight(&self) -> u32 {
+        self.1
+    }
+}
+
+/// A route's set of paths, their buckets filled in proportion to the weights the way the
+/// kernel's hash-threshold multipath splits the hash space: path i owns the contiguous bucket
+/// range [round(W(i-1)·N/W), round(W(i)·N/W)) of the N buckets (W(i): weights up to i), so each
+/// share is within one bucket (1/1024) of its weight's. Fails beyond `MAX_PATHS` or on a zero
+/// weight (the caller leaves such routes to the kernel).
+pub fn nexthop_group<P: WeightedPath>(paths: &[P]) -> Result<NexthopGroup> {
     if paths.is_empty() || paths.len() > MAX_PATHS {
         bail!("a route needs 1 to {MAX_PATHS} paths, not {}", paths.len());
+    }
+    if let Some(p) = paths.iter().find(|p| p.weight() == 0) {
+        bail!("path {:?} has weight 0", p.path());
     }
     let mut group = NexthopGroup {
         count: paths.len() as u32,
         ..Default::default()
     };
-    group.paths[..paths.len()].copy_from_slice(paths);
+    let total: u64 = paths.iter().map(|p| u64::from(p.weight())).sum();
+    let n = NEXTHOP_BUCKETS as u64;
+    let (mut cumulative, mut start) = (0u64, 0usize);
+    for (i, p) in paths.iter().enumerate() {
+        group.paths[i] = p.path();
+        cumulative += u64::from(p.weight());
+        let end = ((cumulative * n + total / 2) / total) as usize;
+        group.buckets[start..end].fill(i as u8);
+        start = end;
+    }
     Ok(group)
 }
 
@@ -517,6 +558,40 @@ mod tests {
         });
         assert_eq!(nh.flags, NH_GATEWAY | NH_GATEWAY6);
         assert_eq!(nh.ifindex, 3);
-        assert!(nexthop_group(&[]).is_err());
+        assert!(nexthop_group::<Nexthop>(&[]).is_err());
+    }
+
+    fn shares(g: &NexthopGroup) -> Vec<usize> {
+        (0..g.count as usize)
+            .map(|i| g.buckets.iter().filter(|&&b| b as usize == i).count())
+            .collect()
+    }
+
+    #[test]
+    fn buckets_follow_weights_within_one_bucket() {
+        let nh = |i| {
+            nexthop(&Path {
+                ifindex: i,
+                gateway: None,
+            })
+        };
+        assert_eq!(shares(&nexthop_group(&[nh(1)]).unwrap()), [1024]);
+        assert_eq!(
+            shares(&nexthop_group(&[(nh(1), 1), (nh(2), 3)]).unwrap()),
+            [256, 768]
+        );
+        let wide: Vec<Nexthop> = (0..MAX_PATHS as u32).map(nh).collect();
+        assert!(shares(&nexthop_group(&wide).unwrap())
+            .iter()
+            .all(|&s| s == 16));
+        let odd: Vec<(Nexthop, u32)> = (0..63).map(|i| (nh(i), 1 + i % 5)).collect();
+        let g = nexthop_group(&odd).unwrap();
+        let total: u32 = odd.iter().map(|p| p.1).sum();
+        for (s, (_, w)) in shares(&g).iter().zip(&odd) {
+            let exact = f64::from(*w) * 1024.0 / f64::from(total);
+            assert!((*s as f64 - exact).abs() <= 1.0, "{s} vs {exact}");
+        }
+        assert!(nexthop_group(&[(nh(1), 0)]).is_err());
+        assert!(nexthop_group(&vec![nh(1); MAX_PATHS + 1]).is_err());
     }
 }

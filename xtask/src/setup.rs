@@ -39,6 +39,9 @@ const TOOL_PACKAGES: &[&str] = &[
     // vrfd reads the ruleset through `nft -j` (issue #11); the tests write nft, legacy iptables.
     "nftables",
     "iptables",
+    // The real control planes the nexthop and weighted-ECMP tests run (tests/src/{frr,bird}.rs).
+    "frr",
+    "bird2",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

@@ -39,6 +39,7 @@
 //! restarted.
 mod codec;
 pub mod convert;
+pub mod nexthop;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
