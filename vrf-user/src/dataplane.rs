@@ -441,12 +441,16 @@ pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 
 /// The verifier gives up with EAGAIN when a signal reaches the loading thread (libbpf retries
-/// it too); a daemon that handles signals meets it. A failed load leaves the program unloaded,
-/// so loading it again starts clean.
+/// it too); a daemon that handles signals meets it. On a loaded machine one verification can
+/// outlast the interval between signals, so retrying alone never gets through: the thread
+/// blocks signals while it loads (they stay pending and arrive right after), and still retries
+/// what a signal it could not block caused. A failed load leaves the program unloaded, so
+/// loading it again starts clean.
 fn retry_eagain(
     mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
 ) -> Result<(), aya::programs::ProgramError> {
     const ATTEMPTS: u32 = 20;
+    let _blocked = SignalsBlocked::new();
     let mut attempt = 1;
     loop {
         match load() {
@@ -458,6 +462,33 @@ fn retry_eagain(
                 attempt += 1;
             }
             other => return other,
+        }
+    }
+}
+
+/// Every blockable signal held back on this thread until dropped (SIGKILL and SIGSTOP cannot
+/// be blocked; the previous mask comes back on drop).
+struct SignalsBlocked(libc::sigset_t, std::marker::PhantomData<*const ()>);
+
+impl SignalsBlocked {
+    fn new() -> Self {
+        // SAFETY: sigfillset initialises `all`; pthread_sigmask only reads and writes the sets.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsBlocked(old, std::marker::PhantomData)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`, on the same thread (the raw-pointer marker keeps
+        // the guard from moving to another).
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
         }
     }
 }
