@@ -705,22 +705,7 @@ pub fn hex(b: &[u8]) -> String {
 
 // Independent frame checks.
 
-/// RFC 1071 one's-complement sum of `bytes` (16-bit big-endian words, odd byte padded), folded.
-pub fn ones_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in bytes.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
+pub use crate::invariants::ones_sum;
 
 /// The IPv4 header checksum of `header` as the sender computes it (checksum field taken as 0).
 pub fn ipv4_checksum(header: &[u8]) -> u16 {

@@ -408,6 +408,58 @@ impl Topology {
             .unwrap_or_else(|| panic!("VRF {vrf:?} has no member {index}"))
     }
 
+    /// Re-creates what the topology set up for member `index` of `vrf` on the router side and the
+    /// kernel removes when the link goes down: the IPv6 address, the connected routes in the VRF's
+    /// table, and the permanent neighbours (idempotent).
+    pub fn restore_member(&self, vrf: &str, index: usize) {
+        let m = self.member(vrf, index);
+        let r = self.router();
+        let table = m.table.to_string();
+        let mac = crate::mac_to_string(m.host_mac);
+        let s4 = m.subnet4.unwrap();
+        let s6 = m.subnet6.unwrap();
+        let has_v6 = r
+            .ip(&["-6", "addr", "show", "dev", &m.ifname])
+            .unwrap()
+            .contains(&m.router6().to_string());
+        if !has_v6 {
+            r.ip(&[
+                "addr",
+                "add",
+                &s6.cidr_of(1),
+                "dev",
+                &m.ifname,
+                "nodad",
+                "noprefixroute",
+            ])
+            .unwrap();
+        }
+        for (net, src) in [
+            (s4.to_string(), m.router4().to_string()),
+            (s6.to_string(), m.router6().to_string()),
+        ] {
+            r.ip(&[
+                "route", "replace", &net, "dev", &m.ifname, "table", &table, "proto", "kernel",
+                "scope", "link", "src", &src,
+            ])
+            .unwrap();
+        }
+        for addr in [m.host4().to_string(), m.host6().to_string()] {
+            r.ip(&[
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                &mac,
+                "dev",
+                &m.ifname,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+        }
+    }
+
     /// All members of all VRFs.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.vrfs.iter().flat_map(|v| v.members.iter())

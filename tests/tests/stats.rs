@@ -636,49 +636,6 @@ fn ping_all(topo: &Topology, vrf: &str, v6: bool, count: u32) {
     assert!(r.all_received(), "{vrf} ping A→B (v6 {v6}): {r:?}");
 }
 
-/// Re-creates what the kernel removed from member `index` of `vrf` when it went down: the IPv6
-/// address, the connected routes in the VRF's table and the permanent neighbours.
-fn restore_member(topo: &Topology, vrf: &str, index: usize) {
-    let m = topo.member(vrf, index);
-    let r = topo.router();
-    let table = m.table.to_string();
-    let mac = mac_to_string(m.host_mac);
-    let (s4, s6) = (m.subnet4.unwrap(), m.subnet6.unwrap());
-    let _ = r.ip(&[
-        "addr",
-        "add",
-        &s6.cidr_of(1),
-        "dev",
-        &m.ifname,
-        "nodad",
-        "noprefixroute",
-    ]);
-    for (net, src) in [
-        (s4.to_string(), m.router4().to_string()),
-        (s6.to_string(), m.router6().to_string()),
-    ] {
-        r.ip(&[
-            "route", "replace", &net, "dev", &m.ifname, "table", &table, "proto", "kernel",
-            "scope", "link", "src", &src,
-        ])
-        .unwrap();
-    }
-    for addr in [m.host4().to_string(), m.host6().to_string()] {
-        r.ip(&[
-            "neigh",
-            "replace",
-            &addr,
-            "lladdr",
-            &mac,
-            "dev",
-            &m.ifname,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-    }
-}
-
 fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v:#}"))
 }
@@ -907,7 +864,7 @@ fn vrfctl_stats_and_metrics_agree_exactly_with_the_traffic_sent() {
         .ip(&["link", "set", "st_away", "name", "red1"])
         .unwrap();
     router.ip(&["link", "set", "red1", "up"]).unwrap();
-    restore_member(&topo, "red", 1);
+    topo.restore_member("red", 1);
     let red1 = topo.member("red", 1);
     await_true("red1 up with its neighbour mirrored", FOLLOW, || {
         let maps = vrfd.maps().unwrap();

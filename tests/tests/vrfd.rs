@@ -347,58 +347,6 @@ fn assert_ping_via_xdp(topo: &Topology, vrfd: &Vrfd<'_>, vrf: &str, v6: bool, wh
 // ---------------------------------------------------------------------------------------------
 // Kernel state helpers.
 
-/// Re-creates what the topology set up for member `index` of `vrf` on the router side and the
-/// kernel removes when the link goes down: the IPv6 address, the connected routes in the VRF's
-/// table, and the permanent neighbours (idempotent).
-fn restore_member(topo: &Topology, vrf: &str, index: usize) {
-    let m = topo.member(vrf, index);
-    let r = topo.router();
-    let table = m.table.to_string();
-    let mac = mac_to_string(m.host_mac);
-    let s4 = m.subnet4.unwrap();
-    let s6 = m.subnet6.unwrap();
-    let has_v6 = r
-        .ip(&["-6", "addr", "show", "dev", &m.ifname])
-        .unwrap()
-        .contains(&m.router6().to_string());
-    if !has_v6 {
-        r.ip(&[
-            "addr",
-            "add",
-            &s6.cidr_of(1),
-            "dev",
-            &m.ifname,
-            "nodad",
-            "noprefixroute",
-        ])
-        .unwrap();
-    }
-    for (net, src) in [
-        (s4.to_string(), m.router4().to_string()),
-        (s6.to_string(), m.router6().to_string()),
-    ] {
-        r.ip(&[
-            "route", "replace", &net, "dev", &m.ifname, "table", &table, "proto", "kernel",
-            "scope", "link", "src", &src,
-        ])
-        .unwrap();
-    }
-    for addr in [m.host4().to_string(), m.host6().to_string()] {
-        r.ip(&[
-            "neigh",
-            "replace",
-            &addr,
-            "lladdr",
-            &mac,
-            "dev",
-            &m.ifname,
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
-    }
-}
-
 /// Distinct prefixes of the router's local table of one family (what vrfd overlays into every
 /// VRF's FIB).
 fn local_prefixes(topo: &Topology, v6: bool) -> BTreeSet<String> {
@@ -862,7 +810,7 @@ fn a_member_going_down_and_up_is_followed() {
         }
     });
     // Nothing comes back by itself (routes added by hand, permanent neighbours): re-add them.
-    restore_member(&topo, "red", 1);
+    topo.restore_member("red", 1);
     for dst in ["10.0.2.2", "fd00:2::2"] {
         await_fate(
             &vrfd,
@@ -1152,8 +1100,8 @@ fn flushing_a_table_or_neighbours_behind_vrfds_back_converges() {
         ])
         .unwrap();
     }
-    restore_member(&topo, "red", 0);
-    restore_member(&topo, "red", 1);
+    topo.restore_member("red", 0);
+    topo.restore_member("red", 1);
     for (iif, dst) in probes {
         let want = match dst {
             "10.0.2.2" | "fd00:2::2" => "forward/forwarded via red1",
@@ -1182,7 +1130,7 @@ fn flushing_a_table_or_neighbours_behind_vrfds_back_converges() {
             .any(|(i, a, _)| *i == red_b.ifindex && (*a == red_b.host4() || *a == red_b.host6())),
         "host B's neighbours survived the flush in the map: {left:?}"
     );
-    restore_member(&topo, "red", 1);
+    topo.restore_member("red", 1);
     for dst in ["10.0.2.2", "fd00:2::2"] {
         await_fate(
             &vrfd,
@@ -1808,7 +1756,7 @@ fn a_multipath_route_the_kernel_drops_with_its_link_is_not_forwarded_after_the_l
 
     r.ip(&["link", "set", "red1", "down"]).unwrap();
     r.ip(&["link", "set", "red1", "up"]).unwrap();
-    restore_member(&topo, "red", 1);
+    topo.restore_member("red", 1);
     add_gateways();
     std::thread::sleep(FOLLOW);
     let mut failures = Vec::new();
