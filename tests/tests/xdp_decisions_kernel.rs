@@ -9,7 +9,6 @@ use vrf_common::{
     VRF_NETFILTER6, VRF_RULE4, VRF_RULE6,
 };
 use vrf_user::dataplane::XDP_PASS;
-use vrf_user::maps::nexthop;
 
 fn red4(fx: &Fixture) -> Vec<u8> {
     fx.udp(fx.r0, RED_SRC4, RED_REMOTE4)
