@@ -126,7 +126,7 @@ pub fn run(quick: bool, progress: &Progress) -> Result<Results> {
     let mut records = 0u64;
     router.run_in(|| -> Result<()> {
         system::pin(0, super::forward::ROUTER_CPU)?;
-        let mut run = |name: &str| -> Result<f64> {
+        let run = |name: &str| -> Result<f64> {
             let prog: &Xdp = ebpf
                 .program(name)
                 .ok_or_else(|| anyhow!("no {name}"))?
