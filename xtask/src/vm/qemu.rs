@@ -17,6 +17,10 @@ use crate::cargo::display;
 pub struct Vm {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// The root file system, `/dev/vda`, opened with `snapshot=on` (never written).
+    pub disk: PathBuf,
+    /// A tar archive, `/dev/vdb` (read-only): what the guest's test runner unpacks and runs.
+    pub payload: PathBuf,
     pub cpus: u32,
     pub memory_mb: u32,
     /// The guest is killed after this long.
@@ -44,11 +48,21 @@ impl Vm {
             .args(["-m", &self.memory_mb.to_string()])
             // No NIC (and so no option ROM to look for): the tests build their own networks.
             .args(["-nographic", "-no-reboot", "-nic", "none"])
+            .arg("-drive")
+            .arg(drive(&self.disk, "snapshot=on"))
+            .arg("-drive")
+            .arg(drive(&self.payload, "readonly=on"))
             .arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(&self.initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"]);
+            // Quiet: only the test runner (and a kernel panic) write to the console; no fsck of
+            // a snapshot that is thrown away.
+            .args([
+                "-append",
+                "root=/dev/vda rw console=ttyS0 quiet loglevel=1 panic=-1 \
+                 systemd.show_status=0 fsck.mode=skip",
+            ]);
         cmd
     }
 
@@ -88,6 +102,14 @@ impl Vm {
         let status = child.wait().context("waiting for qemu")?;
         Ok(End::Exited(status))
     }
+}
+
+/// A virtio disk; commas in the path are doubled, as QEMU's option syntax wants.
+fn drive(path: &std::path::Path, extra: &str) -> std::ffi::OsString {
+    let mut s = std::ffi::OsString::from("file=");
+    s.push(path.to_string_lossy().replace(',', ",,"));
+    s.push(format!(",format=raw,if=virtio,{extra}"));
+    s
 }
 
 fn kill(child: &mut Child) {
