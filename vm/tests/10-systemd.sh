@@ -48,7 +48,8 @@ has_xdp . s1 || fail "no XDP on s1"
 ls /run/vrf-xdp/ | grep -q '\.lock$' || fail "no lock in /run/vrf-xdp (RuntimeDirectory=)"
 vrfctl show --json | json "[(v['name'], v['table'], [m['name'] for m in v['members']]) for v in d['vrfs']]" | tee /tmp/show.log
 grep -q "('vrf-sys', 300, \['s1'\])" /tmp/show.log || fail "vrfctl show: no vrf-sys (300) with s1"
-vrfctl lookup --vrf vrf-sys --iif s1 10.40.1.1 --json | grep -q '"reason":"local"' || fail "vrfctl lookup: 10.40.1.1 not local"
+local_lookup() { vrfctl lookup --vrf vrf-sys --iif s1 10.40.1.1 --json | grep -q '"reason":"local"'; }
+wait_for 5 local_lookup || fail "vrfctl lookup: 10.40.1.1 not local: $(vrfctl lookup --vrf vrf-sys --iif s1 10.40.1.1 --json 2>&1) $(ip route show table 300)"
 progs=$(xdp_tc_progs)
 echo "XDP/tc programs loaded: $progs"
 [ "$progs" -gt 0 ] || fail "bpftool lists no XDP/tc program while vrfd runs"

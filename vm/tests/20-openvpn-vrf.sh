@@ -39,6 +39,8 @@ cp /etc/network/interfaces /tmp/interfaces.orig
 at_exit "cp /tmp/interfaces.orig /etc/network/interfaces"
 cp "$EX/interfaces" /etc/network/interfaces
 at_exit "ifdown -a -X eth0 >/dev/null 2>&1; ifdown vrf_external >/dev/null 2>&1; ip link del vrf_external 2>/dev/null"
+# networking.service creates ifupdown2's lock directory at boot; the image leaves the service off.
+mkdir -p /run/network
 ifup -a || fail "ifup -a"
 ip -d link show dev vrf_external | tee /dev/stderr | grep -q 'vrf table 1023' || fail "vrf_external is no VRF device with table 1023"
 ip link show dev eth0 | grep -q 'master vrf_external' || fail "eth0 is not in vrf_external"

@@ -54,7 +54,7 @@ protocol static announced {
     ipv4;
 $routes
 }
-protocol bgp router {
+protocol bgp uplink {
     local 10.20.1.2 as 65001;
     neighbor 10.20.1.1 as 65000;
     hold time 30;

@@ -46,8 +46,9 @@ impl Vm {
         cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
             .args(["-smp", &self.cpus.to_string()])
             .args(["-m", &self.memory_mb.to_string()])
-            // No NIC (and so no option ROM to look for): the tests build their own networks.
-            .args(["-nographic", "-no-reboot", "-nic", "none"])
+            // No default devices (no NIC, CD-ROM, floppy or VGA for the guest to probe): the
+            // tests build their own networks; the serial console is the only output.
+            .args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"])
             .arg("-drive")
             .arg(drive(&self.disk, "snapshot=on"))
             .arg("-drive")
@@ -57,11 +58,11 @@ impl Vm {
             .arg("-initrd")
             .arg(&self.initrd)
             // Quiet: only the test runner (and a kernel panic) write to the console; no fsck of
-            // a snapshot that is thrown away.
+            // a snapshot that is thrown away; no speculation mitigations to emulate.
             .args([
                 "-append",
                 "root=/dev/vda rw console=ttyS0 quiet loglevel=1 panic=-1 \
-                 systemd.show_status=0 fsck.mode=skip",
+                 systemd.show_status=0 fsck.mode=skip mitigations=off",
             ]);
         cmd
     }
