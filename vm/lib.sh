@@ -12,9 +12,15 @@ NAMESPACES=
 
 step() { echo "== $*"; }
 
+# VRFD_UNIT=1: the script runs vrfd through systemd (its log is the journal).
+VRFD_UNIT=
+
 fail() {
     echo "FAIL: $*"
-    if [ -s "$VRFD_LOG" ]; then
+    if [ -n "$VRFD_UNIT" ]; then
+        echo "-- journalctl -u vrfd (last 40 lines):"
+        journalctl -u vrfd -b --no-pager -o cat | tail -n 40
+    elif [ -s "$VRFD_LOG" ]; then
         echo "-- vrfd log (last 40 lines):"
         tail -n 40 "$VRFD_LOG"
     fi

@@ -6,11 +6,12 @@
 step "dpkg -i left vrf-xdp installed"
 dpkg-query -W -f '${Status} ${Version}\n' vrf-xdp | tee /dev/stderr | grep -q '^install ok installed ' ||
     fail "vrf-xdp is not installed: $(cat /tmp/dpkg-install.log 2>/dev/null | tail -n 3)"
+dpkg -L vrf-xdp >/tmp/files
 for f in /usr/sbin/vrfd /usr/sbin/vrfctl /lib/systemd/system/vrfd.service /etc/vrf-xdp.toml \
     /usr/share/man/man8/vrfd.8.gz /usr/share/man/man8/vrfctl.8.gz \
     /usr/share/bash-completion/completions/vrfctl /usr/share/zsh/vendor-completions/_vrfctl \
     /usr/share/fish/vendor_completions.d/vrfctl.fish /usr/share/doc/vrf-xdp/copyright; do
-    dpkg -S "$f" >/dev/null 2>&1 || fail "$f does not belong to the package"
+    grep -qx "$f" /tmp/files || fail "$f does not belong to the package"
     [ -e "$f" ] || fail "$f missing"
 done
 dpkg-query -W -f '${Conffiles}\n' vrf-xdp | grep -q '^ /etc/vrf-xdp.toml [0-9a-f]' ||

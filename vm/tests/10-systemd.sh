@@ -3,6 +3,7 @@
 # reaches active (Type=notify: READY=1), status and journal show the startup, restart works,
 # and stop leaves no program, pin, tc filter, qdisc or process behind.
 . /vm/lib.sh
+VRFD_UNIT=1
 
 # xdp_tc_progs: the XDP and tc programs loaded in the kernel (systemd's own cgroup programs are
 # neither).
@@ -10,6 +11,9 @@ xdp_tc_progs() { bpftool prog show | grep -cE '^[0-9]+: (xdp|sched_cls) '; }
 main_pid() { systemctl show -p MainPID --value vrfd; }
 
 step "a VRF in the host's own namespace: vrf-sys (table 300), member s1 with host hs behind it"
+# A router forwards (vrfd passes everything to the kernel where it does not).
+sysctl -qw net.ipv4.ip_forward=1
+at_exit "sysctl -qw net.ipv4.ip_forward=0"
 ip link add vrf-sys type vrf table 300 || fail "ip link add vrf-sys"
 at_exit "ip link del vrf-sys 2>/dev/null; ip link del s1 2>/dev/null"
 ip link set vrf-sys up

@@ -8,6 +8,7 @@
 # through XDP on eth0 (passed to the kernel as local: vrfctl stats). The control run without
 # vrfd shows vrf_xmit counting the same traffic.
 . /vm/lib.sh
+VRFD_UNIT=1
 EX=/vm/examples/openvpn-vrf
 
 step "the external side: gateway ext (192.0.2.254, 2001:db8:1::fe) and client (198.51.100.2) behind it"
@@ -33,6 +34,10 @@ for d in "ext gw0" "ext c0" "client eth0"; do
     nx "$1" ethtool -K "$2" gro on tx off >/dev/null || fail "ethtool -K $2 in $1"
 done
 ethtool -K eth0 tx off >/dev/null
+
+# The example's sysctl.conf: the VPN server routes.
+sysctl -q -p "$EX/sysctl.conf" || fail "sysctl -p $EX/sysctl.conf"
+at_exit "sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0"
 
 step "ifupdown2: the example's /etc/network/interfaces, ifup -a"
 cp /etc/network/interfaces /tmp/interfaces.orig

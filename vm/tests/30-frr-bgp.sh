@@ -12,12 +12,13 @@
 # Phase 2, `no zebra nexthop kernel enable`: zebra writes plain gateway routes, and the pings are
 # forwarded by XDP (the kernel's IpForwDatagrams stays put).
 . /vm/lib.sh
+VRFD_UNIT=1
 PREFIXES=${PREFIXES:-2000}
 ASSERT_NHID_XDP=${ASSERT_NHID_XDP:-0}
 
 # Per VRF: peer link 10.20.1.0/24 (router .1, BIRD .2), host link 10.30.1.0/24 (router .1,
 # host .2): identical addressing in both.
-step "VRFs red (1001) and blue (1002); BGP neighbours pr/pb, hosts hr/hb"
+step "VRFs red (1001) and blue (1002); BGP neighbours rp/bp, hosts rh/bh"
 at_exit "ip link del red 2>/dev/null; ip link del blue 2>/dev/null"
 sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 for v in "red 1001 r" "blue 1002 b"; do
@@ -137,7 +138,7 @@ ping_vrf() {
 }
 
 step "phase 1 (nexthop objects): traffic stays in its VRF"
-for v in "red hr rp bp r-host" "blue hb bp rp b-host"; do
+for v in "red rh rp bp r-host" "blue bh bp rp b-host"; do
     set -- $v
     vrfctl lookup --vrf "$1" --iif "$5" 10.100.7.1 || true
     ping_vrf "$1" "$2" "$3" "$4"
@@ -157,7 +158,7 @@ ip route show table 1001 10.100.7.0/24
 ready() { vrfctl lookup --vrf red --iif r-host 10.100.7.1 --json | grep -q '"oif":"r-peer"' && vrfctl lookup --vrf blue --iif b-host 10.100.7.1 --json | grep -q '"oif":"b-peer"'; }
 wait_for 30 ready || fail "vrfd does not forward 10.100.7.1 in red and blue: $(vrfctl lookup --vrf red --iif r-host 10.100.7.1 --json)"
 vrfctl show
-for v in "red hr rp bp r-host" "blue hb bp rp b-host"; do
+for v in "red rh rp bp r-host" "blue bh bp rp b-host"; do
     set -- $v
     vrfctl lookup --vrf "$1" --iif "$5" 10.100.7.1
     ping_vrf "$1" "$2" "$3" "$4"

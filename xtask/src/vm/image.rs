@@ -30,6 +30,10 @@ const DISK_SIZE: &str = "3G";
 const RECIPE: &str = "vrf-xdp vm image v1: mmdebstrap minbase, ext4 /dev/vda, cloud kernel";
 /// Marks a completely built image directory.
 const COMPLETE: &str = ".complete";
+/// Touched by every run that uses the image.
+const USED: &str = ".used";
+/// Images no run used for this long are removed when a new one is built.
+const KEEP_UNUSED: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
 pub struct Image {
     pub dir: PathBuf,
@@ -64,8 +68,10 @@ pub fn ensure() -> Result<Image> {
     let cache = cache_dir();
     let dir = cache.join(format!("{SUITE}-{key}"));
     if dir.join(COMPLETE).is_file() {
+        let _ = fs::write(dir.join(USED), b"");
         return image_in(&dir, false);
     }
+    prune(&cache);
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let tmp = cache.join(format!(".{SUITE}-{key}.{}.tmp", std::process::id()));
     if tmp.exists() {
@@ -88,6 +94,40 @@ pub fn ensure() -> Result<Image> {
         }
     }
     image_in(&dir, true)
+}
+
+/// Removes what interrupted builds left, and the images (other recipes: other branches, older commits) no run used for
+/// [`KEEP_UNUSED`]; each is some 500 MB.
+fn prune(cache: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stamp = if dir.join(USED).exists() {
+            dir.join(USED)
+        } else {
+            dir.join(COMPLETE)
+        };
+        let age = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        // `.<suite>-<key>.<pid>.tmp`: a build whose process is gone.
+        let dead_build = name.starts_with('.')
+            && name
+                .strip_suffix(".tmp")
+                .and_then(|n| n.rsplit('.').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if dead_build {
+            let _ = fs::remove_dir_all(&dir);
+        } else if name.starts_with(&format!("{SUITE}-")) && age.is_some_and(|a| a > KEEP_UNUSED) {
+            eprintln!("vm-test: removing {} (unused for 14 days)", dir.display());
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 fn cache_dir() -> PathBuf {

@@ -48,7 +48,14 @@ impl Vm {
             .args(["-m", &self.memory_mb.to_string()])
             // No default devices (no NIC, CD-ROM, floppy or VGA for the guest to probe): the
             // tests build their own networks; the serial console is the only output.
-            .args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"])
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+            ])
             .arg("-drive")
             .arg(drive(&self.disk, "snapshot=on"))
             .arg("-drive")
