@@ -42,8 +42,11 @@ fn systemd_unit_starts_vrfd_with_the_config() {
     let has = |line: &str| unit.lines().any(|l| l.trim() == line);
     assert!(has("Type=notify"));
     assert!(has(
-        "ExecStart=/usr/local/sbin/vrfd --config /etc/vrf-xdp.toml"
+        "ExecStart=/usr/sbin/vrfd --config /etc/vrf-xdp.toml"
     ));
+    // ProtectSystem=strict makes /run read-only; vrfd's lock lives in /run/vrf-xdp.
+    assert!(has("ProtectSystem=strict"));
+    assert!(has("RuntimeDirectory=vrf-xdp"));
     assert!(has("Restart=on-failure"));
     for cap in [
         "CAP_BPF",
