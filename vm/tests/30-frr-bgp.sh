@@ -86,6 +86,19 @@ frr_conf() {
 # table_routes TABLE: how many BGP routes the kernel has in TABLE.
 table_routes() { ip route show table "$1" proto bgp | wc -l; }
 bgp_converged() { [ "$(table_routes 1001)" -ge "$PREFIXES" ] && [ "$(table_routes 1002)" -ge "$PREFIXES" ]; }
+bgp_instances() { vtysh -c 'show bgp vrf all summary' 2>&1 | grep -q 'BGP router identifier 10.20.1.1.*vrf-id' &&
+    [ "$(vtysh -c 'show bgp vrf all summary' 2>&1 | grep -c 'BGP router identifier 10.20.1.1')" -eq 2 ]; }
+
+# frr_up WHAT: after `systemctl start|restart frr`, both BGP instances exist. Under a loaded
+# TCG guest, frrinit.sh has been seen to apply frr.conf before bgpd listened ("BGP instance
+# not found" ever after): then load the integrated config once more with `vtysh -b`.
+frr_up() {
+    wait_for 60 bgp_instances && return 0
+    echo "$1: no BGP instances 60 s after FRR started; loading frr.conf again (vtysh -b)"
+    journalctl -u frr -b --no-pager -o cat | tail -n 15
+    vtysh -b >/dev/null 2>&1
+    wait_for 60 bgp_instances || fail "$1: no BGP instances in red and blue: $(vtysh -c 'show bgp vrf all summary' 2>&1 | tr '\n' ' ' | cut -c1-300)"
+}
 
 step "FRR (frr.service) with bgpd; zebra installs the routes"
 cp /etc/frr/daemons /tmp/frr-daemons.orig
@@ -95,6 +108,7 @@ sed -i 's/^bgpd=no/bgpd=yes/' /etc/frr/daemons
 frr_conf ""
 t0=$(uptime_cs)
 systemctl start frr || fail "systemctl start frr: $(journalctl -u frr -b --no-pager -o cat | tail -n 5 | tr '\n' ' ')"
+frr_up "start"
 wait_for 180 bgp_converged ||
     fail "after 180 s: table 1001 $(table_routes 1001), table 1002 $(table_routes 1002) BGP routes of $PREFIXES; $(vtysh -c 'show bgp vrf all summary' 2>&1 | tr '\n' ' ' | cut -c1-400)"
 echo "converged in $(( ($(uptime_cs) - t0) / 100 )) s: table 1001 $(table_routes 1001), table 1002 $(table_routes 1002) BGP routes"
@@ -152,6 +166,7 @@ done
 step "phase 2: no zebra nexthop kernel enable, FRR restarted: plain gateway routes"
 frr_conf "no zebra nexthop kernel enable"
 systemctl restart frr || fail "systemctl restart frr"
+frr_up "restart"
 plain() { bgp_converged && [ "$(ip route show table 1001 proto bgp | grep -c nhid)" -eq 0 ] && [ "$(ip route show table 1002 proto bgp | grep -c nhid)" -eq 0 ]; }
 wait_for 180 plain || fail "after 180 s: table 1001 $(table_routes 1001) routes ($(ip route show table 1001 proto bgp | grep -c nhid) with nhid), table 1002 $(table_routes 1002)"
 ip route show table 1001 10.100.7.0/24
