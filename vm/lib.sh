@@ -1,12 +1,9 @@
-# Sourced by every /vm/tests/*.sh: helpers on top of busybox sh, for a router namespace with
-# kernel VRF devices, host namespaces behind its members, and vrfd running in the router.
+# Sourced by every /vm/tests/*.sh (run by /bin/sh, Debian's dash): helpers for a router namespace
+# with kernel VRF devices, host namespaces behind its members, and vrfd running in the router
+# (the tests of the systemd unit and the deployments run vrfd as the package installs it).
 #
 # A script fails by calling `fail REASON` (prints "FAIL: REASON", which /init reports); its EXIT
 # trap stops vrfd and deletes its namespaces.
-
-# Busybox's shell runs its own `ip`/`tc` applets ahead of PATH; these are iproute2's.
-ip() { /usr/local/bin/ip "$@"; }
-tc() { /usr/local/bin/tc "$@"; }
 
 PIN=/sys/fs/bpf/vrf-xdp
 VRFD_LOG=/tmp/vrfd.log
@@ -15,16 +12,29 @@ NAMESPACES=
 
 step() { echo "== $*"; }
 
+# VRFD_UNIT=1: the script runs vrfd through systemd (its log is the journal).
+VRFD_UNIT=
+
 fail() {
     echo "FAIL: $*"
-    if [ -s "$VRFD_LOG" ]; then
+    if [ -n "$VRFD_UNIT" ]; then
+        echo "-- journalctl -u vrfd (last 40 lines):"
+        journalctl -u vrfd -b --no-pager -o cat | tail -n 40
+    elif [ -s "$VRFD_LOG" ]; then
         echo "-- vrfd log (last 40 lines):"
         tail -n 40 "$VRFD_LOG"
     fi
     exit 1
 }
 
+# at_exit CMD: run CMD (a shell line) when the script exits, before the namespaces go; the
+# last registered runs first.
+AT_EXIT=
+at_exit() { AT_EXIT="$*
+$AT_EXIT"; }
+
 cleanup() {
+    eval "$AT_EXIT"
     if [ -n "$VRFD_PID" ]; then
         kill -TERM "$VRFD_PID" 2>/dev/null && wait "$VRFD_PID"
     fi
@@ -35,12 +45,26 @@ cleanup() {
 trap cleanup EXIT
 
 # nx NS CMD...: CMD in namespace NS's network namespace only (the mount namespace, and so the
-# bpffs pins, stay shared; `ip netns exec` would remount /sys).
+# bpffs pins, stay shared; `ip netns exec` would remount /sys). NS "." is the host's own.
 nx() {
     _ns=$1
     shift
-    nsenter --net="/run/netns/$_ns" "$@"
+    if [ "$_ns" = . ]; then
+        "$@"
+    else
+        nsenter --net="/run/netns/$_ns" "$@"
+    fi
 }
+
+# ipn NS ARGS...: `ip -n NS ARGS`, or plain `ip ARGS` for NS ".".
+ipn() {
+    _ns=$1
+    shift
+    if [ "$_ns" = . ]; then ip "$@"; else ip -n "$_ns" "$@"; fi
+}
+
+# json EXPR: EXPR (Python, over the JSON document `d` read from stdin), printed.
+json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
 netns() {
     ip netns add "$1" || fail "ip netns add $1"
@@ -98,7 +122,7 @@ wait_for() {
     while :; do
         "$@" >/dev/null 2>&1 && return 0
         [ "$(uptime_cs)" -ge "$_limit" ] && return 1
-        usleep 50000
+        sleep 0.05
     done
 }
 
@@ -107,11 +131,19 @@ alive() { grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/$1/status" 2>/dev/nu
 dead() { ! alive "$1"; }
 
 # has_xdp NS DEV: an XDP program is attached to DEV (native or generic).
-has_xdp() { ip -n "$1" -d link show dev "$2" | grep -q 'prog/xdp'; }
-no_xdp() { ip -n "$1" link show dev "$2" >/dev/null 2>&1 && ! has_xdp "$1" "$2"; }
+has_xdp() { ipn "$1" -d link show dev "$2" | grep -q 'prog/xdp'; }
+no_xdp() { ipn "$1" link show dev "$2" >/dev/null 2>&1 && ! has_xdp "$1" "$2"; }
 
 # has_tc NS DEV: a tc filter (vrfd's tc programs, clsact on kernels before 6.6) on DEV.
-has_tc() { [ -n "$(tc -n "$1" filter show dev "$2" egress 2>/dev/null; tc -n "$1" filter show dev "$2" ingress 2>/dev/null)" ]; }
+has_tc() {
+    if [ "$1" = . ]; then set -- "" "$2"; else set -- "-n $1" "$2"; fi
+    # shellcheck disable=SC2086 # $1 is "-n NS" or nothing
+    [ -n "$(tc $1 filter show dev "$2" egress 2>/dev/null; tc $1 filter show dev "$2" ingress 2>/dev/null)" ]
+}
+
+# tx_packets NS DEV: the kernel's TX packet counter of DEV (for a VRF device: what vrf_xmit sent).
+tx_packets() { ipn "$1" -s link show dev "$2" | awk '/TX:/ { getline; print $2; exit }'; }
+rx_packets() { ipn "$1" -s link show dev "$2" | awk '/RX:/ { getline; print $2; exit }'; }
 
 # vrfd in the router namespace, without a config: it discovers the kernel's VRF devices.
 vrfd_start() {
@@ -123,7 +155,7 @@ vrfd_start() {
     until grep -q ' ready' "$VRFD_LOG"; do
         alive "$VRFD_PID" || fail "vrfd exited before it was ready: $(vrfd_error)"
         [ "$(uptime_cs)" -lt "$_limit" ] || fail "vrfd not ready within 60 s"
-        usleep 100000
+        sleep 0.1
     done
     echo "vrfd ready: $(grep ' ready' "$VRFD_LOG" | head -n 1)"
 }

@@ -37,7 +37,7 @@ ping_in() {
     other0=$(snmp "$4" Icmp:InEchos)
     out=$(nx "$2" ping -c 3 -W 2 -w 15 10.0.2.2 2>&1)
     echo "$out"
-    echo "$out" | grep -q '3 packets received' || fail "$1: ping $2 -> 10.0.2.2: $(echo "$out" | tail -n 1)"
+    echo "$out" | grep -Eq ', 3 (packets )?received' || fail "$1: ping $2 -> 10.0.2.2: $(echo "$out" | tail -n 1)"
     fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
     dst=$(( $(snmp "$3" Icmp:InEchos) - dst0 ))
     other=$(( $(snmp "$4" Icmp:InEchos) - other0 ))

@@ -41,9 +41,10 @@ fn systemd_unit_starts_vrfd_with_the_config() {
     let unit = dist_file("vrfd.service");
     let has = |line: &str| unit.lines().any(|l| l.trim() == line);
     assert!(has("Type=notify"));
-    assert!(has(
-        "ExecStart=/usr/local/sbin/vrfd --config /etc/vrf-xdp.toml"
-    ));
+    assert!(has("ExecStart=/usr/sbin/vrfd --config /etc/vrf-xdp.toml"));
+    // ProtectSystem=strict makes /run read-only; vrfd's lock lives in /run/vrf-xdp.
+    assert!(has("ProtectSystem=strict"));
+    assert!(has("RuntimeDirectory=vrf-xdp"));
     assert!(has("Restart=on-failure"));
     for cap in [
         "CAP_BPF",

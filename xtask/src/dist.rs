@@ -33,6 +33,13 @@ const SHELLS: [(&str, FileName); 3] = [
 pub fn dist() -> Result<PathBuf> {
     let tc = setup::ensure(true)?;
     let bin_dir = build_binaries(&tc, true)?;
+    let out = stage(&bin_dir)?;
+    print_install(&out)?;
+    Ok(out)
+}
+
+/// Writes `target/dist/` from the binaries in `bin_dir` (what `cargo xtask deb` packs too).
+pub fn stage(bin_dir: &Path) -> Result<PathBuf> {
     let out = target_dir().join("dist");
     if out.exists() {
         fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
@@ -59,9 +66,14 @@ pub fn dist() -> Result<PathBuf> {
         }
     }
 
+    Ok(out)
+}
+
+fn print_install(out: &Path) -> Result<()> {
+    let man_dir = out.join("man/man8");
     let rel = out
         .strip_prefix(root())
-        .unwrap_or(&out)
+        .unwrap_or(out)
         .display()
         .to_string();
     println!("{}", out.display());
@@ -74,17 +86,18 @@ pub fn dist() -> Result<PathBuf> {
         "dist: wrote {rel}/: sbin/{{vrfd,vrfctl}}, vrfd.service, vrf-xdp.toml, man/man8/ ({}), \
          completions/{{bash,zsh,fish}}/\n\
          dist: install it (as root) with:\n\
-         \x20 install -m 0755 {rel}/sbin/vrfd {rel}/sbin/vrfctl /usr/local/sbin/\n\
+         \x20 install -m 0755 {rel}/sbin/vrfd {rel}/sbin/vrfctl /usr/sbin/\n\
          \x20 install -m 0644 {rel}/vrfd.service /etc/systemd/system/\n\
          \x20 [ -e /etc/vrf-xdp.toml ] || install -m 0644 {rel}/vrf-xdp.toml /etc/\n\
          \x20 install -D -m 0644 -t /usr/local/share/man/man8 {rel}/man/man8/*\n\
          \x20 install -D -m 0644 -t /usr/local/share/bash-completion/completions {rel}/completions/bash/*\n\
          \x20 install -D -m 0644 -t /usr/local/share/zsh/site-functions {rel}/completions/zsh/*\n\
          \x20 install -D -m 0644 -t /usr/local/share/fish/vendor_completions.d {rel}/completions/fish/*\n\
-         \x20 systemctl daemon-reload && systemctl enable --now vrfd",
+         \x20 systemctl daemon-reload && systemctl enable --now vrfd\n\
+         dist: or build the Debian package with `cargo xtask deb` and `dpkg -i` it",
         pages.join(" ")
     );
-    Ok(out)
+    Ok(())
 }
 
 /// `vrfctl generate ARGS`: its stdout, which must not be empty.

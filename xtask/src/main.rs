@@ -5,6 +5,7 @@
 
 mod bench;
 mod cargo;
+mod deb;
 mod demo;
 mod dist;
 mod run;
@@ -62,10 +63,12 @@ enum Command {
     /// (as root): writes BENCHMARKS.md, target/bench/summary.json and plots (docs/bench/).
     Bench(bench::BenchArgs),
 
-    /// Run only the VM lane: real kernel VRF devices on Debian's 6.1 kernel under QEMU (TCG).
+    /// Run only the VM lane: vrf-xdp's .deb on a Debian 12 router (systemd, ifupdown2, OpenVPN,
+    /// FRR, BIRD) with real kernel VRF devices, Debian's 6.1 kernel under QEMU (TCG).
     ///
-    /// Fetches the kernel package once into target/vm/, builds the release binaries, packs an
-    /// initramfs with them and vm/tests/*.sh, boots it and reports each script's result.
+    /// Builds the image once with mmdebstrap into /var/cache/vrf-xdp/vm/ ($VRF_XDP_VM_CACHE),
+    /// builds the release binaries and the .deb (lintian: no errors), boots the image with the
+    /// package and vm/tests/*.sh, and reports each script's result.
     VmTest(vm::VmArgs),
 
     /// Build, then run vrfd with ARGS; without ARGS, start the demo lab.
@@ -78,6 +81,11 @@ enum Command {
     /// Build, then write target/dist/: vrfd and vrfctl, the systemd unit, the example config,
     /// man pages and bash/zsh/fish completions (generated from the clap definitions).
     Dist,
+
+    /// Build, then write target/deb/vrf-xdp_<version>_amd64.deb (dpkg-deb): the binaries, the
+    /// systemd unit (not enabled on install), /etc/vrf-xdp.toml as a conffile, man pages and
+    /// completions; checked with lintian (fails on errors).
+    Deb,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +140,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run { args } => run::run(args),
         Command::Dist => {
             dist::dist()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deb => {
+            let deb = deb::deb()?;
+            deb::lintian(&deb)?;
             Ok(ExitCode::SUCCESS)
         }
     }

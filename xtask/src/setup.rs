@@ -31,9 +31,15 @@ const TOOL_PACKAGES: &[&str] = &[
     "tcpdump",
     "procps",
     "util-linux",
-    // The VM lane (`cargo xtask vm-test`): QEMU boots Debian's kernel with a busybox initramfs.
+    // The VM lane (`cargo xtask vm-test`): mmdebstrap builds the Debian image (an ext4 file
+    // system from e2fsprogs), QEMU boots it.
     "qemu-system-x86",
-    "busybox-static",
+    "mmdebstrap",
+    "e2fsprogs",
+    // `cargo xtask deb`: dpkg-deb, dpkg-shlibdeps, strip; lintian checks the package.
+    "dpkg-dev",
+    "binutils",
+    "lintian",
     // `cargo xtask bench` draws its plots with this font (plotters' ab_glyph: no font libraries).
     "fonts-dejavu-core",
     // vrfd reads the ruleset through `nft -j` (issue #11); the tests write nft, legacy iptables.

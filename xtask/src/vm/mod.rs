@@ -1,19 +1,25 @@
-//! The VM lane: vrf-xdp on real kernel VRF devices (`vrf.ko`) and on the oldest kernel it
+//! The VM lane: vrf-xdp as a Debian package on a small Debian 12 router (systemd, ifupdown2,
+//! OpenVPN, FRR, BIRD) with real kernel VRF devices (`vrf.ko`) on the oldest kernel it
 //! supports, Debian 12's 6.1, booted under QEMU (TCG).
 //!
-//! 1. [`kernel`]: fetch and cache the Debian kernel package in `target/vm/`;
-//! 2. [`initramfs`]: pack busybox, the modules, iproute2, ethtool, vrfd, vrfctl, their shared
-//!    libraries, and the repository's `vm/init` and `vm/tests/*.sh`;
-//! 3. [`qemu`]: boot it; `/init` runs every script and prints `VMTEST <name> PASS|FAIL <reason>`
-//!    per script and `VMTEST-SUMMARY N passed, N failed`, then powers off;
-//! 4. here: parse those lines, print the results, fail unless every script passed.
+//! 1. [`image`]: the mmdebstrap root file system with Debian's kernel, built once and cached
+//!    outside the clone (`/var/cache/vrf-xdp/vm/<suite>-<recipe hash>/`);
+//! 2. [`crate::deb`]: `vrf-xdp_<version>_amd64.deb`, checked by lintian;
+//! 3. the payload: a tar archive of the package, `vm/init`, `vm/lib.sh`, `vm/tests/*.sh` and
+//!    `examples/`, attached as the guest's second disk;
+//! 4. [`qemu`]: boot it; the image's `vmtest.service` unpacks the payload and runs `/vm/init`,
+//!    which installs the package with `dpkg -i`, runs every script and prints on the serial
+//!    console `VMTEST <name> PASS|FAIL <reason>` per script and `VMTEST-SUMMARY N passed, N
+//!    failed`, then powers off;
+//! 5. here: parse those lines, print the results, fail unless every script passed.
 
-mod initramfs;
-mod kernel;
+mod image;
 mod qemu;
 
 use std::{
+    fs,
     path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -21,17 +27,17 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::{
-    cargo::{build_binaries, root, target_dir},
-    setup,
+    cargo::{build_binaries, root, run, target_dir},
+    deb, setup,
 };
 
-const DEFAULT_TIMEOUT: u64 = 600;
-const DEFAULT_SCRIPT_TIMEOUT: u64 = 180;
+const DEFAULT_TIMEOUT: u64 = 1500;
+const DEFAULT_SCRIPT_TIMEOUT: u64 = 300;
 
 /// Options of `cargo xtask vm-test`.
 #[derive(Args, Clone)]
 pub struct VmArgs {
-    /// Only run the test scripts whose name contains one of these (e.g. `02`, `live`).
+    /// Only run the test scripts whose name contains one of these (e.g. `02`, `systemd`).
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
 
@@ -82,36 +88,29 @@ pub fn vm_test(args: &VmArgs) -> Result<()> {
     run_lane(&bin_dir, args)
 }
 
-/// Boots the guest with vrfd and vrfctl from `bin_dir` and runs the test scripts; fails unless
-/// every one passed.
+/// Packs vrfd and vrfctl from `bin_dir` into the .deb, boots the image with it and runs the test
+/// scripts; fails unless every one passed.
 pub fn run_lane(bin_dir: &Path, args: &VmArgs) -> Result<()> {
     args.check()?;
     let started = Instant::now();
-    let cache = target_dir().join("vm");
     let t = Instant::now();
-    let kernel = kernel::ensure(&cache).context("getting the guest kernel")?;
-    let kernel_time = t.elapsed();
+    let image = image::ensure().context("getting the VM image")?;
+    let image_time = t.elapsed();
 
     let t = Instant::now();
-    let initrd = cache.join("initrd.cpio");
+    let package = deb::build(bin_dir).context("building the .deb")?;
+    deb::lintian(&package)?;
+    let deb_time = t.elapsed();
+
+    let payload = target_dir().join("vm/payload.tar");
     let config = format!(
         "SCRIPT_TIMEOUT={}\nONLY=\"{}\"\nSHOW_OUTPUT={}\n",
         args.script_timeout,
         args.filters.join(" "),
         u8::from(args.show_output)
     );
-    let built = initramfs::build(
-        &initrd,
-        &initramfs::Contents {
-            modules_dir: &kernel.modules,
-            bin_dir,
-            vm_dir: &root().join("vm"),
-            config,
-        },
-    )
-    .context("building the initramfs")?;
-    let selected: Vec<&String> = built
-        .tests
+    let tests = pack_payload(&payload, &package, &config)?;
+    let selected: Vec<&String> = tests
         .iter()
         .filter(|t| args.filters.is_empty() || args.filters.iter().any(|f| t.contains(f.as_str())))
         .collect();
@@ -119,26 +118,27 @@ pub fn run_lane(bin_dir: &Path, args: &VmArgs) -> Result<()> {
         bail!(
             "no VM test matches {:?} (tests: {})",
             args.filters,
-            built.tests.join(", ")
+            tests.join(", ")
         );
     }
     eprintln!(
-        "vm-test: kernel {} ({}, {:.1} s), initramfs {:.1} MB ({} modules: {}; {:.1} s), {} test(s)",
-        kernel.release,
-        if kernel.downloaded { "downloaded" } else { "cached" },
-        kernel_time.as_secs_f64(),
-        built.bytes as f64 / 1e6,
-        built.modules.len(),
-        built.modules.join(" "),
-        t.elapsed().as_secs_f64(),
+        "vm-test: image {} (kernel {}, {}, {:.1} s), package {} ({:.1} s), {} test(s)",
+        image.dir.display(),
+        image.kernel_release,
+        if image.built { "built" } else { "cached" },
+        image_time.as_secs_f64(),
+        package.file_name().unwrap().to_string_lossy(),
+        deb_time.as_secs_f64(),
         selected.len()
     );
 
     let vm = qemu::Vm {
-        kernel: kernel.vmlinuz.clone(),
-        initrd,
+        kernel: image.vmlinuz.clone(),
+        initrd: image.initrd.clone(),
+        disk: image.disk.clone(),
+        payload,
         cpus: 2,
-        memory_mb: 1024,
+        memory_mb: 1536,
         timeout: Duration::from_secs(args.timeout),
     };
     let boot = Instant::now();
@@ -165,6 +165,46 @@ pub fn run_lane(bin_dir: &Path, args: &VmArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     report.verdict(end, &selected, args.timeout)
+}
+
+/// Writes the payload archive: `vrf-xdp.deb`, `config`, `init`, `lib.sh`, `tests/*.sh` and
+/// `examples/`; returns the test names (script names without `.sh`), sorted.
+fn pack_payload(out: &Path, package: &Path, config: &str) -> Result<Vec<String>> {
+    let vm_dir = root().join("vm");
+    let stage = target_dir().join("vm/payload");
+    if stage.exists() {
+        fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
+    }
+    fs::create_dir_all(stage.join("tests"))?;
+    fs::copy(package, stage.join("vrf-xdp.deb"))?;
+    fs::write(stage.join("config"), config)?;
+    fs::copy(vm_dir.join("init"), stage.join("init"))?;
+    fs::copy(vm_dir.join("lib.sh"), stage.join("lib.sh"))?;
+    let mut tests = Vec::new();
+    for entry in fs::read_dir(vm_dir.join("tests"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "sh") && path.is_file() {
+            let name = path.file_name().unwrap();
+            fs::copy(&path, stage.join("tests").join(name))?;
+            tests.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    tests.sort();
+    if tests.is_empty() {
+        bail!("no test scripts in {}/tests", vm_dir.display());
+    }
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(root().join("examples"))
+        .arg(stage.join("examples")))?;
+    // A tar archive read straight from the block device: no file system needed in the guest.
+    run(Command::new("tar")
+        .args(["--owner=0", "--group=0", "-cf"])
+        .arg(out)
+        .arg("-C")
+        .arg(&stage)
+        .arg("."))?;
+    Ok(tests)
 }
 
 #[derive(Default)]

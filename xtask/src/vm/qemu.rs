@@ -17,6 +17,10 @@ use crate::cargo::display;
 pub struct Vm {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// The root file system, `/dev/vda`, opened with `snapshot=on` (never written).
+    pub disk: PathBuf,
+    /// A tar archive, `/dev/vdb` (read-only): what the guest's test runner unpacks and runs.
+    pub payload: PathBuf,
     pub cpus: u32,
     pub memory_mb: u32,
     /// The guest is killed after this long.
@@ -42,13 +46,31 @@ impl Vm {
         cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"])
             .args(["-smp", &self.cpus.to_string()])
             .args(["-m", &self.memory_mb.to_string()])
-            // No NIC (and so no option ROM to look for): the tests build their own networks.
-            .args(["-nographic", "-no-reboot", "-nic", "none"])
+            // No default devices (no NIC, CD-ROM, floppy or VGA for the guest to probe): the
+            // tests build their own networks; the serial console is the only output.
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+            ])
+            .arg("-drive")
+            .arg(drive(&self.disk, "snapshot=on"))
+            .arg("-drive")
+            .arg(drive(&self.payload, "readonly=on"))
             .arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(&self.initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"]);
+            // Quiet: only the test runner (and a kernel panic) write to the console; no fsck of
+            // a snapshot that is thrown away; no speculation mitigations to emulate.
+            .args([
+                "-append",
+                "root=/dev/vda rw console=ttyS0 quiet loglevel=1 panic=-1 \
+                 systemd.show_status=0 fsck.mode=skip mitigations=off",
+            ]);
         cmd
     }
 
@@ -88,6 +110,14 @@ impl Vm {
         let status = child.wait().context("waiting for qemu")?;
         Ok(End::Exited(status))
     }
+}
+
+/// A virtio disk; commas in the path are doubled, as QEMU's option syntax wants.
+fn drive(path: &std::path::Path, extra: &str) -> std::ffi::OsString {
+    let mut s = std::ffi::OsString::from("file=");
+    s.push(path.to_string_lossy().replace(',', ",,"));
+    s.push(format!(",format=raw,if=virtio,{extra}"));
+    s
 }
 
 fn kill(child: &mut Child) {
