@@ -158,13 +158,15 @@ pub fn build(bin_dir: &Path) -> Result<PathBuf> {
         .iter()
         .map(|b| tree.join("usr/sbin").join(b))
         .collect();
+    // vrfd reads the nftables ruleset through `nft -j`: without nft it must leave every VRF to
+    // the kernel, so nftables is a dependency, not a recommendation.
     let control = format!(
         "Package: {PACKAGE}\n\
          Version: {version}\n\
          Architecture: amd64\n\
          Maintainer: {MAINTAINER}\n\
          Installed-Size: {}\n\
-         Depends: {}\n\
+         Depends: {}, nftables\n\
          Recommends: iproute2\n\
          Section: net\n\
          Priority: optional\n\
