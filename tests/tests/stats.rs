@@ -23,9 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::daemon::{json_log_lines, log_message, vrfctl_in, Vrfd};
 use tests::dataplane::*;
-use tests::{
-    fastpath, list_own_netns, mac_to_string, ping, require_root, NetNs, Topology, TopologySpec,
-};
+use tests::{fastpath, list_own_netns, ping, require_root, NetNs, Topology, TopologySpec};
 use vrf_common::{Reason, RouteKind};
 use vrf_user::daemon::export::{self, DaemonMetrics};
 use vrf_user::dataplane::{XDP_DROP, XDP_PASS, XDP_REDIRECT};
