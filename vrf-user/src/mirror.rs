@@ -119,39 +119,102 @@ impl Mirror {
                 if self.keeps_table(route.table) {
                     self.mark_route(&mut dirty, route.table, route.prefix);
                     let entry = self.routes.entry((route.table, route.prefix)).or_default();
-                    entry.retain(|r| r.id() != route.id());
-                    entry.push(route);
+                    // An add (nothing of this id exists) or a replace: the kernel replaces the
+                    // first route of this id (IPv4 alias, IPv6 route with its siblings) only.
+                    match entry.iter().position(|r| r.id() == route.id()) {
+                        Some(i) => entry[i] = route,
+                        None => entry.push(route),
+                    }
                 }
             }
-            KernelEvent::AppendRoute(route) => {
+            KernelEvent::PrependRoute(route) if route.prefix.addr().is_ipv4() => {
+                if self.keeps_table(route.table) {
+                    self.mark_route(&mut dirty, route.table, route.prefix);
+                    let entry = self.routes.entry((route.table, route.prefix)).or_default();
+                    // Ahead of its aliases: the new route is the one in use.
+                    let at = entry
+                        .iter()
+                        .position(|r| r.id() == route.id())
+                        .unwrap_or(entry.len());
+                    entry.insert(at, route);
+                }
+            }
+            KernelEvent::AppendRoute(route) | KernelEvent::PrependRoute(route) => {
                 if self.keeps_table(route.table) {
                     self.mark_route(&mut dirty, route.table, route.prefix);
                     let entry = self.routes.entry((route.table, route.prefix)).or_default();
                     if route.prefix.addr().is_ipv6() {
-                        // IPv6 appends a path: the notification lists the route's paths.
-                        entry.retain(|r| r.id() != route.id());
+                        // An ECMP sibling is announced as the whole route (every path, the old
+                        // ones included); anything else (a dev-only route, another type) is a
+                        // route of its own at the same metric, after the others.
+                        let sibling_of = entry.iter().position(|r| {
+                            r.id() == route.id()
+                                && r.kind == route.kind
+                                && r.paths.iter().all(|p| {
+                                    route
+                                        .paths
+                                        .iter()
+                                        .any(|n| n.ifindex == p.ifindex && n.gateway == p.gateway)
+                                })
+                        });
+                        match sibling_of {
+                            Some(i) => entry[i] = route,
+                            None => entry.push(route),
+                        }
+                    } else {
+                        // IPv4 keeps its aliases ahead of the appended one: the first of equal
+                        // metrics wins when planning, as in the kernel.
+                        entry.push(route);
                     }
-                    // IPv4 keeps an identical route ahead of the appended one: the first of
-                    // equal metrics wins when planning, as in the kernel.
-                    entry.push(route);
                 }
             }
             KernelEvent::DelRoute(route) => {
                 if let Some(entry) = self.routes.get_mut(&(route.table, route.prefix)) {
                     if route.prefix.addr().is_ipv6() && !route.paths.is_empty() {
                         // `ip -6 route del P via G` reports only the deleted paths of a
-                        // multipath route; a full delete lists them all.
-                        for r in entry.iter_mut().filter(|r| r.id() == route.id()) {
-                            r.paths.retain(|p| {
-                                !route
-                                    .paths
-                                    .iter()
-                                    .any(|d| d.ifindex == p.ifindex && d.gateway == p.gateway)
-                            });
+                        // multipath route; a full delete lists them all. Only routes of the
+                        // deleted type lose them.
+                        let gone = |p: &crate::model::PathInfo| {
+                            route
+                                .paths
+                                .iter()
+                                .any(|d| d.ifindex == p.ifindex && d.gateway == p.gateway)
+                        };
+                        let hit = entry.iter().position(|r| {
+                            r.id() == route.id() && r.kind == route.kind && r.paths.iter().any(gone)
+                        });
+                        match hit {
+                            Some(i) => {
+                                entry[i].paths.retain(|p| !gone(p));
+                                if entry[i].paths.is_empty() {
+                                    entry.remove(i);
+                                }
+                            }
+                            None if !entry.iter().any(|r| r.id() == route.id()) => {}
+                            None => dirty.resync = true,
                         }
-                        entry.retain(|r| !(r.id() == route.id() && r.paths.is_empty()));
                     } else {
-                        entry.retain(|r| r.id() != route.id());
+                        // The notification describes the one route (IPv4 alias) the kernel
+                        // deleted: its siblings stay.
+                        let exact = entry.iter().position(|r| r.same_route(&route));
+                        // Without paths (a delete that names none): the first alias of its type,
+                        // the one the kernel's fib_table_delete picks.
+                        let first = || {
+                            route.paths.is_empty().then(|| {
+                                entry
+                                    .iter()
+                                    .position(|r| r.id() == route.id() && r.kind == route.kind)
+                            })?
+                        };
+                        match exact.or_else(first) {
+                            Some(i) => {
+                                entry.remove(i);
+                            }
+                            // Already gone here (a link that went down): nothing to do.
+                            None if !entry.iter().any(|r| r.id() == route.id()) => {}
+                            // Not a route we hold: only a dump says which alias the kernel kept.
+                            None => dirty.resync = true,
+                        }
                     }
                     if entry.is_empty() {
                         self.routes.remove(&(route.table, route.prefix));
@@ -315,5 +378,169 @@ pub fn read_sysctls(name: &str) -> LinkSysctl {
         forwarding6: read("/proc/sys/net/ipv6/conf/all/forwarding".to_string()) == Some(1)
             || read(format!("/proc/sys/net/ipv6/conf/{name}/force_forwarding")) == Some(1),
         rp_filter: rp.max(rp_all),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PathInfo;
+    use vrf_common::RouteKind;
+
+    const T: u32 = 110;
+
+    fn r(prefix: &str, kind: RouteKind, paths: &[(u32, Option<&str>)]) -> RouteInfo {
+        RouteInfo {
+            table: T,
+            prefix: prefix.parse().unwrap(),
+            kind,
+            metric: 0,
+            tos: 0,
+            paths: paths
+                .iter()
+                .map(|(i, gw)| PathInfo {
+                    ifindex: *i,
+                    gateway: gw.map(|g| g.parse().unwrap()),
+                    weight: 1,
+                    dead: false,
+                })
+                .collect(),
+            mtu: None,
+            nexthop_id: None,
+            unsupported: None,
+        }
+    }
+
+    fn mirror() -> Mirror {
+        let mut m = Mirror::default();
+        m.load_routes(BTreeSet::from([T]), Vec::new());
+        m
+    }
+
+    fn at(m: &Mirror, prefix: &str) -> Vec<RouteInfo> {
+        m.routes_at(T, prefix.parse().unwrap())
+            .map(<[RouteInfo]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    const P: &str = "10.9.0.0/16";
+
+    fn unreachable() -> RouteInfo {
+        r(P, RouteKind::Unreachable, &[])
+    }
+
+    fn via(gw: &str) -> RouteInfo {
+        r(P, RouteKind::Unicast, &[(3, Some(gw))])
+    }
+
+    #[test]
+    fn an_ipv4_delete_removes_the_alias_the_kernel_deleted_only() {
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(unreachable()));
+        m.apply(KernelEvent::AppendRoute(via("10.0.2.2")));
+        assert_eq!(at(&m, P), vec![unreachable(), via("10.0.2.2")]);
+        let d = m.apply(KernelEvent::DelRoute(via("10.0.2.2")));
+        assert!(!d.resync && d.routes.contains(&(T, P.parse().unwrap())));
+        assert_eq!(at(&m, P), vec![unreachable()]);
+        // And the other way round: the unreachable one goes, the gateway route stays.
+        m.apply(KernelEvent::AppendRoute(via("10.0.2.2")));
+        m.apply(KernelEvent::DelRoute(unreachable()));
+        assert_eq!(at(&m, P), vec![via("10.0.2.2")]);
+    }
+
+    #[test]
+    fn ipv4_aliases_keep_the_kernels_order_under_prepend_append_replace() {
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(unreachable()));
+        m.apply(KernelEvent::AppendRoute(via("10.0.2.2")));
+        m.apply(KernelEvent::PrependRoute(via("10.0.2.3")));
+        assert_eq!(
+            at(&m, P),
+            vec![via("10.0.2.3"), unreachable(), via("10.0.2.2")],
+            "prepend goes first"
+        );
+        // A replace replaces the first alias only (as `ip route replace` does).
+        m.apply(KernelEvent::NewRoute(via("10.0.2.4")));
+        assert_eq!(
+            at(&m, P),
+            vec![via("10.0.2.4"), unreachable(), via("10.0.2.2")]
+        );
+        m.apply(KernelEvent::DelRoute(via("10.0.2.2")));
+        assert_eq!(at(&m, P), vec![via("10.0.2.4"), unreachable()]);
+    }
+
+    #[test]
+    fn a_delete_the_mirror_cannot_place_asks_for_a_dump() {
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(unreachable()));
+        assert!(m.apply(KernelEvent::DelRoute(via("10.0.2.9"))).resync);
+        // A delete of a route already gone (evicted with its link) needs nothing.
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(r(
+            "10.8.0.0/16",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert!(!m.apply(KernelEvent::DelRoute(via("10.0.2.9"))).resync);
+    }
+
+    #[test]
+    fn a_partial_multipath_delete_keeps_the_other_paths() {
+        let six = "2001:db8:9::/48";
+        let mut m = mirror();
+        let both = r(
+            six,
+            RouteKind::Unicast,
+            &[(3, Some("fe80::2")), (4, Some("fe80::3"))],
+        );
+        m.apply(KernelEvent::NewRoute(both));
+        m.apply(KernelEvent::AppendRoute(r(
+            six,
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(
+            at(&m, six).len(),
+            2,
+            "a dev-only route is a route of its own"
+        );
+        m.apply(KernelEvent::DelRoute(r(
+            six,
+            RouteKind::Unicast,
+            &[(4, Some("fe80::3"))],
+        )));
+        assert_eq!(
+            at(&m, six),
+            vec![
+                r(six, RouteKind::Unicast, &[(3, Some("fe80::2"))]),
+                r(six, RouteKind::Unicast, &[(3, None)])
+            ]
+        );
+        // An appended ECMP sibling is announced as the whole route: it replaces, not adds.
+        let again = r(
+            six,
+            RouteKind::Unicast,
+            &[(3, Some("fe80::2")), (4, Some("fe80::4"))],
+        );
+        m.apply(KernelEvent::AppendRoute(again.clone()));
+        assert_eq!(at(&m, six)[0], again);
+        assert_eq!(at(&m, six).len(), 2);
+    }
+
+    #[test]
+    fn an_ipv6_prepend_is_an_append() {
+        let six = "2001:db8:9::/48";
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(r(
+            six,
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        m.apply(KernelEvent::PrependRoute(r(
+            six,
+            RouteKind::Unreachable,
+            &[(1, None)],
+        )));
+        assert_eq!(at(&m, six)[0].kind, RouteKind::Unicast);
     }
 }

@@ -102,6 +102,24 @@ pub struct RouteInfo {
 }
 
 impl RouteInfo {
+    /// Is `other` the same route as this one (the kernel's alias match on delete: type and
+    /// paths), regardless of whether a path is currently dead?
+    pub fn same_route(&self, other: &RouteInfo) -> bool {
+        let key = |r: &RouteInfo| -> Vec<(u32, Option<IpAddr>, u32)> {
+            let mut k: Vec<_> = r
+                .paths
+                .iter()
+                .map(|p| (p.ifindex, p.gateway, p.weight))
+                .collect();
+            k.sort();
+            k
+        };
+        self.id() == other.id()
+            && self.kind == other.kind
+            && self.nexthop_id == other.nexthop_id
+            && key(self) == key(other)
+    }
+
     /// The kernel's identity of a route within a table: prefix, TOS, metric.
     pub fn id(&self) -> RouteId {
         RouteId {
@@ -205,6 +223,9 @@ pub enum KernelEvent {
     /// `ip route append`: the kernel keeps any identical route ahead of this one (its
     /// notification carries NLM_F_APPEND; without it a NewRoute replaces).
     AppendRoute(RouteInfo),
+    /// `ip route prepend` (NLM_F_CREATE alone): IPv4 puts the route ahead of its aliases, and
+    /// the new one is used; IPv6 has no prepend (it appends a sibling).
+    PrependRoute(RouteInfo),
     DelRoute(RouteInfo),
     NewNeigh(NeighInfo),
     DelNeigh(NeighInfo),

@@ -287,6 +287,13 @@ impl Engine {
             return Some(RoutePlan::TO_KERNEL);
         }
         let best = routes.iter().min_by_key(|r| r.metric)?;
+        // IPv6 chooses among separate routes of one metric by neighbour reachability and
+        // round robin (rt6_select): its choice, not ours.
+        if best.prefix.addr().is_ipv6()
+            && routes.iter().filter(|r| r.metric == best.metric).count() > 1
+        {
+            return Some(RoutePlan::TO_KERNEL);
+        }
         if best.unsupported.is_some() || best.nexthop_id.is_some() {
             return Some(RoutePlan::TO_KERNEL);
         }
@@ -665,6 +672,54 @@ mod tests {
             3,
             "a replace takes over"
         );
+    }
+
+    #[test]
+    fn deleting_an_appended_alias_keeps_the_unreachable_route_ahead_of_it() {
+        // The case: add unreachable, append via G, delete via G.
+        let mut e = engine();
+        let p: IpNet = "10.9.0.0/16".parse().unwrap();
+        let unreachable = route(110, "10.9.0.0/16", RouteKind::Unreachable, &[]);
+        let via = route(
+            110,
+            "10.9.0.0/16",
+            RouteKind::Unicast,
+            &[(3, Some("10.0.2.2"))],
+        );
+        e.apply(KernelEvent::NewRoute(unreachable));
+        e.apply(KernelEvent::AppendRoute(via.clone()));
+        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Unreachable));
+        let d = e.apply(KernelEvent::DelRoute(via));
+        assert!(!d.resync, "the notification names the alias");
+        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Unreachable));
+    }
+
+    #[test]
+    fn ipv6_routes_of_one_metric_are_left_to_the_kernel() {
+        let mut e = engine();
+        let p: IpNet = "2001:db8:9::/48".parse().unwrap();
+        let gw = route(
+            110,
+            "2001:db8:9::/48",
+            RouteKind::Unicast,
+            &[(2, Some("fe80::2"))],
+        );
+        e.apply(KernelEvent::NewRoute(gw.clone()));
+        assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
+        e.apply(KernelEvent::AppendRoute(route(
+            110,
+            "2001:db8:9::/48",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(e.route(110, p).unwrap(), RoutePlan::TO_KERNEL);
+        e.apply(KernelEvent::DelRoute(route(
+            110,
+            "2001:db8:9::/48",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
     }
 
     #[test]
