@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 pub use vrf_common::RouteKind;
 
+pub use crate::netlink::nexthop::{NexthopInfo, NexthopKind};
+
 /// An address family vrfd mirrors (AF_INET / AF_INET6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IpFamily {
@@ -231,6 +233,10 @@ pub enum KernelEvent {
     DelNeigh(NeighInfo),
     /// Rules changed: re-read them (they are few).
     RulesChanged,
+    /// A nexthop object added or replaced in place (RTM_NEWNEXTHOP).
+    NewNexthop(NexthopInfo),
+    /// A nexthop object deleted (RTM_DELNEXTHOP): the kernel deletes its routes without telling.
+    DelNexthop(u32),
     /// The kernel dropped notifications (ENOBUFS) or a message could not be understood:
     /// only a full resync restores certainty.
     Overrun(String),
@@ -244,4 +250,6 @@ pub struct KernelSnapshot {
     pub routes: Vec<RouteInfo>,
     pub neighbours: Vec<NeighInfo>,
     pub rules: Vec<RuleInfo>,
+    /// Nexthop objects, from their own socket's dump (`netlink::nexthop`).
+    pub nexthops: Vec<NexthopInfo>,
 }

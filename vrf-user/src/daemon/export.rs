@@ -95,6 +95,7 @@ impl DaemonMetrics {
             | KernelEvent::DelRoute(_) => "route",
             KernelEvent::NewNeigh(_) | KernelEvent::DelNeigh(_) => "neighbour",
             KernelEvent::RulesChanged => "rule",
+            KernelEvent::NewNexthop(_) | KernelEvent::DelNexthop(_) => "nexthop",
             KernelEvent::Overrun(_) => "overrun",
         };
         self.sync_events.get_or_create(&[("kind", kind)]).inc();

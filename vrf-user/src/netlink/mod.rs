@@ -189,6 +189,8 @@ impl Netlink {
             routes: self.routes().await?,
             neighbours: self.neighbours().await?,
             rules: self.rules().await?,
+            // Filled from the nexthop socket by whoever holds it.
+            nexthops: Vec::new(),
         })
     }
 
