@@ -47,7 +47,11 @@ pub use vrf_common::Nexthop;
 
 /// One path in the map's form (the writer's own conversion).
 pub fn nexthop(ifindex: u32, gateway: Option<IpAddr>) -> Nexthop {
-    vrf_user::writer::nexthop(&Path { ifindex, gateway })
+    vrf_user::writer::nexthop(&Path {
+        ifindex,
+        gateway,
+        weight: 1,
+    })
 }
 
 pub const RED: u32 = 1;

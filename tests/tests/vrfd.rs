@@ -1793,3 +1793,116 @@ fn a_multipath_route_the_kernel_drops_with_its_link_is_not_forwarded_after_the_l
     stop(vrfd, &topo);
     finish(topo, prefix, t0);
 }
+
+/// The case (#13): `ip route add unreachable P`, `ip route append P via G`, `ip route
+/// del P via G`: the kernel keeps the unreachable route; so must vrfd (it once forgot both aliases
+/// and forwarded by a covering route). And the other way round: deleting the unreachable alias
+/// leaves the gateway route in use.
+#[test]
+fn deleting_one_ipv4_alias_keeps_the_other_as_the_kernel_does() {
+    let t0 = Instant::now();
+    let prefix = "vd_alias";
+    let topo = topology(prefix);
+    let vrfd = start(&topo);
+    let r = topo.router();
+    let ip = |args: &[&str]| r.ip(args).unwrap_or_else(|e| panic!("ip {args:?}: {e:#}"));
+    let dst = "10.9.1.1";
+    let kernel = || kernel_routes(&topo, dst, "10.0.1.2", "red0");
+
+    ip(&[
+        "route",
+        "add",
+        "10.0.0.0/8",
+        "via",
+        "10.0.2.2",
+        "dev",
+        "red1",
+        "table",
+        "110",
+    ]);
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        dst,
+        "forward/forwarded via red1 gw 10.0.2.2",
+        FOLLOW,
+    );
+    ip(&["route", "add", "unreachable", "10.9.0.0/16", "table", "110"]);
+    ip(&[
+        "route",
+        "append",
+        "10.9.0.0/16",
+        "via",
+        "10.0.1.2",
+        "dev",
+        "red0",
+        "table",
+        "110",
+    ]);
+    ip(&[
+        "route",
+        "del",
+        "10.9.0.0/16",
+        "via",
+        "10.0.1.2",
+        "dev",
+        "red0",
+        "table",
+        "110",
+    ]);
+    assert!(
+        kernel().is_err(),
+        "the kernel keeps unreachable: {:?}",
+        kernel()
+    );
+    await_fate(&vrfd, "red", Some("red0"), dst, "pass/unreachable", FOLLOW);
+    // Stays so (no later event changes it back).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        lookup(&vrfd, "red", Some("red0"), None, dst),
+        "pass/unreachable"
+    );
+
+    // The other way round: the appended gateway route outlives the unreachable one.
+    ip(&[
+        "route",
+        "append",
+        "10.9.0.0/16",
+        "via",
+        "10.0.2.2",
+        "dev",
+        "red1",
+        "table",
+        "110",
+    ]);
+    ip(&["route", "del", "unreachable", "10.9.0.0/16", "table", "110"]);
+    assert!(kernel().is_ok(), "the kernel forwards: {:?}", kernel());
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        dst,
+        "forward/forwarded via red1 gw 10.0.2.2",
+        FOLLOW,
+    );
+
+    // prepend puts an alias ahead: it is the one in use.
+    ip(&[
+        "route",
+        "prepend",
+        "unreachable",
+        "10.9.0.0/16",
+        "table",
+        "110",
+    ]);
+    assert!(
+        kernel().is_err(),
+        "prepended unreachable wins: {:?}",
+        kernel()
+    );
+    await_fate(&vrfd, "red", Some("red0"), dst, "pass/unreachable", FOLLOW);
+
+    stop(vrfd, &topo);
+    finish(topo, prefix, t0);
+}

@@ -26,7 +26,9 @@ pub struct Config {
 pub struct DeclaredVrf {
     /// Used by vrfctl and in metrics.
     pub name: String,
-    /// Kernel routing table id.
+    /// Kernel routing table id; `"main"` (or 254) declares the default VRF: members in no VRF,
+    /// routed by the main table through the kernel's own `lookup main` rule.
+    #[serde(deserialize_with = "table_id")]
     pub table: u32,
     /// Member interfaces.
     pub interfaces: Vec<String>,
@@ -39,8 +41,36 @@ fn default_priority() -> u32 {
     DEFAULT_RULE_PRIORITY
 }
 
-/// Tables the kernel reserves: local (255), main (254), default (253), unspec (0).
-const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+/// The main table (`ip route ... table main`).
+pub const MAIN_TABLE: u32 = 254;
+
+/// A table id, or the name `"main"`.
+fn table_id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Table {
+        Id(u32),
+        Name(String),
+    }
+    match Table::deserialize(d)? {
+        Table::Id(t) => Ok(t),
+        Table::Name(n) if n == "main" => Ok(MAIN_TABLE),
+        Table::Name(n) => Err(serde::de::Error::custom(format!(
+            "table {n:?}: give a table id or \"main\""
+        ))),
+    }
+}
+
+impl DeclaredVrf {
+    /// The default VRF: the main table, reached by the kernel's own rule (vrfd adds none).
+    pub fn is_main(&self) -> bool {
+        self.table == MAIN_TABLE
+    }
+}
+
+/// Tables the kernel reserves: local (255), default (253), unspec (0); main (254) only as the
+/// default VRF.
+const RESERVED_TABLES: [u32; 3] = [0, 253, 255];
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
@@ -51,8 +81,12 @@ impl Config {
 
     /// Parse and check everything that can be checked without the kernel.
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         config.validate()?;
+        for vrf in config.vrf.iter_mut().filter(|v| v.is_main()) {
+            // Its rule is the kernel's `from all lookup main`.
+            vrf.rule_priority = MAIN_RULE_PRIORITY;
+        }
         Ok(config)
     }
 
@@ -72,7 +106,18 @@ impl Config {
                 bail!("VRF name {:?} is declared twice", vrf.name);
             }
             if RESERVED_TABLES.contains(&vrf.table) {
-                bail!("VRF {:?}: table {} is reserved by the kernel (0, 253 default, 254 main, 255 local)", vrf.name, vrf.table);
+                bail!(
+                    "VRF {:?}: table {} is reserved by the kernel (0, 253 default, 255 local)",
+                    vrf.name,
+                    vrf.table
+                );
+            }
+            if vrf.is_main() && vrf.rule_priority != DEFAULT_RULE_PRIORITY {
+                bail!(
+                    "VRF {:?}: the main table is reached by the kernel's own rule \
+                     ({MAIN_RULE_PRIORITY}); rule_priority does not apply",
+                    vrf.name
+                );
             }
             if let Some(other) = tables.insert(vrf.table, vrf.name.as_str()) {
                 bail!(
@@ -91,7 +136,7 @@ impl Config {
                     vrf.name
                 );
             }
-            if vrf.rule_priority >= MAIN_RULE_PRIORITY {
+            if vrf.rule_priority >= MAIN_RULE_PRIORITY && !vrf.is_main() {
                 bail!(
                     "VRF {:?}: rule_priority {} is at or after the main table's rule ({MAIN_RULE_PRIORITY}): \
                      the main table would route the VRF's packets first",
@@ -213,11 +258,28 @@ mod tests {
         let shared = "[[vrf]]\nname = \"a\"\ntable = 1\ninterfaces = [\"x\"]\n[[vrf]]\nname = \"b\"\ntable = 2\ninterfaces = [\"x\"]\n";
         assert!(err(shared).contains("interface \"x\" is in two VRFs"));
         assert!(
-            err("[[vrf]]\nname = \"a\"\ntable = 254\ninterfaces = [\"x\"]\n").contains("reserved")
+            err("[[vrf]]\nname = \"a\"\ntable = 253\ninterfaces = [\"x\"]\n").contains("reserved")
         );
         assert!(
             err("[[vrf]]\nname = \"a b\"\ntable = 3\ninterfaces = [\"x\"]\n").contains("VRF name")
         );
+    }
+
+    #[test]
+    fn declares_the_default_vrf_by_the_main_table() {
+        for table in ["\"main\"", "254"] {
+            let c = Config::parse(&format!(
+                "[[vrf]]\nname = \"default\"\ntable = {table}\ninterfaces = [\"x\"]\n"
+            ))
+            .unwrap();
+            assert!(c.vrf[0].is_main());
+            assert_eq!(c.vrf[0].rule_priority, MAIN_RULE_PRIORITY);
+        }
+        let named = "[[vrf]]\nname = \"a\"\ntable = \"red\"\ninterfaces = [\"x\"]\n";
+        assert!(err(named).contains("give a table id or \"main\""));
+        let moved =
+            "[[vrf]]\nname = \"a\"\ntable = \"main\"\ninterfaces = [\"x\"]\nrule_priority = 5\n";
+        assert!(err(moved).contains("rule_priority does not apply"));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::{
 
 use ipnet::IpNet;
 
-use crate::model::{KernelEvent, KernelSnapshot, LinkInfo, NeighInfo, RouteInfo, RuleInfo};
+use crate::model::{
+    KernelEvent, KernelSnapshot, LinkInfo, NeighInfo, NexthopInfo, NexthopKind, RouteInfo, RuleInfo,
+};
 
 /// The kernel's local table: rule 0 consults it before any VRF rule.
 pub const LOCAL_TABLE: u32 = 255;
@@ -55,6 +57,11 @@ pub struct Mirror {
     tables: BTreeSet<u32>,
     /// Non-host prefixes of the local table (127.0.0.0/8, AnyIP ranges): few.
     local_nets: BTreeSet<IpNet>,
+    /// Nexthop objects by id (every one: a route may name any).
+    nexthops: HashMap<u32, NexthopInfo>,
+    /// Nexthop id → the (table, prefix) keys holding a route that names it (RTA_NH_ID), so a
+    /// nexthop change moves exactly its routes.
+    nh_routes: HashMap<u32, BTreeSet<(u32, IpNet)>>,
 }
 
 impl Mirror {
@@ -69,6 +76,7 @@ impl Mirror {
                 .map(|n| ((n.ifindex, n.addr), n))
                 .collect(),
             rules: std::mem::take(&mut snap.rules),
+            nexthops: snap.nexthops.drain(..).map(|n| (n.id, n)).collect(),
             ..Default::default()
         }
     }
@@ -83,6 +91,7 @@ impl Mirror {
             }
         }
         self.local_nets = self.compute_local_nets();
+        self.reindex_nexthop_routes();
     }
 
     /// Replace the rules with a fresh rules dump.
@@ -104,6 +113,12 @@ impl Mirror {
                 if was_up && !link.admin_up {
                     self.evict_routes_via(link.ifindex);
                 }
+                // The kernel flushes a link's nexthops (and so their routes) when it goes down
+                // or loses its carrier, without a notification (nh_netdev_event).
+                let had_carrier = old.as_ref().is_some_and(|o| o.admin_up && o.up);
+                if had_carrier && !(link.admin_up && link.up) {
+                    self.flush_nexthops_via(&mut dirty, link.ifindex);
+                }
                 if old.as_ref() != Some(&link) {
                     dirty.links = true;
                 }
@@ -111,53 +126,129 @@ impl Mirror {
             KernelEvent::DelLink(ifindex) => {
                 if self.links.remove(&ifindex).is_some() {
                     self.evict_routes_via(ifindex);
+                    self.flush_nexthops_via(&mut dirty, ifindex);
                     self.neighbours.retain(|(i, _), _| *i != ifindex);
                     dirty.links = true;
                 }
             }
             KernelEvent::NewRoute(route) => {
                 if self.keeps_table(route.table) {
+                    let key = (route.table, route.prefix);
+                    let before = self.nexthop_ids_at(key);
                     self.mark_route(&mut dirty, route.table, route.prefix);
-                    let entry = self.routes.entry((route.table, route.prefix)).or_default();
-                    entry.retain(|r| r.id() != route.id());
-                    entry.push(route);
+                    let entry = self.routes.entry(key).or_default();
+                    // An add (nothing of this id exists) or a replace: the kernel replaces the
+                    // first route of this id (IPv4 alias, IPv6 route with its siblings) only.
+                    match entry.iter().position(|r| r.id() == route.id()) {
+                        Some(i) => entry[i] = route,
+                        None => entry.push(route),
+                    }
+                    self.index_nexthops_at(key, before);
                 }
             }
-            KernelEvent::AppendRoute(route) => {
+            KernelEvent::PrependRoute(route) if route.prefix.addr().is_ipv4() => {
                 if self.keeps_table(route.table) {
+                    let key = (route.table, route.prefix);
+                    let before = self.nexthop_ids_at(key);
+                    self.mark_route(&mut dirty, route.table, route.prefix);
+                    let entry = self.routes.entry(key).or_default();
+                    // Ahead of its aliases: the new route is the one in use.
+                    let at = entry
+                        .iter()
+                        .position(|r| r.id() == route.id())
+                        .unwrap_or(entry.len());
+                    entry.insert(at, route);
+                    self.index_nexthops_at(key, before);
+                }
+            }
+            KernelEvent::AppendRoute(route) | KernelEvent::PrependRoute(route) => {
+                if self.keeps_table(route.table) {
+                    let key = (route.table, route.prefix);
+                    let before = self.nexthop_ids_at(key);
                     self.mark_route(&mut dirty, route.table, route.prefix);
                     let entry = self.routes.entry((route.table, route.prefix)).or_default();
                     if route.prefix.addr().is_ipv6() {
-                        // IPv6 appends a path: the notification lists the route's paths.
-                        entry.retain(|r| r.id() != route.id());
+                        // An ECMP sibling is announced as the whole route (every path, the old
+                        // ones included); anything else (a dev-only route, another type) is a
+                        // route of its own at the same metric, after the others.
+                        let sibling_of = entry.iter().position(|r| {
+                            r.id() == route.id()
+                                && r.kind == route.kind
+                                && r.paths.iter().all(|p| {
+                                    route
+                                        .paths
+                                        .iter()
+                                        .any(|n| n.ifindex == p.ifindex && n.gateway == p.gateway)
+                                })
+                        });
+                        match sibling_of {
+                            Some(i) => entry[i] = route,
+                            None => entry.push(route),
+                        }
+                    } else {
+                        // IPv4 keeps its aliases ahead of the appended one: the first of equal
+                        // metrics wins when planning, as in the kernel.
+                        entry.push(route);
                     }
-                    // IPv4 keeps an identical route ahead of the appended one: the first of
-                    // equal metrics wins when planning, as in the kernel.
-                    entry.push(route);
+                    self.index_nexthops_at(key, before);
                 }
             }
             KernelEvent::DelRoute(route) => {
-                if let Some(entry) = self.routes.get_mut(&(route.table, route.prefix)) {
+                let key = (route.table, route.prefix);
+                let before = self.nexthop_ids_at(key);
+                if let Some(entry) = self.routes.get_mut(&key) {
                     if route.prefix.addr().is_ipv6() && !route.paths.is_empty() {
                         // `ip -6 route del P via G` reports only the deleted paths of a
-                        // multipath route; a full delete lists them all.
-                        for r in entry.iter_mut().filter(|r| r.id() == route.id()) {
-                            r.paths.retain(|p| {
-                                !route
-                                    .paths
-                                    .iter()
-                                    .any(|d| d.ifindex == p.ifindex && d.gateway == p.gateway)
-                            });
+                        // multipath route; a full delete lists them all. Only routes of the
+                        // deleted type lose them.
+                        let gone = |p: &crate::model::PathInfo| {
+                            route
+                                .paths
+                                .iter()
+                                .any(|d| d.ifindex == p.ifindex && d.gateway == p.gateway)
+                        };
+                        let hit = entry.iter().position(|r| {
+                            r.id() == route.id() && r.kind == route.kind && r.paths.iter().any(gone)
+                        });
+                        match hit {
+                            Some(i) => {
+                                entry[i].paths.retain(|p| !gone(p));
+                                if entry[i].paths.is_empty() {
+                                    entry.remove(i);
+                                }
+                            }
+                            None if !entry.iter().any(|r| r.id() == route.id()) => {}
+                            None => dirty.resync = true,
                         }
-                        entry.retain(|r| !(r.id() == route.id() && r.paths.is_empty()));
                     } else {
-                        entry.retain(|r| r.id() != route.id());
+                        // The notification describes the one route (IPv4 alias) the kernel
+                        // deleted: its siblings stay.
+                        let exact = entry.iter().position(|r| r.same_route(&route));
+                        // Without paths (a delete that names none): the first alias of its type,
+                        // the one the kernel's fib_table_delete picks.
+                        let first = || {
+                            route.paths.is_empty().then(|| {
+                                entry
+                                    .iter()
+                                    .position(|r| r.id() == route.id() && r.kind == route.kind)
+                            })?
+                        };
+                        match exact.or_else(first) {
+                            Some(i) => {
+                                entry.remove(i);
+                            }
+                            // Already gone here (a link that went down): nothing to do.
+                            None if !entry.iter().any(|r| r.id() == route.id()) => {}
+                            // Not a route we hold: only a dump says which alias the kernel kept.
+                            None => dirty.resync = true,
+                        }
                     }
                     if entry.is_empty() {
                         self.routes.remove(&(route.table, route.prefix));
                     }
                     self.mark_route(&mut dirty, route.table, route.prefix);
                 }
+                self.index_nexthops_at(key, before);
             }
             KernelEvent::NewNeigh(n) => {
                 dirty.neighbours.insert((n.ifindex, n.addr));
@@ -178,6 +269,14 @@ impl Mirror {
                 // those arrive as route events.
             }
             KernelEvent::RulesChanged => dirty.rules = true,
+            KernelEvent::NewNexthop(nh) => {
+                let id = nh.id;
+                self.nexthops.insert(id, nh);
+                // Replaced in place: every route naming it, or a group holding it, moves now
+                // (with nexthop_compat_mode 0 the kernel sends no route messages for this).
+                self.mark_nexthop_routes(&mut dirty, id);
+            }
+            KernelEvent::DelNexthop(id) => self.remove_nexthop(&mut dirty, id),
             KernelEvent::Overrun(_) => dirty.resync = true,
         }
         if dirty.links {
@@ -218,6 +317,109 @@ impl Mirror {
             }
             !routes.is_empty()
         });
+        self.reindex_nexthop_routes();
+    }
+
+    /// The nexthop ids routes at `key` name.
+    fn nexthop_ids_at(&self, key: (u32, IpNet)) -> BTreeSet<u32> {
+        self.routes
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.nexthop_id)
+            .collect()
+    }
+
+    /// Bring the nexthop index up to date for `key`, whose routes named `before`.
+    fn index_nexthops_at(&mut self, key: (u32, IpNet), before: BTreeSet<u32>) {
+        let after = self.nexthop_ids_at(key);
+        for id in before.difference(&after) {
+            if let Some(keys) = self.nh_routes.get_mut(id) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.nh_routes.remove(id);
+                }
+            }
+        }
+        for id in after.difference(&before) {
+            self.nh_routes.entry(*id).or_default().insert(key);
+        }
+    }
+
+    fn reindex_nexthop_routes(&mut self) {
+        self.nh_routes.clear();
+        for (key, routes) in &self.routes {
+            for id in routes.iter().filter_map(|r| r.nexthop_id) {
+                self.nh_routes.entry(id).or_default().insert(*key);
+            }
+        }
+    }
+
+    /// The groups that hold nexthop `id` as a member.
+    fn groups_with(&self, id: u32) -> Vec<u32> {
+        self.nexthops
+            .values()
+            .filter(|n| matches!(&n.kind, NexthopKind::Group { members, .. } if members.iter().any(|(m, _)| *m == id)))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Mark every route naming `id`, directly or through a group holding it.
+    fn mark_nexthop_routes(&self, dirty: &mut Dirty, id: u32) {
+        for nh in std::iter::once(id).chain(self.groups_with(id)) {
+            for (table, prefix) in self.nh_routes.get(&nh).into_iter().flatten() {
+                self.mark_route(dirty, *table, *prefix);
+            }
+        }
+    }
+
+    /// Nexthop `id` is gone: as in the kernel, its routes go with it, groups lose it as a
+    /// member, and a group left empty goes too (with its routes), all without notifications.
+    fn remove_nexthop(&mut self, dirty: &mut Dirty, id: u32) {
+        if self.nexthops.remove(&id).is_none() {
+            return;
+        }
+        for key in self.nh_routes.remove(&id).unwrap_or_default() {
+            if let Some(routes) = self.routes.get_mut(&key) {
+                routes.retain(|r| r.nexthop_id != Some(id));
+                if routes.is_empty() {
+                    self.routes.remove(&key);
+                }
+            }
+            self.mark_route(dirty, key.0, key.1);
+        }
+        let mut emptied = Vec::new();
+        for nh in self.nexthops.values_mut() {
+            if let NexthopKind::Group { members, .. } = &mut nh.kind {
+                let before = members.len();
+                members.retain(|(m, _)| *m != id);
+                if members.len() != before {
+                    if members.is_empty() {
+                        emptied.push(nh.id);
+                    } else {
+                        for (table, prefix) in self.nh_routes.get(&nh.id).into_iter().flatten() {
+                            dirty.routes.insert((*table, *prefix));
+                        }
+                    }
+                }
+            }
+        }
+        for group in emptied {
+            self.remove_nexthop(dirty, group);
+        }
+    }
+
+    /// The kernel removes the nexthops out of a link that goes down or away.
+    fn flush_nexthops_via(&mut self, dirty: &mut Dirty, ifindex: u32) {
+        let via: Vec<u32> = self
+            .nexthops
+            .values()
+            .filter(|n| matches!(n.kind, NexthopKind::Single { oif, .. } if oif == ifindex))
+            .map(|n| n.id)
+            .collect();
+        for id in via {
+            self.remove_nexthop(dirty, id);
+        }
     }
 
     fn compute_local_nets(&self) -> BTreeSet<IpNet> {
@@ -276,6 +478,14 @@ impl Mirror {
             .and_then(|p| self.routes_at(LOCAL_TABLE, *p))
     }
 
+    pub fn nexthop(&self, id: u32) -> Option<&NexthopInfo> {
+        self.nexthops.get(&id)
+    }
+
+    pub fn nexthops(&self) -> impl Iterator<Item = &NexthopInfo> {
+        self.nexthops.values()
+    }
+
     pub fn neighbour(&self, ifindex: u32, addr: IpAddr) -> Option<&NeighInfo> {
         self.neighbours.get(&(ifindex, addr))
     }
@@ -315,5 +525,169 @@ pub fn read_sysctls(name: &str) -> LinkSysctl {
         forwarding6: read("/proc/sys/net/ipv6/conf/all/forwarding".to_string()) == Some(1)
             || read(format!("/proc/sys/net/ipv6/conf/{name}/force_forwarding")) == Some(1),
         rp_filter: rp.max(rp_all),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PathInfo;
+    use vrf_common::RouteKind;
+
+    const T: u32 = 110;
+
+    fn r(prefix: &str, kind: RouteKind, paths: &[(u32, Option<&str>)]) -> RouteInfo {
+        RouteInfo {
+            table: T,
+            prefix: prefix.parse().unwrap(),
+            kind,
+            metric: 0,
+            tos: 0,
+            paths: paths
+                .iter()
+                .map(|(i, gw)| PathInfo {
+                    ifindex: *i,
+                    gateway: gw.map(|g| g.parse().unwrap()),
+                    weight: 1,
+                    dead: false,
+                })
+                .collect(),
+            mtu: None,
+            nexthop_id: None,
+            unsupported: None,
+        }
+    }
+
+    fn mirror() -> Mirror {
+        let mut m = Mirror::default();
+        m.load_routes(BTreeSet::from([T]), Vec::new());
+        m
+    }
+
+    fn at(m: &Mirror, prefix: &str) -> Vec<RouteInfo> {
+        m.routes_at(T, prefix.parse().unwrap())
+            .map(<[RouteInfo]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    const P: &str = "10.9.0.0/16";
+
+    fn unreachable() -> RouteInfo {
+        r(P, RouteKind::Unreachable, &[])
+    }
+
+    fn via(gw: &str) -> RouteInfo {
+        r(P, RouteKind::Unicast, &[(3, Some(gw))])
+    }
+
+    #[test]
+    fn an_ipv4_delete_removes_the_alias_the_kernel_deleted_only() {
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(unreachable()));
+        m.apply(KernelEvent::AppendRoute(via("10.0.2.2")));
+        assert_eq!(at(&m, P), vec![unreachable(), via("10.0.2.2")]);
+        let d = m.apply(KernelEvent::DelRoute(via("10.0.2.2")));
+        assert!(!d.resync && d.routes.contains(&(T, P.parse().unwrap())));
+        assert_eq!(at(&m, P), vec![unreachable()]);
+        // And the other way round: the unreachable one goes, the gateway route stays.
+        m.apply(KernelEvent::AppendRoute(via("10.0.2.2")));
+        m.apply(KernelEvent::DelRoute(unreachable()));
+        assert_eq!(at(&m, P), vec![via("10.0.2.2")]);
+    }
+
+    #[test]
+    fn ipv4_aliases_keep_the_kernels_order_under_prepend_append_replace() {
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(unreachable()));
+        m.apply(KernelEvent::AppendRoute(via("10.0.2.2")));
+        m.apply(KernelEvent::PrependRoute(via("10.0.2.3")));
+        assert_eq!(
+            at(&m, P),
+            vec![via("10.0.2.3"), unreachable(), via("10.0.2.2")],
+            "prepend goes first"
+        );
+        // A replace replaces the first alias only (as `ip route replace` does).
+        m.apply(KernelEvent::NewRoute(via("10.0.2.4")));
+        assert_eq!(
+            at(&m, P),
+            vec![via("10.0.2.4"), unreachable(), via("10.0.2.2")]
+        );
+        m.apply(KernelEvent::DelRoute(via("10.0.2.2")));
+        assert_eq!(at(&m, P), vec![via("10.0.2.4"), unreachable()]);
+    }
+
+    #[test]
+    fn a_delete_the_mirror_cannot_place_asks_for_a_dump() {
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(unreachable()));
+        assert!(m.apply(KernelEvent::DelRoute(via("10.0.2.9"))).resync);
+        // A delete of a route already gone (evicted with its link) needs nothing.
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(r(
+            "10.8.0.0/16",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert!(!m.apply(KernelEvent::DelRoute(via("10.0.2.9"))).resync);
+    }
+
+    #[test]
+    fn a_partial_multipath_delete_keeps_the_other_paths() {
+        let six = "2001:db8:9::/48";
+        let mut m = mirror();
+        let both = r(
+            six,
+            RouteKind::Unicast,
+            &[(3, Some("fe80::2")), (4, Some("fe80::3"))],
+        );
+        m.apply(KernelEvent::NewRoute(both));
+        m.apply(KernelEvent::AppendRoute(r(
+            six,
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(
+            at(&m, six).len(),
+            2,
+            "a dev-only route is a route of its own"
+        );
+        m.apply(KernelEvent::DelRoute(r(
+            six,
+            RouteKind::Unicast,
+            &[(4, Some("fe80::3"))],
+        )));
+        assert_eq!(
+            at(&m, six),
+            vec![
+                r(six, RouteKind::Unicast, &[(3, Some("fe80::2"))]),
+                r(six, RouteKind::Unicast, &[(3, None)])
+            ]
+        );
+        // An appended ECMP sibling is announced as the whole route: it replaces, not adds.
+        let again = r(
+            six,
+            RouteKind::Unicast,
+            &[(3, Some("fe80::2")), (4, Some("fe80::4"))],
+        );
+        m.apply(KernelEvent::AppendRoute(again.clone()));
+        assert_eq!(at(&m, six)[0], again);
+        assert_eq!(at(&m, six).len(), 2);
+    }
+
+    #[test]
+    fn an_ipv6_prepend_is_an_append() {
+        let six = "2001:db8:9::/48";
+        let mut m = mirror();
+        m.apply(KernelEvent::NewRoute(r(
+            six,
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        m.apply(KernelEvent::PrependRoute(r(
+            six,
+            RouteKind::Unreachable,
+            &[(1, None)],
+        )));
+        assert_eq!(at(&m, six)[0].kind, RouteKind::Unicast);
     }
 }

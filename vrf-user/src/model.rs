@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 pub use vrf_common::RouteKind;
 
+pub use crate::netlink::nexthop::{NexthopInfo, NexthopKind};
+
 /// An address family vrfd mirrors (AF_INET / AF_INET6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IpFamily {
@@ -102,6 +104,24 @@ pub struct RouteInfo {
 }
 
 impl RouteInfo {
+    /// Is `other` the same route as this one (the kernel's alias match on delete: type and
+    /// paths), regardless of whether a path is currently dead?
+    pub fn same_route(&self, other: &RouteInfo) -> bool {
+        let key = |r: &RouteInfo| -> Vec<(u32, Option<IpAddr>, u32)> {
+            let mut k: Vec<_> = r
+                .paths
+                .iter()
+                .map(|p| (p.ifindex, p.gateway, p.weight))
+                .collect();
+            k.sort();
+            k
+        };
+        self.id() == other.id()
+            && self.kind == other.kind
+            && self.nexthop_id == other.nexthop_id
+            && key(self) == key(other)
+    }
+
     /// The kernel's identity of a route within a table: prefix, TOS, metric.
     pub fn id(&self) -> RouteId {
         RouteId {
@@ -205,11 +225,18 @@ pub enum KernelEvent {
     /// `ip route append`: the kernel keeps any identical route ahead of this one (its
     /// notification carries NLM_F_APPEND; without it a NewRoute replaces).
     AppendRoute(RouteInfo),
+    /// `ip route prepend` (NLM_F_CREATE alone): IPv4 puts the route ahead of its aliases, and
+    /// the new one is used; IPv6 has no prepend (it appends a sibling).
+    PrependRoute(RouteInfo),
     DelRoute(RouteInfo),
     NewNeigh(NeighInfo),
     DelNeigh(NeighInfo),
     /// Rules changed: re-read them (they are few).
     RulesChanged,
+    /// A nexthop object added or replaced in place (RTM_NEWNEXTHOP).
+    NewNexthop(NexthopInfo),
+    /// A nexthop object deleted (RTM_DELNEXTHOP): the kernel deletes its routes without telling.
+    DelNexthop(u32),
     /// The kernel dropped notifications (ENOBUFS) or a message could not be understood:
     /// only a full resync restores certainty.
     Overrun(String),
@@ -223,4 +250,6 @@ pub struct KernelSnapshot {
     pub routes: Vec<RouteInfo>,
     pub neighbours: Vec<NeighInfo>,
     pub rules: Vec<RuleInfo>,
+    /// Nexthop objects, from their own socket's dump (`netlink::nexthop`).
+    pub nexthops: Vec<NexthopInfo>,
 }

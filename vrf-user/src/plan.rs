@@ -13,7 +13,10 @@ use vrf_common::MAX_PATHS;
 use crate::{
     config::DeclaredVrf,
     mirror::{Dirty, LinkSysctl, Mirror, SysctlReader, LOCAL_TABLE},
-    model::{KernelEvent, KernelSnapshot, LinkInfo, RouteInfo, RouteKind, RuleInfo},
+    model::{
+        KernelEvent, KernelSnapshot, LinkInfo, NexthopKind, PathInfo, RouteInfo, RouteKind,
+        RuleInfo,
+    },
     vrfs::{self, is_vrf_device, VrfView},
 };
 
@@ -80,11 +83,13 @@ impl RoutePlan {
     };
 }
 
-/// One path: out of `ifindex`, via `gateway` or directly connected.
+/// One path: out of `ifindex`, via `gateway` or directly connected, with the kernel's weight
+/// (`rtnh_hops + 1` or a nexthop group member's weight; 1 for a single path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Path {
     pub ifindex: u32,
     pub gateway: Option<IpAddr>,
+    pub weight: u32,
 }
 
 /// The mirror and everything derived from it between events.
@@ -204,14 +209,21 @@ impl Engine {
                 out.insert(l.ifindex, self.link_plan(l, role));
             }
         }
-        for r in self.mirror.routes() {
-            for p in &r.paths {
-                if out.contains_key(&p.ifindex) || vrf_of_member.contains_key(&p.ifindex) {
-                    continue;
-                }
-                if let Some(l) = self.mirror.link(p.ifindex).filter(|l| l.mac.is_some()) {
-                    out.insert(p.ifindex, self.link_plan(l, LinkRole::Egress));
-                }
+        // Nexthop objects' links too: with nexthop_compat_mode 0 their routes list no paths.
+        let nexthop_oifs = self.mirror.nexthops().filter_map(|n| match n.kind {
+            NexthopKind::Single { oif, .. } => Some(oif),
+            _ => None,
+        });
+        let route_oifs = self
+            .mirror
+            .routes()
+            .flat_map(|r| r.paths.iter().map(|p| p.ifindex));
+        for ifindex in route_oifs.chain(nexthop_oifs) {
+            if out.contains_key(&ifindex) || vrf_of_member.contains_key(&ifindex) {
+                continue;
+            }
+            if let Some(l) = self.mirror.link(ifindex).filter(|l| l.mac.is_some()) {
+                out.insert(ifindex, self.link_plan(l, LinkRole::Egress));
             }
         }
         for (ifindex, vrf) in vrf_of_member {
@@ -287,19 +299,42 @@ impl Engine {
             return Some(RoutePlan::TO_KERNEL);
         }
         let best = routes.iter().min_by_key(|r| r.metric)?;
-        if best.unsupported.is_some() || best.nexthop_id.is_some() {
+        // IPv6 chooses among separate routes of one metric by neighbour reachability and
+        // round robin (rt6_select): its choice, not ours.
+        if best.prefix.addr().is_ipv6()
+            && routes.iter().filter(|r| r.metric == best.metric).count() > 1
+        {
+            return Some(RoutePlan::TO_KERNEL);
+        }
+        if best.unsupported.is_some() {
             return Some(RoutePlan::TO_KERNEL);
         }
         let mtu = best.mtu.map_or(0, |m| m.min(u16::MAX as u32) as u16);
-        if best.kind != RouteKind::Unicast {
+        let mut kind = best.kind;
+        let resolved;
+        let paths = match best.nexthop_id {
+            // The route's own paths (compat mode 1) may lag the object: the object decides.
+            Some(id) => match self.nexthop_paths(id) {
+                Some(NexthopPaths::Blackhole) if kind == RouteKind::Unicast => {
+                    kind = RouteKind::Blackhole;
+                    &[][..]
+                }
+                Some(NexthopPaths::Paths(p)) => {
+                    resolved = p;
+                    &resolved[..]
+                }
+                _ => return Some(RoutePlan::TO_KERNEL),
+            },
+            None => &best.paths[..],
+        };
+        if kind != RouteKind::Unicast {
             return Some(RoutePlan {
-                kind: Some(best.kind),
+                kind: Some(kind),
                 mtu,
                 paths: Vec::new(),
             });
         }
-        let live: Vec<Path> = best
-            .paths
+        let live: Vec<Path> = paths
             .iter()
             .filter(|p| {
                 !p.dead
@@ -311,6 +346,7 @@ impl Engine {
             .map(|p| Path {
                 ifindex: p.ifindex,
                 gateway: p.gateway,
+                weight: p.weight,
             })
             .collect();
         if live.is_empty() {
@@ -327,8 +363,7 @@ impl Engine {
         if path_tables.len() > 1 {
             return Some(RoutePlan::TO_KERNEL);
         }
-        if live.len() > MAX_PATHS || best.paths.iter().any(|p| p.weight != best.paths[0].weight) {
-            // Unequal weights would need the kernel's hash-threshold split.
+        if live.len() > MAX_PATHS || live.iter().any(|p| p.weight == 0) {
             return Some(RoutePlan::TO_KERNEL);
         }
         Some(RoutePlan {
@@ -336,6 +371,51 @@ impl Engine {
             mtu,
             paths: live,
         })
+    }
+}
+
+/// What a nexthop object stands for as a route's paths.
+enum NexthopPaths {
+    Blackhole,
+    Paths(Vec<PathInfo>),
+}
+
+impl Engine {
+    /// The paths nexthop `id` gives a route; `None` (the kernel decides) for a nexthop not known
+    /// yet, one vrfd does not model, or a resilient group (its bucket table is the kernel's).
+    fn nexthop_paths(&self, id: u32) -> Option<NexthopPaths> {
+        let single = |kind: &NexthopKind, weight: u32| match *kind {
+            NexthopKind::Single {
+                oif, gateway, dead, ..
+            } => Some(PathInfo {
+                ifindex: oif,
+                gateway,
+                weight,
+                dead,
+            }),
+            _ => None,
+        };
+        match &self.mirror.nexthop(id)?.kind {
+            NexthopKind::Blackhole => Some(NexthopPaths::Blackhole),
+            k @ NexthopKind::Single { .. } => Some(NexthopPaths::Paths(vec![single(k, 1)?])),
+            NexthopKind::Group {
+                members,
+                resilient: None,
+            } => {
+                if let [(only, _)] = members[..] {
+                    // The kernel allows a blackhole in a group only alone.
+                    if let NexthopKind::Blackhole = self.mirror.nexthop(only)?.kind {
+                        return Some(NexthopPaths::Blackhole);
+                    }
+                }
+                members
+                    .iter()
+                    .map(|(m, w)| single(&self.mirror.nexthop(*m)?.kind, *w))
+                    .collect::<Option<Vec<_>>>()
+                    .map(NexthopPaths::Paths)
+            }
+            NexthopKind::Group { .. } | NexthopKind::Unsupported(_) => None,
+        }
     }
 }
 
@@ -668,6 +748,54 @@ mod tests {
     }
 
     #[test]
+    fn deleting_an_appended_alias_keeps_the_unreachable_route_ahead_of_it() {
+        // The case: add unreachable, append via G, delete via G.
+        let mut e = engine();
+        let p: IpNet = "10.9.0.0/16".parse().unwrap();
+        let unreachable = route(110, "10.9.0.0/16", RouteKind::Unreachable, &[]);
+        let via = route(
+            110,
+            "10.9.0.0/16",
+            RouteKind::Unicast,
+            &[(3, Some("10.0.2.2"))],
+        );
+        e.apply(KernelEvent::NewRoute(unreachable));
+        e.apply(KernelEvent::AppendRoute(via.clone()));
+        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Unreachable));
+        let d = e.apply(KernelEvent::DelRoute(via));
+        assert!(!d.resync, "the notification names the alias");
+        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Unreachable));
+    }
+
+    #[test]
+    fn ipv6_routes_of_one_metric_are_left_to_the_kernel() {
+        let mut e = engine();
+        let p: IpNet = "2001:db8:9::/48".parse().unwrap();
+        let gw = route(
+            110,
+            "2001:db8:9::/48",
+            RouteKind::Unicast,
+            &[(2, Some("fe80::2"))],
+        );
+        e.apply(KernelEvent::NewRoute(gw.clone()));
+        assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
+        e.apply(KernelEvent::AppendRoute(route(
+            110,
+            "2001:db8:9::/48",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(e.route(110, p).unwrap(), RoutePlan::TO_KERNEL);
+        e.apply(KernelEvent::DelRoute(route(
+            110,
+            "2001:db8:9::/48",
+            RouteKind::Unicast,
+            &[(3, None)],
+        )));
+        assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
+    }
+
+    #[test]
     fn members_and_egress_links_get_their_flags() {
         let e = engine();
         let links = e.links();
@@ -676,6 +804,145 @@ mod tests {
         assert!(
             !links.contains_key(&4),
             "a link no served route uses is not needed"
+        );
+    }
+
+    fn single(id: u32, oif: u32, gw: &str) -> KernelEvent {
+        KernelEvent::NewNexthop(crate::model::NexthopInfo {
+            id,
+            protocol: 4,
+            kind: NexthopKind::Single {
+                oif,
+                gateway: Some(gw.parse().unwrap()),
+                onlink: false,
+                dead: false,
+            },
+        })
+    }
+
+    fn group(id: u32, members: &[(u32, u32)]) -> KernelEvent {
+        KernelEvent::NewNexthop(crate::model::NexthopInfo {
+            id,
+            protocol: 4,
+            kind: NexthopKind::Group {
+                members: members.to_vec(),
+                resilient: None,
+            },
+        })
+    }
+
+    /// `ip route add P nhid N table 110` under nexthop_compat_mode 0: no paths in the message.
+    fn nh_route(prefix: &str, id: u32) -> KernelEvent {
+        let mut r = route(110, prefix, RouteKind::Unicast, &[]);
+        r.nexthop_id = Some(id);
+        KernelEvent::NewRoute(r)
+    }
+
+    #[test]
+    fn a_route_naming_an_unknown_nexthop_waits_for_it() {
+        let mut e = engine();
+        let p: IpNet = "10.7.0.0/16".parse().unwrap();
+        e.apply(nh_route("10.7.0.0/16", 11));
+        assert_eq!(e.route(110, p).unwrap(), RoutePlan::TO_KERNEL);
+        let dirty = e.apply(single(11, 3, "10.0.2.9"));
+        assert!(dirty.routes.contains(&(110, p)), "the waiting route moves");
+        let r = e.route(110, p).unwrap();
+        assert_eq!(r.kind, Some(RouteKind::Unicast));
+        assert_eq!(r.paths[0].ifindex, 3);
+        assert!(e.links().contains_key(&3));
+    }
+
+    #[test]
+    fn a_weighted_group_gives_weighted_paths_and_follows_replace_and_delete() {
+        let mut e = engine();
+        let p: IpNet = "10.7.0.0/16".parse().unwrap();
+        e.apply(single(11, 2, "10.0.1.9"));
+        e.apply(single(12, 3, "10.0.2.9"));
+        e.apply(group(21, &[(11, 1), (12, 3)]));
+        e.apply(nh_route("10.7.0.0/16", 21));
+        let weights = |e: &Engine| -> Vec<(u32, u32)> {
+            e.route(110, p)
+                .unwrap()
+                .paths
+                .iter()
+                .map(|x| (x.ifindex, x.weight))
+                .collect()
+        };
+        assert_eq!(weights(&e), [(2, 1), (3, 3)]);
+        // A member replaced in place moves the group's routes (no route message in mode 0).
+        let dirty = e.apply(single(12, 2, "10.0.1.8"));
+        assert!(dirty.routes.contains(&(110, p)));
+        assert_eq!(
+            e.route(110, p).unwrap().paths[1].gateway,
+            Some("10.0.1.8".parse().unwrap())
+        );
+        // Group membership changed.
+        e.apply(group(21, &[(11, 5)]));
+        assert_eq!(weights(&e), [(2, 5)]);
+        // Deleting the last member takes the group and its routes, with no DelRoute.
+        let dirty = e.apply(KernelEvent::DelNexthop(11));
+        assert!(dirty.routes.contains(&(110, p)));
+        assert!(e.route(110, p).is_none());
+        assert!(e.mirror().nexthop(21).is_none());
+    }
+
+    #[test]
+    fn blackhole_and_resilient_nexthops() {
+        let mut e = engine();
+        let p: IpNet = "10.7.0.0/16".parse().unwrap();
+        e.apply(KernelEvent::NewNexthop(crate::model::NexthopInfo {
+            id: 14,
+            protocol: 4,
+            kind: NexthopKind::Blackhole,
+        }));
+        e.apply(nh_route("10.7.0.0/16", 14));
+        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Blackhole));
+        e.apply(single(11, 2, "10.0.1.9"));
+        e.apply(KernelEvent::NewNexthop(crate::model::NexthopInfo {
+            id: 22,
+            protocol: 4,
+            kind: NexthopKind::Group {
+                members: vec![(11, 1)],
+                resilient: Some(Default::default()),
+            },
+        }));
+        e.apply(nh_route("10.7.0.0/16", 22));
+        assert_eq!(
+            e.route(110, p).unwrap(),
+            RoutePlan::TO_KERNEL,
+            "the kernel's buckets"
+        );
+    }
+
+    #[test]
+    fn a_link_going_down_takes_its_nexthops_and_their_routes() {
+        let mut e = engine();
+        let p: IpNet = "10.7.0.0/16".parse().unwrap();
+        e.apply(single(12, 3, "10.0.2.9"));
+        e.apply(nh_route("10.7.0.0/16", 12));
+        let mut down = link(3, "r2");
+        down.admin_up = false;
+        down.up = false;
+        e.apply(KernelEvent::NewLink(down));
+        assert!(e.mirror().nexthop(12).is_none());
+        assert!(e.route(110, p).is_none());
+    }
+
+    #[test]
+    fn unequal_multipath_weights_reach_the_plan() {
+        let mut e = engine();
+        let mut r = route(
+            110,
+            "10.8.0.0/16",
+            RouteKind::Unicast,
+            &[(2, Some("10.0.1.9")), (3, Some("10.0.2.9"))],
+        );
+        r.paths[1].weight = 3;
+        e.apply(KernelEvent::NewRoute(r));
+        let plan = e.route(110, "10.8.0.0/16".parse().unwrap()).unwrap();
+        assert_eq!(
+            plan.paths.iter().map(|p| p.weight).collect::<Vec<_>>(),
+            [1, 3]
         );
     }
 }

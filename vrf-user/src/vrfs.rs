@@ -123,6 +123,17 @@ fn rule_checks(vrf: &VrfView, declared: Option<&DeclaredVrf>, mirror: &Mirror) -
                 }
                 of_family().filter(|r| r.l3mdev).map(|r| r.priority).min()
             }
+            Some(d) if d.is_main() => {
+                // The default VRF: the first `lookup main` rule for every packet is its rule.
+                let main = of_family()
+                    .filter(|r| r.is_local_lookup(d.table))
+                    .map(|r| r.priority)
+                    .min();
+                if main.is_none() {
+                    degraded.add(family, format!("no `ip {f} rule ... lookup main` rule"));
+                }
+                main
+            }
             Some(d) => {
                 for l in &members {
                     if !of_family().any(|r| r.sends_iif_to(&l.name, d.table)) {

@@ -38,7 +38,7 @@ pub struct MapWriter {
     links: BTreeMap<u32, Link>,
     tx_ports: BTreeSet<u32>,
     routes: HashMap<(u32, IpNet), (RoutePlan, u32)>,
-    /// Paths → (nexthop-group id, routes using it).
+    /// Paths with their weights → (nexthop-group id, routes using it).
     groups: HashMap<Vec<Path>, (u32, u32)>,
     free_group_ids: Vec<u32>,
     next_group_id: u32,
@@ -343,7 +343,7 @@ impl MapWriter {
             self.next_group_id += 1;
             self.next_group_id - 1
         });
-        let hops: Vec<Nexthop> = paths.iter().map(nexthop).collect();
+        let hops: Vec<(Nexthop, u32)> = paths.iter().map(|p| (nexthop(p), p.weight)).collect();
         let written = nexthop_group(&hops).and_then(|g| self.maps.set_nexthop_group(id, &g));
         if let Err(e) = written {
             self.free_group_ids.push(id);
@@ -555,6 +555,7 @@ mod tests {
         let nh = nexthop(&Path {
             ifindex: 3,
             gateway: Some(gw),
+            weight: 1,
         });
         assert_eq!(nh.flags, NH_GATEWAY | NH_GATEWAY6);
         assert_eq!(nh.ifindex, 3);
@@ -573,6 +574,7 @@ mod tests {
             nexthop(&Path {
                 ifindex: i,
                 gateway: None,
+                weight: 1,
             })
         };
         assert_eq!(shares(&nexthop_group(&[nh(1)]).unwrap()), [1024]);

@@ -89,11 +89,13 @@ impl DaemonMetrics {
         let kind = match e {
             KernelEvent::NewLink(_) | KernelEvent::DelLink(_) => "link",
             KernelEvent::NewAddr(_) | KernelEvent::DelAddr(_) => "address",
-            KernelEvent::NewRoute(_) | KernelEvent::AppendRoute(_) | KernelEvent::DelRoute(_) => {
-                "route"
-            }
+            KernelEvent::NewRoute(_)
+            | KernelEvent::AppendRoute(_)
+            | KernelEvent::PrependRoute(_)
+            | KernelEvent::DelRoute(_) => "route",
             KernelEvent::NewNeigh(_) | KernelEvent::DelNeigh(_) => "neighbour",
             KernelEvent::RulesChanged => "rule",
+            KernelEvent::NewNexthop(_) | KernelEvent::DelNexthop(_) => "nexthop",
             KernelEvent::Overrun(_) => "overrun",
         };
         self.sync_events.get_or_create(&[("kind", kind)]).inc();

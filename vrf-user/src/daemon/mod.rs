@@ -16,8 +16,11 @@ use crate::{
     config::Config,
     dataplane::{DataPlane, LoadOptions, TcProgram, XdpAttachMode},
     mirror::{read_sysctls, Dirty},
-    model::KernelEvent,
-    netlink::Netlink,
+    model::{KernelEvent, KernelSnapshot},
+    netlink::{
+        nexthop::{NexthopEvent, NexthopSocket},
+        Netlink,
+    },
     plan::Engine,
     writer::MapWriter,
 };
@@ -51,6 +54,8 @@ impl std::error::Error for ConfigError {}
 
 struct Daemon {
     netlink: Netlink,
+    /// Nexthop objects come on their own socket (the main one is typed on route messages).
+    nexthops: NexthopSocket,
     engine: Engine,
     dp: DataPlane,
     writer: MapWriter,
@@ -69,10 +74,9 @@ pub async fn run(opts: Options) -> Result<()> {
         None => Config::default(),
     };
     let (netlink, mut events) = Netlink::connect().await.context("opening rtnetlink")?;
-    let snapshot = netlink
-        .snapshot()
-        .await
-        .context("dumping the kernel's state")?;
+    // Subscribed before its dump, like the main socket: nothing between the two is lost.
+    let (mut nexthops, mut nexthop_events) = NexthopSocket::connect().await?;
+    let snapshot = snapshot(&netlink, &mut nexthops).await?;
     let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
     engine.load(snapshot);
     for d in &config.vrf {
@@ -105,6 +109,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let writer = MapWriter::new(dp.maps.try_clone()?);
     let mut daemon = Daemon {
         netlink,
+        nexthops,
         engine,
         dp,
         writer,
@@ -114,9 +119,33 @@ pub async fn run(opts: Options) -> Result<()> {
         telemetry,
         _pins: pins,
     };
-    let result = daemon.serve(&config, &mut events).await;
+    let result = daemon
+        .serve(&config, &mut events, &mut nexthop_events)
+        .await;
     daemon.shutdown().await;
     result
+}
+
+/// The kernel's state: the main dump, then the nexthop objects from their own socket.
+async fn snapshot(netlink: &Netlink, nexthops: &mut NexthopSocket) -> Result<KernelSnapshot> {
+    let mut snapshot = netlink
+        .snapshot()
+        .await
+        .context("dumping the kernel's state")?;
+    snapshot.nexthops = nexthops
+        .dump()
+        .await
+        .context("dumping the nexthop objects")?;
+    Ok(snapshot)
+}
+
+/// A nexthop socket's event as a kernel event for the mirror.
+fn nexthop_kernel_event(event: NexthopEvent) -> KernelEvent {
+    match event {
+        NexthopEvent::New(nh) => KernelEvent::NewNexthop(nh),
+        NexthopEvent::Deleted(id) => KernelEvent::DelNexthop(id),
+        NexthopEvent::Overrun => KernelEvent::Overrun("nexthop notifications lost".into()),
+    }
 }
 
 impl Daemon {
@@ -124,6 +153,7 @@ impl Daemon {
         &mut self,
         config: &Config,
         events: &mut UnboundedReceiver<KernelEvent>,
+        nexthop_events: &mut UnboundedReceiver<NexthopEvent>,
     ) -> Result<()> {
         self.rules.ensure(&self.netlink, config).await?;
         // The rules we added are in the kernel now; see them as the kernel does.
@@ -146,6 +176,17 @@ impl Daemon {
                     while let Ok(more) = events.try_recv() {
                         dirty.merge(self.take(more));
                         if dirty.routes.len() + dirty.neighbours.len() >= BATCH { break; }
+                    }
+                    self.apply(dirty).await?;
+                }
+                event = nexthop_events.recv() => {
+                    let Some(event) = event else {
+                        anyhow::bail!("the nexthop netlink connection closed");
+                    };
+                    let mut dirty = self.take(nexthop_kernel_event(event));
+                    while let Ok(more) = nexthop_events.try_recv() {
+                        dirty.merge(self.take(nexthop_kernel_event(more)));
+                        if dirty.routes.len() >= BATCH { break; }
                     }
                     self.apply(dirty).await?;
                 }
@@ -178,11 +219,7 @@ impl Daemon {
 
     /// Dump everything again and converge the maps to it.
     async fn resync(&mut self) -> Result<()> {
-        let snapshot = self
-            .netlink
-            .snapshot()
-            .await
-            .context("dumping the kernel's state")?;
+        let snapshot = snapshot(&self.netlink, &mut self.nexthops).await?;
         self.engine.load(snapshot);
         self.apply_plan().await
     }

@@ -12,7 +12,8 @@ pub struct OwnedRules {
 impl OwnedRules {
     pub async fn ensure(&mut self, netlink: &Netlink, config: &Config) -> anyhow::Result<()> {
         let existing = netlink.rules().await?;
-        for vrf in &config.vrf {
+        // The default VRF's rule is the kernel's own `lookup main`.
+        for vrf in config.vrf.iter().filter(|v| !v.is_main()) {
             for iif in &vrf.interfaces {
                 for family in IpFamily::ALL {
                     let present = existing.iter().any(|r| {

@@ -50,7 +50,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{Stream, StreamExt};
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REQUEST,
+    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
     address::AddressMessage,
@@ -189,6 +189,8 @@ impl Netlink {
             routes: self.routes().await?,
             neighbours: self.neighbours().await?,
             rules: self.rules().await?,
+            // Filled from the nexthop socket by whoever holds it.
+            nexthops: Vec::new(),
         })
     }
 
@@ -499,6 +501,14 @@ async fn forward_events(
             NetlinkPayload::InnerMessage(m) => match convert::event(&m) {
                 Some(KernelEvent::NewRoute(r)) if msg.header.flags & NLM_F_APPEND != 0 => {
                     KernelEvent::AppendRoute(r)
+                }
+                // Only `ip route prepend` is announced with NLM_F_CREATE alone (an add carries
+                // CREATE|EXCL, a replace REPLACE; seen on 6.18).
+                Some(KernelEvent::NewRoute(r))
+                    if msg.header.flags & (NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE)
+                        == NLM_F_CREATE =>
+                {
+                    KernelEvent::PrependRoute(r)
                 }
                 Some(e) => e,
                 None => continue,
