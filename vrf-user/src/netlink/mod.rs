@@ -503,10 +503,12 @@ async fn forward_events(
                     KernelEvent::AppendRoute(r)
                 }
                 // Only `ip route prepend` is announced with NLM_F_CREATE alone (an add carries
-                // CREATE|EXCL, a replace REPLACE; seen on 6.18).
+                // CREATE|EXCL, a replace REPLACE; seen on 6.18). IPv6 announces a plain add that
+                // way too and has no prepend: its routes stay NewRoute.
                 Some(KernelEvent::NewRoute(r))
-                    if msg.header.flags & (NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE)
-                        == NLM_F_CREATE =>
+                    if r.prefix.addr().is_ipv4()
+                        && msg.header.flags & (NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE)
+                            == NLM_F_CREATE =>
                 {
                     KernelEvent::PrependRoute(r)
                 }
