@@ -5,16 +5,15 @@
 # VRF's table. A host behind each VRF pings an address inside the prefixes that both
 # neighbours hold: it reaches its own VRF's neighbour, never the other one.
 #
-# Phase 1, zebra as FRR ships it: routes on nexthop objects (nhid). vrfd does not yet
-# accelerate those (it passes them to the kernel); so the control plane and the isolation are
-# asserted, the XDP forwarding only with ASSERT_NHID_XDP=1 (switch it on once vrfd resolves
-# nexthop objects).
+# Phase 1, zebra as FRR ships it: routes on nexthop objects (nhid), which vrfd resolves: the
+# control plane, the isolation and the XDP forwarding are asserted (ASSERT_NHID_XDP=0 skips the
+# last, to tell a nexthop-object regression from an FRR one).
 # Phase 2, `no zebra nexthop kernel enable`: zebra writes plain gateway routes, and the pings are
 # forwarded by XDP (the kernel's IpForwDatagrams stays put).
 . /vm/lib.sh
 VRFD_UNIT=1
 PREFIXES=${PREFIXES:-2000}
-ASSERT_NHID_XDP=${ASSERT_NHID_XDP:-0}
+ASSERT_NHID_XDP=${ASSERT_NHID_XDP:-1}
 
 # Per VRF: peer link 10.20.1.0/24 (router .1, BIRD .2), host link 10.30.1.0/24 (router .1,
 # host .2): identical addressing in both.
@@ -159,7 +158,7 @@ for v in "red rh rp bp r-host" "blue bh bp rp b-host"; do
     if [ "$ASSERT_NHID_XDP" = 1 ]; then
         [ "$FWD" -eq 0 ] || fail "$1: the kernel forwarded $FWD datagrams over nexthop objects (XDP should have)"
     else
-        echo "$1: XDP forwarding over nexthop objects not asserted (ASSERT_NHID_XDP=0: vrfd passes them to the kernel for now)"
+        echo "$1: XDP forwarding over nexthop objects not asserted (ASSERT_NHID_XDP=0)"
     fi
 done
 
