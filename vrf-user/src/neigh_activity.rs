@@ -9,12 +9,11 @@
 //! One blocking NETLINK_ROUTE socket in the calling thread's network namespace.
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
 
 use anyhow::{anyhow, Context as _, Result};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+use netlink_packet_core::NLM_F_ACK;
 use netlink_packet_route::{
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage},
     AddressFamily, RouteNetlinkMessage,
@@ -22,6 +21,7 @@ use netlink_packet_route::{
 use vrf_common::NeighKey;
 
 use crate::maps::Maps;
+use crate::netlink::blocking::{Reply, Requester};
 
 /// How often vrfd should call [`NeighActivity::tick`]: well inside the kernel's shortest
 /// default timer (delay_first_probe_time 5 s, base_reachable_time 30 s).
@@ -39,31 +39,14 @@ pub struct Tick {
 }
 
 pub struct NeighActivity {
-    fd: OwnedFd,
-    seq: u32,
-    buf: Vec<u8>,
+    netlink: Requester,
 }
 
 impl NeighActivity {
     /// Opens the socket in the calling thread's network namespace.
     pub fn new() -> Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error()).context("socket(NETLINK_ROUTE)");
-        }
-        // SAFETY: raw is a fresh, valid fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         Ok(NeighActivity {
-            fd,
-            seq: 0,
-            buf: vec![0; 16 * 1024],
+            netlink: Requester::route()?,
         })
     }
 
@@ -101,45 +84,13 @@ impl NeighActivity {
             other => return Err(anyhow!("neighbour entry of unknown family {other}")),
         };
         msg.attributes.push(NeighbourAttribute::Destination(dst));
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-        self.seq = self.seq.wrapping_add(1);
-        req.header.sequence_number = self.seq;
-        req.finalize();
-        let mut out = vec![0u8; req.buffer_len()];
-        req.serialize(&mut out);
-        // SAFETY: valid fd and buffer; the kernel is the default destination of an unbound
-        // netlink socket's send.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), out.as_ptr().cast(), out.len(), 0) };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error()).context("send RTM_NEWNEIGH");
-        }
-        loop {
-            // SAFETY: valid fd and buffer.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e).context("recv RTM_NEWNEIGH ack");
-            }
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n as usize])
-                .map_err(|e| anyhow!("undecodable RTM_NEWNEIGH ack: {e}"))?;
-            if msg.header.sequence_number != self.seq {
-                continue;
-            }
-            return match msg.payload {
-                NetlinkPayload::Error(e) => Ok(e.code.map_or(0, |_| -e.raw_code())),
-                _ => Ok(0),
-            };
-        }
+        let reply = self
+            .netlink
+            .request(RouteNetlinkMessage::NewNeighbour(msg), NLM_F_ACK)
+            .context("RTM_NEWNEIGH")?;
+        Ok(match reply {
+            Reply::Refused(errno) => errno,
+            Reply::Ack | Reply::Message(_) => 0,
+        })
     }
 }

@@ -13,15 +13,15 @@
 //! it on a thread inside the namespace under test; it keeps that namespace).
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType},
     AddressFamily, RouteNetlinkMessage,
 };
+
+use crate::netlink::blocking::{Reply, Requester};
 
 /// One path of the kernel's matched route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,46 +85,14 @@ pub fn errno_name(e: i32) -> &'static str {
 
 /// A NETLINK_ROUTE socket for route queries.
 pub struct RouteOracle {
-    fd: OwnedFd,
-    seq: u32,
-    buf: Vec<u8>,
+    netlink: Requester,
 }
 
 impl RouteOracle {
     /// Opens the socket in the calling thread's network namespace.
     pub fn new() -> Result<RouteOracle> {
-        // SAFETY: plain socket(2); the fd is owned below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error()).context("socket(NETLINK_ROUTE)");
-        }
-        // SAFETY: raw is a fresh, valid fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: a zeroed sockaddr_nl is valid (pid 0: the kernel assigns one).
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: valid fd and address of the right length.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error()).context("bind(NETLINK_ROUTE)");
-        }
         Ok(RouteOracle {
-            fd,
-            seq: 1,
-            // Dumps come in skbs of up to 32 KiB (more with large pages): room for any.
-            buf: vec![0; 256 * 1024],
+            netlink: Requester::route()?,
         })
     }
 
@@ -148,49 +116,14 @@ impl RouteOracle {
         msg.attributes
             .push(RouteAttribute::Source(RouteAddress::from(src)));
         msg.attributes.push(RouteAttribute::Iif(iif));
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(msg));
-        req.header.flags = NLM_F_REQUEST;
-        self.seq = self.seq.wrapping_add(1);
-        req.header.sequence_number = self.seq;
-        req.finalize();
-        let mut out = vec![0u8; req.buffer_len()];
-        req.serialize(&mut out);
-        // SAFETY: valid fd and buffer.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), out.as_ptr().cast(), out.len(), 0) };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error()).context("send RTM_GETROUTE");
-        }
-        loop {
-            // SAFETY: valid fd and buffer.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e).context("recv RTM_GETROUTE answer");
-            }
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n as usize])
-                .map_err(|e| anyhow::anyhow!("undecodable RTM_GETROUTE answer: {e}"))?;
-            if msg.header.sequence_number != self.seq {
-                continue;
-            }
-            return match msg.payload {
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    Ok(KernelAnswer::Error(-e.raw_code()))
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
-                    Ok(parse_route(&m))
-                }
-                other => bail!("unexpected RTM_GETROUTE answer: {other:?}"),
-            };
+        let reply = self
+            .netlink
+            .request(RouteNetlinkMessage::GetRoute(msg), 0)
+            .context("RTM_GETROUTE")?;
+        match reply {
+            Reply::Refused(errno) => Ok(KernelAnswer::Error(errno)),
+            Reply::Message(RouteNetlinkMessage::NewRoute(m)) => Ok(parse_route(&m)),
+            other => bail!("unexpected RTM_GETROUTE answer: {other:?}"),
         }
     }
 }
@@ -210,73 +143,27 @@ impl RouteOracle {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut msg = RouteMessage::default();
             msg.header.address_family = family;
-            let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(msg));
-            req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-            self.seq = self.seq.wrapping_add(1);
-            req.header.sequence_number = self.seq;
-            req.finalize();
-            let mut bytes = vec![0u8; req.buffer_len()];
-            req.serialize(&mut bytes);
-            // SAFETY: valid fd and buffer.
-            let sent =
-                unsafe { libc::send(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
-            if sent < 0 {
-                return Err(std::io::Error::last_os_error()).context("send RTM_GETROUTE dump");
-            }
-            'dump: loop {
-                // SAFETY: valid fd and buffer.
-                let n = unsafe {
-                    libc::recv(
-                        self.fd.as_raw_fd(),
-                        self.buf.as_mut_ptr().cast(),
-                        self.buf.len(),
-                        0,
-                    )
+            let routes = self
+                .netlink
+                .dump(RouteNetlinkMessage::GetRoute(msg))
+                .context("route dump")?;
+            for m in routes {
+                let RouteNetlinkMessage::NewRoute(m) = m else {
+                    continue;
                 };
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.kind() == std::io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(e).context("recv RTM_GETROUTE dump");
-                }
-                let mut at = 0usize;
-                while at < n as usize {
-                    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
-                        &self.buf[at..n as usize],
-                    )
-                    .map_err(|e| anyhow::anyhow!("undecodable route dump message: {e}"))?;
-                    let len = msg.header.length as usize;
-                    if len == 0 {
-                        break;
-                    }
-                    at += (len + 3) & !3;
-                    if msg.header.sequence_number != self.seq {
-                        continue;
-                    }
-                    match msg.payload {
-                        NetlinkPayload::Done(_) => break 'dump,
-                        NetlinkPayload::Error(e) if e.code.is_some() => {
-                            bail!("route dump failed: errno {}", -e.raw_code())
-                        }
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
-                            if let KernelAnswer::Route {
-                                kind,
-                                table: t,
-                                prefix,
-                                ..
-                            } = parse_route(&m)
-                            {
-                                if t == table {
-                                    out.push(TableRoute {
-                                        table: t,
-                                        prefix,
-                                        kind,
-                                    });
-                                }
-                            }
-                        }
-                        _ => {}
+                if let KernelAnswer::Route {
+                    kind,
+                    table: t,
+                    prefix,
+                    ..
+                } = parse_route(&m)
+                {
+                    if t == table {
+                        out.push(TableRoute {
+                            table: t,
+                            prefix,
+                            kind,
+                        });
                     }
                 }
             }

@@ -6,16 +6,18 @@
 //! XDP program or GRO on). Older kernels: a fallback by device kind.
 //!
 //! One blocking NETLINK_GENERIC socket in the calling thread's network namespace.
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, ErrorContext, NetlinkMessage, NetlinkPayload, Nla,
-    NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLM_F_REQUEST,
+    DecodeError, DefaultNla, Emitable, ErrorContext, Nla, NlaBuffer, NlasIterator, Parseable,
+    ParseableParametrized,
 };
 use netlink_packet_generic::{
     ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd},
     GenlFamily, GenlHeader, GenlMessage,
 };
-use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
+use netlink_sys::protocols::NETLINK_GENERIC;
+
+use crate::netlink::blocking::{Reply, Requester};
 
 /// `enum netdev_xdp_act` (include/uapi/linux/netdev.h).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,24 +162,17 @@ impl ParseableParametrized<[u8], GenlHeader> for DevMessage {
 
 /// Asks the kernel about devices' XDP features.
 pub struct XdpFeatureProbe {
-    socket: Socket,
+    netlink: Requester,
     /// The netdev family's id; None on kernels without it (before 6.3).
     family: Option<u16>,
-    seq: u32,
 }
 
 impl XdpFeatureProbe {
     /// Opens the socket in the calling thread's network namespace and resolves the family.
     pub fn new() -> Result<Self> {
-        let mut socket = Socket::new(NETLINK_GENERIC).context("socket(NETLINK_GENERIC)")?;
-        socket.bind_auto().context("bind(NETLINK_GENERIC)")?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .context("connect(NETLINK_GENERIC)")?;
         let mut probe = XdpFeatureProbe {
-            socket,
+            netlink: Requester::new(NETLINK_GENERIC)?,
             family: None,
-            seq: 0,
         };
         probe.family = probe.resolve_family()?;
         Ok(probe)
@@ -259,32 +254,11 @@ impl XdpFeatureProbe {
     where
         F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + std::fmt::Debug,
     {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST;
-        self.seq = self.seq.wrapping_add(1);
-        req.header.sequence_number = self.seq;
-        req.finalize();
-        let mut out = vec![0u8; req.buffer_len()];
-        req.serialize(&mut out);
-        self.socket.send(&out, 0).context("send(NETLINK_GENERIC)")?;
-        let mut buf = Vec::with_capacity(16 * 1024);
-        loop {
-            buf.clear();
-            let n = self
-                .socket
-                .recv(&mut buf, 0)
-                .context("recv(NETLINK_GENERIC)")?;
-            let msg = NetlinkMessage::<GenlMessage<F>>::deserialize(&buf[..n])
-                .map_err(|e| anyhow!("undecodable generic netlink answer: {e}"))?;
-            if msg.header.sequence_number != self.seq {
-                continue;
-            }
-            return Ok(match msg.payload {
-                NetlinkPayload::InnerMessage(m) => Ok(m),
-                NetlinkPayload::Error(e) if e.code.is_some() => Err(-e.raw_code()),
-                other => bail!("unexpected generic netlink answer: {other:?}"),
-            });
-        }
+        Ok(match self.netlink.request(msg, 0)? {
+            Reply::Message(m) => Ok(m),
+            Reply::Refused(errno) => Err(errno),
+            Reply::Ack => bail!("an empty generic netlink answer"),
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 //! Read with netlink-packet-xfrm dumps; [`XfrmWatcher`] follows XFRMNLGRP_POLICY.
 use std::{collections::BTreeSet, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use netlink_packet_route::{
     link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
     RouteNetlinkMessage,
@@ -19,7 +19,8 @@ use netlink_packet_xfrm::{
     XFRM_USERPOLICY_BLOCK,
 };
 
-use crate::kernelwatch::{request, Doorbell};
+use crate::kernelwatch::Doorbell;
+use crate::netlink::blocking::Requester;
 
 /// Per family, why IPsec could act on forwarded traffic (`None`: it cannot).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -58,12 +59,12 @@ fn note(slot: &mut Option<String>, why: String) {
 fn read_inner() -> Result<XfrmState> {
     let mut s = XfrmState::default();
     let proto = netlink_sys::protocols::NETLINK_XFRM;
-    let defaults = request(
-        proto,
-        XfrmMessage::GetPolicyDefault(DefaultMessage::default()),
-        false,
-    )?;
-    for d in defaults {
+    let mut xfrm = Requester::new(proto)?;
+    let defaults = xfrm
+        .request(XfrmMessage::GetPolicyDefault(DefaultMessage::default()), 0)?
+        .accepted()
+        .context("XFRM_MSG_GETDEFAULT")?;
+    if let Some(d) = defaults {
         if let XfrmMessage::GetPolicyDefault(d) = d {
             let u = d.user_policy;
             for (dir, v) in [("forward", u.forward), ("output", u.output)] {
@@ -75,11 +76,7 @@ fn read_inner() -> Result<XfrmState> {
             }
         }
     }
-    let policies = request(
-        proto,
-        XfrmMessage::GetPolicy(DelGetMessage::default()),
-        true,
-    )?;
+    let policies = xfrm.dump(XfrmMessage::GetPolicy(DelGetMessage::default()))?;
     for p in policies {
         let XfrmMessage::AddPolicy(p) = p else {
             continue;
@@ -104,11 +101,7 @@ fn read_inner() -> Result<XfrmState> {
             }
         }
     }
-    let links = request(
-        netlink_sys::protocols::NETLINK_ROUTE,
-        RouteNetlinkMessage::GetLink(LinkMessage::default()),
-        true,
-    )?;
+    let links = Requester::route()?.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
     for l in links {
         let RouteNetlinkMessage::NewLink(l) = l else {
             continue;

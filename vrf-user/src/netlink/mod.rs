@@ -37,6 +37,7 @@
 //! Requests here hand such messages back (rule changes as `RulesChanged`, anything else as
 //! `Overrun`, since its order relative to the stream is lost) and a dump without NLMSG_DONE is
 //! restarted.
+pub mod blocking;
 mod codec;
 pub mod convert;
 pub mod nexthop;
