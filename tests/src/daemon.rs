@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::bpffs::{ensure_bpffs, BPFFS};
 use crate::cmd::{display_command, unique_suffix};
 use crate::netns::{BgProcess, NetNs};
+use crate::topology::Topology;
 
 /// How long vrfd may take to say `ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +68,34 @@ impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One `[[vrf]]` table of vrfd's configuration: a VRF's name, table and member names.
+pub fn vrf_toml(name: &str, table: u32, interfaces: &[&str]) -> String {
+    let members: Vec<String> = interfaces.iter().map(|m| format!("{m:?}")).collect();
+    format!(
+        "[[vrf]]\nname = {name:?}\ntable = {table}\ninterfaces = [{}]\n\n",
+        members.join(", ")
+    )
+}
+
+/// vrfd's configuration for every VRF of `topo`: name, table, member names, nothing else.
+pub fn topology_config(topo: &Topology) -> String {
+    topo.vrfs()
+        .iter()
+        .map(|v| {
+            let members: Vec<&str> = v.members.iter().map(|m| m.ifname.as_str()).collect();
+            vrf_toml(&v.name, v.table, &members)
+        })
+        .collect()
+}
+
+/// vrfd declaring every VRF of `topo`, started after the topology's own `iif` rules are gone
+/// (so a vrfd that added none would forward nothing). Panics on failure (this is test code).
+pub fn start_on(topo: &Topology) -> Vrfd<'_> {
+    topo.remove_all_rules();
+    Vrfd::start(topo.router(), &topology_config(topo))
+        .unwrap_or_else(|e| panic!("starting vrfd: {e:#}"))
 }
 
 /// The lines of a JSON log (tracing's `--log-format json`) that parse as JSON objects.

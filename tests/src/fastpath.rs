@@ -121,7 +121,7 @@ fn program_member(
         nexthop: 0,
     };
     if let Some(s4) = m.subnet4 {
-        let net = IpNet::new(s4.network.into(), s4.prefix_len)?;
+        let net = IpNet::V4(s4);
         dp.maps.insert_route(m.table, net, &connected)?;
         dp.maps
             .insert_route(m.table, host_prefix(m.router4().into()), &local)?;
@@ -129,7 +129,7 @@ fn program_member(
             .set_neighbour(m.ifindex, m.host4().into(), m.host_mac)?;
     }
     if let Some(s6) = m.subnet6 {
-        let net = IpNet::new(s6.network.into(), s6.prefix_len)?;
+        let net = IpNet::V6(s6);
         dp.maps.insert_route(m.table, net, &connected)?;
         dp.maps
             .insert_route(m.table, host_prefix(m.router6().into()), &local)?;

@@ -32,7 +32,7 @@ pub use link::{
 pub use netns::{list_own_netns, netns_name_prefix, BgProcess, NetNs};
 pub use nstat::{counter, counters, forwarded_datagrams};
 pub use topology::{
-    Ipv4Net, Ipv6Net, Member, MemberSpec, Topology, TopologySpec, Vrf, VrfSpec, HOST_IFNAME,
+    Ipv4Net, Ipv6Net, Member, MemberSpec, Nth, Topology, TopologySpec, Vrf, VrfSpec, HOST_IFNAME,
 };
 pub use traffic::{
     ping, tcp_transfer, tcp_transfer_with, udp_transfer, PingResult, TcpTransfer, UdpTransfer,

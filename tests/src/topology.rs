@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 
@@ -29,109 +28,51 @@ pub const RULE_PREF: u32 = 1000;
 /// Interface name of every host's end of its veth pair.
 pub const HOST_IFNAME: &str = "eth0";
 
-/// An IPv4 prefix, stored normalised to its network address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ipv4Net {
-    pub network: Ipv4Addr,
-    pub prefix_len: u8,
-}
+pub use ipnet::{Ipv4Net, Ipv6Net};
 
-impl Ipv4Net {
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self> {
-        if prefix_len > 32 {
-            bail!("bad IPv4 prefix length {prefix_len}");
-        }
-        let mask = if prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix_len)
-        };
-        Ok(Self {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix_len,
-        })
-    }
-
+/// Host addresses inside a prefix of `ipnet`: the router is `.1`, the host `.2`.
+pub trait Nth {
+    type Addr: fmt::Display;
     /// The `n`-th address of the prefix (`10.0.1.0/24`.nth(2) = 10.0.1.2).
-    pub fn nth(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) + n)
-    }
-
+    fn nth(&self, n: u32) -> Self::Addr;
     /// `addr/len` of the `n`-th address, as `ip addr add` wants it.
-    pub fn cidr_of(&self, n: u32) -> String {
-        format!("{}/{}", self.nth(n), self.prefix_len)
+    fn cidr_of(&self, n: u32) -> String;
+}
+
+impl Nth for Ipv4Net {
+    type Addr = Ipv4Addr;
+    fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()).wrapping_add(n))
+    }
+    fn cidr_of(&self, n: u32) -> String {
+        format!("{}/{}", self.nth(n), self.prefix_len())
     }
 }
 
-impl FromStr for Ipv4Net {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let (a, l) = s
-            .split_once('/')
-            .with_context(|| format!("{s:?}: expected a.b.c.d/len"))?;
-        Ipv4Net::new(
-            a.parse().with_context(|| format!("{s:?}"))?,
-            l.parse().with_context(|| format!("{s:?}"))?,
-        )
+impl Nth for Ipv6Net {
+    type Addr = Ipv6Addr;
+    fn nth(&self, n: u32) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network()).wrapping_add(u128::from(n)))
+    }
+    fn cidr_of(&self, n: u32) -> String {
+        format!("{}/{}", self.nth(n), self.prefix_len())
     }
 }
 
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
+/// A prefix as a test writes it, normalised to its network address (`10.0.1.77/24` is
+/// `10.0.1.0/24`). Panics on a malformed one (this is test code).
+fn v4_subnet(s: &str) -> Ipv4Net {
+    let net: Ipv4Net = s
+        .parse()
+        .unwrap_or_else(|e| panic!("bad IPv4 subnet {s:?}: {e}"));
+    net.trunc()
 }
 
-/// An IPv6 prefix, stored normalised to its network address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ipv6Net {
-    pub network: Ipv6Addr,
-    pub prefix_len: u8,
-}
-
-impl Ipv6Net {
-    pub fn new(addr: Ipv6Addr, prefix_len: u8) -> Result<Self> {
-        if prefix_len > 128 {
-            bail!("bad IPv6 prefix length {prefix_len}");
-        }
-        let mask = if prefix_len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - prefix_len)
-        };
-        Ok(Self {
-            network: Ipv6Addr::from(u128::from(addr) & mask),
-            prefix_len,
-        })
-    }
-
-    /// The `n`-th address of the prefix (`fd00:1::/64`.nth(2) = fd00:1::2).
-    pub fn nth(&self, n: u32) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.network) + u128::from(n))
-    }
-
-    pub fn cidr_of(&self, n: u32) -> String {
-        format!("{}/{}", self.nth(n), self.prefix_len)
-    }
-}
-
-impl FromStr for Ipv6Net {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let (a, l) = s
-            .split_once('/')
-            .with_context(|| format!("{s:?}: expected addr/len"))?;
-        Ipv6Net::new(
-            a.parse().with_context(|| format!("{s:?}"))?,
-            l.parse().with_context(|| format!("{s:?}"))?,
-        )
-    }
-}
-
-impl fmt::Display for Ipv6Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
+fn v6_subnet(s: &str) -> Ipv6Net {
+    let net: Ipv6Net = s
+        .parse()
+        .unwrap_or_else(|e| panic!("bad IPv6 subnet {s:?}: {e}"));
+    net.trunc()
 }
 
 /// One VRF member link. The router uses host number 1 of each subnet, the host number 2.
@@ -146,14 +87,14 @@ impl MemberSpec {
     /// Panics on malformed prefixes (this is test code).
     pub fn dual(subnet4: &str, subnet6: &str) -> Self {
         Self {
-            subnet4: Some(subnet4.parse().expect("bad IPv4 subnet")),
-            subnet6: Some(subnet6.parse().expect("bad IPv6 subnet")),
+            subnet4: Some(v4_subnet(subnet4)),
+            subnet6: Some(v6_subnet(subnet6)),
         }
     }
 
     pub fn v4(subnet4: &str) -> Self {
         Self {
-            subnet4: Some(subnet4.parse().expect("bad IPv4 subnet")),
+            subnet4: Some(v4_subnet(subnet4)),
             subnet6: None,
         }
     }
@@ -161,7 +102,7 @@ impl MemberSpec {
     pub fn v6(subnet6: &str) -> Self {
         Self {
             subnet4: None,
-            subnet6: Some(subnet6.parse().expect("bad IPv6 subnet")),
+            subnet6: Some(v6_subnet(subnet6)),
         }
     }
 }
@@ -302,8 +243,8 @@ fn validate(spec: &TopologySpec) -> Result<()> {
             if m.subnet4.is_none() && m.subnet6.is_none() {
                 bail!("VRF {:?} member {i}: no subnet", v.name);
             }
-            if m.subnet4.is_some_and(|s| s.prefix_len > 30)
-                || m.subnet6.is_some_and(|s| s.prefix_len > 126)
+            if m.subnet4.is_some_and(|s| s.prefix_len() > 30)
+                || m.subnet6.is_some_and(|s| s.prefix_len() > 126)
             {
                 bail!(
                     "VRF {:?} member {i}: subnet too small for router .1 and host .2",
@@ -515,6 +456,28 @@ impl Topology {
         }
     }
 
+    /// Deletes the `iif <member> lookup <table> pref 1000` rules the topology added (both
+    /// families) for the members of `vrfs`, so that the rules vrfd adds are the only ones.
+    /// Panics when one is not there (this is test code).
+    pub fn remove_rules(&self, vrfs: &[&str]) {
+        for m in self.members().filter(|m| vrfs.contains(&m.vrf.as_str())) {
+            for fam in ["-4", "-6"] {
+                let (iif, table, pref) = (&m.ifname, m.table.to_string(), RULE_PREF.to_string());
+                self.router
+                    .ip(&[
+                        fam, "rule", "del", "iif", iif, "lookup", &table, "pref", &pref,
+                    ])
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+            }
+        }
+    }
+
+    /// [`Topology::remove_rules`] for every VRF.
+    pub fn remove_all_rules(&self) {
+        let names: Vec<&str> = self.vrfs.iter().map(|v| v.name.as_str()).collect();
+        self.remove_rules(&names);
+    }
+
     /// Names of every namespace in the topology (router first).
     pub fn netns_names(&self) -> Vec<String> {
         std::iter::once(self.router.name().to_string())
@@ -665,10 +628,10 @@ mod tests {
 
     #[test]
     fn nets() {
-        let n: Ipv4Net = "10.0.1.77/24".parse().unwrap();
+        let n = v4_subnet("10.0.1.77/24");
         assert_eq!(n.to_string(), "10.0.1.0/24");
         assert_eq!(n.cidr_of(2), "10.0.1.2/24");
-        let n: Ipv6Net = "fd00:1::5/64".parse().unwrap();
+        let n = v6_subnet("fd00:1::5/64");
         assert_eq!(n.to_string(), "fd00:1::/64");
         assert_eq!(n.nth(1).to_string(), "fd00:1::1");
         assert!(validate(&TopologySpec::two_vrfs_identical()).is_ok());

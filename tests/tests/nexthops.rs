@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::daemon::Vrfd;
+use tests::daemon::{vrf_toml, Vrfd};
 use tests::{fastpath, forwarded_datagrams, ping, require_root, MemberSpec, TopologySpec};
 
 const FOLLOW: Duration = Duration::from_secs(1);
@@ -74,16 +74,9 @@ fn every_kind_of_nexthop_is_followed(compat: u8) {
         .unwrap();
     let red = topo.vrf("red");
     let table = red.table.to_string();
-    let members: Vec<String> = red
-        .members
-        .iter()
-        .map(|m| format!("{:?}", m.ifname))
-        .collect();
+    let members: Vec<&str> = red.members.iter().map(|m| m.ifname.as_str()).collect();
     // The topology's own `iif` rules are the ones vrfd adds: vrfd keeps them.
-    let config = format!(
-        "[[vrf]]\nname = \"red\"\ntable = {table}\ninterfaces = [{}]\n",
-        members.join(", ")
-    );
+    let config = vrf_toml("red", red.table, &members);
     let vrfd = Vrfd::start(r, &config).unwrap_or_else(|e| panic!("{e:#}"));
     topo.host("red", 1)
         .ip(&["addr", "add", "10.9.0.5/32", "dev", "lo"])

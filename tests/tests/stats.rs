@@ -21,7 +21,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::daemon::{json_log_lines, log_message, vrfctl_in, Vrfd};
+use tests::daemon::{json_log_lines, log_message, topology_config, vrfctl_in, Vrfd};
 use tests::dataplane::*;
 use tests::{fastpath, list_own_netns, ping, require_root, NetNs, Topology, TopologySpec};
 use vrf_common::{Reason, RouteKind};
@@ -531,24 +531,6 @@ const BLACKHOLED: u64 = 4;
 const UNREACHABLE: u64 = 3;
 const FOLLOW: Duration = Duration::from_secs(2);
 
-fn config(topo: &Topology) -> String {
-    let mut s = String::new();
-    for v in topo.vrfs() {
-        let members: Vec<String> = v
-            .members
-            .iter()
-            .map(|m| format!("{:?}", m.ifname))
-            .collect();
-        s += &format!(
-            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
-            v.name,
-            v.table,
-            members.join(", ")
-        );
-    }
-    s
-}
-
 /// Where vrfd serves its metrics (it logs the address it bound).
 fn metrics_addr(vrfd: &Vrfd<'_>) -> SocketAddr {
     let log = vrfd.log();
@@ -649,8 +631,12 @@ fn vrfctl_stats_and_metrics_agree_exactly_with_the_traffic_sent() {
         .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
     fastpath::complete_host_checksums(&topo).unwrap();
     let router = topo.router();
-    let vrfd = Vrfd::start_with(router, &config(&topo), &["--metrics", "127.0.0.1:0"])
-        .unwrap_or_else(|e| panic!("starting vrfd: {e:#}"));
+    let vrfd = Vrfd::start_with(
+        router,
+        &topology_config(&topo),
+        &["--metrics", "127.0.0.1:0"],
+    )
+    .unwrap_or_else(|e| panic!("starting vrfd: {e:#}"));
     let addr = metrics_addr(&vrfd);
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
 

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::daemon::Vrfd;
+use tests::daemon::{start_on, Vrfd};
 use tests::{fastpath, list_own_netns, require_root, MemberSpec, Topology, TopologySpec};
 
 fn topology3(prefix: &str) -> Topology {
@@ -24,47 +24,6 @@ fn topology3(prefix: &str) -> Topology {
         .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
     fastpath::complete_host_checksums(&topo).unwrap_or_else(|e| panic!("{e:#}"));
     topo
-}
-
-/// vrfd's configuration for every VRF of `topo`.
-fn config(topo: &Topology) -> String {
-    let mut s = String::new();
-    for v in topo.vrfs() {
-        let members: Vec<String> = v
-            .members
-            .iter()
-            .map(|m| format!("{:?}", m.ifname))
-            .collect();
-        s += &format!(
-            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
-            v.name,
-            v.table,
-            members.join(", ")
-        );
-    }
-    s
-}
-
-/// The topology's own `iif` rules go, so that vrfd's are the only ones.
-fn start(topo: &Topology) -> Vrfd<'_> {
-    for m in topo.members() {
-        for fam in ["-4", "-6"] {
-            topo.router()
-                .ip(&[
-                    fam,
-                    "rule",
-                    "del",
-                    "iif",
-                    &m.ifname,
-                    "lookup",
-                    &m.table.to_string(),
-                    "pref",
-                    "1000",
-                ])
-                .unwrap_or_else(|e| panic!("{e:#}"));
-        }
-    }
-    Vrfd::start(topo.router(), &config(topo)).unwrap_or_else(|e| panic!("starting vrfd: {e:#}"))
 }
 
 /// `vrfctl verify ARGS --json`: exit code and the report.
@@ -104,7 +63,7 @@ fn await_lookup(vrfd: &Vrfd<'_>, vrf: &str, dst: &str, want_oif: &str) {
 fn verify_agrees_with_the_kernel_then_reports_a_corrupted_fib_entry() {
     let prefix = "vf_verify";
     let topo = topology3(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     for (vrf, table) in [("red", "110"), ("blue", "120")] {
         let dev = |i: usize| format!("{vrf}{i}");

@@ -29,7 +29,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::daemon::{json_log_lines, log_message, vrfctl_in, Vrfd};
+use tests::daemon::{json_log_lines, log_message, start_on, topology_config, vrfctl_in, Vrfd};
 use tests::fastpath::{self, describe_counters};
 use tests::{
     forwarded_datagrams, list_own_netns, mac_to_string, ping, require_root, tcp_transfer,
@@ -84,53 +84,6 @@ fn topology_from(spec: TopologySpec) -> Topology {
         .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
     fastpath::complete_host_checksums(&topo).unwrap_or_else(|e| panic!("{e:#}"));
     topo
-}
-
-/// vrfd's configuration for every VRF of `topo`: name, table, member names, nothing else.
-fn config(topo: &Topology) -> String {
-    let mut s = String::new();
-    for v in topo.vrfs() {
-        let members: Vec<String> = v
-            .members
-            .iter()
-            .map(|m| format!("{:?}", m.ifname))
-            .collect();
-        s += &format!(
-            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
-            v.name,
-            v.table,
-            members.join(", ")
-        );
-    }
-    s
-}
-
-/// Deletes the `iif <member> lookup <table> pref 1000` rules the topology added (both families)
-/// for the members of `vrfs`.
-fn remove_topology_rules(topo: &Topology, vrfs: &[&str]) {
-    for m in topo.members().filter(|m| vrfs.contains(&m.vrf.as_str())) {
-        for fam in ["-4", "-6"] {
-            topo.router()
-                .ip(&[
-                    fam,
-                    "rule",
-                    "del",
-                    "iif",
-                    &m.ifname,
-                    "lookup",
-                    &m.table.to_string(),
-                    "pref",
-                    "1000",
-                ])
-                .unwrap_or_else(|e| panic!("{e:#}"));
-        }
-    }
-}
-
-/// Topology with its own `iif` rules removed and vrfd started on it.
-fn start(topo: &Topology) -> Vrfd<'_> {
-    remove_topology_rules(topo, &VRFS);
-    Vrfd::start(topo.router(), &config(topo)).unwrap_or_else(|e| panic!("starting vrfd: {e:#}"))
 }
 
 /// SIGTERM; exit 0, pins gone (checked by `Vrfd::stop`), and no XDP left on any member.
@@ -446,7 +399,7 @@ fn traffic_in_both_vrfs_with_identical_addressing_takes_the_xdp_path() {
     let t0 = Instant::now();
     let prefix = "vd_traffic";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     eprintln!("vrfd ready after {:?}", t0.elapsed());
 
     // vrfctl show: both VRFs, their tables, their members (up), not degraded.
@@ -540,7 +493,7 @@ fn route_add_replace_del_in_a_vrf_table_changes_forwarding_within_a_second() {
     let t0 = Instant::now();
     let prefix = "vd_routes";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     let red_b = topo.host("red", 1);
 
@@ -650,7 +603,7 @@ fn a_neighbour_whose_mac_changes_is_followed() {
     let t0 = Instant::now();
     let prefix = "vd_neigh";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let red_b = topo.member("red", 1);
     let blue_b = topo.member("blue", 1);
     let fake = [0x02, 0x00, 0x5e, 0x10, 0x99, 0x99];
@@ -751,7 +704,7 @@ fn a_member_going_down_and_up_is_followed() {
     let t0 = Instant::now();
     let prefix = "vd_updown";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     let red_b = topo.member("red", 1);
 
@@ -838,7 +791,7 @@ fn a_multipath_route_spreads_flows_over_its_nexthops() {
     let prefix = "vd_multipath";
     // Flows arrive from host C (red2) and leave through A (red0) or B (red1).
     let topo = topology3(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     r.ip(&[
         "route",
@@ -1034,7 +987,7 @@ fn flushing_a_table_or_neighbours_behind_vrfds_back_converges() {
     let t0 = Instant::now();
     let prefix = "vd_flush";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     let probes = [
         ("red0", "10.0.2.2"),
@@ -1158,7 +1111,7 @@ fn every_bad_config_exits_2_with_one_clear_message_and_leaves_nothing() {
     let prefix = "vd_badconf";
     let topo = topology(prefix);
     // No rules of the topology's own: any rule vrfd added would show.
-    remove_topology_rules(&topo, &VRFS);
+    topo.remove_all_rules();
     let rules_before = (rules(topo.router(), false), rules(topo.router(), true));
 
     let good_blue = "[[vrf]]\nname = \"blue\"\ntable = 120\ninterfaces = [\"blue0\", \"blue1\"]\n";
@@ -1279,7 +1232,7 @@ fn vrfctl_show_and_lookup_without_vrfd_fail_clearly() {
     // the path of a vrfd that has stopped.
     let never = tests::daemon::unique_pin_path().unwrap();
     let empty = tests::PinDir::new().unwrap();
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let stopped = vrfd.pin_path().to_path_buf();
     assert!(
         vrfd.vrfctl(&["show"]).unwrap().status.success(),
@@ -1329,7 +1282,7 @@ fn vrfctl_lookup_agrees_with_the_packets_fate() {
     let t0 = Instant::now();
     let prefix = "vd_agree";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     let hosts: Vec<&NetNs> = topo.members().map(|m| &m.host).collect();
     let host_rx = || -> Vec<u64> {
@@ -1425,14 +1378,14 @@ fn on_sigterm_vrfd_exits_0_detaches_xdp_removes_its_rules_and_pins() {
     let topo = topology(prefix);
     let ns = topo.router();
     // Red's rules are vrfd's to add; blue's stay the topology's (vrfd must leave them alone).
-    remove_topology_rules(&topo, &["red"]);
+    topo.remove_rules(&["red"]);
     let want_rules = |with_red: bool| -> BTreeSet<(u64, String, String)> {
         topo.members()
             .filter(|m| with_red || m.vrf == "blue")
             .map(|m| (1000, m.ifname.clone(), m.table.to_string()))
             .collect()
     };
-    let vrfd = Vrfd::start(ns, &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    let vrfd = Vrfd::start(ns, &topology_config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
     let pins = vrfd.pin_path().to_path_buf();
 
     for v6 in [false, true] {
@@ -1556,7 +1509,7 @@ fn a_rule_ahead_of_a_vrfs_rule_degrades_it_until_removed() {
     let t0 = Instant::now();
     let prefix = "vd_ruleahead";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     let degraded = |vrf: &str| vrfd.show_vrf(vrf).unwrap()["degraded"].as_bool().unwrap();
 
@@ -1611,7 +1564,7 @@ fn a_vrf_rule_deleted_behind_vrfds_back_is_restored_or_its_traffic_left_to_the_k
     let t0 = Instant::now();
     let prefix = "vd_ruledel";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
 
     let mut failures = Vec::new();
@@ -1668,7 +1621,7 @@ fn a_multipath_route_the_kernel_drops_with_its_link_is_not_forwarded_after_the_l
     let t0 = Instant::now();
     let prefix = "vd_mpdown";
     let topo = topology3(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     let b = topo.member("red", 1);
     let mac = mac_to_string(b.host_mac);
@@ -1803,7 +1756,7 @@ fn deleting_one_ipv4_alias_keeps_the_other_as_the_kernel_does() {
     let t0 = Instant::now();
     let prefix = "vd_alias";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     let ip = |args: &[&str]| r.ip(args).unwrap_or_else(|e| panic!("ip {args:?}: {e:#}"));
     let dst = "10.9.1.1";

@@ -18,13 +18,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
-use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
     AddressFamily, RouteNetlinkMessage,
@@ -36,12 +33,13 @@ use vrf_user::config::DeclaredVrf;
 use vrf_user::dataplane::DataPlane;
 use vrf_user::maps::{fib4_key, Maps};
 use vrf_user::mirror::read_sysctls;
+use vrf_user::netlink::blocking::{Reply, Requester};
 use vrf_user::netlink::Netlink;
 use vrf_user::plan::Engine;
 use vrf_user::writer::MapWriter;
 
 use super::{profile, routes, system, Progress};
-use tests::daemon::{log_has_message, Vrfd};
+use tests::daemon::{log_has_message, vrf_toml, Vrfd};
 use tests::netns::NetNs;
 use tests::topology::{MemberSpec, TopologySpec, VrfSpec};
 
@@ -221,10 +219,7 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Results> {
         ));
     }
 
-    let config = format!(
-        "[[vrf]]\nname = \"{VRF}\"\ntable = {TABLE}\ninterfaces = [\"{}\", \"{}\"]\n",
-        members[0], members[1]
-    );
+    let config = vrf_toml(VRF, TABLE, &[&members[0], &members[1]]);
     // vrfd end to end at the full table (and route changes there), unless its start-up path
     // already failed to finish in time above; then route changes at the smaller sizes.
     let mut sizes: Vec<usize> = cfg.change_sizes.clone();
@@ -655,31 +650,14 @@ fn start_vrfd<'a>(
 /// that the clock starts when the request leaves (spawning `ip` would hide vrfd's work behind
 /// ip's own exit).
 struct RouteWriter {
-    fd: OwnedFd,
-    seq: u32,
-    buf: Vec<u8>,
+    netlink: Requester,
 }
 
 impl RouteWriter {
     /// A socket in the calling thread's network namespace.
     fn new() -> Result<RouteWriter> {
-        // SAFETY: plain socket(2); the fd is owned below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error()).context("socket(NETLINK_ROUTE)");
-        }
-        // SAFETY: raw is a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         Ok(RouteWriter {
-            fd,
-            seq: 0,
-            buf: vec![0; 16 * 1024],
+            netlink: Requester::route()?,
         })
     }
 
@@ -701,48 +679,16 @@ impl RouteWriter {
             .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
         msg.attributes.push(RouteAttribute::Oif(oif));
         msg.attributes.push(RouteAttribute::Table(table));
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewRoute(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-        self.seq = self.seq.wrapping_add(1);
-        req.header.sequence_number = self.seq;
-        req.finalize();
-        let mut out = vec![0u8; req.buffer_len()];
-        req.serialize(&mut out);
         let t0 = Instant::now();
-        // SAFETY: valid fd and buffer.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), out.as_ptr().cast(), out.len(), 0) };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error()).context("send RTM_NEWROUTE");
-        }
-        loop {
-            // SAFETY: valid fd and buffer.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e).context("recv the RTM_NEWROUTE acknowledgement");
-            }
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n as usize])
-                .map_err(|e| anyhow::anyhow!("undecodable netlink answer: {e}"))?;
-            if msg.header.sequence_number != self.seq {
-                continue;
-            }
-            return match msg.payload {
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    Err(e.to_io()).with_context(|| format!("ip route replace {prefix} via {gw}"))
-                }
-                NetlinkPayload::Error(_) => Ok(t0),
-                other => bail!("unexpected answer to RTM_NEWROUTE: {other:?}"),
-            };
+        self.netlink.send(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        match self.netlink.answer::<RouteNetlinkMessage>()? {
+            Reply::Ack => Ok(t0),
+            Reply::Refused(errno) => Err(std::io::Error::from_raw_os_error(errno))
+                .with_context(|| format!("ip route replace {prefix} via {gw}")),
+            Reply::Message(other) => bail!("unexpected answer to RTM_NEWROUTE: {other:?}"),
         }
     }
 }

@@ -381,8 +381,8 @@ fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
             nexthop: group,
         };
         for net in [
-            IpNet::new(m.subnet4.expect("v4").network.into(), 24)?,
-            IpNet::new(m.subnet6.expect("v6").network.into(), 64)?,
+            IpNet::new(m.subnet4.expect("v4").network().into(), 24)?,
+            IpNet::new(m.subnet6.expect("v6").network().into(), 64)?,
         ] {
             maps.insert_route(TABLE, net, &connected)?;
         }

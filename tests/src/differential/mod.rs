@@ -30,6 +30,7 @@ use vrf_user::{
 };
 
 use crate::netns::NetNs;
+use crate::topology::Nth;
 
 /// Priority of the VRF rules (as vrfd adds them).
 pub const RULE_PREF: u32 = 1000;
@@ -131,7 +132,7 @@ impl LabMember {
 }
 
 pub fn nth4(net: Ipv4Net, n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
+    net.nth(n)
 }
 
 pub fn nth6(net: Ipv6Net, n: u128) -> Ipv6Addr {
