@@ -158,7 +158,10 @@ fn a_host_that_changes_its_mac_silently_is_reprobed_and_traffic_recovers() {
     .unwrap();
     let t0 = Instant::now();
     while map_mac() != Some(b.host_mac) {
-        assert!(t0.elapsed() < Duration::from_secs(5), "vrfd never mirrored B");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "vrfd never mirrored B"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Now XDP forwards A→B, and marks B's entry used.
