@@ -25,24 +25,6 @@ use tests::{
 use vrf_common::{Direction, Reason};
 use vrf_user::{maps::Maps, neigh_activity::NeighActivity};
 
-fn config(topo: &Topology) -> String {
-    let mut s = String::new();
-    for v in topo.vrfs() {
-        let members: Vec<String> = v
-            .members
-            .iter()
-            .map(|m| format!("{:?}", m.ifname))
-            .collect();
-        s += &format!(
-            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
-            v.name,
-            v.table,
-            members.join(", ")
-        );
-    }
-    s
-}
-
 /// Ticks every 200 ms on vrfd's pins until dropped; counts what it reported.
 struct Ticker {
     stop: Arc<AtomicBool>,
@@ -120,23 +102,7 @@ fn a_host_that_changes_its_mac_silently_is_reprobed_and_traffic_recovers() {
         r.sysctl(&format!("net/ipv4/neigh/{}/{k}", b.ifname), v)
             .unwrap();
     }
-    for m in topo.members() {
-        for fam in ["-4", "-6"] {
-            r.ip(&[
-                fam,
-                "rule",
-                "del",
-                "iif",
-                &m.ifname,
-                "lookup",
-                &m.table.to_string(),
-                "pref",
-                "1000",
-            ])
-            .unwrap();
-        }
-    }
-    let vrfd = Vrfd::start(r, &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    let vrfd = tests::daemon::start_on(&topo);
     let a = topo.host("red", 0);
     let map_mac = || vrfd.maps().unwrap().neighbour(b.ifindex, b_addr).unwrap();
 
