@@ -35,7 +35,10 @@ use vrf_common::{
     LINK_MEMBER, LINK_UP, LINK_VRF_DEVICE, VRF_ACTIVE,
 };
 use vrf_user::{
-    dataplane::{DataPlane, Explanation, RunResult, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    dataplane::{
+        DataPlane, Explanation, RunResult, XdpAction, XDP_ABORTED, XDP_DROP, XDP_PASS,
+        XDP_REDIRECT, XDP_TX,
+    },
     packet::FrameSpec,
     plan::Path,
     writer::nexthop_group,
@@ -543,7 +546,7 @@ impl Fixture {
         &mut self,
         ingress: Iface,
         frame: &[u8],
-        action: u32,
+        action: XdpAction,
         reason: Reason,
     ) -> Explanation {
         let e = self.expect_in_vrf(ingress, frame, action, reason, ingress.vrf);
@@ -563,7 +566,7 @@ impl Fixture {
         &mut self,
         ingress: Iface,
         frame: &[u8],
-        action: u32,
+        action: XdpAction,
         reason: Reason,
         vrf: u32,
     ) -> Explanation {
@@ -692,14 +695,14 @@ pub fn ip(s: &str) -> IpAddr {
         .unwrap_or_else(|e| panic!("bad address {s:?}: {e}"))
 }
 
-pub fn action_name(a: u32) -> &'static str {
+pub fn action_name(a: XdpAction) -> &'static str {
     match a {
-        0 => "XDP_ABORTED",
+        XDP_ABORTED => "XDP_ABORTED",
         XDP_DROP => "XDP_DROP",
         XDP_PASS => "XDP_PASS",
-        3 => "XDP_TX",
+        XDP_TX => "XDP_TX",
         XDP_REDIRECT => "XDP_REDIRECT",
-        _ => "unknown",
+        XdpAction::Other(_) => "unknown",
     }
 }
 

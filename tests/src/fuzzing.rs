@@ -27,7 +27,7 @@ use vrf_common::{
     LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_VRFS, NH_GATEWAY, VRF_ACTIVE, VRF_DEGRADED,
 };
 use vrf_user::{
-    dataplane::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    dataplane::{XdpAction, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     maps::{addr_from16, Maps},
 };
 
@@ -329,7 +329,7 @@ impl RefModel {
         &self,
         ingress: u32,
         input: &[u8],
-        action: u32,
+        action: XdpAction,
         output: &[u8],
         explained: Option<(Option<u32>, Option<IpAddr>)>,
     ) -> Result<(), String> {
@@ -378,9 +378,8 @@ impl RefModel {
                 }
                 check_forwarded(input, output, fw.src_mac, fw.dst_mac)?;
             }
-            0 => return Err("XDP_ABORTED".into()),
-            3 => return Err("XDP_TX".into()),
-            n => return Err(format!("unknown XDP action {n}")),
+            XdpAction::Other(n) => return Err(format!("unknown XDP action {n}")),
+            other => return Err(other.to_string()),
         }
         Ok(())
     }

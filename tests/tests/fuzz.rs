@@ -454,7 +454,7 @@ fn malformed_and_mutated_frames_never_break_the_rules() {
                 };
                 let run = dp.run(ingress, &frame)?;
                 let e = dp.explain(ingress, &frame).ok();
-                actions[(run.action as usize).min(4)] += 1;
+                actions[(u32::from(run.action) as usize).min(4)] += 1;
                 match check_one(&model, ingress, &frame, &run, e.as_ref()) {
                     Ok(reason) => {
                         let key = (reason.to_string(), class(&frame));
@@ -595,7 +595,7 @@ fn corpus_frames_still_hold() {
 /// missing TTL decrement, a rewritten pass, a forward to the other VRF's next hop.
 #[test]
 fn the_judge_refuses_wrong_answers() {
-    use vrf_user::dataplane::{XDP_DROP, XDP_PASS, XDP_REDIRECT};
+    use vrf_user::dataplane::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
     let mut fx = world();
     let model = RefModel::from_maps(&fx.dp.maps).expect("reading the maps");
     let frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
@@ -617,7 +617,7 @@ fn the_judge_refuses_wrong_answers() {
         "a pass of a modified frame"
     );
     assert!(
-        ok(0, &frame).is_err() && ok(3, &frame).is_err(),
+        ok(XDP_ABORTED, &frame).is_err() && ok(XDP_TX, &frame).is_err(),
         "aborted / tx"
     );
     let mut wrong_mac = run.frame.clone();

@@ -26,7 +26,7 @@ use tests::dataplane::*;
 use tests::{fastpath, list_own_netns, ping, require_root, NetNs, Topology, TopologySpec};
 use vrf_common::{Reason, RouteKind};
 use vrf_user::daemon::export::{self, DaemonMetrics};
-use vrf_user::dataplane::{XDP_DROP, XDP_PASS, XDP_REDIRECT};
+use vrf_user::dataplane::{XdpAction, XDP_DROP, XDP_PASS, XDP_REDIRECT};
 use vrf_user::stats::{self, Report};
 
 // ---------------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ fn udp(fx: &Fixture, ingress: Iface, src: &str, dst: &str, payload: usize) -> Ve
 }
 
 /// `n` copies of `frame` through `xdp_vrf` on `ingress`, each with the XDP action `action`.
-fn run_n(fx: &mut Fixture, ingress: Iface, frame: &[u8], n: usize, action: u32) {
+fn run_n(fx: &mut Fixture, ingress: Iface, frame: &[u8], n: usize, action: XdpAction) {
     let results = fx.run_many(ingress.ifindex, &vec![frame.to_vec(); n]);
     for r in results {
         assert_eq!(

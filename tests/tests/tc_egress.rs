@@ -3,9 +3,9 @@
 //! `vblue` stands for blue's VRF device (LINK_VRF_DEVICE, VRF slot blue).
 use tests::dataplane::*;
 use vrf_common::{Direction, Reason, RouteKind};
-use vrf_user::dataplane::{RunResult, TcProgram, TC_ACT_OK, TC_ACT_REDIRECT};
+use vrf_user::dataplane::{RunResult, TcAction, TcProgram, TC_ACT_OK, TC_ACT_REDIRECT};
 
-fn run_tc(fx: &mut Fixture, program: TcProgram, ifindex: u32, frame: &[u8]) -> RunResult {
+fn run_tc(fx: &mut Fixture, program: TcProgram, ifindex: u32, frame: &[u8]) -> RunResult<TcAction> {
     let Fixture { ns, dp, .. } = fx;
     ns.run_in(|| dp.run_tc(program, ifindex, frame))
         .unwrap_or_else(|e| panic!("running {program:?} on ifindex {ifindex}: {e:#}"))

@@ -13,7 +13,7 @@ use vrf_common::{
     Link, NexthopGroup, Reason, Route, RouteKind, LINK_FWD4, LINK_FWD6, LINK_RPF_LOOSE,
     LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_PATHS, VRF_ACTIVE, VRF_DEGRADED,
 };
-use vrf_user::dataplane::{XDP_PASS, XDP_REDIRECT};
+use vrf_user::dataplane::{XdpAction, XDP_PASS, XDP_REDIRECT};
 
 // Frame surgery.
 
@@ -494,7 +494,7 @@ fn destination_without_route_passes_as_no_route() {
 
 /// A route of `kind` for 10.40.0.0/24 that still has a usable path via r1's gateway, so only its
 /// kind keeps it from being forwarded: `action` and `reason` expected.
-fn typed_route_case(kind: RouteKind, action: u32, reason: Reason) {
+fn typed_route_case(kind: RouteKind, action: XdpAction, reason: Reason) {
     let mut fx = Fixture::new();
     let r1 = fx.r1.ifindex;
     fx.route(

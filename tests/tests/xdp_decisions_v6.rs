@@ -11,7 +11,7 @@ use vrf_common::{
     Reason, Route, RouteKind, LINK_FWD4, LINK_FWD6, LINK_RPF_LOOSE, LINK_RPF_STRICT, LINK_UP,
     VRF_DEGRADED,
 };
-use vrf_user::dataplane::{XDP_DROP, XDP_PASS};
+use vrf_user::dataplane::{XdpAction, XDP_DROP, XDP_PASS};
 
 /// Version 6, traffic class 0xab, flow label 0xcdef1.
 const VERSION_CLASS_FLOW: [u8; 4] = [0x6a, 0xbc, 0xde, 0xf1];
@@ -306,7 +306,7 @@ fn destination_without_route_passes_as_no_route() {
 }
 
 /// A route of `kind` for fd00:40::/48 that still has a usable path via r1's gateway.
-fn typed_route_case(kind: RouteKind, action: u32, reason: Reason) {
+fn typed_route_case(kind: RouteKind, action: XdpAction, reason: Reason) {
     let mut fx = Fixture::new();
     let r1 = fx.r1.ifindex;
     fx.route(

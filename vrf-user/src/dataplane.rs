@@ -21,6 +21,7 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use vrf_common::{map_names, prog_names, Explain, Reason, FIB4_ENTRIES, FIB6_ENTRIES};
 
+use crate::errno;
 use crate::maps::{addr_from16, zeroed_per_cpu, Maps};
 
 /// How XDP is attached to a member.
@@ -84,25 +85,77 @@ impl Default for LoadOptions {
     }
 }
 
-/// What the fast path did with one frame in a test run.
+/// What a program did with one frame in a test run: an [`XdpAction`] or a [`TcAction`].
 #[derive(Debug)]
-pub struct RunResult {
-    /// The XDP action returned (XDP_DROP = 1, XDP_PASS = 2, XDP_REDIRECT = 4).
-    pub action: u32,
+pub struct RunResult<A = XdpAction> {
+    /// The action the program returned.
+    pub action: A,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
 }
 
-pub const XDP_ABORTED: u32 = 0;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-pub const XDP_REDIRECT: u32 = 4;
+/// An XDP program's verdict (`enum xdp_action`); a number outside it is kept as it came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XdpAction {
+    Aborted,
+    Drop,
+    Pass,
+    Tx,
+    Redirect,
+    Other(u32),
+}
+
+/// The uapi name (`XDP_PASS`); a number outside the enum as it is.
+impl fmt::Display for XdpAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpAction::Aborted => "XDP_ABORTED",
+            XdpAction::Drop => "XDP_DROP",
+            XdpAction::Pass => "XDP_PASS",
+            XdpAction::Tx => "XDP_TX",
+            XdpAction::Redirect => "XDP_REDIRECT",
+            XdpAction::Other(n) => return write!(f, "{n}"),
+        })
+    }
+}
+
+impl From<u32> for XdpAction {
+    fn from(n: u32) -> Self {
+        match n {
+            0 => XdpAction::Aborted,
+            1 => XdpAction::Drop,
+            2 => XdpAction::Pass,
+            3 => XdpAction::Tx,
+            4 => XdpAction::Redirect,
+            n => XdpAction::Other(n),
+        }
+    }
+}
+
+impl From<XdpAction> for u32 {
+    fn from(a: XdpAction) -> u32 {
+        match a {
+            XdpAction::Aborted => 0,
+            XdpAction::Drop => 1,
+            XdpAction::Pass => 2,
+            XdpAction::Tx => 3,
+            XdpAction::Redirect => 4,
+            XdpAction::Other(n) => n,
+        }
+    }
+}
+
+/// The uapi names, for code that reads like the kernel's.
+pub const XDP_ABORTED: XdpAction = XdpAction::Aborted;
+pub const XDP_DROP: XdpAction = XdpAction::Drop;
+pub const XDP_PASS: XdpAction = XdpAction::Pass;
+pub const XDP_TX: XdpAction = XdpAction::Tx;
+pub const XDP_REDIRECT: XdpAction = XdpAction::Redirect;
 
 /// The program's own account of one packet (from `xdp_vrf_explain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
-    pub action: u32,
+    pub action: XdpAction,
     pub reason: Reason,
     /// Egress ifindex when forwarded.
     pub oif: Option<u32>,
@@ -242,7 +295,7 @@ impl DataPlane {
         };
         match self.program(prog_names::XDP_VRF)?.detach(id) {
             Ok(()) => Ok(()),
-            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) if errno::is_gone(&e) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("detaching XDP from ifindex {ifindex}")),
         }
     }
@@ -281,7 +334,7 @@ impl DataPlane {
         let prog = self.tc_program(program)?;
         match prog.detach(id) {
             Ok(()) => Ok(()),
-            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) if errno::is_gone(&e) => Ok(()),
             Err(e) => Err(e)
                 .with_context(|| format!("detaching {} from ifindex {ifindex}", program.name())),
         }
@@ -312,7 +365,12 @@ impl DataPlane {
 
     /// Run a tc program on `packet` (an Ethernet frame) as if sent through `ifindex` (which must
     /// exist in the calling thread's network namespace). A redirect is reported, not performed.
-    pub fn run_tc(&mut self, program: TcProgram, ifindex: u32, packet: &[u8]) -> Result<RunResult> {
+    pub fn run_tc(
+        &mut self,
+        program: TcProgram,
+        ifindex: u32,
+        packet: &[u8],
+    ) -> Result<RunResult<TcAction>> {
         let prog = self.tc_program(program)?;
         // struct __sk_buff is 192 bytes; ifindex is its 11th u32 (offset 40).
         let mut ctx = [0u32; 48];
@@ -418,7 +476,7 @@ fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
 }
 
 /// BPF_PROG_TEST_RUN of `packet` with context `ctx`: the action and the packet as left.
-fn test_run<P>(prog: &P, ctx: &[u8], packet: &[u8]) -> Result<RunResult>
+fn test_run<P, A: From<u32>>(prog: &P, ctx: &[u8], packet: &[u8]) -> Result<RunResult<A>>
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
 {
@@ -430,15 +488,36 @@ where
     let result = prog.test_run(opts)?;
     out.truncate(result.data_size_out as usize);
     Ok(RunResult {
-        action: result.return_value,
+        action: A::from(result.return_value),
         frame: out,
     })
 }
 
-/// tc return codes.
-pub const TC_ACT_OK: u32 = 0;
-pub const TC_ACT_SHOT: u32 = 2;
-pub const TC_ACT_REDIRECT: u32 = 7;
+/// A tc program's verdict (`TC_ACT_*` of pkt_cls.h); the ones this project returns, and any
+/// other number as it came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcAction {
+    Ok,
+    Shot,
+    Redirect,
+    Other(u32),
+}
+
+impl From<u32> for TcAction {
+    fn from(n: u32) -> Self {
+        match n {
+            0 => TcAction::Ok,
+            2 => TcAction::Shot,
+            7 => TcAction::Redirect,
+            n => TcAction::Other(n),
+        }
+    }
+}
+
+/// The uapi names.
+pub const TC_ACT_OK: TcAction = TcAction::Ok;
+pub const TC_ACT_SHOT: TcAction = TcAction::Shot;
+pub const TC_ACT_REDIRECT: TcAction = TcAction::Redirect;
 
 /// The verifier gives up with EAGAIN when a signal reaches the loading thread (libbpf retries
 /// it too); a daemon that handles signals meets it. On a loaded machine one verification can
@@ -454,7 +533,7 @@ fn retry_eagain(
     let mut attempt = 1;
     loop {
         match load() {
-            Err(e) if attempt < ATTEMPTS && is_eagain(&e) => {
+            Err(e) if attempt < ATTEMPTS && errno::is_eagain(&e) => {
                 tracing::debug!(
                     attempt,
                     "program load interrupted by a signal (EAGAIN): retrying"
@@ -491,26 +570,6 @@ impl Drop for SignalsBlocked {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
         }
     }
-}
-
-/// EAGAIN anywhere in the error's chain.
-fn is_eagain(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.raw_os_error() == Some(libc::EAGAIN))
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-fn is_gone(e: &aya::programs::ProgramError) -> bool {
-    let text = format!("{e:?}");
-    text.contains("ENODEV") || text.contains("No such device") || text.contains("NotFound")
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (the VM lane's 6.1 does not, but a

@@ -23,7 +23,7 @@ pub struct BenchPrograms {
 
 /// What one non-live test run reported.
 pub struct Run {
-    pub action: u32,
+    pub action: vrf_user::dataplane::XdpAction,
     pub frame: Vec<u8>,
     /// Average per repetition, as the kernel measured it.
     pub per_run: Duration,
@@ -141,7 +141,7 @@ pub fn run_repeated(prog: &Xdp, ifindex: u32, frame: &[u8], repeat: u32) -> Resu
         .with_context(|| format!("BPF_PROG_TEST_RUN on ifindex {ifindex}"))?;
     out.truncate(r.data_size_out as usize);
     Ok(Run {
-        action: r.return_value,
+        action: r.return_value.into(),
         frame: out,
         per_run: r.duration,
     })

@@ -9,7 +9,7 @@ use netlink_packet_route::route::RouteType;
 use rand::{rngs::StdRng, seq::IndexedRandom, Rng};
 use vrf_common::Reason;
 use vrf_user::{
-    dataplane::{DataPlane, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    dataplane::{DataPlane, XdpAction, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     packet::FrameSpec,
 };
 
@@ -291,14 +291,13 @@ pub struct Checker<'a> {
     pub stats: Stats,
 }
 
-fn action_name(a: u32) -> String {
+fn action_name(a: XdpAction) -> String {
     match a {
-        0 => "XDP_ABORTED".into(),
         XDP_DROP => "drop".into(),
         XDP_PASS => "pass".into(),
-        3 => "XDP_TX".into(),
         XDP_REDIRECT => "forward".into(),
-        n => format!("action {n}"),
+        XdpAction::Other(n) => format!("action {n}"),
+        other => other.to_string(),
     }
 }
 
