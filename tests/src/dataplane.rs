@@ -802,3 +802,126 @@ pub fn assert_forwarded(input: &[u8], output: &[u8], src_mac: [u8; 6], dst_mac: 
         other => panic!("output is not IP: {other:?}"),
     }
 }
+
+/// IPv6 version, traffic class 0xab, flow label 0xcdef1: IPv6 test frames carry them so that a
+/// rewrite that touched them would show.
+pub const VERSION_CLASS_FLOW: [u8; 4] = [0x6a, 0xbc, 0xde, 0xf1];
+
+pub fn with_flow_label(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[14..18].copy_from_slice(&VERSION_CLASS_FLOW);
+    frame
+}
+
+/// One IP version's view of the fixture (its sources, gateways, frames), so that a decision
+/// that does not depend on the version is written once and checked for both.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    pub v6: bool,
+    pub red_src: &'static str,
+    pub red_remote: &'static str,
+    pub red_gw: &'static str,
+    pub red_direct: &'static str,
+    pub blue_src: &'static str,
+    pub blue_remote: &'static str,
+    pub blue_gw: &'static str,
+    pub blue_direct: &'static str,
+    /// The link flag that turns forwarding of this version on.
+    pub fwd_flag: u16,
+    /// IP and UDP headers: what a UDP packet adds to its payload.
+    pub udp_headers: usize,
+}
+
+pub const V4: Family = Family {
+    v6: false,
+    red_src: RED_SRC4,
+    red_remote: RED_REMOTE4,
+    red_gw: RED_GW4,
+    red_direct: RED_DIRECT4,
+    blue_src: BLUE_SRC4,
+    blue_remote: BLUE_REMOTE4,
+    blue_gw: BLUE_GW4,
+    blue_direct: BLUE_DIRECT4,
+    fwd_flag: LINK_FWD4,
+    udp_headers: 20 + 8,
+};
+
+pub const V6: Family = Family {
+    v6: true,
+    red_src: RED_SRC6,
+    red_remote: RED_REMOTE6,
+    red_gw: RED_GW6,
+    red_direct: RED_DIRECT6,
+    blue_src: BLUE_SRC6,
+    blue_remote: BLUE_REMOTE6,
+    blue_gw: BLUE_GW6,
+    blue_direct: BLUE_DIRECT6,
+    fwd_flag: LINK_FWD6,
+    udp_headers: 40 + 8,
+};
+
+pub const FAMILIES: [Family; 2] = [V4, V6];
+
+impl Family {
+    pub fn name(&self) -> &'static str {
+        self.pick("IPv4", "IPv6")
+    }
+
+    /// The other version.
+    pub fn other(&self) -> Family {
+        self.pick(V6, V4)
+    }
+
+    /// `v4` for IPv4, `v6` for IPv6: the literal each version's case uses.
+    pub fn pick<T>(&self, v4: T, v6: T) -> T {
+        if self.v6 {
+            v6
+        } else {
+            v4
+        }
+    }
+
+    /// Make an IPv6 frame carry [`VERSION_CLASS_FLOW`]; IPv4 frames as they are.
+    pub fn finish(&self, frame: Vec<u8>) -> Vec<u8> {
+        if self.v6 {
+            with_flow_label(frame)
+        } else {
+            frame
+        }
+    }
+
+    /// A UDP frame from `src` to `dst` arriving on `ingress`.
+    pub fn udp(&self, fx: &Fixture, ingress: Iface, src: &str, dst: &str) -> Vec<u8> {
+        self.finish(fx.udp(ingress, src, dst))
+    }
+
+    /// A UDP frame on r0 from red's source whose IP packet is exactly `ip_len` bytes long.
+    pub fn udp_of_ip_len(&self, fx: &Fixture, dst: &str, ip_len: usize) -> Vec<u8> {
+        let mut s = fx.spec(fx.r0, self.red_src, dst);
+        s.payload_len = ip_len - self.udp_headers;
+        let f = self.finish(s.udp().expect("build frame"));
+        assert_eq!(f.len(), 14 + ip_len);
+        f
+    }
+
+    /// The MAC of host `host` on `link` (`neigh_mac` of this version).
+    pub fn mac(&self, link: Iface, host: u8) -> [u8; 6] {
+        neigh_mac(link.id, host, self.v6)
+    }
+}
+
+/// A route of `kind` (10.40.0.0/24, fd00:40::/48) that still has a usable path via r1's gateway,
+/// so only its kind keeps it from being forwarded: `action` and `reason` expected.
+pub fn typed_route_case(fam: Family, kind: RouteKind, action: XdpAction, reason: Reason) {
+    let mut fx = Fixture::new();
+    let r1 = fx.r1.ifindex;
+    let prefix = fam.pick("10.40.0.0/24", "fd00:40::/48");
+    fx.route(
+        RED_TABLE,
+        prefix,
+        kind,
+        0,
+        &[nexthop(r1, Some(ip(fam.red_gw)))],
+    );
+    let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.pick("10.40.0.5", "fd00:40::5"));
+    fx.expect(fx.r0, &frame, action, reason);
+}

@@ -1,25 +1,13 @@
 //! Every decision of the XDP program for IPv6, packet by packet through BPF_PROG_TEST_RUN (see
-//! `xdp_decisions.rs` for IPv4 and the version-independent decisions, `tests::dataplane` for the
-//! fixture). Forwarded frames carry a non-zero traffic class and flow label, so the check that
+//! `xdp_decisions.rs` for IPv4, `xdp_decisions_both.rs` for the cases run for both versions,
+//! `tests::dataplane` for the fixture). Forwarded frames carry a non-zero traffic class and flow label, so the check that
 //! only the hop limit changed covers them.
 
 use std::collections::BTreeMap;
 
 use tests::dataplane::nexthop;
 use tests::dataplane::*;
-use vrf_common::{
-    Reason, Route, RouteKind, LINK_FWD4, LINK_FWD6, LINK_RPF_LOOSE, LINK_RPF_STRICT, LINK_UP,
-    VRF_DEGRADED,
-};
-use vrf_user::dataplane::{XdpAction, XDP_DROP, XDP_PASS};
-
-/// Version 6, traffic class 0xab, flow label 0xcdef1.
-const VERSION_CLASS_FLOW: [u8; 4] = [0x6a, 0xbc, 0xde, 0xf1];
-
-fn with_flow_label(mut frame: Vec<u8>) -> Vec<u8> {
-    frame[14..18].copy_from_slice(&VERSION_CLASS_FLOW);
-    frame
-}
+use vrf_common::{Reason, LINK_RPF_LOOSE, LINK_RPF_STRICT};
 
 /// A UDP frame from `src` to `dst` on `ingress`, with hop limit `hop`.
 fn udp6_hop(fx: &Fixture, ingress: Iface, src: &str, dst: &str, hop: u8) -> Vec<u8> {
@@ -30,15 +18,6 @@ fn udp6_hop(fx: &Fixture, ingress: Iface, src: &str, dst: &str, hop: u8) -> Vec<
 
 fn udp6(fx: &Fixture, ingress: Iface, src: &str, dst: &str) -> Vec<u8> {
     udp6_hop(fx, ingress, src, dst, 64)
-}
-
-/// A UDP frame whose IPv6 packet (header included) is exactly `ip_len` bytes long.
-fn udp6_of_ip_len(fx: &Fixture, dst: &str, ip_len: usize) -> Vec<u8> {
-    let mut s = fx.spec(fx.r0, RED_SRC6, dst);
-    s.payload_len = ip_len - 48;
-    let f = with_flow_label(s.udp().unwrap());
-    assert_eq!(f.len(), 14 + ip_len);
-    f
 }
 
 /// Just the IPv6 header, next header 59 (none), payload length 0: 54 bytes.
@@ -75,30 +54,6 @@ fn r1_gw_mac(fx: &Fixture) -> [u8; 6] {
 }
 
 // Forwarding.
-
-#[test]
-fn forwards_ipv6_via_gateway() {
-    let mut fx = Fixture::new();
-    let frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW6, mac, RED);
-}
-
-#[test]
-fn forwards_ipv6_tcp_via_gateway() {
-    let mut fx = Fixture::new();
-    let frame = with_flow_label(fx.spec(fx.r0, RED_SRC6, RED_REMOTE6).tcp().unwrap());
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW6, mac, RED);
-}
-
-#[test]
-fn forwards_ipv6_to_directly_connected_destination() {
-    let mut fx = Fixture::new();
-    let frame = udp6(&fx, fx.r0, RED_SRC6, RED_DIRECT6);
-    let mac = neigh_mac(fx.r1.id, 7, true);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_DIRECT6, mac, RED);
-}
 
 #[test]
 fn forwards_ipv6_via_link_local_gateway() {
@@ -299,79 +254,6 @@ fn hop_limit_0_passes_as_ttl() {
 // Routes.
 
 #[test]
-fn destination_without_route_passes_as_no_route() {
-    let mut fx = Fixture::new();
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:99::1");
-    fx.expect_pass(fx.r0, &frame, Reason::PassNoRoute);
-}
-
-/// A route of `kind` for fd00:40::/48 that still has a usable path via r1's gateway.
-fn typed_route_case(kind: RouteKind, action: XdpAction, reason: Reason) {
-    let mut fx = Fixture::new();
-    let r1 = fx.r1.ifindex;
-    fx.route(
-        RED_TABLE,
-        "fd00:40::/48",
-        kind,
-        0,
-        &[nexthop(r1, Some(ip(RED_GW6)))],
-    );
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:40::5");
-    fx.expect(fx.r0, &frame, action, reason);
-}
-
-#[test]
-fn local_route_passes_as_local() {
-    typed_route_case(RouteKind::Local, XDP_PASS, Reason::PassLocal);
-}
-
-#[test]
-fn anycast_route_passes_as_local() {
-    typed_route_case(RouteKind::Anycast, XDP_PASS, Reason::PassLocal);
-}
-
-#[test]
-fn multicast_route_passes_as_multicast() {
-    typed_route_case(RouteKind::Multicast, XDP_PASS, Reason::PassMulticast);
-}
-
-#[test]
-fn blackhole_route_drops_as_blackhole() {
-    typed_route_case(RouteKind::Blackhole, XDP_DROP, Reason::DropBlackhole);
-}
-
-#[test]
-fn unreachable_route_passes_as_unreachable() {
-    typed_route_case(RouteKind::Unreachable, XDP_PASS, Reason::PassUnreachable);
-}
-
-#[test]
-fn prohibit_route_passes_as_prohibit() {
-    typed_route_case(RouteKind::Prohibit, XDP_PASS, Reason::PassProhibit);
-}
-
-#[test]
-fn throw_route_passes_as_throw() {
-    typed_route_case(RouteKind::Throw, XDP_PASS, Reason::PassThrow);
-}
-
-#[test]
-fn unicast_route_with_missing_nexthop_group_passes_as_unsupported() {
-    let mut fx = Fixture::new();
-    fx.route_raw(
-        RED_TABLE,
-        "fd00:40::/48",
-        Route {
-            kind: RouteKind::Unicast as u16,
-            mtu: 0,
-            nexthop: 4242,
-        },
-    );
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:40::5");
-    fx.expect_pass(fx.r0, &frame, Reason::PassUnsupported);
-}
-
-#[test]
 fn longest_prefix_match_wins() {
     let mut fx = Fixture::new();
     let (r1, r2, r3) = (fx.r1, fx.r2, fx.r3);
@@ -430,38 +312,7 @@ fn more_specific_prefix_in_another_table_never_matches() {
     fx.expect_forward(fx.r0, &frame, r1, RED_GW6, mac, RED);
 }
 
-#[test]
-fn default_route_of_another_table_never_matches() {
-    let mut fx = Fixture::new();
-    let b1 = fx.b1.ifindex;
-    for table in [0, BLUE_TABLE, RED_TABLE - 1, RED_TABLE + 1] {
-        fx.unicast(table, "::/0", &[nexthop(b1, Some(ip(BLUE_GW6)))]);
-    }
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:31::1");
-    fx.expect_pass(fx.r0, &frame, Reason::PassNoRoute);
-}
-
 // Neighbours.
-
-#[test]
-fn gateway_without_neighbour_passes_as_no_neighbour() {
-    let mut fx = Fixture::new();
-    let r2 = fx.r2.ifindex;
-    fx.unicast(
-        RED_TABLE,
-        "fd00:41::/48",
-        &[nexthop(r2, Some(ip("fd00:1:2::99")))],
-    );
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:41::5");
-    fx.expect_pass(fx.r0, &frame, Reason::PassNoNeighbour);
-}
-
-#[test]
-fn connected_destination_without_neighbour_passes_as_no_neighbour() {
-    let mut fx = Fixture::new();
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:1:1::99");
-    fx.expect_pass(fx.r0, &frame, Reason::PassNoNeighbour);
-}
 
 #[test]
 fn ipv6_neighbour_key_does_not_match_an_ipv4_entry() {
@@ -480,141 +331,9 @@ fn ipv6_neighbour_key_does_not_match_an_ipv4_entry() {
 
 // MTU.
 
-#[test]
-fn ipv6_larger_than_the_egress_mtu_passes_as_mtu() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r1, |l| l.mtu = 1280);
-    let frame = udp6_of_ip_len(&fx, RED_REMOTE6, 1281);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMtu);
-}
-
-#[test]
-fn ipv6_of_exactly_the_egress_mtu_is_forwarded() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r1, |l| l.mtu = 1280);
-    let frame = udp6_of_ip_len(&fx, RED_REMOTE6, 1280);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW6, mac, RED);
-}
-
-#[test]
-fn route_mtu_tighter_than_the_link_passes_larger_packets_as_mtu() {
-    let mut fx = Fixture::new();
-    let r1 = fx.r1.ifindex;
-    fx.route(
-        RED_TABLE,
-        "fd00:42::/48",
-        RouteKind::Unicast,
-        1300,
-        &[nexthop(r1, Some(ip(RED_GW6)))],
-    );
-    let frame = udp6_of_ip_len(&fx, "fd00:42::5", 1301);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMtu);
-}
-
-#[test]
-fn route_mtu_tighter_than_the_link_forwards_packets_that_fit() {
-    let mut fx = Fixture::new();
-    let r1 = fx.r1.ifindex;
-    fx.route(
-        RED_TABLE,
-        "fd00:42::/48",
-        RouteKind::Unicast,
-        1300,
-        &[nexthop(r1, Some(ip(RED_GW6)))],
-    );
-    let frame = udp6_of_ip_len(&fx, "fd00:42::5", 1300);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW6, mac, RED);
-}
-
-#[test]
-fn route_mtu_looser_than_the_link_does_not_raise_it() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r1, |l| l.mtu = 1280);
-    let r1 = fx.r1.ifindex;
-    fx.route(
-        RED_TABLE,
-        "fd00:42::/48",
-        RouteKind::Unicast,
-        1400,
-        &[nexthop(r1, Some(ip(RED_GW6)))],
-    );
-    let frame = udp6_of_ip_len(&fx, "fd00:42::5", 1281);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMtu);
-}
-
 // Ingress link and VRF state.
 
-#[test]
-fn ipv6_forwarding_off_on_the_ingress_link_passes_as_forwarding_off() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r0, |l| l.flags &= !LINK_FWD6);
-    let frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
-    fx.expect_pass(fx.r0, &frame, Reason::PassForwardingOff);
-    // IPv4 forwarding is still on.
-    let v4 = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
-    let mac = neigh_mac(fx.r1.id, 1, false);
-    fx.expect_forward(fx.r0, &v4, fx.r1, RED_GW4, mac, RED);
-}
-
-#[test]
-fn ipv6_with_only_ipv4_forwarding_cleared_is_forwarded() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r0, |l| l.flags &= !LINK_FWD4);
-    let frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW6, mac, RED);
-}
-
-#[test]
-fn degraded_vrf_passes_as_degraded() {
-    let mut fx = Fixture::new();
-    fx.update_vrf(RED, |v| v.flags |= VRF_DEGRADED);
-    let frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
-    fx.expect_pass(fx.r0, &frame, Reason::PassDegraded);
-}
-
-#[test]
-fn member_of_an_unconfigured_vrf_slot_passes_as_degraded() {
-    let mut fx = Fixture::new();
-    let r1 = fx.r1.ifindex;
-    fx.unicast(0, "fd00:100::/32", &[nexthop(r1, Some(ip(RED_GW6)))]);
-    fx.update_link(fx.r0, |l| l.vrf = INACTIVE_SLOT);
-    let r0 = Iface {
-        vrf: INACTIVE_SLOT,
-        ..fx.r0
-    };
-    let frame = udp6(&fx, r0, RED_SRC6, RED_REMOTE6);
-    fx.expect_pass(r0, &frame, Reason::PassDegraded);
-}
-
 // Egress.
-
-#[test]
-fn egress_link_down_passes_as_egress() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r1, |l| l.flags &= !LINK_UP);
-    let frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
-    fx.expect_pass(fx.r0, &frame, Reason::PassEgress);
-}
-
-#[test]
-fn egress_not_a_redirect_target_passes_as_egress() {
-    let mut fx = Fixture::new();
-    fx.remove_tx_port(fx.r1);
-    let frame = udp6(&fx, fx.r0, RED_SRC6, RED_REMOTE6);
-    fx.expect_pass(fx.r0, &frame, Reason::PassEgress);
-}
-
-#[test]
-fn egress_equal_to_ingress_passes_as_egress() {
-    let mut fx = Fixture::new();
-    let r0 = fx.r0;
-    fx.neighbour(r0, "fd00:1::9", neigh_mac(r0.id, 9, true));
-    let frame = udp6(&fx, r0, RED_SRC6, "fd00:1::9");
-    fx.expect_pass(r0, &frame, Reason::PassEgress);
-}
 
 // Multipath.
 
@@ -667,47 +386,6 @@ fn multipath_spreads_flows_over_every_path_and_keeps_each_flow_on_one() {
 
 // Leaks between VRFs.
 
-#[test]
-fn route_leaked_to_a_blue_member_is_forwarded_out_of_it() {
-    let mut fx = Fixture::new();
-    let b1 = fx.b1;
-    fx.unicast(
-        RED_TABLE,
-        "fd00:50::/48",
-        &[nexthop(b1.ifindex, Some(ip(BLUE_GW6)))],
-    );
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:50::5");
-    let mac = neigh_mac(b1.id, 1, true);
-    fx.expect_forward(fx.r0, &frame, b1, BLUE_GW6, mac, RED);
-}
-
-#[test]
-fn route_through_the_blue_vrf_device_is_looked_up_again_in_blue() {
-    let mut fx = Fixture::new();
-    let (b1, vblue) = (fx.b1, fx.vblue);
-    fx.unicast(RED_TABLE, "fd00:60::/32", &[nexthop(vblue.ifindex, None)]);
-    fx.unicast(
-        BLUE_TABLE,
-        "fd00:60:1::/48",
-        &[nexthop(b1.ifindex, Some(ip(BLUE_DIRECT6)))],
-    );
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:60:1::5");
-    let mac = neigh_mac(b1.id, 7, true);
-    fx.expect_forward(fx.r0, &frame, b1, BLUE_DIRECT6, mac, BLUE);
-}
-
-#[test]
-fn vrf_device_hop_without_a_route_in_the_target_vrf_passes_as_no_route() {
-    let mut fx = Fixture::new();
-    let vblue = fx.vblue.ifindex;
-    fx.unicast(RED_TABLE, "fd00:60::/32", &[nexthop(vblue, None)]);
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:60:1::5");
-    let r0 = fx.r0;
-    // Counted in the ingress VRF, decided (and explained) in blue's table.
-    let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassNoRoute, RED);
-    assert_eq!(e.vrf, BLUE, "decided in blue's table");
-}
-
 // Reverse-path filter: the kernel has none for IPv6 (rp_filter is IPv4 only).
 
 #[test]
@@ -743,16 +421,6 @@ fn identical_destination_in_red_and_blue_leaves_through_each_vrfs_own_member() {
     fx.expect_forward(fx.r0, &from_red, r1, "fd00:0:9::1", red_mac, RED);
     let from_blue = udp6(&fx, fx.b0, "fd00:0:1::2", "fd00:9::5");
     fx.expect_forward(fx.b0, &from_blue, b1, "fd00:0:9::1", blue_mac, BLUE);
-}
-
-#[test]
-fn destination_routed_only_in_blue_is_not_forwarded_from_red() {
-    let mut fx = Fixture::new();
-    let frame = udp6(&fx, fx.r0, RED_SRC6, BLUE_REMOTE6);
-    fx.expect_pass(fx.r0, &frame, Reason::PassNoRoute);
-    let frame = udp6(&fx, fx.b0, BLUE_SRC6, BLUE_REMOTE6);
-    let mac = neigh_mac(fx.b1.id, 1, true);
-    fx.expect_forward(fx.b0, &frame, fx.b1, BLUE_GW6, mac, BLUE);
 }
 
 // Ethernet padding.

@@ -1,0 +1,374 @@
+//! The XDP program's decisions that do not depend on the IP version, one set of cases run for
+//! IPv4 and IPv6 ([`FAMILIES`]): each case is written once against a [`Family`] (its sources,
+//! gateways and frames; IPv6 frames carry a flow label) with the prefixes each version uses.
+//! Version-specific decisions stay in `xdp_decisions.rs` (IPv4) and `xdp_decisions_v6.rs`.
+//! Every check is the fixture's: action, reason, egress and neighbour, the frame, the counters.
+
+use tests::dataplane::*;
+use vrf_common::{Reason, Route, RouteKind, LINK_UP, VRF_DEGRADED};
+use vrf_user::dataplane::{XDP_DROP, XDP_PASS};
+
+/// Runs `case` for IPv4, then IPv6, saying which on stderr (shown when one fails).
+fn for_each_family(mut case: impl FnMut(Family)) {
+    for fam in FAMILIES {
+        eprintln!("--- {}", fam.name());
+        case(fam);
+    }
+}
+
+// Forwarding.
+
+#[test]
+fn forwards_via_gateway() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.red_remote);
+        let mac = fam.mac(fx.r1, 1);
+        fx.expect_forward(fx.r0, &frame, fx.r1, fam.red_gw, mac, RED);
+    });
+}
+
+#[test]
+fn forwards_tcp_via_gateway() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let tcp = fx.spec(fx.r0, fam.red_src, fam.red_remote).tcp().unwrap();
+        let frame = fam.finish(tcp);
+        let mac = fam.mac(fx.r1, 1);
+        fx.expect_forward(fx.r0, &frame, fx.r1, fam.red_gw, mac, RED);
+    });
+}
+
+#[test]
+fn forwards_to_directly_connected_destination() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.red_direct);
+        let mac = fam.mac(fx.r1, 7);
+        fx.expect_forward(fx.r0, &frame, fx.r1, fam.red_direct, mac, RED);
+    });
+}
+
+// Routes.
+
+#[test]
+fn destination_without_route_passes_as_no_route() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let dst = fam.pick("10.99.0.1", "fd00:99::1");
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+        fx.expect_pass(fx.r0, &frame, Reason::PassNoRoute);
+    });
+}
+
+#[test]
+fn each_route_kind_other_than_unicast_is_left_to_the_kernel_or_dropped_as_it_says() {
+    for (kind, action, reason) in [
+        (RouteKind::Local, XDP_PASS, Reason::PassLocal),
+        (RouteKind::Anycast, XDP_PASS, Reason::PassLocal),
+        (RouteKind::Multicast, XDP_PASS, Reason::PassMulticast),
+        (RouteKind::Blackhole, XDP_DROP, Reason::DropBlackhole),
+        (RouteKind::Unreachable, XDP_PASS, Reason::PassUnreachable),
+        (RouteKind::Prohibit, XDP_PASS, Reason::PassProhibit),
+        (RouteKind::Throw, XDP_PASS, Reason::PassThrow),
+    ] {
+        eprintln!("--- {kind:?}");
+        for_each_family(|fam| typed_route_case(fam, kind, action, reason));
+    }
+}
+
+#[test]
+fn unicast_route_with_missing_nexthop_group_passes_as_unsupported() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        fx.route_raw(
+            RED_TABLE,
+            fam.pick("10.40.0.0/24", "fd00:40::/48"),
+            Route {
+                kind: RouteKind::Unicast as u16,
+                mtu: 0,
+                nexthop: 4242,
+            },
+        );
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.pick("10.40.0.5", "fd00:40::5"));
+        fx.expect_pass(fx.r0, &frame, Reason::PassUnsupported);
+    });
+}
+
+#[test]
+fn default_route_of_another_table_never_matches() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let b1 = fx.b1.ifindex;
+        for table in [0, BLUE_TABLE, RED_TABLE - 1, RED_TABLE + 1] {
+            let default = fam.pick("0.0.0.0/0", "::/0");
+            fx.unicast(table, default, &[nexthop(b1, Some(ip(fam.blue_gw)))]);
+        }
+        let dst = fam.pick("10.31.0.1", "fd00:31::1");
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+        fx.expect_pass(fx.r0, &frame, Reason::PassNoRoute);
+    });
+}
+
+// Neighbours.
+
+#[test]
+fn gateway_without_neighbour_passes_as_no_neighbour() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let r2 = fx.r2.ifindex;
+        fx.unicast(
+            RED_TABLE,
+            fam.pick("10.41.0.0/24", "fd00:41::/48"),
+            &[nexthop(r2, Some(ip(fam.pick("10.1.2.99", "fd00:1:2::99"))))],
+        );
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.pick("10.41.0.5", "fd00:41::5"));
+        fx.expect_pass(fx.r0, &frame, Reason::PassNoNeighbour);
+    });
+}
+
+#[test]
+fn connected_destination_without_neighbour_passes_as_no_neighbour() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let dst = fam.pick("10.1.1.99", "fd00:1:1::99");
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+        fx.expect_pass(fx.r0, &frame, Reason::PassNoNeighbour);
+    });
+}
+
+// MTU: a smaller link MTU of each version's (IPv6's minimum is 1280), a route MTU below it.
+
+fn small_link_mtu(fam: Family) -> u32 {
+    fam.pick(1000, 1280)
+}
+
+fn route_mtu(fam: Family) -> u16 {
+    fam.pick(800, 1300)
+}
+
+#[test]
+fn larger_than_the_egress_mtu_passes_as_mtu() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let mtu = small_link_mtu(fam);
+        fx.update_link(fx.r1, |l| l.mtu = mtu);
+        let frame = fam.udp_of_ip_len(&fx, fam.red_remote, mtu as usize + 1);
+        fx.expect_pass(fx.r0, &frame, Reason::PassMtu);
+    });
+}
+
+#[test]
+fn exactly_the_egress_mtu_is_forwarded() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let mtu = small_link_mtu(fam);
+        fx.update_link(fx.r1, |l| l.mtu = mtu);
+        let frame = fam.udp_of_ip_len(&fx, fam.red_remote, mtu as usize);
+        let mac = fam.mac(fx.r1, 1);
+        fx.expect_forward(fx.r0, &frame, fx.r1, fam.red_gw, mac, RED);
+    });
+}
+
+/// A route (10.42.0.0/24, fd00:42::/48) via r1's gateway with route MTU `mtu`.
+fn route_with_mtu(fx: &mut Fixture, fam: Family, mtu: u16) {
+    let r1 = fx.r1.ifindex;
+    let prefix = fam.pick("10.42.0.0/24", "fd00:42::/48");
+    fx.route(
+        RED_TABLE,
+        prefix,
+        RouteKind::Unicast,
+        mtu,
+        &[nexthop(r1, Some(ip(fam.red_gw)))],
+    );
+}
+
+#[test]
+fn route_mtu_tighter_than_the_link_passes_larger_packets_as_mtu() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        route_with_mtu(&mut fx, fam, route_mtu(fam));
+        let dst = fam.pick("10.42.0.5", "fd00:42::5");
+        let frame = fam.udp_of_ip_len(&fx, dst, route_mtu(fam) as usize + 1);
+        fx.expect_pass(fx.r0, &frame, Reason::PassMtu);
+    });
+}
+
+#[test]
+fn route_mtu_tighter_than_the_link_forwards_packets_that_fit() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        route_with_mtu(&mut fx, fam, route_mtu(fam));
+        let dst = fam.pick("10.42.0.5", "fd00:42::5");
+        let frame = fam.udp_of_ip_len(&fx, dst, route_mtu(fam) as usize);
+        let mac = fam.mac(fx.r1, 1);
+        fx.expect_forward(fx.r0, &frame, fx.r1, fam.red_gw, mac, RED);
+    });
+}
+
+#[test]
+fn route_mtu_looser_than_the_link_does_not_raise_it() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let mtu = small_link_mtu(fam);
+        fx.update_link(fx.r1, |l| l.mtu = mtu);
+        route_with_mtu(&mut fx, fam, 1400);
+        let dst = fam.pick("10.42.0.5", "fd00:42::5");
+        let frame = fam.udp_of_ip_len(&fx, dst, mtu as usize + 1);
+        fx.expect_pass(fx.r0, &frame, Reason::PassMtu);
+    });
+}
+
+// Ingress link and VRF state.
+
+#[test]
+fn forwarding_off_on_the_ingress_link_passes_as_forwarding_off_for_that_version_only() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        fx.update_link(fx.r0, |l| l.flags &= !fam.fwd_flag);
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.red_remote);
+        fx.expect_pass(fx.r0, &frame, Reason::PassForwardingOff);
+        // The other version's forwarding is still on.
+        let other = fam.other();
+        let frame = other.udp(&fx, fx.r0, other.red_src, other.red_remote);
+        let mac = other.mac(fx.r1, 1);
+        fx.expect_forward(fx.r0, &frame, fx.r1, other.red_gw, mac, RED);
+    });
+}
+
+#[test]
+fn degraded_vrf_passes_as_degraded() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        fx.update_vrf(RED, |v| v.flags |= VRF_DEGRADED);
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.red_remote);
+        fx.expect_pass(fx.r0, &frame, Reason::PassDegraded);
+        // Blue is unaffected.
+        let blue = fam.udp(&fx, fx.b0, fam.blue_src, fam.blue_remote);
+        let mac = fam.mac(fx.b1, 1);
+        fx.expect_forward(fx.b0, &blue, fx.b1, fam.blue_gw, mac, BLUE);
+    });
+}
+
+#[test]
+fn member_of_an_unconfigured_vrf_slot_passes_as_degraded() {
+    // Slot 3 was never set: table 0, not active. Table 0 does route the destination.
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let r1 = fx.r1.ifindex;
+        let remote = fam.pick("10.100.0.0/16", "fd00:100::/32");
+        fx.unicast(0, remote, &[nexthop(r1, Some(ip(fam.red_gw)))]);
+        fx.update_link(fx.r0, |l| l.vrf = INACTIVE_SLOT);
+        let r0 = Iface {
+            vrf: INACTIVE_SLOT,
+            ..fx.r0
+        };
+        let frame = fam.udp(&fx, r0, fam.red_src, fam.red_remote);
+        fx.expect_pass(r0, &frame, Reason::PassDegraded);
+    });
+}
+
+// Egress.
+
+#[test]
+fn egress_link_down_passes_as_egress() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        fx.update_link(fx.r1, |l| l.flags &= !LINK_UP);
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.red_remote);
+        fx.expect_pass(fx.r0, &frame, Reason::PassEgress);
+    });
+}
+
+#[test]
+fn egress_not_a_redirect_target_passes_as_egress() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        fx.remove_tx_port(fx.r1);
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.red_remote);
+        fx.expect_pass(fx.r0, &frame, Reason::PassEgress);
+    });
+}
+
+#[test]
+fn egress_equal_to_ingress_passes_as_egress() {
+    // The kernel sends an ICMP redirect for these.
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let r0 = fx.r0;
+        let dst = fam.pick("10.1.0.9", "fd00:1::9");
+        fx.neighbour(r0, dst, fam.mac(r0, 9));
+        let frame = fam.udp(&fx, r0, fam.red_src, dst);
+        fx.expect_pass(r0, &frame, Reason::PassEgress);
+    });
+}
+
+// Leaks between VRFs.
+
+#[test]
+fn route_leaked_to_a_blue_member_is_forwarded_out_of_it() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let b1 = fx.b1;
+        fx.unicast(
+            RED_TABLE,
+            fam.pick("10.50.0.0/24", "fd00:50::/48"),
+            &[nexthop(b1.ifindex, Some(ip(fam.blue_gw)))],
+        );
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.pick("10.50.0.5", "fd00:50::5"));
+        let mac = fam.mac(b1, 1);
+        // Decided by red's table alone.
+        fx.expect_forward(fx.r0, &frame, b1, fam.blue_gw, mac, RED);
+    });
+}
+
+#[test]
+fn route_through_the_blue_vrf_device_is_looked_up_again_in_blue() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let (b1, vblue) = (fx.b1, fx.vblue);
+        let via_device = fam.pick("10.60.0.0/16", "fd00:60::/32");
+        fx.unicast(RED_TABLE, via_device, &[nexthop(vblue.ifindex, None)]);
+        // Blue's own route for the destination decides the egress and the neighbour.
+        fx.unicast(
+            BLUE_TABLE,
+            fam.pick("10.60.1.0/24", "fd00:60:1::/48"),
+            &[nexthop(b1.ifindex, Some(ip(fam.blue_direct)))],
+        );
+        let dst = fam.pick("10.60.1.5", "fd00:60:1::5");
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+        let mac = fam.mac(b1, 7);
+        fx.expect_forward(fx.r0, &frame, b1, fam.blue_direct, mac, BLUE);
+    });
+}
+
+#[test]
+fn vrf_device_hop_without_a_route_in_the_target_vrf_passes_as_no_route() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let vblue = fx.vblue.ifindex;
+        let via_device = fam.pick("10.60.0.0/16", "fd00:60::/32");
+        fx.unicast(RED_TABLE, via_device, &[nexthop(vblue, None)]);
+        let dst = fam.pick("10.60.1.5", "fd00:60:1::5");
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+        let r0 = fx.r0;
+        // Counted in the ingress VRF, decided (and explained) in blue's table.
+        let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassNoRoute, RED);
+        assert_eq!(e.vrf, BLUE, "decided in blue's table");
+    });
+}
+
+// VRF isolation.
+
+#[test]
+fn destination_routed_only_in_blue_is_not_forwarded_from_red() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, fam.blue_remote);
+        fx.expect_pass(fx.r0, &frame, Reason::PassNoRoute);
+        // Control: from blue it is forwarded.
+        let frame = fam.udp(&fx, fx.b0, fam.blue_src, fam.blue_remote);
+        let mac = fam.mac(fx.b1, 1);
+        fx.expect_forward(fx.b0, &frame, fx.b1, fam.blue_gw, mac, BLUE);
+    });
+}
