@@ -98,6 +98,22 @@ pub fn start_on(topo: &Topology) -> Vrfd<'_> {
         .unwrap_or_else(|e| panic!("starting vrfd: {e:#}"))
 }
 
+/// `action/reason [via OIF] [gw GATEWAY]` of a `vrfctl lookup --json` answer.
+pub fn fate(v: &Value) -> String {
+    let mut s = format!(
+        "{}/{}",
+        v["action"].as_str().unwrap_or("?"),
+        v["reason"].as_str().unwrap_or("?")
+    );
+    if let Some(o) = v["oif"].as_str() {
+        s += &format!(" via {o}");
+    }
+    if let Some(g) = v["gateway"].as_str() {
+        s += &format!(" gw {g}");
+    }
+    s
+}
+
 /// The lines of a JSON log (tracing's `--log-format json`) that parse as JSON objects.
 pub fn json_log_lines(log: &str) -> Vec<Value> {
     log.lines()

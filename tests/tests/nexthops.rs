@@ -6,25 +6,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::daemon::{vrf_toml, Vrfd};
+use tests::daemon::{fate, vrf_toml, Vrfd};
 use tests::{fastpath, forwarded_datagrams, ping, require_root, MemberSpec, TopologySpec};
 
 const FOLLOW: Duration = Duration::from_secs(1);
-
-fn fate(v: &Value) -> String {
-    let mut s = format!(
-        "{}/{}",
-        v["action"].as_str().unwrap_or("?"),
-        v["reason"].as_str().unwrap_or("?")
-    );
-    if let Some(o) = v["oif"].as_str() {
-        s += &format!(" via {o}");
-    }
-    if let Some(g) = v["gateway"].as_str() {
-        s += &format!(" gw {g}");
-    }
-    s
-}
 
 /// Polls `vrfctl lookup --vrf red --iif IIF DST` until it answers `want`.
 fn await_fate(vrfd: &Vrfd<'_>, iif: &str, dst: &str, want: &str) {

@@ -29,7 +29,9 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::daemon::{json_log_lines, log_message, start_on, topology_config, vrfctl_in, Vrfd};
+use tests::daemon::{
+    fate, json_log_lines, log_message, start_on, topology_config, vrfctl_in, Vrfd,
+};
 use tests::fastpath::{self, describe_counters};
 use tests::{
     forwarded_datagrams, list_own_netns, mac_to_string, ping, require_root, tcp_transfer,
@@ -156,22 +158,6 @@ fn poll<T>(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// `action/reason [via OIF] [gw GATEWAY]` of a `vrfctl lookup --json` answer.
-fn fate(v: &Value) -> String {
-    let mut s = format!(
-        "{}/{}",
-        v["action"].as_str().unwrap_or("?"),
-        v["reason"].as_str().unwrap_or("?")
-    );
-    if let Some(o) = v["oif"].as_str() {
-        s += &format!(" via {o}");
-    }
-    if let Some(g) = v["gateway"].as_str() {
-        s += &format!(" gw {g}");
-    }
-    s
 }
 
 fn lookup(vrfd: &Vrfd<'_>, vrf: &str, iif: Option<&str>, from: Option<&str>, dst: &str) -> String {

@@ -372,3 +372,79 @@ fn destination_routed_only_in_blue_is_not_forwarded_from_red() {
         fx.expect_forward(fx.b0, &frame, fx.b1, fam.blue_gw, mac, BLUE);
     });
 }
+
+// Martians and link-local addresses: each version's own, one table.
+
+fn via_r1_gateway(fx: &mut Fixture, fam: Family, prefix: &str) {
+    let r1 = fx.r1.ifindex;
+    fx.unicast(RED_TABLE, prefix, &[nexthop(r1, Some(ip(fam.red_gw)))]);
+}
+
+#[test]
+fn martian_sources_pass_as_martian() {
+    for (fam, sources) in [
+        // The zero network, unspecified, loopback, multicast, limited broadcast.
+        (
+            V4,
+            &[
+                "0.1.2.3",
+                "0.0.0.0",
+                "127.0.0.1",
+                "224.0.0.9",
+                "255.255.255.255",
+            ][..],
+        ),
+        // Loopback, unspecified, v4-mapped, multicast.
+        (V6, &["::1", "::", "::ffff:10.1.0.2", "ff02::1"][..]),
+    ] {
+        for src in sources {
+            eprintln!("--- {src}");
+            let mut fx = Fixture::new();
+            let frame = fam.udp(&fx, fx.r0, src, fam.red_remote);
+            fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+        }
+    }
+}
+
+#[test]
+fn martian_destinations_pass_as_martian_though_a_route_covers_them() {
+    for (fam, route, dst) in [
+        (V4, "0.0.0.0/8", "0.1.2.3"),
+        (V4, "127.0.0.0/8", "127.0.0.5"),
+        (V6, "::1/128", "::1"),
+        (V6, "::/128", "::"),
+        (V6, "::ffff:0:0/96", "::ffff:10.100.0.9"),
+    ] {
+        eprintln!("--- {dst}");
+        let mut fx = Fixture::new();
+        via_r1_gateway(&mut fx, fam, route);
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+        fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+    }
+}
+
+#[test]
+fn link_local_destination_passes_as_link_local() {
+    for (fam, route, dsts) in [
+        (V4, "169.254.0.0/16", &["169.254.10.20"][..]),
+        (V6, "fe80::/10", &["fe80::5", "febf:ffff::1"][..]),
+    ] {
+        let mut fx = Fixture::new();
+        via_r1_gateway(&mut fx, fam, route);
+        for dst in dsts {
+            eprintln!("--- {dst}");
+            let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+            fx.expect_pass(fx.r0, &frame, Reason::PassLinkLocal);
+        }
+    }
+}
+
+#[test]
+fn link_local_source_passes_as_link_local() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let src = fam.pick("169.254.1.1", "fe80::2");
+        let frame = fam.udp(&fx, fx.r0, src, fam.red_remote);
+        fx.expect_pass(fx.r0, &frame, Reason::PassLinkLocal);
+    });
+}
