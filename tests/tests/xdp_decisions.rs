@@ -470,45 +470,6 @@ fn unicast_route_with_group_count_beyond_max_paths_passes_as_unsupported() {
 }
 
 #[test]
-fn longest_prefix_match_wins() {
-    let mut fx = Fixture::new();
-    let (r1, r2, r3) = (fx.r1, fx.r2, fx.r3);
-    fx.unicast(
-        RED_TABLE,
-        "10.20.0.0/16",
-        &[nexthop(r1.ifindex, Some(ip(RED_GW4)))],
-    );
-    fx.unicast(
-        RED_TABLE,
-        "10.20.5.0/24",
-        &[nexthop(r2.ifindex, Some(ip("10.1.2.1")))],
-    );
-    fx.unicast(
-        RED_TABLE,
-        "10.20.5.128/25",
-        &[nexthop(r3.ifindex, Some(ip("10.1.3.1")))],
-    );
-    fx.unicast(
-        RED_TABLE,
-        "10.20.5.200/32",
-        &[nexthop(r1.ifindex, Some(ip(RED_DIRECT4)))],
-    );
-    for (dst, egress, gw, host) in [
-        ("10.20.6.1", r1, RED_GW4, 1),
-        ("10.20.5.1", r2, "10.1.2.1", 1),
-        ("10.20.5.127", r2, "10.1.2.1", 1),
-        ("10.20.5.128", r3, "10.1.3.1", 1),
-        ("10.20.5.199", r3, "10.1.3.1", 1),
-        ("10.20.5.200", r1, RED_DIRECT4, 7),
-        ("10.20.5.201", r3, "10.1.3.1", 1),
-    ] {
-        let frame = fx.udp(fx.r0, RED_SRC4, dst);
-        let mac = neigh_mac(egress.id, host, false);
-        fx.expect_forward(fx.r0, &frame, egress, gw, mac, RED);
-    }
-}
-
-#[test]
 fn default_route_in_the_vrfs_table_matches_everything_else() {
     let mut fx = Fixture::new();
     via_r1_gateway(&mut fx, "0.0.0.0/0");
@@ -517,33 +478,6 @@ fn default_route_in_the_vrfs_table_matches_everything_else() {
         let frame = fx.udp(fx.r0, RED_SRC4, dst);
         fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
     }
-}
-
-#[test]
-fn more_specific_prefix_in_another_table_never_matches() {
-    let mut fx = Fixture::new();
-    let (r1, b1) = (fx.r1, fx.b1);
-    fx.unicast(
-        RED_TABLE,
-        "10.30.0.0/16",
-        &[nexthop(r1.ifindex, Some(ip(RED_GW4)))],
-    );
-    fx.unicast(
-        BLUE_TABLE,
-        "10.30.1.0/24",
-        &[nexthop(b1.ifindex, Some(ip(BLUE_GW4)))],
-    );
-    // Tables next to red's id, and table 0.
-    for table in [0, RED_TABLE - 1, RED_TABLE + 1, RED_TABLE | 0x8000_0000] {
-        fx.unicast(
-            table,
-            "10.30.1.0/25",
-            &[nexthop(b1.ifindex, Some(ip(BLUE_GW4)))],
-        );
-    }
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.30.1.5");
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, r1, RED_GW4, mac, RED);
 }
 
 // Neighbours.

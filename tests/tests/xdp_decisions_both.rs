@@ -448,3 +448,92 @@ fn link_local_source_passes_as_link_local() {
         fx.expect_pass(fx.r0, &frame, Reason::PassLinkLocal);
     });
 }
+
+// Longest prefix match, inside one table only.
+
+#[test]
+fn longest_prefix_match_wins() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let (r1, r2, r3) = (fx.r1, fx.r2, fx.r3);
+        let gw2 = fam.pick("10.1.2.1", "fd00:1:2::1");
+        let gw3 = fam.pick("10.1.3.1", "fd00:1:3::1");
+        let prefixes = fam.pick(
+            [
+                "10.20.0.0/16",
+                "10.20.5.0/24",
+                "10.20.5.128/25",
+                "10.20.5.200/32",
+            ],
+            [
+                "fd00:20::/32",
+                "fd00:20:5::/48",
+                "fd00:20:5:8000::/49",
+                "fd00:20:5:8000::200/128",
+            ],
+        );
+        let paths = [(r1, fam.red_gw), (r2, gw2), (r3, gw3), (r1, fam.red_direct)];
+        for (prefix, (link, gw)) in prefixes.into_iter().zip(paths) {
+            fx.unicast(RED_TABLE, prefix, &[nexthop(link.ifindex, Some(ip(gw)))]);
+        }
+        let probes: &[(&str, Iface, &str, u8)] = if fam.v6 {
+            &[
+                ("fd00:20:6::1", r1, RED_GW6, 1),
+                ("fd00:20:5::1", r2, gw2, 1),
+                ("fd00:20:5:7fff::1", r2, gw2, 1),
+                ("fd00:20:5:8000::1", r3, gw3, 1),
+                ("fd00:20:5:8000::200", r1, RED_DIRECT6, 7),
+                ("fd00:20:5:8000::201", r3, gw3, 1),
+            ]
+        } else {
+            &[
+                ("10.20.6.1", r1, RED_GW4, 1),
+                ("10.20.5.1", r2, gw2, 1),
+                ("10.20.5.127", r2, gw2, 1),
+                ("10.20.5.128", r3, gw3, 1),
+                ("10.20.5.199", r3, gw3, 1),
+                ("10.20.5.200", r1, RED_DIRECT4, 7),
+                ("10.20.5.201", r3, gw3, 1),
+            ]
+        };
+        for &(dst, egress, gw, host) in probes {
+            let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+            let mac = fam.mac(egress, host);
+            fx.expect_forward(fx.r0, &frame, egress, gw, mac, RED);
+        }
+    });
+}
+
+#[test]
+fn more_specific_prefix_in_another_table_never_matches() {
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let (r1, b1) = (fx.r1, fx.b1);
+        let red = fam.pick("10.30.0.0/16", "fd00:30::/32");
+        fx.unicast(RED_TABLE, red, &[nexthop(r1.ifindex, Some(ip(fam.red_gw)))]);
+        // Blue's table, tables next to red's id, and table 0.
+        let others: &[(u32, &str)] = if fam.v6 {
+            &[
+                (0, "fd00:30:1::/48"),
+                (BLUE_TABLE, "fd00:30:1::/48"),
+                (RED_TABLE - 1, "fd00:30:1::/48"),
+                (RED_TABLE + 1, "fd00:30:1::/48"),
+            ]
+        } else {
+            &[
+                (BLUE_TABLE, "10.30.1.0/24"),
+                (0, "10.30.1.0/25"),
+                (RED_TABLE - 1, "10.30.1.0/25"),
+                (RED_TABLE + 1, "10.30.1.0/25"),
+                (RED_TABLE | 0x8000_0000, "10.30.1.0/25"),
+            ]
+        };
+        for &(table, prefix) in others {
+            fx.unicast(table, prefix, &[nexthop(b1.ifindex, Some(ip(fam.blue_gw)))]);
+        }
+        let dst = fam.pick("10.30.1.5", "fd00:30:1::5");
+        let frame = fam.udp(&fx, fx.r0, fam.red_src, dst);
+        let mac = fam.mac(r1, 1);
+        fx.expect_forward(fx.r0, &frame, r1, fam.red_gw, mac, RED);
+    });
+}

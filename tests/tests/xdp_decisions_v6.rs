@@ -184,65 +184,6 @@ fn hop_limit_0_passes_as_ttl() {
 
 // Routes.
 
-#[test]
-fn longest_prefix_match_wins() {
-    let mut fx = Fixture::new();
-    let (r1, r2, r3) = (fx.r1, fx.r2, fx.r3);
-    fx.unicast(
-        RED_TABLE,
-        "fd00:20::/32",
-        &[nexthop(r1.ifindex, Some(ip(RED_GW6)))],
-    );
-    fx.unicast(
-        RED_TABLE,
-        "fd00:20:5::/48",
-        &[nexthop(r2.ifindex, Some(ip("fd00:1:2::1")))],
-    );
-    fx.unicast(
-        RED_TABLE,
-        "fd00:20:5:8000::/49",
-        &[nexthop(r3.ifindex, Some(ip("fd00:1:3::1")))],
-    );
-    fx.unicast(
-        RED_TABLE,
-        "fd00:20:5:8000::200/128",
-        &[nexthop(r1.ifindex, Some(ip(RED_DIRECT6)))],
-    );
-    for (dst, egress, gw, host) in [
-        ("fd00:20:6::1", r1, RED_GW6, 1),
-        ("fd00:20:5::1", r2, "fd00:1:2::1", 1),
-        ("fd00:20:5:7fff::1", r2, "fd00:1:2::1", 1),
-        ("fd00:20:5:8000::1", r3, "fd00:1:3::1", 1),
-        ("fd00:20:5:8000::200", r1, RED_DIRECT6, 7),
-        ("fd00:20:5:8000::201", r3, "fd00:1:3::1", 1),
-    ] {
-        let frame = udp6(&fx, fx.r0, RED_SRC6, dst);
-        let mac = neigh_mac(egress.id, host, true);
-        fx.expect_forward(fx.r0, &frame, egress, gw, mac, RED);
-    }
-}
-
-#[test]
-fn more_specific_prefix_in_another_table_never_matches() {
-    let mut fx = Fixture::new();
-    let (r1, b1) = (fx.r1, fx.b1);
-    fx.unicast(
-        RED_TABLE,
-        "fd00:30::/32",
-        &[nexthop(r1.ifindex, Some(ip(RED_GW6)))],
-    );
-    for table in [0, BLUE_TABLE, RED_TABLE - 1, RED_TABLE + 1] {
-        fx.unicast(
-            table,
-            "fd00:30:1::/48",
-            &[nexthop(b1.ifindex, Some(ip(BLUE_GW6)))],
-        );
-    }
-    let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:30:1::5");
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, r1, RED_GW6, mac, RED);
-}
-
 // Neighbours.
 
 #[test]
