@@ -1,7 +1,7 @@
 //! The benchmark's own eBPF object (`vrf-ebpf/src/fib_helper.rs`): the `bpf_fib_lookup`
 //! forwarder vrf-xdp is compared with, and the live-frame traffic source and sink.
 //!
-//! Only the bench runner (`tests/src/bin/vrf-bench.rs`) refers to it. No cargo feature guards
+//! Only the bench runner (`bench/`, the `vrf-bench` binary) refers to it. No cargo feature guards
 //! it: an unreferenced static is dropped by the linker (`--gc-sections`), so vrfd and vrfctl do
 //! not carry the object (checked by `cargo xtask bench`), and one feature set for vrf-user
 //! keeps `cargo build -p vrf-user` and `cargo test --workspace` from building it twice.

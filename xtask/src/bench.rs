@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick]`: vrf-xdp side by side with the kernel on this machine.
 //!
 //! Builds vrfd and vrfctl (the control-plane part runs vrfd) and the runner
-//! (`tests/src/bin/vrf-bench.rs`) in release, checks that vrfd and vrfctl do not carry the
+//! (`bench/src/main.rs`, the `bench` crate) in release, checks that vrfd and vrfctl do not carry the
 //! bench's own eBPF object, then runs the runner as root. It writes `BENCHMARKS.md` at the root,
 //! `target/bench/summary.json` and `target/bench/*.png`, and copies the plots BENCHMARKS.md
 //! shows into `docs/bench/`.
@@ -51,7 +51,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     run(&mut cargo(
         &tc,
-        ["build", "--release", "-p", "tests", "--bin", "vrf-bench"],
+        ["build", "--release", "-p", "bench", "--bin", "vrf-bench"],
     ))
     .context("building the bench runner")?;
 

@@ -1,8 +1,5 @@
 //! `vrf-bench`: vrf-xdp side by side with the kernel. Run by `cargo xtask bench [--quick]`
-//! (as root); see `tests/src/bench/mod.rs`.
-#[path = "../bench/mod.rs"]
-mod bench;
-
+//! (as root); see `bench/src/lib.rs`.
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
