@@ -267,6 +267,25 @@ impl Delta {
     }
 }
 
+/// Host B's member of red restored as the topology made it (routes, permanent neighbours);
+/// vrfd must follow: from red0 both families forward via red1 again, and pings take XDP.
+fn restore_host_b(topo: &Topology, vrfd: &Vrfd<'_>, what: &str) {
+    topo.restore_member("red", 1);
+    for dst in ["10.0.2.2", "fd00:2::2"] {
+        await_fate(
+            vrfd,
+            "red",
+            Some("red0"),
+            dst,
+            "forward/forwarded via red1",
+            FOLLOW,
+        );
+    }
+    for v6 in [false, true] {
+        assert_ping_via_xdp(topo, vrfd, "red", v6, what);
+    }
+}
+
 /// Pings A→B in `vrf` (`v6` family): all received, forwarded by XDP (kernel +0, the VRF's
 /// forwarded counter grows by requests and replies).
 fn assert_ping_via_xdp(topo: &Topology, vrfd: &Vrfd<'_>, vrf: &str, v6: bool, what: &str) {
@@ -749,20 +768,7 @@ fn a_member_going_down_and_up_is_followed() {
         }
     });
     // Nothing comes back by itself (routes added by hand, permanent neighbours): re-add them.
-    topo.restore_member("red", 1);
-    for dst in ["10.0.2.2", "fd00:2::2"] {
-        await_fate(
-            &vrfd,
-            "red",
-            Some("red0"),
-            dst,
-            "forward/forwarded via red1",
-            FOLLOW,
-        );
-    }
-    for v6 in [false, true] {
-        assert_ping_via_xdp(&topo, &vrfd, "red", v6, "red1 up again");
-    }
+    restore_host_b(&topo, &vrfd, "red1 up again");
 
     stop(vrfd, &topo);
     finish(topo, prefix, t0);
@@ -1069,20 +1075,7 @@ fn flushing_a_table_or_neighbours_behind_vrfds_back_converges() {
             .any(|(i, a, _)| *i == red_b.ifindex && (*a == red_b.host4() || *a == red_b.host6())),
         "host B's neighbours survived the flush in the map: {left:?}"
     );
-    topo.restore_member("red", 1);
-    for dst in ["10.0.2.2", "fd00:2::2"] {
-        await_fate(
-            &vrfd,
-            "red",
-            Some("red0"),
-            dst,
-            "forward/forwarded via red1",
-            FOLLOW,
-        );
-    }
-    for v6 in [false, true] {
-        assert_ping_via_xdp(&topo, &vrfd, "red", v6, "neighbours re-added");
-    }
+    restore_host_b(&topo, &vrfd, "neighbours re-added");
 
     stop(vrfd, &topo);
     finish(topo, prefix, t0);
