@@ -28,7 +28,7 @@ pub const RULE_PREF: u32 = 1000;
 /// Interface name of every host's end of its veth pair.
 pub const HOST_IFNAME: &str = "eth0";
 
-pub use ipnet::{Ipv4Net, Ipv6Net};
+pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Host addresses inside a prefix of `ipnet`: the router is `.1`, the host `.2`.
 pub trait Nth {
@@ -43,6 +43,19 @@ impl Nth for Ipv4Net {
     type Addr = Ipv4Addr;
     fn nth(&self, n: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network()).wrapping_add(n))
+    }
+    fn cidr_of(&self, n: u32) -> String {
+        format!("{}/{}", self.nth(n), self.prefix_len())
+    }
+}
+
+impl Nth for IpNet {
+    type Addr = IpAddr;
+    fn nth(&self, n: u32) -> IpAddr {
+        match self {
+            IpNet::V4(net) => net.nth(n).into(),
+            IpNet::V6(net) => net.nth(n).into(),
+        }
     }
     fn cidr_of(&self, n: u32) -> String {
         format!("{}/{}", self.nth(n), self.prefix_len())
@@ -540,61 +553,26 @@ fn build_member(
         ])?;
     }
 
-    if let Some(s4) = ms.subnet4 {
-        let (r, h) = (s4.nth(1).to_string(), s4.nth(2).to_string());
-        link::add_addr(router, &ifname, &s4.cidr_of(1), &["noprefixroute"])?;
-        link::add_addr(&host, HOST_IFNAME, &s4.cidr_of(2), &[])?;
+    // Per family: `ip` flag, subnet, address options on the router and on the host.
+    let families = ms
+        .subnet4
+        .map(|s| ("-4", IpNet::V4(s), &["noprefixroute"][..], &[][..]))
+        .into_iter()
+        .chain(ms.subnet6.map(|s| {
+            let router_opts = &["nodad", "noprefixroute"][..];
+            ("-6", IpNet::V6(s), router_opts, &["nodad"][..])
+        }));
+    for (fam, net, router_opts, host_opts) in families {
+        let (r, h) = (net.nth(1).to_string(), net.nth(2).to_string());
+        link::add_addr(router, &ifname, &net.cidr_of(1), router_opts)?;
+        link::add_addr(&host, HOST_IFNAME, &net.cidr_of(2), host_opts)?;
+        let subnet = net.to_string();
         router.ip(&[
-            "-4",
-            "route",
-            "add",
-            &s4.to_string(),
-            "dev",
-            &ifname,
-            "table",
-            &table,
-            "proto",
-            "kernel",
-            "scope",
-            "link",
-            "src",
-            &r,
+            fam, "route", "add", &subnet, "dev", &ifname, "table", &table, "proto", "kernel",
+            "scope", "link", "src", &r,
         ])?;
         host.ip(&[
-            "-4",
-            "route",
-            "add",
-            "default",
-            "via",
-            &r,
-            "dev",
-            HOST_IFNAME,
-        ])?;
-        link::add_permanent_neigh(router, &ifname, &h, host_mac)?;
-        link::add_permanent_neigh(&host, HOST_IFNAME, &r, router_mac)?;
-    }
-    if let Some(s6) = ms.subnet6 {
-        let (r, h) = (s6.nth(1).to_string(), s6.nth(2).to_string());
-        link::add_addr(router, &ifname, &s6.cidr_of(1), &["nodad", "noprefixroute"])?;
-        link::add_addr(&host, HOST_IFNAME, &s6.cidr_of(2), &["nodad"])?;
-        router.ip(&[
-            "-6",
-            "route",
-            "add",
-            &s6.to_string(),
-            "dev",
-            &ifname,
-            "table",
-            &table,
-            "proto",
-            "kernel",
-            "scope",
-            "link",
-            "src",
-            &r,
-        ])?;
-        host.ip(&[
-            "-6",
+            fam,
             "route",
             "add",
             "default",
