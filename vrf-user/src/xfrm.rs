@@ -64,15 +64,13 @@ fn read_inner() -> Result<XfrmState> {
         .request(XfrmMessage::GetPolicyDefault(DefaultMessage::default()), 0)?
         .accepted()
         .context("XFRM_MSG_GETDEFAULT")?;
-    if let Some(d) = defaults {
-        if let XfrmMessage::GetPolicyDefault(d) = d {
-            let u = d.user_policy;
-            for (dir, v) in [("forward", u.forward), ("output", u.output)] {
-                if v == XFRM_USERPOLICY_BLOCK {
-                    let why = format!("xfrm default policy for {dir} is block");
-                    note(&mut s.v4, why.clone());
-                    note(&mut s.v6, why);
-                }
+    if let Some(XfrmMessage::GetPolicyDefault(d)) = defaults {
+        let u = d.user_policy;
+        for (dir, v) in [("forward", u.forward), ("output", u.output)] {
+            if v == XFRM_USERPOLICY_BLOCK {
+                let why = format!("xfrm default policy for {dir} is block");
+                note(&mut s.v4, why.clone());
+                note(&mut s.v6, why);
             }
         }
     }
