@@ -182,12 +182,21 @@ fn birds_weighted_multipath_in_a_vrf_table_spreads_flows_by_weight() {
         }
     }
     let kernel = forwarded_datagrams(r).unwrap().0 - kernel_before;
-    eprintln!("{FLOWS} flows: A {} B {}, kernel forwarded {kernel}", got[0], got[1]);
+    eprintln!(
+        "{FLOWS} flows: A {} B {}, kernel forwarded {kernel}",
+        got[0], got[1]
+    );
     assert_eq!(got.iter().sum::<usize>(), usize::from(FLOWS), "flows lost");
-    assert_eq!(kernel, 0, "the router's kernel forwarded flows: not the XDP path");
+    assert_eq!(
+        kernel, 0,
+        "the router's kernel forwarded flows: not the XDP path"
+    );
     // Weight 3 of 4: 600 of 800 expected, σ ≈ 12; 5 % is over 3σ.
     let share = got[1] as f64 / f64::from(FLOWS);
-    assert!((share - 0.75).abs() < 0.05, "B took {share} of the flows: {got:?}");
+    assert!(
+        (share - 0.75).abs() < 0.05,
+        "B took {share} of the flows: {got:?}"
+    );
 
     drop(bird);
     vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
