@@ -146,7 +146,9 @@ fn every_kind_of_nexthop_is_followed(compat: u8) {
     // The kernel drops what a blackhole nexthop carries (EINVAL), and so does XDP.
     await_fate(&vrfd, "red0", "10.9.3.1", "drop/blackhole");
     let err = r
-        .ip(&["route", "get", "10.9.3.1", "from", "10.0.1.2", "iif", "red0"])
+        .ip(&[
+            "route", "get", "10.9.3.1", "from", "10.0.1.2", "iif", "red0",
+        ])
         .unwrap_err();
     assert!(format!("{err:#}").contains("Invalid argument"), "{err:#}");
     let (before, dropped) = (forwarded_datagrams(r).unwrap(), blackholed(&vrfd));
