@@ -31,6 +31,12 @@ impl Bird {
         let conf = dir.join("bird.conf");
         let socket = dir.join("bird.ctl");
         std::fs::write(&conf, config).with_context(|| format!("write {}", conf.display()))?;
+        // A config error would only show in the log of a daemon that has already opened its
+        // socket: check it first (`-p`: parse and exit).
+        if let Err(e) = run(Command::new("bird").arg("-p").arg("-c").arg(&conf)) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.context("BIRD refuses its config"));
+        }
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns.name(), "bird", "-f", "-c"])
             .arg(&conf)

@@ -3,9 +3,10 @@
 //! A router namespace holds several VRFs built the policy-routing way (`tests::differential`),
 //! thousands of random routes per VRF (every prefix length, nested and overlapping prefixes,
 //! multipath, leaks out of another VRF's member, blackhole, unreachable, prohibit, throw, local,
-//! alternates by metric, TOS and weighted routes) and the local table's own prefixes, installed
-//! in the kernel with one `ip -batch`. The data plane's maps are filled by vrfd's own sync path
-//! (rtnetlink snapshot → `sync::Engine` → `MapSync`). Then, for many random (VRF, ingress member,
+//! alternates by metric, TOS and weighted routes, routes through nexthop objects: singletons,
+//! shared ones, weighted groups, blackholes) and the local table's own prefixes, installed in the
+//! kernel with one `ip -batch`. The data plane's maps are filled by vrfd's own sync path
+//! (rtnetlink and nexthop snapshots → `plan::Engine` → `MapWriter`). Then, for many random (VRF, ingress member,
 //! source, destination) cases, the kernel is asked (`ip route get fibmatch DST from SRC iif IF`
 //! over rtnetlink) and the loaded program is run on a UDP or TCP frame (both `xdp_vrf` and
 //! `xdp_vrf_explain`, through BPF_PROG_TEST_RUN), and:
@@ -14,8 +15,8 @@
 //!   in the frame, TTL / hop limit one lower, valid IPv4 checksum, nothing else changed;
 //! - a drop must be a blackhole route for the kernel too (EINVAL, also from an ordinary source);
 //! - a pass is always allowed and must leave the frame untouched, but among cases the kernel
-//!   forwards with every path resolved (neighbours present, no path out of the ingress, no TOS or
-//!   weighted route around) at most 5 % may be passed, so a data plane that passes everything
+//!   forwards with every path resolved (neighbours present, no path out of the ingress, no TOS
+//!   route around) at most 5 % may be passed, so a data plane that passes everything
 //!   fails (not 0 %: on purpose the data plane leaves to the kernel multipath routes whose paths
 //!   lead into different VRFs — the kernel validates the source in the table of the path it
 //!   picks — and packets whose source route it cannot classify, e.g. throw or unsupported);
@@ -186,6 +187,14 @@ fn differential(run: Run) {
         assert!(
             stats.forwarded_leak > 0,
             "seed {seed}: no forward out of another VRF's member"
+        );
+        assert!(
+            stats.forwarded_weighted > 0,
+            "seed {seed}: no forward over weighted paths"
+        );
+        assert!(
+            stats.forwarded_nexthop_object > 0,
+            "seed {seed}: no forward through a nexthop object"
         );
     }
 }

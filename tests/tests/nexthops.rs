@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::daemon::{fate, vrf_toml, Vrfd};
 use tests::{fastpath, forwarded_datagrams, ping, require_root, MemberSpec, TopologySpec};
+use vrf_common::{Direction, Reason};
 
 const FOLLOW: Duration = Duration::from_secs(1);
 
@@ -30,6 +31,20 @@ fn await_fate(vrfd: &Vrfd<'_>, iif: &str, dst: &str, want: &str) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Packets red's XDP dropped as blackholed.
+fn blackholed(vrfd: &Vrfd<'_>) -> u64 {
+    let maps = vrfd.maps().unwrap_or_else(|e| panic!("{e:#}"));
+    let red = vrf_user::inspect::vrfs(&maps)
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "red")
+        .expect("vrfd serves red");
+    maps.vrf_counters(red.slot, Direction::Ingress)
+        .unwrap()
+        .by_reason[Reason::DropBlackhole as usize]
+        .packets
 }
 
 /// The kernel's answer for a packet from `src` arriving on `iif`: (dev, gateway).
@@ -106,8 +121,22 @@ fn every_kind_of_nexthop_is_followed(compat: u8) {
     );
     nh("nexthop add id 14 blackhole");
     route("10.9.3.0/24", 14);
-    // Known gap: the route message of a blackhole nhid is read as unsupported (a safe pass).
-    await_fate(&vrfd, "red0", "10.9.3.1", "pass/unsupported");
+    // The kernel drops what a blackhole nexthop carries (EINVAL), and so does XDP.
+    await_fate(&vrfd, "red0", "10.9.3.1", "drop/blackhole");
+    let err = r
+        .ip(&[
+            "route", "get", "10.9.3.1", "from", "10.0.1.2", "iif", "red0",
+        ])
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("Invalid argument"), "{err:#}");
+    let (before, dropped) = (forwarded_datagrams(r).unwrap(), blackholed(&vrfd));
+    let p = ping(topo.host("red", 0), "10.9.3.1", 3).unwrap();
+    assert_eq!(p.received, 0, "{p:?}");
+    assert_eq!(forwarded_datagrams(r).unwrap(), before);
+    assert!(blackholed(&vrfd) >= dropped + 3, "XDP dropped the pings");
+    nh("-6 nexthop add id 16 blackhole");
+    nh(&format!("-6 route add fd00:93::/64 nhid 16 table {table}"));
+    await_fate(&vrfd, "red0", "fd00:93::1", "drop/blackhole");
 
     // A weighted group 11,1/15,3 (via B and via A), looked up from C.
     nh("nexthop add id 15 via 10.0.1.2 dev red0 onlink");

@@ -314,12 +314,21 @@ impl Engine {
         let resolved;
         let paths = match best.nexthop_id {
             // The route's own paths (compat mode 1) may lag the object: the object decides.
-            Some(id) => match self.nexthop_paths(id) {
-                Some(NexthopPaths::Blackhole) if kind == RouteKind::Unicast => {
+            Some(id) => match (self.nexthop_paths(id), kind) {
+                // The kernel drops what a blackhole nexthop carries (EINVAL) and reports such a
+                // route as `blackhole` whatever its own type (IPv4 unreachable/prohibit/throw
+                // routes naming one look the same: README, Limits).
+                (Some(NexthopPaths::Blackhole), RouteKind::Unicast | RouteKind::Blackhole) => {
                     kind = RouteKind::Blackhole;
                     &[][..]
                 }
-                Some(NexthopPaths::Paths(p)) => {
+                // Reported `blackhole` but the nexthop is none (any more): a stale report (the
+                // nexthop was replaced, compat mode 0 sends no route message) or a blackhole
+                // route naming a gateway; only the kernel knows which.
+                (Some(NexthopPaths::Paths(_)), RouteKind::Blackhole) => {
+                    return Some(RoutePlan::TO_KERNEL)
+                }
+                (Some(NexthopPaths::Paths(p)), _) => {
                     resolved = p;
                     &resolved[..]
                 }
@@ -897,6 +906,15 @@ mod tests {
         }));
         e.apply(nh_route("10.7.0.0/16", 14));
         assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Blackhole));
+        // As the kernel reports it: type blackhole, nhid 14.
+        let mut reported = route(110, "10.7.0.0/16", RouteKind::Blackhole, &[]);
+        reported.nexthop_id = Some(14);
+        e.apply(KernelEvent::NewRoute(reported));
+        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Blackhole));
+        // The blackhole replaced by a gateway (compat mode 0: no route message): the report is
+        // stale or the route a blackhole of its own; the kernel decides.
+        e.apply(single(14, 2, "10.0.1.9"));
+        assert_eq!(e.route(110, p).unwrap(), RoutePlan::TO_KERNEL);
         e.apply(single(11, 2, "10.0.1.9"));
         e.apply(KernelEvent::NewNexthop(crate::model::NexthopInfo {
             id: 22,

@@ -1,6 +1,6 @@
 //! Random cases, and one case through the kernel and the data plane, compared.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
@@ -14,7 +14,7 @@ use vrf_user::{
 };
 
 use super::oracle::{KernelAnswer, RouteOracle};
-use super::tables::{addr_in, gateway, host, Plan, GATEWAYS, HOSTS};
+use super::tables::{addr_in, gateway, host, Kind, Plan, GATEWAYS, HOSTS};
 use super::{nth4, nth6, Lab};
 use crate::invariants::{check_forwarded, hex};
 
@@ -245,7 +245,7 @@ pub struct Stats {
     /// (kernel's answer, data plane's reason) → count.
     pub pairs: BTreeMap<(String, &'static str), usize>,
     /// Cases the kernel forwards with every path usable by the data plane (a neighbour entry on
-    /// each, none out of the ingress link, no TOS or weighted route around the destination).
+    /// each, none out of the ingress link, no TOS route around the destination).
     pub resolved: usize,
     pub resolved_forwarded: usize,
     /// Data plane reason → count, for resolved cases it did not forward.
@@ -255,6 +255,10 @@ pub struct Stats {
     pub forwarded_v6: usize,
     pub forwarded_multipath: usize,
     pub forwarded_leak: usize,
+    /// Forwards over paths of unequal weights.
+    pub forwarded_weighted: usize,
+    /// Forwards by a route through a nexthop object (`nhid`).
+    pub forwarded_nexthop_object: usize,
     pub dropped: usize,
     pub discrepancies: Vec<String>,
 }
@@ -262,7 +266,8 @@ pub struct Stats {
 impl Stats {
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} cases: {} forwarded ({} IPv6, {} multipath, {} out of another VRF's member), {} dropped\n\
+            "{} cases: {} forwarded ({} IPv6, {} multipath, {} out of another VRF's member, \
+             {} weighted, {} through a nexthop object), {} dropped\n\
              fully resolved kernel forwards: {}, forwarded by the data plane: {}, passed: {:?}\n\
              (kernel answer, data plane reason) counts:\n",
             self.cases,
@@ -270,6 +275,8 @@ impl Stats {
             self.forwarded_v6,
             self.forwarded_multipath,
             self.forwarded_leak,
+            self.forwarded_weighted,
+            self.forwarded_nexthop_object,
             self.dropped,
             self.resolved,
             self.resolved_forwarded,
@@ -289,6 +296,8 @@ pub struct Checker<'a> {
     /// The kernel's usable neighbours, (ifindex, address) → MAC.
     pub neighbours: HashMap<(u32, IpAddr), [u8; 6]>,
     pub stats: Stats,
+    /// (table, prefix) of the routes through nexthop objects.
+    nexthop_routes: HashSet<(u32, IpNet)>,
 }
 
 fn action_name(a: XdpAction) -> String {
@@ -303,11 +312,18 @@ fn action_name(a: XdpAction) -> String {
 
 impl<'a> Checker<'a> {
     pub fn new(lab: &'a Lab, plan: &'a Plan, neighbours: HashMap<(u32, IpAddr), [u8; 6]>) -> Self {
+        let nexthop_routes = plan
+            .routes
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Nexthop(_)))
+            .map(|r| (r.table, r.prefix))
+            .collect();
         Checker {
             lab,
             plan,
             neighbours,
             stats: Stats::default(),
+            nexthop_routes,
         }
     }
 
@@ -371,8 +387,15 @@ impl<'a> Checker<'a> {
                     KernelAnswer::Route {
                         kind: RouteType::Unicast,
                         paths,
-                        ..
+                        table,
+                        prefix,
                     } => {
+                        if paths.iter().any(|p| p.weight != paths[0].weight) {
+                            self.stats.forwarded_weighted += 1;
+                        }
+                        if self.nexthop_routes.contains(&(*table, *prefix)) {
+                            self.stats.forwarded_nexthop_object += 1;
+                        }
                         let on_path = paths.iter().any(|p| {
                             p.oif == oif
                                 && match p.gateway {
@@ -461,7 +484,6 @@ impl<'a> Checker<'a> {
                 && !documented_pass(c.src)
                 && !documented_pass(c.dst)
                 && *table == vrf_table
-                && paths.iter().all(|p| p.weight == paths[0].weight)
                 && paths.iter().all(|p| {
                     p.oif != ingress.ifindex
                         && lab.member_by_ifindex(p.oif).is_some()

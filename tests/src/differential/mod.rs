@@ -25,8 +25,12 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, ensure, Context, Result};
 use ipnet::{Ipv4Net, Ipv6Net};
 use vrf_user::{
-    config::DeclaredVrf, dataplane::DataPlane, mirror::read_sysctls, netlink::Netlink,
-    plan::Engine, writer::MapWriter,
+    config::DeclaredVrf,
+    dataplane::DataPlane,
+    mirror::read_sysctls,
+    netlink::{nexthop::NexthopSocket, Netlink},
+    plan::Engine,
+    writer::MapWriter,
 };
 
 use crate::netns::NetNs;
@@ -482,7 +486,11 @@ pub fn sync_data_plane(declared: Vec<DeclaredVrf>) -> Result<(DataPlane, SyncRep
         .build()?;
     let snapshot = rt.block_on(async {
         let (netlink, _events) = Netlink::connect().await?;
-        netlink.snapshot().await
+        let mut snapshot = netlink.snapshot().await?;
+        // The nexthop objects come from their own socket, as in vrfd.
+        let (mut nexthops, _nexthop_events) = NexthopSocket::connect().await?;
+        snapshot.nexthops = nexthops.dump().await?;
+        anyhow::Ok(snapshot)
     })?;
     drop(rt);
     let mut engine = Engine::new(declared, Box::new(read_sysctls));

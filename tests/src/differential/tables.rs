@@ -5,8 +5,10 @@
 //! 198.18.0.0/15, 10.0.0.0/8; 2001:db8::/32, fd10::/16, 2001:db8:ab::/48, 2001:db8:ff::/48) and
 //! partly from anywhere. Kinds: unicast via a gateway on a member, connected-style `dev` routes,
 //! multipath (2–4 paths), leaks (a path out of another VRF's member, `onlink`), blackhole,
-//! unreachable, prohibit, throw, local, unequal-weight multipath and TOS routes (both left to the
-//! kernel by the data plane), alternates of an existing prefix with another metric, and a few
+//! unreachable, prohibit, throw, local, unequal-weight multipath, routes through nexthop objects
+//! (`nhid`: singletons `onlink`, some shared by several routes, weighted groups of 2–4, IPv4
+//! blackholes), TOS routes (left to the kernel by the data plane), alternates of an existing
+//! prefix with another metric, and a few
 //! overrides inside the members' connected subnets (added last, so gateways still resolve when
 //! the routes through them are added). The local table gets a few non-host `local` prefixes of
 //! its own (the data plane overlays the local table on every VRF).
@@ -47,7 +49,40 @@ pub enum Kind {
     Unreachable,
     Prohibit,
     Throw,
-    Local { member: usize },
+    Local {
+        member: usize,
+    },
+    /// Through nexthop object `id` (`route add P nhid ID`, as FRR installs routes).
+    Nexthop(u32),
+}
+
+/// A nexthop object (`ip nexthop add id …`), added before the routes that name it.
+#[derive(Clone, Debug)]
+pub enum GenNexthop {
+    /// `via G dev M onlink` (the gateway's connected route is only in the VRF's table, where
+    /// the kernel's nexthop check does not look).
+    Single { id: u32, hop: Hop },
+    /// `group A,w/B,w…` of singletons of one family.
+    Group { id: u32, members: Vec<(u32, u32)> },
+    /// `blackhole` (IPv4).
+    Blackhole { id: u32 },
+}
+
+impl GenNexthop {
+    pub fn line(&self, lab: &Lab) -> String {
+        match self {
+            GenNexthop::Single { id, hop } => format!(
+                "nexthop add id {id} via {} dev {} onlink",
+                hop.gateway.expect("a gateway"),
+                lab.members[hop.member].name
+            ),
+            GenNexthop::Group { id, members } => {
+                let m: Vec<String> = members.iter().map(|(i, w)| format!("{i},{w}")).collect();
+                format!("nexthop add id {id} group {}", m.join("/"))
+            }
+            GenNexthop::Blackhole { id } => format!("nexthop add id {id} blackhole"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +140,7 @@ impl GenRoute {
                 "route add local {p}{extra} dev {} table {t}",
                 lab.members[*member].name
             ),
+            Kind::Nexthop(id) => format!("route add {p}{extra} nhid {id} table {t}"),
         }
     }
 }
@@ -113,14 +149,15 @@ impl GenRoute {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub routes: Vec<GenRoute>,
+    /// Nexthop objects, in the order they are added (members before their groups).
+    pub nexthops: Vec<GenNexthop>,
     /// (member index, address, MAC): permanent neighbour entries.
     pub neighbours: Vec<(usize, IpAddr, [u8; 6])>,
     /// Non-host `local` prefixes added to the local table (dev lo).
     pub local_table: Vec<IpNet>,
     /// Per VRF: addresses inside its `dev` routes (some with a neighbour entry).
     pub hosts: Vec<Vec<IpAddr>>,
-    /// (table, prefix) the data plane is expected to leave to the kernel: TOS routes and unequal
-    /// weights.
+    /// (table, prefix) the data plane is expected to leave to the kernel: TOS routes.
     pub unsupported: HashSet<(u32, IpNet)>,
     /// Every `local` prefix of every VRF table and of the local table (sources inside them are
     /// martian to the kernel's IPv4 source validation).
@@ -128,7 +165,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The batch lines: local-table prefixes, neighbours, routes (overrides last, in order).
+    /// The batch lines: local-table prefixes, neighbours, nexthop objects, routes (overrides
+    /// last, in order).
     pub fn lines(&self, lab: &Lab) -> Vec<String> {
         let mut out = Vec::new();
         for p in &self.local_table {
@@ -140,6 +178,9 @@ impl Plan {
                 crate::mac_to_string(*mac),
                 lab.members[*m].name
             ));
+        }
+        for n in &self.nexthops {
+            out.push(n.line(lab));
         }
         for r in &self.routes {
             out.push(r.line(lab));
@@ -302,6 +343,62 @@ impl Gen<'_> {
         Some(h)
     }
 
+    /// A fresh singleton via a gateway of one of the VRF's members; returns its id.
+    fn single_nexthop(&mut self, vrf: usize, v6: bool) -> u32 {
+        let m = self.own_member(vrf);
+        let hop = self.hop(m, v6);
+        let id = self.plan.nexthops.len() as u32 + 1;
+        self.plan.nexthops.push(GenNexthop::Single { id, hop });
+        id
+    }
+
+    /// A nexthop object for a route of `vrf`: a fresh singleton, an existing singleton of the
+    /// VRF (shared, as FRR shares them), a group of 2–4 singletons with weights 1–4, or (IPv4)
+    /// a blackhole.
+    fn nexthop(&mut self, vrf: usize, v6: bool) -> u32 {
+        match self.rng.random_range(0..100) {
+            0..35 => self.single_nexthop(vrf, v6),
+            35..55 => {
+                let shared: Vec<u32> = self
+                    .plan
+                    .nexthops
+                    .iter()
+                    .filter_map(|n| match n {
+                        GenNexthop::Single { id, hop }
+                            if self.lab.members[hop.member].vrf == vrf
+                                && hop.gateway.is_some_and(|g| g.is_ipv6() == v6) =>
+                        {
+                            Some(*id)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                match shared.choose(self.rng) {
+                    Some(id) => *id,
+                    None => self.single_nexthop(vrf, v6),
+                }
+            }
+            55..88 => {
+                let n = self.rng.random_range(2..=4);
+                let members = (0..n)
+                    .map(|_| {
+                        let w = self.rng.random_range(1..=4);
+                        (self.single_nexthop(vrf, v6), w)
+                    })
+                    .collect();
+                let id = self.plan.nexthops.len() as u32 + 1;
+                self.plan.nexthops.push(GenNexthop::Group { id, members });
+                id
+            }
+            _ if !v6 => {
+                let id = self.plan.nexthops.len() as u32 + 1;
+                self.plan.nexthops.push(GenNexthop::Blackhole { id });
+                id
+            }
+            _ => self.single_nexthop(vrf, v6),
+        }
+    }
+
     fn own_member(&mut self, vrf: usize) -> usize {
         *self.lab.vrfs[vrf].members.choose(self.rng).unwrap()
     }
@@ -397,7 +494,7 @@ impl Gen<'_> {
         } else {
             self.kind(vrf, v6, roll.min(96), prefix)
         };
-        if tos != 0 || (93..95).contains(&roll) {
+        if tos != 0 {
             self.plan.unsupported.insert((table, prefix));
         }
         self.plan.routes.push(GenRoute {
@@ -412,10 +509,11 @@ impl Gen<'_> {
 
     fn kind(&mut self, vrf: usize, v6: bool, roll: u32, prefix: IpNet) -> Kind {
         match roll {
-            0..38 => {
+            0..28 => {
                 let m = self.own_member(vrf);
                 Kind::Unicast(vec![self.hop(m, v6)])
             }
+            28..38 => Kind::Nexthop(self.nexthop(vrf, v6)),
             38..46 => {
                 let m = self.own_member(vrf);
                 for _ in 0..2 {
