@@ -193,6 +193,22 @@ pub struct RuleInfo {
     pub l3mdev: bool,
     /// Any selector beyond iif/oif (from, to, fwmark, tos, ipproto, ports, uid range…).
     pub has_other_selectors: bool,
+    /// FRA_FWMARK / FRA_FWMASK, as the kernel matches them.
+    pub fwmark: FwMark,
+}
+
+/// A rule's `fwmark MARK/MASK` selector: the kernel matches `(MARK ^ skb->mark) & MASK == 0`;
+/// the default (0/0) matches every packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwMark {
+    pub mark: u32,
+    pub mask: u32,
+}
+
+impl FwMark {
+    pub fn matches(&self, mark: u32) -> bool {
+        (self.mark ^ mark) & self.mask == 0
+    }
 }
 
 impl RuleInfo {
@@ -203,6 +219,16 @@ impl RuleInfo {
             && self.table == table
             && self.action == RuleAction::ToTable
             && !self.has_other_selectors
+    }
+
+    /// Could this rule match a packet the fast path forwards from `iif`? Such packets carry
+    /// mark 0 and no oif; every selector vrfd does not evaluate (from, to, tos, ports…) counts
+    /// as a possible match, and `nop` matches but decides nothing.
+    pub fn could_match_forwarded(&self, iif: &str) -> bool {
+        self.oif.is_none()
+            && self.fwmark.matches(0)
+            && self.action != RuleAction::Nop
+            && self.iif.as_deref().is_none_or(|i| i == iif)
     }
 
     /// `lookup local` for every packet: rule 0, mirrored into every VRF's FIB.

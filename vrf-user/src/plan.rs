@@ -431,7 +431,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AddrInfo, IpFamily, PathInfo, RuleAction};
+    use crate::model::{AddrInfo, FwMark, IpFamily, PathInfo, RuleAction};
 
     fn link(ifindex: u32, name: &str) -> LinkInfo {
         LinkInfo {
@@ -488,6 +488,7 @@ mod tests {
                     oif: None,
                     l3mdev: false,
                     has_other_selectors: false,
+                    fwmark: Default::default(),
                 });
             }
         }
@@ -668,6 +669,7 @@ mod tests {
                     oif: None,
                     l3mdev: false,
                     has_other_selectors: true,
+                    fwmark: Default::default(),
                 }])
                 .collect(),
         );
@@ -677,6 +679,91 @@ mod tests {
             .unwrap()
             .contains("priority 500"));
         assert!(e.vrfs()[0].degraded.of(IpFamily::V6).is_empty());
+    }
+
+    /// A rule matching every packet from r1 (table 300), with the given priority and mark.
+    fn from_rule(priority: u32, fwmark: FwMark, action: RuleAction) -> RuleInfo {
+        RuleInfo {
+            family: IpFamily::V4,
+            priority,
+            table: 300,
+            action,
+            iif: None,
+            oif: None,
+            l3mdev: false,
+            has_other_selectors: true,
+            fwmark,
+        }
+    }
+
+    #[test]
+    fn rules_are_judged_in_the_kernels_order() {
+        let any = FwMark::default();
+        let degraded = |rules: Vec<RuleInfo>| {
+            let mut e = engine();
+            e.load_rules(rules);
+            !e.vrfs()[0].degraded.of(IpFamily::V4).is_empty()
+        };
+        let with = |before: Vec<RuleInfo>, after: Vec<RuleInfo>| {
+            before
+                .into_iter()
+                .chain(red_rules())
+                .chain(after)
+                .collect::<Vec<_>>()
+        };
+        // Equal priority: the kernel's list order decides (earlier is evaluated first).
+        assert!(degraded(with(
+            vec![from_rule(1000, any, RuleAction::ToTable)],
+            vec![]
+        )));
+        assert!(!degraded(with(
+            vec![],
+            vec![from_rule(1000, any, RuleAction::ToTable)]
+        )));
+        // Lower priority, wherever the dump would list it.
+        assert!(degraded(with(
+            vec![from_rule(999, any, RuleAction::ToTable)],
+            vec![]
+        )));
+        // Forwarded packets carry mark 0: a mark that excludes it cannot match...
+        let mark1 = FwMark {
+            mark: 1,
+            mask: u32::MAX,
+        };
+        assert!(!degraded(with(
+            vec![from_rule(999, mark1, RuleAction::ToTable)],
+            vec![]
+        )));
+        let masked = FwMark {
+            mark: 0x100,
+            mask: 0xff00,
+        };
+        assert!(!degraded(with(
+            vec![from_rule(999, masked, RuleAction::ToTable)],
+            vec![]
+        )));
+        // ...a mask that lets mark 0 through can.
+        let zero = FwMark {
+            mark: 0,
+            mask: 0xff,
+        };
+        assert!(degraded(with(
+            vec![from_rule(999, zero, RuleAction::ToTable)],
+            vec![]
+        )));
+        // nop decides nothing; goto and verdicts do.
+        assert!(!degraded(with(
+            vec![from_rule(999, any, RuleAction::Nop)],
+            vec![]
+        )));
+        assert!(degraded(with(
+            vec![from_rule(999, any, RuleAction::Goto)],
+            vec![]
+        )));
+        assert!(degraded(with(
+            vec![from_rule(999, any, RuleAction::Verdict)],
+            vec![]
+        )));
     }
 
     #[test]

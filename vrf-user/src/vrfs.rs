@@ -105,51 +105,53 @@ pub fn is_vrf_device(l: &LinkInfo) -> bool {
     l.kind.as_deref() == Some("vrf")
 }
 
-/// Per family: the VRF's own rule must be there, and no rule ahead of it may send member
-/// traffic elsewhere; otherwise the fast path's answer is unreliable and the kernel decides.
+/// Per family: the VRF's own rule must be there, and no rule the kernel evaluates before it
+/// (in the kernel's order: lower priority, or equal priority and earlier in the list) may send
+/// member traffic elsewhere; otherwise the fast path's answer is unreliable and the kernel decides.
 fn rule_checks(vrf: &VrfView, declared: Option<&DeclaredVrf>, mirror: &Mirror) -> Degraded {
     let mut degraded = Degraded::default();
-    let rules = mirror.rules();
     let members: Vec<&LinkInfo> = vrf.members.iter().filter_map(|i| mirror.link(*i)).collect();
     for family in IpFamily::ALL {
         let f = family.ip_flag();
-        let of_family = || rules.iter().filter(move |r| r.family == family);
-        // Without the VRF's rule the kernel looks members' packets up elsewhere (seen:
-        // `ip rule del` behind vrfd's back).
-        let own_priority = match declared {
+        // A rules dump lists each family's rules in the kernel's evaluation order.
+        let rules: Vec<&RuleInfo> = mirror
+            .rules()
+            .iter()
+            .filter(|r| r.family == family)
+            .collect();
+        match declared {
             None => {
-                if !of_family().any(|r| r.l3mdev) {
+                // Without it the kernel looks members' packets up elsewhere (seen: `ip rule
+                // del` behind vrfd's back).
+                if !rules.iter().any(|r| r.l3mdev) {
                     degraded.add(family, format!("no `ip {f} rule ... lookup l3mdev` rule"));
                 }
-                of_family().filter(|r| r.l3mdev).map(|r| r.priority).min()
             }
             Some(d) if d.is_main() => {
-                // The default VRF: the first `lookup main` rule for every packet is its rule.
-                let main = of_family()
-                    .filter(|r| r.is_local_lookup(d.table))
-                    .map(|r| r.priority)
-                    .min();
-                if main.is_none() {
+                if !rules.iter().any(|r| r.is_local_lookup(d.table)) {
                     degraded.add(family, format!("no `ip {f} rule ... lookup main` rule"));
                 }
-                main
             }
             Some(d) => {
                 for l in &members {
-                    if !of_family().any(|r| r.sends_iif_to(&l.name, d.table)) {
+                    if !rules.iter().any(|r| r.sends_iif_to(&l.name, d.table)) {
                         degraded.add(
                             family,
                             format!("`ip {f} rule iif {} lookup {}` is missing", l.name, d.table),
                         );
                     }
                 }
-                Some(d.rule_priority)
             }
-        };
-        let Some(own_priority) = own_priority else {
-            continue;
-        };
-        if let Some(r) = of_family().find(|r| diverts(r, own_priority, &members)) {
+        }
+        let ahead = members.iter().find_map(|l| {
+            let at = own_rule(&rules, declared, &l.name)?;
+            let own = rules[at];
+            rules.iter().enumerate().find_map(|(i, r)| {
+                let before = r.priority < own.priority || (r.priority == own.priority && i < at);
+                (before && diverts(r, &l.name)).then_some(*r)
+            })
+        });
+        if let Some(r) = ahead {
             degraded.add(
                 family,
                 format!(
@@ -162,16 +164,20 @@ fn rule_checks(vrf: &VrfView, declared: Option<&DeclaredVrf>, mirror: &Mirror) -
     degraded
 }
 
-/// A rule ahead of the VRF's own that can match its members' forwarded packets.
-fn diverts(r: &RuleInfo, own_priority: u32, members: &[&LinkInfo]) -> bool {
-    r.priority < own_priority
-        && !r.l3mdev
+/// Where, in the kernel's order, the VRF's own rule for packets from `iif` stands.
+fn own_rule(rules: &[&RuleInfo], declared: Option<&DeclaredVrf>, iif: &str) -> Option<usize> {
+    match declared {
+        None => rules.iter().position(|r| r.l3mdev),
+        // The default VRF: the first `lookup main` rule for every packet is its rule.
+        Some(d) if d.is_main() => rules.iter().position(|r| r.is_local_lookup(d.table)),
+        Some(d) => rules.iter().position(|r| r.sends_iif_to(iif, d.table)),
+    }
+}
+
+/// A rule ahead of the VRF's own that can match the forwarded packets of member `iif`.
+fn diverts(r: &RuleInfo, iif: &str) -> bool {
+    !r.l3mdev
         // Rule 0 "lookup local" is mirrored into every VRF's FIB.
         && !r.is_local_lookup(LOCAL_TABLE)
-        // oif rules match only locally generated traffic.
-        && r.oif.is_none()
-        && r
-            .iif
-            .as_deref()
-            .is_none_or(|i| members.iter().any(|l| l.name == i))
+        && r.could_match_forwarded(iif)
 }

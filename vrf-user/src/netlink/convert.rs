@@ -20,7 +20,7 @@ use netlink_packet_route::{
 };
 
 use crate::model::{
-    AddrInfo, IpFamily, KernelEvent, LinkInfo, NeighInfo, PathInfo, RouteInfo, RouteKind,
+    AddrInfo, FwMark, IpFamily, KernelEvent, LinkInfo, NeighInfo, PathInfo, RouteInfo, RouteKind,
     RuleAction, RuleInfo,
 };
 
@@ -347,7 +347,9 @@ pub fn rule(msg: &RuleMessage) -> Option<RuleInfo> {
             || h.src_len != 0
             || h.dst_len != 0
             || h.flags.contains(RuleFlags::Invert),
+        fwmark: FwMark::default(),
     };
+    let mut mask = None;
     for attr in &msg.attributes {
         match attr {
             RuleAttribute::Priority(p) => info.priority = *p,
@@ -355,8 +357,13 @@ pub fn rule(msg: &RuleMessage) -> Option<RuleInfo> {
             RuleAttribute::Iifname(n) => info.iif = Some(n.clone()),
             RuleAttribute::Oifname(n) => info.oif = Some(n.clone()),
             RuleAttribute::L3MDev(on) => info.l3mdev = *on,
-            RuleAttribute::FwMark(m) | RuleAttribute::FwMask(m) if *m != 0 => {
-                info.has_other_selectors = true
+            RuleAttribute::FwMark(m) => {
+                info.fwmark.mark = *m;
+                info.has_other_selectors |= *m != 0;
+            }
+            RuleAttribute::FwMask(m) => {
+                mask = Some(*m);
+                info.has_other_selectors |= *m != 0;
             }
             RuleAttribute::TunId(id) if *id != 0 => info.has_other_selectors = true,
             RuleAttribute::Source(_)
@@ -374,6 +381,8 @@ pub fn rule(msg: &RuleMessage) -> Option<RuleInfo> {
             _ => {}
         }
     }
+    // A mark without a mask is matched exactly (the kernel's own default).
+    info.fwmark.mask = mask.unwrap_or(if info.fwmark.mark != 0 { u32::MAX } else { 0 });
     Some(info)
 }
 
@@ -820,6 +829,7 @@ mod tests {
                 oif: None,
                 l3mdev: false,
                 has_other_selectors: false,
+                fwmark: FwMark::default(),
             })
         );
 
@@ -848,6 +858,19 @@ mod tests {
                     .has_other_selectors
             );
         }
+        // fwmark as the kernel matches it: a bare mark exactly, a mask as given.
+        let mark = |attrs| rule(&rule_msg(AddressFamily::Inet, attrs)).unwrap().fwmark;
+        assert_eq!(mark(vec![]), FwMark::default());
+        assert_eq!(
+            mark(vec![RuleAttribute::FwMark(1)]),
+            FwMark {
+                mark: 1,
+                mask: u32::MAX
+            }
+        );
+        let m = mark(vec![RuleAttribute::FwMark(0), RuleAttribute::FwMask(0xff)]);
+        assert!(m.matches(0) && !m.matches(1) && m.matches(0x100));
+
         let mut tos = rule_msg(AddressFamily::Inet, vec![]);
         tos.header.tos = 0x10;
         assert!(rule(&tos).unwrap().has_other_selectors);
