@@ -1908,7 +1908,7 @@ fn an_nftables_forward_drop_is_honoured_live_and_bypassed_only_by_request() {
         .exec(["nft", "delete", "table", "ip", "vx_fw"])
         .unwrap();
     // Added while vrfd runs: followed within a second.
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     assert_ping_via_xdp(&topo, &vrfd, "red", false, "before the chain");
     nft(&topo, FWD_DROP);
     await_fate(
@@ -1954,7 +1954,7 @@ fn an_nftables_forward_drop_is_honoured_live_and_bypassed_only_by_request() {
 
     // By request: red's firewall is skipped, and vrfd says so once.
     nft(&topo, FWD_DROP);
-    let bypass = config(&topo).replace(
+    let bypass = topology_config(&topo).replace(
         "name = \"red\"\n",
         "name = \"red\"\nnetfilter = \"bypass\"\n",
     );
@@ -1987,7 +1987,7 @@ fn a_postrouting_masquerade_is_left_to_the_kernel() {
     let prefix = "vd_masq";
     let topo = topology(prefix);
     let _tables = NftTables(&topo, &["ip vx_nat"]);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     nft(
         &topo,
         "table ip vx_nat {
@@ -2068,7 +2068,7 @@ fn an_ipsec_block_policy_is_honoured_live() {
         "the kernel alone forwards it?"
     );
     r.ip(&["xfrm", "policy", "flush"]).unwrap();
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     assert_ping_via_xdp(&topo, &vrfd, "red", false, "before the policy");
     r.ip(&block).unwrap();
     await_fate(&vrfd, "red", Some("red0"), "10.0.2.2", "pass/ipsec", FOLLOW);
@@ -2111,7 +2111,7 @@ fn a_rule_of_equal_priority_listed_before_the_vrfs_rule_decides_first() {
         "rule", "add", "from", "10.0.1.2", "lookup", "300", "pref", "1000",
     ])
     .unwrap();
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let rules = r.ip(&["rule", "show", "pref", "1000"]).unwrap();
     assert!(
         rules.find("from 10.0.1.2").unwrap() < rules.find("iif red0").unwrap(),
@@ -2159,7 +2159,7 @@ fn disable_ipv6_on_the_ingress_member_sends_its_ipv6_to_the_kernel() {
     let t0 = Instant::now();
     let prefix = "vd_noipv6";
     let topo = topology(prefix);
-    let vrfd = start(&topo);
+    let vrfd = start_on(&topo);
     let r = topo.router();
     r.sysctl("net.ipv6.conf.red0.disable_ipv6", "1").unwrap();
     await_fate(
