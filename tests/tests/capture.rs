@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use tests::dataplane::*;
-use vrf_common::{CaptureConfig, Direction, Reason, RouteKind};
+use vrf_common::{CaptureConfig, Direction, Reason, RouteKind, LINK_CAPTURE};
 use vrf_user::{
     capture::{monotonic_ns, CaptureMaps, Names, Reasons, Record, Settings},
     dataplane::{TcProgram, TC_ACT_OK, TC_ACT_REDIRECT, XDP_DROP, XDP_PASS, XDP_REDIRECT},
@@ -27,8 +27,22 @@ fn drain(cap: &mut CaptureMaps) -> Vec<Record> {
     out
 }
 
+/// What vrfctl and vrfd do together: the lease in `CAPTURE`, then `LINK_CAPTURE` on every link.
 fn start(fx: &mut Fixture, s: Settings) {
     fx.dp.capture.start(&s).expect("starting a capture");
+    link_capture_bit(fx, true);
+}
+
+/// `LINK_CAPTURE` on or off on every link, as vrfd's writer sets it.
+fn link_capture_bit(fx: &mut Fixture, on: bool) {
+    for (ifindex, mut link) in fx.dp.maps.links().unwrap() {
+        link.flags = if on {
+            link.flags | LINK_CAPTURE
+        } else {
+            link.flags & !LINK_CAPTURE
+        };
+        fx.dp.maps.set_link(ifindex, &link).unwrap();
+    }
 }
 
 fn unlimited() -> Settings {
@@ -293,29 +307,34 @@ fn idle_capture_records_nothing_and_counts_nothing() {
     let frames = three_fates(&mut fx);
     fx.run_many(fx.r0.ifindex, &frames);
     assert!(drain(&mut fx.dp.capture).is_empty());
-    // Stopped after running: idle again.
+    // Stopped after running, before vrfd cleared the bit: nothing either.
     start(&mut fx, unlimited());
     fx.dp.capture.stop().unwrap();
     fx.run_many(fx.r0.ifindex, &frames);
     assert!(drain(&mut fx.dp.capture).is_empty());
-    assert_eq!(fx.dp.capture.counters().unwrap().records, 0);
+    // A live lease without the bit (vrfd has not looked yet): the bit alone gates the path.
+    fx.dp.capture.start(&unlimited()).unwrap();
+    link_capture_bit(&mut fx, false);
+    fx.run_many(fx.r0.ifindex, &frames);
+    assert!(drain(&mut fx.dp.capture).is_empty());
+    assert_eq!(fx.dp.capture.counters().unwrap(), Default::default());
 }
 
 #[test]
-fn an_expired_lease_turns_capture_off_in_the_program() {
+fn an_expired_lease_records_nothing_though_the_bit_is_still_set() {
     let mut fx = Fixture::new();
     let frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
-    // A reader that died a while ago: enabled, lease over.
+    // A reader that died a while ago: enabled, lease over, vrfd not yet looked.
     let cfg = CaptureConfig {
         lease_until_ns: monotonic_ns() - 1,
         ..unlimited().config(0)
     };
     fx.dp.capture.config.set(0, cfg, 0).unwrap();
+    link_capture_bit(&mut fx, true);
     assert_eq!(fx.run(fx.r0.ifindex, &frame).action, XDP_REDIRECT);
     assert!(drain(&mut fx.dp.capture).is_empty());
-    let after = fx.dp.capture.config.get(&0, 0).unwrap();
-    assert_eq!(after.enabled, 0, "the program cleared the flag");
-    assert!(!fx.dp.capture.running().unwrap());
+    assert_eq!(fx.dp.capture.counters().unwrap(), Default::default());
+    assert!(!fx.dp.capture.running().unwrap(), "what vrfd reads to clear the bit");
 }
 
 #[test]
@@ -360,16 +379,27 @@ fn the_rate_limit_holds_under_a_flood_and_counts_what_it_drops() {
 #[test]
 fn a_full_ring_drops_records_not_packets() {
     let mut fx = Fixture::new();
-    let frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
     const FLOOD: usize = 3000;
     start(&mut fx, unlimited());
+    // A record takes what was captured, not the whole snap: 3000 small frames fit.
+    let small = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
+    fx.run_many(fx.r0.ifindex, &vec![small.clone(); FLOOD]);
+    let c = fx.dp.capture.counters().unwrap();
+    assert_eq!((c.records, c.ring_full), (FLOOD as u64, 0));
+    let recs = drain(&mut fx.dp.capture);
+    assert!(recs.len() == FLOOD && recs.iter().all(|r| r.data == small));
+
+    fx.dp.capture.start(&unlimited()).unwrap();
+    let mut spec = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
+    spec.payload_len = 1400;
+    let frame = spec.udp().unwrap();
     let results = fx.run_many(fx.r0.ifindex, &vec![frame.clone(); FLOOD]);
     assert!(results.iter().all(|r| r.action == XDP_REDIRECT));
     let c = fx.dp.capture.counters().unwrap();
     let recs = drain(&mut fx.dp.capture);
     assert!(
         c.ring_full > 0,
-        "{FLOOD} records of 2 KiB overflow a 4 MiB ring"
+        "{FLOOD} records of 1.5 KiB overflow a 4 MiB ring"
     );
     assert_eq!(c.records + c.ring_full, FLOOD as u64);
     assert_eq!(recs.len() as u64, c.records);
@@ -392,6 +422,7 @@ mod process {
         Block, PcapNgReader,
     };
     use tests::daemon::{vrfctl_in, Vrfd};
+    use vrf_common::LINK_CAPTURE;
     use tests::{fastpath, list_own_netns, ping, require_root, tcp_transfer, TopologySpec};
 
     const PINGS: u32 = 4;
@@ -617,6 +648,39 @@ mod process {
             .unwrap();
         let icmp = String::from_utf8_lossy(&out.stdout);
         assert_eq!(icmp.lines().count() as u32, 2 * PINGS, "{icmp}");
+
+        // A killed capture leaves no bit behind: vrfd clears LINK_CAPTURE once the lease ends.
+        let mut killed = router
+            .spawn([
+                tests::bin_path("vrfctl").as_os_str(),
+                "--pin-path".as_ref(),
+                vrfd.pin_path().as_os_str(),
+                "capture".as_ref(),
+            ])
+            .unwrap();
+        killed
+            .wait_for_log(|l| l.contains("capturing"), Duration::from_secs(10))
+            .unwrap();
+        let maps = vrfd.maps().unwrap();
+        let bits = |maps: &vrf_user::maps::Maps| -> Vec<bool> {
+            maps.links()
+                .unwrap()
+                .iter()
+                .map(|(_, l)| l.flags & LINK_CAPTURE != 0)
+                .collect()
+        };
+        assert!(bits(&maps).iter().all(|b| *b), "set on every link while capturing");
+        killed.signal(libc::SIGKILL).unwrap();
+        let t = Instant::now();
+        while bits(&maps).iter().any(|b| *b) {
+            assert!(
+                t.elapsed() < vrf_user::capture::LEASE + Duration::from_secs(2),
+                "LINK_CAPTURE still set {:?} after the capture was killed",
+                t.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(killed);
 
         // A capture stops by itself when vrfd goes away.
         let mut lines = router

@@ -107,6 +107,9 @@ pub const LINK_RPF_LOOSE: u16 = 1 << 6;
 /// `net.ipv6.conf.<link>.disable_ipv6` is on: the kernel drops IPv6 arriving here (ip6_rcv) and
 /// sends none out of it (ip6_output).
 pub const LINK_V6_DISABLED: u16 = 1 << 7;
+/// A capture runs (`vrfctl capture`): vrfd sets it on every link while `CAPTURE[0]` holds a
+/// live lease. The top bit, clear of the link's kernel flags; all an idle capture costs.
+pub const LINK_CAPTURE: u16 = 1 << 15;
 
 /// VRF slot → its table and state.
 #[repr(C)]
@@ -568,17 +571,18 @@ const _: () = assert!(Reason::COUNT <= 32, "capture's reason masks are u32");
 
 /// Capture (`vrfctl capture`): the most bytes of a frame one record carries.
 pub const CAPTURE_SNAP_MAX: usize = 2048;
-/// Size of the capture ring buffer (a power-of-2 multiple of the page size): ~1900 records.
+/// Size of the capture ring buffer (a power-of-2 multiple of the page size): ~1900 records of
+/// full 2 KiB snaps, ~30000 of 64-byte frames.
 pub const CAPTURE_RING_BYTES: u32 = 4 << 20;
 /// `CaptureConfig::vrf` matching every VRF.
 pub const CAPTURE_ANY_VRF: u32 = u32::MAX;
 
-/// What a running capture asks of the fast path (`CAPTURE[0]`, written by vrfctl). `enabled`
-/// is the one field read per packet while no capture runs.
+/// What a running capture asks of the fast path (`CAPTURE[0]`, written by vrfctl), read only
+/// on links with `LINK_CAPTURE`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CaptureConfig {
-    /// Nonzero while a capture runs; the program clears it itself once the lease is over.
+    /// Nonzero while a capture runs (and `lease_until_ns` is ahead).
     pub enabled: u32,
     /// Only packets of this VRF slot (the link's, or the table's that decided), or
     /// `CAPTURE_ANY_VRF`.
@@ -596,8 +600,8 @@ pub struct CaptureConfig {
     pub interval_ns: u64,
     /// Burst tolerance, ns: how far ahead of the rate records may run.
     pub burst_ns: u64,
-    /// CLOCK_MONOTONIC ns until which the capture holds; vrfctl renews it while it runs, so
-    /// a capture that dies stops by itself.
+    /// CLOCK_MONOTONIC ns until which the capture holds; vrfctl renews it while it runs, so a
+    /// capture that dies stops recording by itself, and vrfd then clears `LINK_CAPTURE`.
     pub lease_until_ns: u64,
 }
 
@@ -628,7 +632,8 @@ pub struct CaptureHeader {
     pub neighbour: [u8; 16],
 }
 
-/// One ring buffer record: fixed size, because the verifier wants a constant reservation.
+/// One record as the program builds it (a per-CPU scratch entry); the ring gets the header and
+/// the first `cap_len` bytes of `data`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub struct CaptureRecord {

@@ -1,16 +1,21 @@
 //! Capture (`vrfctl capture`): a copy of the frame as the fast path saw it, with its decision,
-//! into a ring buffer. Idle, it costs one load and one branch per packet (`CAPTURE[0].enabled`,
-//! an array the verifier inlines); records are limited by a rate and by the ring's room, and
-//! a record that does not fit is counted and dropped, never the packet.
+//! into a ring buffer. Idle, it costs one bit test of the link entry the program already read
+//! (`LINK_CAPTURE`, which vrfd sets on every link while a capture holds its lease); records are
+//! limited by a rate and by the ring's room, and a record that does not fit is counted and
+//! dropped, never the packet.
+//!
+//! The record is built in a per-CPU scratch buffer and copied out with `bpf_ringbuf_output`: a
+//! reservation held across the send (reserve, then submit or discard) is a reference the 6.1
+//! verifier refuses to see released on every path ("Unreleased reference").
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::map,
-    maps::{ring_buf::RingBufEntry, Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use vrf_common::{
-    CaptureConfig, CaptureRecord, CaptureStats, Direction, Link, CAPTURE_ANY_VRF,
-    CAPTURE_RING_BYTES, CAPTURE_SNAP_MAX,
+    CaptureConfig, CaptureHeader, CaptureRecord, CaptureStats, Direction, Link, CAPTURE_ANY_VRF,
+    CAPTURE_RING_BYTES, CAPTURE_SNAP_MAX, LINK_CAPTURE,
 };
 
 use crate::forward::Verdict;
@@ -24,8 +29,14 @@ pub static CAPTURE_STATE: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static CAPTURE_STATS: PerCpuArray<CaptureStats> = PerCpuArray::with_max_entries(1, 0);
 
+/// One record being built per CPU and direction (XDP ingress and tc egress never share one).
+#[map]
+pub static CAPTURE_SCRATCH: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(2, 0);
+
 #[map]
 pub static CAPTURE_RING: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
+
+const HEADER_LEN: usize = core::mem::size_of::<CaptureHeader>();
 
 /// Where the frame's bytes come from: the XDP buffer or the skb (whose data may be paged).
 pub trait Source {
@@ -58,10 +69,10 @@ impl Source for TcContext {
     }
 }
 
-/// A reserved record holding the frame as it arrived; the decision is written once the packet
-/// was sent (a failed redirect changes it).
+/// A record holding the frame as it arrived, in this CPU's scratch buffer; the decision is
+/// written once the packet was sent (a failed redirect changes it).
 pub struct Pending {
-    entry: RingBufEntry<CaptureRecord>,
+    rec: *mut CaptureRecord,
     reasons: u32,
 }
 
@@ -75,16 +86,14 @@ pub fn begin(
     dir: Direction,
     v: &Verdict,
 ) -> Option<Pending> {
-    let cfg = CAPTURE.get_ptr_mut(0)?;
-    // The whole idle cost: this load and branch.
-    if unsafe { (*cfg).enabled } == 0 {
+    // The whole idle cost: this bit test of an entry already read.
+    if link.flags & LINK_CAPTURE == 0 {
         return None;
     }
-    let c = unsafe { *cfg };
+    let c = unsafe { *CAPTURE.get_ptr(0)? };
     let now = unsafe { bpf_ktime_get_ns() };
-    if now > c.lease_until_ns {
-        // The capture's reader stopped renewing (killed): turn capture off for everyone.
-        unsafe { (*cfg).enabled = 0 };
+    // The reader stopped renewing (killed): nothing more is recorded; vrfd clears the bit.
+    if c.enabled == 0 || now > c.lease_until_ns {
         return None;
     }
     if c.vrf != CAPTURE_ANY_VRF && c.vrf != link.vrf && c.vrf != v.vrf {
@@ -101,11 +110,7 @@ pub fn begin(
         unsafe { (*stats).rate_limited += 1 };
         return None;
     }
-    let Some(mut entry) = CAPTURE_RING.reserve::<CaptureRecord>(0) else {
-        unsafe { (*stats).ring_full += 1 };
-        return None;
-    };
-    let rec = entry.as_mut_ptr();
+    let rec = CAPTURE_SCRATCH.get_ptr_mut(dir as u32 & 1)?;
     let orig_len = src.frame_len();
     let mut len = if orig_len < c.snaplen {
         orig_len
@@ -131,32 +136,40 @@ pub fn begin(
         h.vrf = link.vrf;
     }
     Some(Pending {
-        entry,
+        rec,
         reasons: c.reasons,
     })
 }
 
 impl Pending {
-    /// Write the final decision and hand the record to the reader, or drop it when the final
-    /// reason is not one the capture asked for.
+    /// Write the final decision and copy the record (header and captured bytes only) into the
+    /// ring, unless the final reason is not one the capture asked for.
     #[inline(always)]
-    pub fn finish(mut self, v: &Verdict, action: u32) {
+    pub fn finish(self, v: &Verdict, action: u32) {
         if self.reasons & (1u32 << (v.reason as u32 & 31)) == 0 {
-            self.entry.discard(0);
             return;
         }
-        unsafe {
-            let h = &mut (*self.entry.as_mut_ptr()).header;
+        let cap_len = unsafe {
+            let h = &mut (*self.rec).header;
             h.decided_vrf = v.vrf;
             h.reason = v.reason as u32;
             h.action = action;
             h.oif = v.oif;
             h.family = v.family;
             h.neighbour = v.neighbour;
-        }
-        self.entry.submit(0);
-        if let Some(stats) = CAPTURE_STATS.get_ptr_mut(0) {
-            unsafe { (*stats).records += 1 };
+            h.cap_len
+        };
+        // Bounded again for the verifier: the size must provably fit the scratch entry.
+        let size = HEADER_LEN
+            + (core::hint::black_box(cap_len) as usize & (2 * CAPTURE_SNAP_MAX - 1))
+                .min(CAPTURE_SNAP_MAX);
+        let bytes = unsafe { core::slice::from_raw_parts(self.rec as *const u8, size) };
+        let Some(stats) = CAPTURE_STATS.get_ptr_mut(0) else {
+            return;
+        };
+        match CAPTURE_RING.output::<[u8]>(bytes, 0) {
+            Ok(()) => unsafe { (*stats).records += 1 },
+            Err(_) => unsafe { (*stats).ring_full += 1 },
         }
     }
 }

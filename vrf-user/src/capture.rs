@@ -3,9 +3,11 @@
 //! packet) or as one line per packet.
 //!
 //! Capture runs while a reader holds its lease: the reader writes `CAPTURE[0]` with a
-//! CLOCK_MONOTONIC deadline and renews it every second; a reader that dies without turning
-//! capture off leaves it on for at most [`LEASE`], after which the program itself clears the
-//! flag. One capture at a time per vrfd (the ring has one reader): a second one is refused.
+//! CLOCK_MONOTONIC deadline and renews it every second; vrfd, the one writer of `LINKS`, sees
+//! the live lease and sets `LINK_CAPTURE` on every link, the only thing the fast path tests
+//! per packet. A reader that dies without turning capture off is recorded for at most
+//! [`LEASE`] (the program checks the deadline), after which vrfd clears the bit again. One
+//! capture at a time per vrfd (the ring has one reader): a second one is refused.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -31,7 +33,7 @@ use pcap_file::{
 };
 use vrf_common::{
     map_names as names, Action, CaptureConfig, CaptureHeader, CaptureStats, Direction, Reason,
-    CAPTURE_ANY_VRF, CAPTURE_SNAP_MAX, LINK_MEMBER, LINK_VRF_DEVICE,
+    CAPTURE_ANY_VRF, CAPTURE_SNAP_MAX, LINK_CAPTURE, LINK_MEMBER, LINK_VRF_DEVICE,
 };
 
 use crate::{inspect, maps::Maps};
@@ -40,6 +42,8 @@ use crate::{inspect, maps::Maps};
 pub const LEASE: Duration = Duration::from_secs(3);
 /// How often a running capture renews its lease and checks that vrfd is still there.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// How long vrfctl waits for vrfd to set `LINK_CAPTURE` (vrfd looks every 200 ms).
+pub const VRFD_ACK: Duration = Duration::from_secs(3);
 /// Default rate limit, records per second.
 pub const DEFAULT_RATE: u32 = 10_000;
 
@@ -120,7 +124,8 @@ impl CaptureMaps {
             .context("writing the capture configuration")
     }
 
-    /// Turn capture off: the fast path is back to one load and one branch per packet.
+    /// Turn capture off: nothing more is recorded, and vrfd clears `LINK_CAPTURE` at its next
+    /// look.
     pub fn stop(&mut self) -> Result<()> {
         self.config
             .set(0, CaptureConfig::default(), 0)
@@ -675,6 +680,10 @@ pub fn run(pin_dir: &Path, opts: &Options) -> Result<()> {
         None => Out::Lines(Box::new(io::stdout())),
     };
     cap.start(&settings)?;
+    if let Err(e) = wait_for_vrfd(&maps, true) {
+        let _ = cap.stop();
+        return Err(e);
+    }
     eprintln!(
         "vrfctl: capturing {} (snaplen {}, rate {}); Ctrl-C to stop",
         describe_filter(opts),
@@ -822,6 +831,26 @@ struct RingFd(std::os::fd::RawFd);
 impl AsRawFd for RingFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0
+    }
+}
+
+/// Wait until vrfd has `LINK_CAPTURE` set (`on`) or cleared on every link it serves.
+pub fn wait_for_vrfd(maps: &Maps, on: bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + VRFD_ACK;
+    loop {
+        // A walk racing vrfd's own writes may fail: look again.
+        let links = maps.links().ok();
+        if links.is_some_and(|l| l.iter().all(|(_, l)| (l.flags & LINK_CAPTURE != 0) == on)) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "vrfd did not {} capture on its links within {}s (is this vrfd older than capture?)",
+                if on { "turn on" } else { "turn off" },
+                VRFD_ACK.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::{programs::Xdp, EbpfLoader};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use vrf_common::{prog_names, Route, RouteKind};
+use vrf_common::{prog_names, Route, RouteKind, LINK_CAPTURE};
 use vrf_user::capture::{CaptureMaps, Settings};
 use vrf_user::maps::Maps;
 
@@ -122,6 +122,18 @@ pub fn run(quick: bool, progress: &Progress) -> Result<Results> {
         rate: 1,
         ..Settings::default()
     };
+    // What vrfd does while a capture holds its lease: LINK_CAPTURE on every link.
+    let link_bit = |maps: &mut Maps, on: bool| -> Result<()> {
+        for (ifindex, mut link) in maps.links()? {
+            link.flags = if on {
+                link.flags | LINK_CAPTURE
+            } else {
+                link.flags & !LINK_CAPTURE
+            };
+            maps.set_link(ifindex, &link)?;
+        }
+        Ok(())
+    };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     let mut records = 0u64;
     router.run_in(|| -> Result<()> {
@@ -139,6 +151,7 @@ pub fn run(quick: bool, progress: &Progress) -> Result<Results> {
             // Rotate the order, so that no mode always runs first.
             for k in 0..MODES.len() {
                 let m = (k + round) % MODES.len();
+                link_bit(&mut maps, !matches!(MODES[m].0, "nocapture" | "idle"))?;
                 let ns = match MODES[m].0 {
                     "nocapture" => run(prog_names::XDP_VRF_NOCAPTURE)?,
                     "idle" => {
@@ -211,8 +224,10 @@ pub fn section(o: &mut String, c: &Results) {
          **Method.** BPF_PROG_TEST_RUN with `repeat` ({} repetitions) of one {}-byte UDP frame forwarded by a \
          1k-route table (the per-packet part's topology and frame), on CPU {}, {} rounds; each round runs \
          every mode once, in rotating order. `xdp_vrf_nocapture` is `xdp_vrf` with the capture hook compiled \
-         out (same object, same maps); the other modes run `xdp_vrf` itself. Idle, capture costs one load of \
-         `CAPTURE[0].enabled` (an array lookup the verifier inlines) and a branch. Instructions after the \
+         out (same object, same maps); the other modes run `xdp_vrf` itself. Idle, capture costs one test of \
+         `LINK_CAPTURE` in the ingress link's flags (an entry the program has already read) and a branch; \
+         vrfd sets the bit on every link while a capture holds its lease, and the modes other than idle run \
+         with it set. Instructions after the \
          verifier: {} with capture, {} without.\n",
         c.repeat, c.frame_len, c.cpu, c.rounds, c.insns_capture, c.insns_nocapture
     );
@@ -235,7 +250,8 @@ pub fn section(o: &mut String, c: &Results) {
     let _ = writeln!(
         o,
         "\nThe recording mode wrote {} records (one per packet, checked). Its cost is the copy of the frame \
-         into the ring (`bpf_xdp_load_bytes`), the reservation and the clock read; a capture's rate limit \
+         into a per-CPU scratch record (`bpf_xdp_load_bytes`), its copy into the ring (`bpf_ringbuf_output`) \
+         and the clock read; a capture's rate limit \
          (default 10000 records/s) bounds how many packets pay it.\n",
         c.records
     );
