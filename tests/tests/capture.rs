@@ -334,7 +334,10 @@ fn an_expired_lease_records_nothing_though_the_bit_is_still_set() {
     assert_eq!(fx.run(fx.r0.ifindex, &frame).action, XDP_REDIRECT);
     assert!(drain(&mut fx.dp.capture).is_empty());
     assert_eq!(fx.dp.capture.counters().unwrap(), Default::default());
-    assert!(!fx.dp.capture.running().unwrap(), "what vrfd reads to clear the bit");
+    assert!(
+        !fx.dp.capture.running().unwrap(),
+        "what vrfd reads to clear the bit"
+    );
 }
 
 #[test]
@@ -422,8 +425,8 @@ mod process {
         Block, PcapNgReader,
     };
     use tests::daemon::{vrfctl_in, Vrfd};
-    use vrf_common::LINK_CAPTURE;
     use tests::{fastpath, list_own_netns, ping, require_root, tcp_transfer, TopologySpec};
+    use vrf_common::LINK_CAPTURE;
 
     const PINGS: u32 = 4;
     const TCP_BYTES: u64 = 256 << 10;
@@ -669,7 +672,10 @@ mod process {
                 .map(|(_, l)| l.flags & LINK_CAPTURE != 0)
                 .collect()
         };
-        assert!(bits(&maps).iter().all(|b| *b), "set on every link while capturing");
+        assert!(
+            bits(&maps).iter().all(|b| *b),
+            "set on every link while capturing"
+        );
         killed.signal(libc::SIGKILL).unwrap();
         let t = Instant::now();
         while bits(&maps).iter().any(|b| *b) {

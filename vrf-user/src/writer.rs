@@ -10,8 +10,9 @@ use std::{
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
+use vrf_common::LINK_CAPTURE;
 use vrf_common::{
-    Link, Nexthop, NexthopGroup, Route, Vrf, LINK_CAPTURE, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
+    Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
     LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS,
     NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
 };
