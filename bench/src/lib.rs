@@ -6,6 +6,7 @@
 //! - [`lookup`]: ns per packet against table size (BPF_PROG_TEST_RUN with repeat);
 //! - [`control`]: syncing 1M routes, route-change latency under churn, map memory per route;
 //! - [`report`] and [`plot`]: BENCHMARKS.md, `summary.json` and the PNG plots.
+pub mod capture;
 pub mod control;
 pub mod forward;
 pub mod lookup;
@@ -27,6 +28,7 @@ pub enum Part {
     Forward,
     Lookup,
     Control,
+    Capture,
 }
 
 pub struct Options {
@@ -49,7 +51,7 @@ impl Options {
             out_dir: root.join("target/bench"),
             report: root.join("BENCHMARKS.md"),
             docs_dir: root.join("docs/bench"),
-            parts: vec![Part::Forward, Part::Lookup, Part::Control],
+            parts: vec![Part::Forward, Part::Lookup, Part::Control, Part::Capture],
             profile: true,
             report_only: false,
         };
@@ -68,12 +70,13 @@ impl Options {
                 "--report" => o.report = value("a file")?.into(),
                 "--docs-dir" => o.docs_dir = value("a directory")?.into(),
                 "--only" => {
-                    o.parts = value("forward,lookup,control")?
+                    o.parts = value("forward,lookup,control,capture")?
                         .split(',')
                         .map(|p| match p {
                             "forward" => Ok(Part::Forward),
                             "lookup" => Ok(Part::Lookup),
                             "control" => Ok(Part::Control),
+                            "capture" => Ok(Part::Capture),
                             other => bail!("unknown part {other:?}"),
                         })
                         .collect::<Result<_>>()?
@@ -90,7 +93,7 @@ impl Options {
 }
 
 pub const USAGE: &str =
-    "usage: vrf-bench [--quick] [--only forward,lookup,control] [--no-profile] \
+    "usage: vrf-bench [--quick] [--only forward,lookup,control,capture] [--no-profile] \
 [--out-dir DIR] [--report FILE] [--docs-dir DIR] [--report-only]\n\
 Runs as root; writes DIR/summary.json, DIR/*.png, FILE (BENCHMARKS.md) and copies the plots \
 FILE refers to into --docs-dir. --report-only rewrites them from DIR/summary.json.";
@@ -148,6 +151,7 @@ pub struct Measured {
     pub forward: Option<forward::Results>,
     pub lookup: Option<lookup::Results>,
     pub control: Option<control::Results>,
+    pub capture: Option<capture::Results>,
     pub wall_seconds: f64,
 }
 
@@ -164,6 +168,7 @@ impl Measured {
             forward: serde_json::from_value(part("forward"))?,
             lookup: serde_json::from_value(part("lookup"))?,
             control: serde_json::from_value(part("control"))?,
+            capture: serde_json::from_value(part("capture"))?,
             wall_seconds: v["wall_seconds"].as_f64().unwrap_or(0.0),
         })
     }
@@ -213,12 +218,18 @@ pub fn main(args: &[String]) -> Result<()> {
     } else {
         None
     };
+    let capture = if opts.parts.contains(&Part::Capture) {
+        Some(capture::run(opts.quick, &progress).context("capture cost")?)
+    } else {
+        None
+    };
     let measured = Measured {
         machine,
         quick: opts.quick,
         forward,
         lookup,
         control,
+        capture,
         wall_seconds: progress.elapsed(),
     };
     report::write(&opts, &measured, &progress)?;

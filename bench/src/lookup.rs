@@ -29,9 +29,9 @@ use tests::topology::{Member, MemberSpec, Topology, TopologySpec, VrfSpec};
 
 pub const TABLE: u32 = 200;
 const SLOT: u32 = 1;
-const GROUP_V4: u32 = 10;
+pub(super) const GROUP_V4: u32 = 10;
 const GROUP_V6: u32 = 11;
-const GATEWAY_V4: &str = "10.0.2.3";
+pub(super) const GATEWAY_V4: &str = "10.0.2.3";
 const GATEWAY_V6: &str = "fd00:2::3";
 /// Repetitions per test run: the TTL (255) must stay above 1 through all of them.
 pub const REPEAT: u32 = 250;
@@ -85,7 +85,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn of(v: &[f64]) -> Stats {
+    pub(super) fn of(v: &[f64]) -> Stats {
         Stats {
             mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
             median: super::median(v),
@@ -317,7 +317,7 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Results> {
 }
 
 /// A 64-byte UDP frame from host A to `dst`, TTL 255, addressed to member 0.
-fn frame(m0: &Member, dst: IpAddr) -> Result<Vec<u8>> {
+pub(super) fn frame(m0: &Member, dst: IpAddr) -> Result<Vec<u8>> {
     let src = match dst {
         IpAddr::V4(_) => IpAddr::V4(m0.host4()),
         IpAddr::V6(_) => IpAddr::V6(m0.host6()),
@@ -331,7 +331,7 @@ fn frame(m0: &Member, dst: IpAddr) -> Result<Vec<u8>> {
 }
 
 /// Every repetition forwarded: the program redirected and the TTL went down `REPEAT` times.
-fn check(r: &super::programs::Run, who: &str, p: IpNet) -> Result<()> {
+pub(super) fn check(r: &super::programs::Run, who: &str, p: IpNet) -> Result<()> {
     let ttl_at = if p.addr().is_ipv4() { 14 + 8 } else { 14 + 7 };
     let ttl = r.frame.get(ttl_at).copied().unwrap_or(0);
     ensure!(
@@ -345,7 +345,7 @@ fn check(r: &super::programs::Run, who: &str, p: IpNet) -> Result<()> {
 
 /// vrf-xdp's maps for the lookup topology: the VRF, both members, their connected routes and
 /// the gateway routes' nexthop groups and neighbours (in the router namespace: TX_PORTS).
-fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
+pub(super) fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
     let (m0, m1) = (topo.member("blook", 0), topo.member("blook", 1));
     let mut name = [0u8; 16];
     name[..5].copy_from_slice(b"blook");

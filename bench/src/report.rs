@@ -279,6 +279,7 @@ pub fn summary(m: &Measured) -> Value {
             "forward": m.forward,
             "lookup": m.lookup,
             "control": m.control,
+            "capture": m.capture,
         },
     })
 }
@@ -593,6 +594,9 @@ fn markdown(m: &Measured, summary: &Value, links: &BTreeMap<&str, String>) -> St
     }
     if let Some(c) = &m.control {
         control_section(&mut o, c, m, links.get("sync"), links.get("route_change"));
+    }
+    if let Some(c) = &m.capture {
+        super::capture::section(&mut o, c);
     }
     gaps(&mut o, m);
     o

@@ -48,6 +48,16 @@ pub mod map_names {
     pub const ALL: [&str; 10] = [
         LINKS, VRFS, FIB4, FIB6, NEXTHOPS, NEIGH, TX_PORTS, VRF_STATS, LINK_STATS, EXPLAIN,
     ];
+    /// `Array<CaptureConfig>`, one entry: whether a capture runs, and what it wants.
+    pub const CAPTURE: &str = "CAPTURE";
+    /// `Array<u64>`, one entry: the rate limit's theoretical arrival time (GCRA), in ns.
+    pub const CAPTURE_STATE: &str = "CAPTURE_STATE";
+    /// `PerCpuArray<CaptureStats>`, one entry: records written and records dropped.
+    pub const CAPTURE_STATS: &str = "CAPTURE_STATS";
+    /// Ring buffer of `CaptureRecord`s.
+    pub const CAPTURE_RING: &str = "CAPTURE_RING";
+    /// The capture maps (not in `ALL`: `vrf_user::capture` opens them, not `Maps`).
+    pub const CAPTURE_ALL: [&str; 4] = [CAPTURE, CAPTURE_STATE, CAPTURE_STATS, CAPTURE_RING];
 }
 
 /// Program names in the object file.
@@ -60,6 +70,8 @@ pub mod prog_names {
     pub const TC_VRF_EGRESS: &str = "tc_vrf_egress";
     /// tc egress on a member: counts what the kernel transmits out of it.
     pub const TC_MEMBER_TX: &str = "tc_member_tx";
+    /// `xdp_vrf` with capture compiled out: the bench's baseline for capture's idle cost.
+    pub const XDP_VRF_NOCAPTURE: &str = "xdp_vrf_nocapture";
 }
 
 /// Ifindex → what the data plane knows of a link. Members have `LINK_MEMBER`; egress-only
@@ -95,6 +107,9 @@ pub const LINK_RPF_LOOSE: u16 = 1 << 6;
 /// `net.ipv6.conf.<link>.disable_ipv6` is on: the kernel drops IPv6 arriving here (ip6_rcv) and
 /// sends none out of it (ip6_output).
 pub const LINK_V6_DISABLED: u16 = 1 << 7;
+/// A capture runs (`vrfctl capture`): vrfd sets it on every link while `CAPTURE[0]` holds a
+/// live lease. The top bit, clear of the link's kernel flags; all an idle capture costs.
+pub const LINK_CAPTURE: u16 = 1 << 15;
 
 /// VRF slot → its table and state.
 #[repr(C)]
@@ -548,6 +563,95 @@ const _: () = assert!(core::mem::size_of::<Neigh>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16 * Reason::COUNT);
 const _: () = assert!(core::mem::size_of::<Explain>() == 40);
 const _: () = assert!(Reason::ALL[Reason::COUNT - 1] as usize == Reason::COUNT - 1);
+const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<CaptureHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 64 + CAPTURE_SNAP_MAX);
+const _: () = assert!(core::mem::size_of::<CaptureStats>() == 24);
+const _: () = assert!(Reason::COUNT <= 32, "capture's reason masks are u32");
+
+/// Capture (`vrfctl capture`): the most bytes of a frame one record carries.
+pub const CAPTURE_SNAP_MAX: usize = 2048;
+/// Size of the capture ring buffer (a power-of-2 multiple of the page size): ~1900 records of
+/// full 2 KiB snaps, ~30000 of 64-byte frames.
+pub const CAPTURE_RING_BYTES: u32 = 4 << 20;
+/// `CaptureConfig::vrf` matching every VRF.
+pub const CAPTURE_ANY_VRF: u32 = u32::MAX;
+
+/// What a running capture asks of the fast path (`CAPTURE[0]`, written by vrfctl), read only
+/// on links with `LINK_CAPTURE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CaptureConfig {
+    /// Nonzero while a capture runs (and `lease_until_ns` is ahead).
+    pub enabled: u32,
+    /// Only packets of this VRF slot (the link's, or the table's that decided), or
+    /// `CAPTURE_ANY_VRF`.
+    pub vrf: u32,
+    /// Only packets arriving on, or sent out of, this ifindex; 0 for every interface.
+    pub ifindex: u32,
+    /// Reasons recorded, as bits `1 << reason`, tested on the packet's final reason.
+    pub reasons: u32,
+    /// Reasons worth copying before the packet is sent (`reasons`, plus `Forwarded` when a
+    /// failed redirect's reasons are wanted): the frame must be copied before the rewrite.
+    pub early_reasons: u32,
+    /// Bytes of each frame copied, 1..=CAPTURE_SNAP_MAX.
+    pub snaplen: u32,
+    /// Rate limit (GCRA): ns between records at the allowed rate; 0 for no limit.
+    pub interval_ns: u64,
+    /// Burst tolerance, ns: how far ahead of the rate records may run.
+    pub burst_ns: u64,
+    /// CLOCK_MONOTONIC ns until which the capture holds; vrfctl renews it while it runs, so a
+    /// capture that dies stops recording by itself, and vrfd then clears `LINK_CAPTURE`.
+    pub lease_until_ns: u64,
+}
+
+/// The decision and shape of one captured frame, followed by its first `cap_len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CaptureHeader {
+    /// CLOCK_MONOTONIC ns (bpf_ktime_get_ns) when the frame was seen.
+    pub ts_ns: u64,
+    /// Length of the frame, and of what was copied.
+    pub orig_len: u32,
+    pub cap_len: u32,
+    /// Member it arrived on (`Ingress`) or VRF device it was sent through (`VrfEgress`).
+    pub ifindex: u32,
+    /// `Direction` as u32.
+    pub direction: u32,
+    /// VRF slot of that link, and of the table that decided (differs after a cross-VRF hop).
+    pub vrf: u32,
+    pub decided_vrf: u32,
+    /// Final `Reason` as u32, and the program's return code (XDP action or tc action).
+    pub reason: u32,
+    pub action: u32,
+    /// Egress ifindex when forwarded, else 0.
+    pub oif: u32,
+    /// 4 or 6 for the neighbour's family, 0 when not forwarded.
+    pub family: u32,
+    /// The neighbour the frame was sent to: the gateway, or the destination when connected.
+    pub neighbour: [u8; 16],
+}
+
+/// One record as the program builds it (a per-CPU scratch entry); the ring gets the header and
+/// the first `cap_len` bytes of `data`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct CaptureRecord {
+    pub header: CaptureHeader,
+    pub data: [u8; CAPTURE_SNAP_MAX],
+}
+
+/// Per-CPU capture accounting: what was recorded and which records were dropped (never the
+/// packets: they are forwarded, passed or dropped as without capture).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CaptureStats {
+    pub records: u64,
+    /// Records not taken because of the rate limit.
+    pub rate_limited: u64,
+    /// Records not taken because the ring buffer was full (the reader is behind).
+    pub ring_full: u64,
+}
 
 #[cfg(feature = "user")]
 mod user {
@@ -566,7 +670,9 @@ mod user {
         NeighKey,
         Neigh,
         Counters,
-        Explain
+        Explain,
+        CaptureConfig,
+        CaptureStats
     );
 }
 

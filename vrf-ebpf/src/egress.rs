@@ -16,7 +16,7 @@ use aya_ebpf::{
 use vrf_common::{Action, Direction, Reason, LINK_MEMBER, LINK_VRF_DEVICE};
 
 use crate::{
-    counters, forward,
+    capture, counters, forward,
     maps::LINKS,
     parse::{Frame, ETH_LEN, IPV6_LEN},
     rewrite,
@@ -42,12 +42,17 @@ pub fn tc_vrf_egress(ctx: TcContext) -> i32 {
         data_end: ctx.data_end(),
     };
     let mut verdict = forward::decide::<true>(frame, ifindex, &dev);
+    // Copied before `send` rewrites it: the packet as the host sent it.
+    let captured = capture::begin(&ctx, &dev, ifindex, Direction::VrfEgress, &verdict);
     let action = match verdict.reason.action() {
         Action::Forward => send(&ctx, &mut verdict),
         // Never drop what the host sends: the kernel decides (a blackhole in the VRF already
         // failed the socket's own route lookup).
         _ => TC_ACT_OK,
     };
+    if let Some(c) = captured {
+        c.finish(&verdict, action as u32);
+    }
     counters::count(&dev, Direction::VrfEgress, verdict.reason, bytes);
     action
 }

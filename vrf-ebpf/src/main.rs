@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod capture;
 mod counters;
 mod egress;
 mod fib;
@@ -28,7 +29,7 @@ use crate::{
 /// The fast path on every VRF member.
 #[xdp]
 pub fn xdp_vrf(ctx: XdpContext) -> u32 {
-    run(&ctx, false)
+    run(&ctx, false, true)
 }
 
 /// The same decision, recorded in `EXPLAIN` instead of the counters: `vrfctl lookup` and the
@@ -36,11 +37,18 @@ pub fn xdp_vrf(ctx: XdpContext) -> u32 {
 /// the program itself.
 #[xdp]
 pub fn xdp_vrf_explain(ctx: XdpContext) -> u32 {
-    run(&ctx, true)
+    run(&ctx, true, false)
+}
+
+/// `xdp_vrf` with capture compiled out: never attached; `cargo xtask bench` measures what
+/// capture costs while idle against it.
+#[xdp]
+pub fn xdp_vrf_nocapture(ctx: XdpContext) -> u32 {
+    run(&ctx, false, false)
 }
 
 #[inline(always)]
-fn run(ctx: &XdpContext, explain: bool) -> u32 {
+fn run(ctx: &XdpContext, explain: bool, capture: bool) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     let Some(member) = (unsafe { LINKS.get(ifindex) }).copied() else {
         return XDP_PASS;
@@ -54,11 +62,20 @@ fn run(ctx: &XdpContext, explain: bool) -> u32 {
     };
     let bytes = frame.len() as u64;
     let mut verdict = forward::decide::<false>(frame, ifindex, &member);
+    // Copied before `send` rewrites it: the frame as it arrived.
+    let captured = if capture {
+        capture::begin(ctx, &member, ifindex, Direction::Ingress, &verdict)
+    } else {
+        None
+    };
     let action = match verdict.reason.action() {
         Action::Forward => send(ctx, &mut verdict),
         Action::Drop => XDP_DROP,
         Action::Pass | Action::None => XDP_PASS,
     };
+    if let Some(c) = captured {
+        c.finish(&verdict, action);
+    }
     // An explained packet is a question (vrfctl lookup), not traffic: it is not counted.
     if explain {
         record(&verdict);

@@ -21,8 +21,11 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use vrf_common::{map_names, prog_names, Explain, Reason, FIB4_ENTRIES, FIB6_ENTRIES};
 
-use crate::errno;
-use crate::maps::{addr_from16, zeroed_per_cpu, Maps};
+use crate::{
+    capture::CaptureMaps,
+    errno,
+    maps::{addr_from16, zeroed_per_cpu, Maps},
+};
 
 /// How XDP is attached to a member.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -188,6 +191,8 @@ impl TcProgram {
 pub struct DataPlane {
     ebpf: Ebpf,
     pub maps: Maps,
+    /// `vrfctl capture`'s maps: its flag, filters, counters and ring buffer.
+    pub capture: CaptureMaps,
     attached: BTreeMap<u32, (XdpLinkId, AttachedMode)>,
     tc: BTreeMap<(TcProgram, u32), SchedClassifierLinkId>,
 }
@@ -226,9 +231,11 @@ impl DataPlane {
                 .with_context(|| format!("verifier rejected program {name}"))?;
         }
         let maps = Maps::take(&mut ebpf, opts.pin_dir.as_deref())?;
+        let capture = CaptureMaps::take(&mut ebpf, opts.pin_dir.as_deref())?;
         let mut dp = DataPlane {
             ebpf,
             maps,
+            capture,
             attached: BTreeMap::new(),
             tc: BTreeMap::new(),
         };

@@ -5,6 +5,7 @@
 //! - [`maps`]: typed reads and writes of every map (nobody writes raw map bytes);
 //! - [`packet`]: frames for lookups and tests;
 //! - [`stats`]: the counters per VRF and member, for `vrfctl stats` and vrfd's metrics;
+//! - [`capture`]: `vrfctl capture`, the fast path's frames and decisions as pcapng;
 //! - [`bench`]: the benchmark's comparison object (used only by `cargo xtask bench`).
 //!
 //! vrfd's pipeline, one way: [`netlink`] (kernel events as [`model`] objects) → [`mirror`] (the
@@ -12,6 +13,7 @@
 //! should hold, in kernel identities) → [`writer`] (the one map writer: slots, ids, shadow);
 //! [`config`] declares VRFs for kernels without vrf.ko.
 pub mod bench;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
+use vrf_common::LINK_CAPTURE;
 use vrf_common::{
     Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
     LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS,
@@ -47,6 +48,8 @@ pub struct MapWriter {
     overflowed: BTreeSet<u32>,
     /// Table → (IPv4, IPv6) entries in the shadow.
     counts: HashMap<u32, (u32, u32)>,
+    /// `LINK_CAPTURE` on every link: a capture holds its lease.
+    capture: bool,
 }
 
 impl MapWriter {
@@ -66,6 +69,7 @@ impl MapWriter {
             neighbours: HashMap::new(),
             overflowed: BTreeSet::new(),
             counts: HashMap::new(),
+            capture: false,
         }
     }
 
@@ -154,13 +158,32 @@ impl MapWriter {
                 None => return Ok(None),
             },
         };
+        let capture = if self.capture { LINK_CAPTURE } else { 0 };
         Ok(Some(Link {
             vrf,
             stats_slot: self.stats_slot_of(ifindex)?,
             mtu: plan.mtu,
             mac: plan.mac,
-            flags,
+            flags: flags | capture,
         }))
+    }
+
+    /// Turn `LINK_CAPTURE` on or off on every link (`vrfctl capture` started, or its lease
+    /// ended): the one bit the fast path tests per packet before looking at `CAPTURE`.
+    pub fn set_capture(&mut self, on: bool) -> Result<()> {
+        if self.capture == on {
+            return Ok(());
+        }
+        self.capture = on;
+        for (ifindex, link) in self.links.iter_mut() {
+            link.flags = if on {
+                link.flags | LINK_CAPTURE
+            } else {
+                link.flags & !LINK_CAPTURE
+            };
+            self.maps.set_link(*ifindex, link)?;
+        }
+        Ok(())
     }
 
     fn stats_slot_of(&mut self, ifindex: u32) -> Result<u32> {

@@ -29,6 +29,8 @@ pub use pins::DEFAULT_PIN_PATH;
 
 /// How often sysctls (forwarding, rp_filter), which send no events, are read again.
 const SYSCTL_POLL: Duration = Duration::from_secs(2);
+/// How often vrfd looks whether a capture holds its lease (`LINK_CAPTURE` follows it).
+const CAPTURE_WATCH: Duration = Duration::from_millis(200);
 /// Most events applied in one batch before the maps are written.
 const BATCH: usize = 4096;
 
@@ -163,11 +165,13 @@ impl Daemon {
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut poll = tokio::time::interval(SYSCTL_POLL);
+        let mut capture = tokio::time::interval(CAPTURE_WATCH);
         loop {
             tokio::select! {
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = poll.tick() => self.refresh_links()?,
+                _ = capture.tick() => self.watch_capture()?,
                 event = events.recv() => {
                     let Some(event) = event else {
                         anyhow::bail!("the rtnetlink connection closed");
@@ -262,6 +266,12 @@ impl Daemon {
     /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
     fn refresh_links(&mut self) -> Result<()> {
         self.writer.apply_links(&self.engine.links())
+    }
+
+    /// `LINK_CAPTURE` on while `vrfctl capture` renews its lease, off once it stopped or died.
+    fn watch_capture(&mut self) -> Result<()> {
+        let on = self.dp.capture.running().unwrap_or(false);
+        self.writer.set_capture(on)
     }
 
     /// XDP on exactly the members of every VRF.
