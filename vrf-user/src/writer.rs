@@ -120,6 +120,10 @@ impl MapWriter {
                 self.tx_ports.insert(*ifindex);
             }
             if self.links.get(ifindex) != Some(&link) {
+                let hidden = |l: &Link| l.flags & LINK_TAGS_HIDDEN != 0;
+                if hidden(&link) && !self.links.get(ifindex).is_some_and(hidden) {
+                    tracing::info!(ifindex, "this trunk may strip VLAN tags before XDP (rx-vlan-offload on, or a veth that is a member too): its frames go to the kernel");
+                }
                 self.maps.set_link(*ifindex, &link)?;
                 self.links.insert(*ifindex, link);
             }
