@@ -892,6 +892,88 @@ mod tests {
         assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
     }
 
+    /// r0.100 (ifindex 10) in red on trunk r0 (4, "other"), and bond0 (20) in red over 21, 22.
+    fn vlan_and_bond_engine(kind_of_trunk: &str, member_trunk: bool) -> Engine {
+        let mut e = engine();
+        let mut trunk = link(4, "other");
+        trunk.kind = (!kind_of_trunk.is_empty()).then(|| kind_of_trunk.into());
+        e.apply(KernelEvent::NewLink(trunk));
+        let mut vlan = link(10, "r0.100");
+        vlan.kind = Some("vlan".into());
+        vlan.parent = Some(4);
+        vlan.vlan = Some(crate::model::Vlan {
+            id: 100,
+            protocol: VlanProtocol::Dot1Q,
+        });
+        e.apply(KernelEvent::NewLink(vlan));
+        let mut bond = link(20, "bond0");
+        bond.kind = Some("bond".into());
+        e.apply(KernelEvent::NewLink(bond));
+        for s in [21, 22] {
+            let mut slave = link(s, &format!("s{s}"));
+            slave.master = Some(20);
+            e.apply(KernelEvent::NewLink(slave));
+        }
+        let mut members = vec![
+            "r1".to_string(),
+            "r2".into(),
+            "r0.100".into(),
+            "bond0".into(),
+        ];
+        if member_trunk {
+            members.push("other".into());
+        }
+        e.declared[0].interfaces = members;
+        e.resolve();
+        e
+    }
+
+    #[test]
+    fn a_vlan_member_is_served_on_its_trunk_and_a_bond_names_its_slaves() {
+        let e = vlan_and_bond_engine("veth", false);
+        let plan = e.plan();
+        let vlan = &plan.links[&10];
+        assert_eq!(vlan.role, LinkRole::Member { vrf: "red".into() });
+        assert_eq!(vlan.vlan, Some(VlanPlan { parent: 4, id: 100 }));
+        let trunk = &plan.links[&4];
+        assert_eq!(trunk.role, LinkRole::Egress, "the trunk is in no VRF");
+        assert!(trunk.trunk && !trunk.tags_hidden);
+        assert_eq!(plan.links[&20].slaves, vec![21, 22]);
+        // XDP on the trunk and the bond, never on the VLAN device.
+        assert_eq!(plan.xdp_ports(), BTreeSet::from([2, 3, 4, 20]));
+    }
+
+    #[test]
+    fn a_trunk_that_may_strip_tags_is_marked() {
+        // A veth trunk that is a member itself: its peer may keep tags out of the frame.
+        let e = vlan_and_bond_engine("veth", true);
+        let trunk = &e.plan().links[&4];
+        assert!(trunk.trunk && trunk.tags_hidden);
+        // rx-vlan-offload on a NIC (no kind) that is no member.
+        let mut e = vlan_and_bond_engine("", false);
+        e.sysctl = Box::new(|_| LinkSysctl {
+            rx_vlan_offload: true,
+            ..Default::default()
+        });
+        assert!(e.plan().links[&4].tags_hidden);
+    }
+
+    #[test]
+    fn qinq_and_stacked_vlans_are_not_served_on_a_trunk() {
+        let mut e = vlan_and_bond_engine("veth", false);
+        let mut ad = e.mirror().link(10).unwrap().clone();
+        ad.vlan = Some(crate::model::Vlan {
+            id: 100,
+            protocol: VlanProtocol::Dot1Ad,
+        });
+        e.apply(KernelEvent::NewLink(ad));
+        let plan = e.plan();
+        assert_eq!(plan.links[&10].vlan, None);
+        assert!(!plan.links.get(&4).is_some_and(|t| t.trunk));
+        // Not on a trunk: XDP on the device itself (generic), as for any member.
+        assert!(plan.xdp_ports().contains(&10));
+    }
+
     #[test]
     fn members_and_egress_links_get_their_flags() {
         let e = engine();
