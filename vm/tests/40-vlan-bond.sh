@@ -82,7 +82,7 @@ ip -n bh neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev bond0 nud perma
 vrfd_start
 has_xdp router r0 || fail "no XDP on the trunk r0"
 no_xdp router r0.100 || fail "XDP on r0.100: it belongs on the trunk"
-has_xdp router rb || fail "no XDP on rb"
+has_xdp router red2 || fail "no XDP on red2"
 has_xdp router bond0 || fail "no XDP on bond0"
 ip -n router -d link show dev bond0 | grep 'prog/xdp'
 member_of vrf-red 110 r0.100 || fail "vrfctl show: r0.100 not in vrf-red"
@@ -121,15 +121,16 @@ forwarded_on() {
 }
 
 step "VLAN 100 (red) and VLAN 200 (blue), same addresses, both ways through the trunk"
-ping_in vrf-red red2 10.0.1.2 red1 blue1 0
-ping_in vrf-blue blue2 10.0.1.2 blue1 red1 0
-ping_in vrf-red-reverse red1 10.0.2.2 red2 blue2 0
+ping_in vrf-red rb 10.0.1.2 red1 blue1 0
+ping_in vrf-blue bb 10.0.1.2 blue1 red1 0
+ping_in vrf-red-reverse red1 10.0.2.2 rb bb 0
+ping_in vrf-blue-reverse blue1 10.0.2.2 bb rb 0
 forwarded_on vrf-red r0.100
 forwarded_on vrf-blue r0.200
 
 step "the bond: red2 <-> bh through bond0, by XDP"
-ping_in bond red2 10.0.3.2 bh blue1 0
-ping_in bond-reverse bh 10.0.2.2 red2 blue2 0
+ping_in bond rb 10.0.3.2 bh blue1 0
+ping_in bond-reverse bh 10.0.2.2 rb bb 0
 forwarded_on vrf-red bond0
 
 step "one slave down: the other carries it, still by XDP"
@@ -143,13 +144,13 @@ wait_for 10 sh -c "ip -n router -d link show dev bond0 | grep -o 'active_slave [
 echo "now active: $(active_slave)"
 # Let both bonds settle (the host side fails over on carrier loss).
 wait_for 10 nx bh ping -c 1 -W 1 10.0.3.1 || fail "bh cannot reach the router after failover"
-ping_in bond-failover red2 10.0.3.2 bh blue1 0
-ping_in bond-failover-reverse bh 10.0.2.2 red2 blue2 0
+ping_in bond-failover rb 10.0.3.2 bh blue1 0
+ping_in bond-failover-reverse bh 10.0.2.2 rb bb 0
 vrfd_log_clean
 
 step "rx-vlan-offload on the trunk: tags could be stripped, the kernel forwards everything on r0"
 nx router ethtool -K r0 rxvlan on >/dev/null || fail "ethtool -K r0 rxvlan on"
 wait_for 10 grep -q 'may strip VLAN tags' "$VRFD_LOG" || fail "vrfd did not say why r0 goes to the kernel"
 grep 'may strip VLAN tags' "$VRFD_LOG" | head -n 1
-ping_in vrf-red-stripped red1 10.0.2.2 red2 blue2 1
-ping_in vrf-blue-stripped blue1 10.0.2.2 blue2 red2 1
+ping_in vrf-red-stripped red1 10.0.2.2 rb bb 1
+ping_in vrf-blue-stripped blue1 10.0.2.2 bb rb 1
