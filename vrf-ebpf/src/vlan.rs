@@ -34,7 +34,7 @@ pub fn port(ifindex: u32) -> Option<(u32, Link)> {
     let (ifindex, link) = match unsafe { LINKS.get(ifindex) } {
         Some(l) => (ifindex, *l),
         None => {
-            let bond = *unsafe { PORTS.get(&key(ifindex, 0)) }?;
+            let bond = *unsafe { PORTS.get(key(ifindex, 0)) }?;
             (bond, *unsafe { LINKS.get(bond) }?)
         }
     };
@@ -79,7 +79,7 @@ pub fn ingress(frame: Frame, ifindex: u32, port: &Link) -> Result<Ingress, Reaso
     if vid == 0 {
         return Err(Reason::PassVlanPriority);
     }
-    let member = *unsafe { PORTS.get(&key(ifindex, vid)) }.ok_or(Reason::PassVlanUnknown)?;
+    let member = *unsafe { PORTS.get(key(ifindex, vid)) }.ok_or(Reason::PassVlanUnknown)?;
     let link = *unsafe { LINKS.get(member) }.ok_or(Reason::PassVlanUnknown)?;
     if link.flags & LINK_MEMBER == 0 {
         return Err(Reason::PassVlanUnknown);
@@ -105,7 +105,7 @@ pub fn out(v: &Verdict) -> Option<Out> {
     if v.out_flags & LINK_VLAN == 0 {
         return Some(Out { tx: v.oif, vid: 0 });
     }
-    let p = unsafe { VLAN_PORTS.get(&v.oif) }?;
+    let p = unsafe { VLAN_PORTS.get(v.oif) }?;
     Some(Out {
         tx: p.parent,
         vid: p.vid,
