@@ -35,6 +35,7 @@ pub const NEIGH_ENTRIES: u32 = 65536;
 
 /// Map names, as they appear in the object file and under the pin directory.
 pub mod map_names {
+pub mod prog_names {
     pub const LINKS: &str = "LINKS";
     pub const VRFS: &str = "VRFS";
     pub const FIB4: &str = "FIB4";
@@ -45,8 +46,11 @@ pub mod map_names {
     pub const VRF_STATS: &str = "VRF_STATS";
     pub const LINK_STATS: &str = "LINK_STATS";
     pub const EXPLAIN: &str = "EXPLAIN";
-    pub const ALL: [&str; 10] = [
-        LINKS, VRFS, FIB4, FIB6, NEXTHOPS, NEIGH, TX_PORTS, VRF_STATS, LINK_STATS, EXPLAIN,
+    pub const PORTS: &str = "PORTS";
+    pub const VLAN_PORTS: &str = "VLAN_PORTS";
+    pub const ALL: [&str; 12] = [
+        LINKS, VRFS, FIB4, FIB6, NEXTHOPS, NEIGH, TX_PORTS, VRF_STATS, LINK_STATS, EXPLAIN, PORTS,
+        VLAN_PORTS,
     ];
     /// `Array<CaptureConfig>`, one entry: whether a capture runs, and what it wants.
     pub const CAPTURE: &str = "CAPTURE";
@@ -61,7 +65,6 @@ pub mod map_names {
 }
 
 /// Program names in the object file.
-pub mod prog_names {
     /// The XDP fast path attached to every member.
     pub const XDP_VRF: &str = "xdp_vrf";
     /// The same decision, recording it in `EXPLAIN`: run only through BPF_PROG_TEST_RUN.
@@ -110,6 +113,14 @@ pub const LINK_V6_DISABLED: u16 = 1 << 7;
 /// A capture runs (`vrfctl capture`): vrfd sets it on every link while `CAPTURE[0]` holds a
 /// live lease. The top bit, clear of the link's kernel flags; all an idle capture costs.
 pub const LINK_CAPTURE: u16 = 1 << 15;
+/// A VLAN device (802.1Q): frames leave tagged through its parent (`VLAN_PORTS`).
+pub const LINK_VLAN: u16 = 1 << 8;
+/// A trunk: the parent of VLAN members, where XDP runs for them; its tagged frames are looked
+/// up in `PORTS` by (ifindex, VLAN id), never in the trunk's own VRF.
+pub const LINK_TRUNK: u16 = 1 << 9;
+/// The trunk's driver may strip tags before XDP (rx-vlan-offload on): every frame on it goes
+/// to the kernel, since a frame for a VLAN member would look like one for the trunk.
+pub const LINK_TAGS_HIDDEN: u16 = 1 << 10;
 
 /// VRF slot → its table and state.
 #[repr(C)]
@@ -414,10 +425,23 @@ pub enum Reason {
     PassPolicyRule,
     /// `disable_ipv6` on the ingress or the egress link.
     PassIpv6Disabled,
+    /// 802.1Q-tagged on a trunk, with a VLAN id no member of ours has.
+    PassVlanUnknown,
+    /// 802.1ad (QinQ) outer tag: the kernel's.
+    PassVlanQinQ,
+    /// Priority-tagged (VLAN id 0): the kernel treats it as untagged on the parent.
+    PassVlanPriority,
+    /// A second tag behind the first (stacked VLANs): the kernel's.
+    PassVlanStacked,
+    /// The trunk's driver may strip tags before XDP (rx-vlan-offload): no frame on it can be
+    /// told apart, all go to the kernel.
+    PassVlanHidden,
+    /// Untagged on a trunk that is itself no member.
+    PassNotMember,
 }
 
 impl Reason {
-    pub const COUNT: usize = 28;
+    pub const COUNT: usize = 34;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Rx,
@@ -448,6 +472,12 @@ impl Reason {
         Reason::PassIpsec,
         Reason::PassPolicyRule,
         Reason::PassIpv6Disabled,
+        Reason::PassVlanUnknown,
+        Reason::PassVlanQinQ,
+        Reason::PassVlanPriority,
+        Reason::PassVlanStacked,
+        Reason::PassVlanHidden,
+        Reason::PassNotMember,
     ];
 
     /// Stable snake_case name used in JSON and metric labels.
@@ -481,6 +511,12 @@ impl Reason {
             Reason::PassIpsec => "ipsec",
             Reason::PassPolicyRule => "policy_rule",
             Reason::PassIpv6Disabled => "ipv6_disabled",
+            Reason::PassVlanUnknown => "vlan_unknown",
+            Reason::PassVlanQinQ => "vlan_qinq",
+            Reason::PassVlanPriority => "vlan_priority",
+            Reason::PassVlanStacked => "vlan_stacked",
+            Reason::PassVlanHidden => "vlan_hidden",
+            Reason::PassNotMember => "not_member",
         }
     }
 
@@ -563,11 +599,11 @@ const _: () = assert!(core::mem::size_of::<Neigh>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16 * Reason::COUNT);
 const _: () = assert!(core::mem::size_of::<Explain>() == 40);
 const _: () = assert!(Reason::ALL[Reason::COUNT - 1] as usize == Reason::COUNT - 1);
-const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 56);
 const _: () = assert!(core::mem::size_of::<CaptureHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 64 + CAPTURE_SNAP_MAX);
 const _: () = assert!(core::mem::size_of::<CaptureStats>() == 24);
-const _: () = assert!(Reason::COUNT <= 32, "capture's reason masks are u32");
+const _: () = assert!(Reason::COUNT <= 64, "capture's reason masks are u64");
 
 /// Capture (`vrfctl capture`): the most bytes of a frame one record carries.
 pub const CAPTURE_SNAP_MAX: usize = 2048;
@@ -589,13 +625,13 @@ pub struct CaptureConfig {
     pub vrf: u32,
     /// Only packets arriving on, or sent out of, this ifindex; 0 for every interface.
     pub ifindex: u32,
-    /// Reasons recorded, as bits `1 << reason`, tested on the packet's final reason.
-    pub reasons: u32,
-    /// Reasons worth copying before the packet is sent (`reasons`, plus `Forwarded` when a
-    /// failed redirect's reasons are wanted): the frame must be copied before the rewrite.
-    pub early_reasons: u32,
     /// Bytes of each frame copied, 1..=CAPTURE_SNAP_MAX.
     pub snaplen: u32,
+    /// Reasons recorded, as bits `1 << reason`, tested on the packet's final reason.
+    pub reasons: u64,
+    /// Reasons worth copying before the packet is sent (`reasons`, plus `Forwarded` when a
+    /// failed redirect's reasons are wanted): the frame must be copied before the rewrite.
+    pub early_reasons: u64,
     /// Rate limit (GCRA): ns between records at the allowed rate; 0 for no limit.
     pub interval_ns: u64,
     /// Burst tolerance, ns: how far ahead of the rate records may run.
@@ -653,6 +689,38 @@ pub struct CaptureStats {
     pub ring_full: u64,
 }
 
+/// `PORTS` key: the device a frame arrived on and its 802.1Q VLAN id, or `vid` 0 for an
+/// untagged frame on a bond slave (the value is then the bond).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct PortKey {
+    pub ifindex: u32,
+    /// Host order, 1..=4094; 0 for an untagged port.
+    pub vid: u16,
+    pub _pad: u16,
+}
+
+/// `VLAN_PORTS` value (keyed by the VLAN member's ifindex): where and how its frames leave.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct VlanPort {
+    /// The parent device the tagged frame is redirected to.
+    pub parent: u32,
+    /// Host order VLAN id; the kernel's default egress priority map sends PCP 0.
+    pub vid: u16,
+    pub _pad: u16,
+}
+
+/// 802.1Q and 802.1ad tag protocol ids (network order), and a tag's length.
+pub const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
+pub const ETH_P_8021AD: [u8; 2] = [0x88, 0xa8];
+pub const VLAN_HLEN: usize = 4;
+/// Largest valid VLAN id (4095 is reserved).
+pub const VLAN_ID_MAX: u16 = 4094;
+
+const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
+const _: () = assert!(core::mem::size_of::<VlanPort>() == 8);
+
 #[cfg(feature = "user")]
 mod user {
     //! aya's `Pod` marker for map keys and values (bytemuck's `Pod` already proves the layout).
@@ -672,7 +740,9 @@ mod user {
         Counters,
         Explain,
         CaptureConfig,
-        CaptureStats
+        CaptureStats,
+        PortKey,
+        VlanPort
     );
 }
 

@@ -73,7 +73,7 @@ impl Source for TcContext {
 /// written once the packet was sent (a failed redirect changes it).
 pub struct Pending {
     rec: *mut CaptureRecord,
-    reasons: u32,
+    reasons: u64,
 }
 
 /// Copy the frame if a capture runs and wants it. Called after the decision, before the
@@ -102,7 +102,7 @@ pub fn begin(
     if c.ifindex != 0 && c.ifindex != ifindex && c.ifindex != v.oif {
         return None;
     }
-    if c.early_reasons & (1u32 << (v.reason as u32 & 31)) == 0 {
+    if c.early_reasons & (1u64 << (v.reason as u32 & 63)) == 0 {
         return None;
     }
     let stats = CAPTURE_STATS.get_ptr_mut(0)?;
@@ -146,7 +146,7 @@ impl Pending {
     /// ring, unless the final reason is not one the capture asked for.
     #[inline(always)]
     pub fn finish(self, v: &Verdict, action: u32) {
-        if self.reasons & (1u32 << (v.reason as u32 & 31)) == 0 {
+        if self.reasons & (1u64 << (v.reason as u32 & 63)) == 0 {
             return;
         }
         let cap_len = unsafe {

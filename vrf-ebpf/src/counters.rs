@@ -1,6 +1,6 @@
 //! Per-CPU counters per VRF and per link: `Rx` plus the one outcome of every packet.
 use aya_ebpf::maps::PerCpuArray;
-use vrf_common::{stats_index, Counters, Direction, Link, Reason};
+use vrf_common::{stats_index, Counters, Direction, Link, Reason, LINK_MEMBER};
 
 use crate::maps::{LINK_STATS, VRF_STATS};
 
@@ -13,6 +13,22 @@ pub fn count(link: &Link, dir: Direction, reason: Reason, bytes: u64) {
         reason,
         bytes,
     );
+}
+
+/// A frame the port passes before any member is known: a member port counts it in its VRF too,
+/// a trunk that is no member only on its own link.
+#[inline(always)]
+pub fn count_port(port: &Link, reason: Reason, bytes: u64) {
+    if port.flags & LINK_MEMBER != 0 {
+        count(port, Direction::Ingress, reason, bytes);
+    } else {
+        add(
+            &LINK_STATS,
+            stats_index(port.stats_slot, Direction::Ingress),
+            reason,
+            bytes,
+        );
+    }
 }
 
 #[inline(always)]

@@ -36,11 +36,13 @@ pub struct Verdict {
     /// Source MAC (the egress link's) and destination MAC (the neighbour's).
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// The egress link's `LINK_*` flags (a VLAN member leaves tagged through its parent).
+    pub out_flags: u16,
 }
 
 impl Verdict {
     #[inline(always)]
-    fn only(reason: Reason, vrf: u32) -> Self {
+    pub fn only(reason: Reason, vrf: u32) -> Self {
         Verdict {
             reason,
             oif: 0,
@@ -52,6 +54,7 @@ impl Verdict {
             step_ttl: false,
             src_mac: [0; 6],
             dst_mac: [0; 6],
+            out_flags: 0,
         }
     }
 }
@@ -69,15 +72,28 @@ struct Egress {
 /// part).
 #[inline(always)]
 pub fn decide<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link) -> Verdict {
-    let vrf_slot = member.vrf;
     let Some(eth) = frame.ptr_at::<EthHdr>(0) else {
-        return Verdict::only(Reason::PassNotIp, vrf_slot);
+        return Verdict::only(Reason::PassNotIp, member.vrf);
     };
-    let proto = unsafe { (*eth).proto };
+    let (dst_mac, proto) = unsafe { ((*eth).dst, (*eth).proto) };
+    decide_l3::<LOCAL_OUT>(frame, dst_mac, proto, ifindex, member)
+}
+
+/// The decision once the L2 header is read: `frame`'s IP header starts at `ETH_LEN` (for a
+/// tagged frame the caller passes a view that starts `VLAN_HLEN` later), `proto` is the
+/// ethertype in front of it.
+#[inline(always)]
+pub fn decide_l3<const LOCAL_OUT: bool>(
+    frame: Frame,
+    dst_mac: [u8; 6],
+    proto: [u8; 2],
+    ifindex: u32,
+    member: &Link,
+) -> Verdict {
+    let vrf_slot = member.vrf;
     if proto != parse::ETH_P_IP && proto != parse::ETH_P_IPV6 {
         return Verdict::only(Reason::PassNotIp, vrf_slot);
     }
-    let dst_mac = unsafe { (*eth).dst };
     // Group-addressed frames (33:33:…, 01:00:5e:…, broadcast): never forwarded as unicast.
     if dst_mac[0] & 1 != 0 {
         return Verdict::only(Reason::PassMulticast, vrf_slot);
@@ -203,6 +219,7 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
         step_ttl: !LOCAL_OUT,
         src_mac: egress.link.mac,
         dst_mac: mac,
+        out_flags: egress.link.flags,
     }
 }
 
@@ -293,6 +310,7 @@ fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
         step_ttl: !LOCAL_OUT,
         src_mac: egress.link.mac,
         dst_mac: mac,
+        out_flags: egress.link.flags,
     }
 }
 

@@ -11,6 +11,7 @@ mod maps;
 mod neigh;
 mod parse;
 mod rewrite;
+mod vlan;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
@@ -18,11 +19,11 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use vrf_common::{Action, Direction, Explain, Reason, LINK_MEMBER};
+use vrf_common::{Action, Direction, Explain, Reason};
 
 use crate::{
     forward::Verdict,
-    maps::{EXPLAIN, LINKS, TX_PORTS},
+    maps::{EXPLAIN, TX_PORTS},
     parse::Frame,
 };
 
@@ -49,27 +50,36 @@ pub fn xdp_vrf_nocapture(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn run(ctx: &XdpContext, explain: bool, capture: bool) -> u32 {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(member) = (unsafe { LINKS.get(ifindex) }).copied() else {
+    // The device served here: a member, a trunk of VLAN members, or the bond of a slave.
+    let Some((port_ifindex, port)) = vlan::port(ctx.ingress_ifindex() as u32) else {
         return XDP_PASS;
     };
-    if member.flags & LINK_MEMBER == 0 {
-        return XDP_PASS;
-    }
     let frame = Frame {
         data: ctx.data(),
         data_end: ctx.data_end(),
     };
     let bytes = frame.len() as u64;
-    let mut verdict = forward::decide::<false>(frame, ifindex, &member);
+    let at = match vlan::ingress(frame, port_ifindex, &port) {
+        Ok(at) => at,
+        Err(reason) => {
+            if explain {
+                record(&Verdict::only(reason, port.vrf));
+            } else {
+                counters::count_port(&port, reason, bytes);
+            }
+            return XDP_PASS;
+        }
+    };
+    let mut verdict =
+        forward::decide_l3::<false>(at.l3, at.dst_mac, at.proto, at.ifindex, &at.link);
     // Copied before `send` rewrites it: the frame as it arrived.
     let captured = if capture {
-        capture::begin(ctx, &member, ifindex, Direction::Ingress, &verdict)
+        capture::begin(ctx, &at.link, at.ifindex, Direction::Ingress, &verdict)
     } else {
         None
     };
     let action = match verdict.reason.action() {
-        Action::Forward => send(ctx, &mut verdict),
+        Action::Forward => send(ctx, &mut verdict, at.tagged),
         Action::Drop => XDP_DROP,
         Action::Pass | Action::None => XDP_PASS,
     };
@@ -80,30 +90,37 @@ fn run(ctx: &XdpContext, explain: bool, capture: bool) -> u32 {
     if explain {
         record(&verdict);
     } else {
-        counters::count(&member, Direction::Ingress, verdict.reason, bytes);
+        counters::count(&at.link, Direction::Ingress, verdict.reason, bytes);
     }
     action
 }
 
-/// Redirect, trim Ethernet padding, rewrite — in that order, so that whatever fails first leaves
-/// the frame as it arrived for the kernel (the redirect only records its target until we return).
+/// Redirect, trim Ethernet padding, pop or push the tag, rewrite — in that order, so that
+/// whatever fails first leaves the frame as it arrived for the kernel (the redirect only
+/// records its target until we return; a trimmed frame loses only padding).
 #[inline(always)]
-fn send(ctx: &XdpContext, verdict: &mut Verdict) -> u32 {
-    if TX_PORTS.redirect(verdict.oif, XDP_PASS as u64).is_err()
+fn send(ctx: &XdpContext, verdict: &mut Verdict, tagged_in: bool) -> u32 {
+    let Some(out) = vlan::out(verdict) else {
+        verdict.reason = Reason::PassEgress;
+        return XDP_PASS;
+    };
+    if TX_PORTS.redirect(out.tx, XDP_PASS as u64).is_err()
         || (verdict.trim != 0
             && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(verdict.trim as i32)) } != 0)
+        || !vlan::retag(ctx, tagged_in, out.vid != 0)
     {
         verdict.reason = Reason::PassEgress;
         return XDP_PASS;
     }
-    if !rewrite::apply(
+    if !vlan::rewrite(
         Frame {
             data: ctx.data(),
             data_end: ctx.data_end(),
         },
         verdict,
+        out.vid,
     ) {
-        // Unreachable after a successful trim of padding only; never send a half-done frame.
+        // Unreachable after a successful trim and retag; never send a half-done frame.
         verdict.reason = Reason::DropMalformed;
         return XDP_DROP;
     }

@@ -4,8 +4,9 @@ use aya_ebpf::{
     maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use vrf_common::{
-    Counters, Explain, Fib4Key, Fib6Key, Link, Neigh, NeighKey, NexthopGroup, Route, Vrf,
-    DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES, NEXTHOP_ENTRIES,
+    Counters, Explain, Fib4Key, Fib6Key, Link, Neigh, NeighKey, NexthopGroup, PortKey, Route,
+    VlanPort, Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES,
+    NEXTHOP_ENTRIES,
 };
 
 #[map]
@@ -45,3 +46,11 @@ pub static LINK_STATS: PerCpuArray<Counters> =
 
 #[map]
 pub static EXPLAIN: PerCpuArray<Explain> = PerCpuArray::with_max_entries(1, 0);
+
+/// (trunk, VLAN id) → VLAN member; (bond slave, 0) → bond: where a frame really arrived.
+#[map]
+pub static PORTS: HashMap<PortKey, u32> = HashMap::with_max_entries(MAX_LINKS, 0);
+
+/// VLAN member → its parent and tag, for frames leaving through it.
+#[map]
+pub static VLAN_PORTS: HashMap<u32, VlanPort> = HashMap::with_max_entries(MAX_LINKS, 0);

@@ -18,6 +18,16 @@ pub struct EthHdr {
     pub proto: [u8; 2],
 }
 
+/// Ethernet with one 802.1Q tag: the addresses, the tag (TPID, TCI) and the ethertype behind it.
+#[repr(C)]
+pub struct VlanEthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub tpid: [u8; 2],
+    pub tci: [u8; 2],
+    pub proto: [u8; 2],
+}
+
 #[repr(C)]
 pub struct Ipv4Hdr {
     pub version_ihl: u8,
@@ -54,6 +64,16 @@ impl Frame {
     #[inline(always)]
     pub fn len(&self) -> usize {
         self.data_end - self.data
+    }
+
+    /// The same frame seen `n` bytes later (a view whose L3 header sits at `ETH_LEN` behind a
+    /// tag). The caller has checked that the frame holds at least `n` bytes.
+    #[inline(always)]
+    pub fn skip(&self, n: usize) -> Frame {
+        Frame {
+            data: self.data + n,
+            data_end: self.data_end,
+        }
     }
 
     /// A pointer to a `T` at `offset`, if the whole `T` is inside the frame.

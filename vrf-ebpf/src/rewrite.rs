@@ -11,6 +11,17 @@ pub fn apply(frame: Frame, v: &Verdict) -> bool {
     let Some(eth) = frame.ptr_at::<EthHdr>(0) else {
         return false;
     };
+    if !step(frame, v) {
+        return false;
+    }
+    macs(eth, v.src_mac, v.dst_mac);
+    true
+}
+
+/// TTL / hop limit of the IP header at `ETH_LEN` of `frame` (a tagged frame passes a view
+/// `VLAN_HLEN` later).
+#[inline(always)]
+pub fn step(frame: Frame, v: &Verdict) -> bool {
     if v.step_ttl && v.ip_version == 4 {
         let Some(ip) = frame.ptr_at::<Ipv4Hdr>(ETH_LEN) else {
             return false;
@@ -22,7 +33,6 @@ pub fn apply(frame: Frame, v: &Verdict) -> bool {
         };
         decrease_hop_limit(ip);
     }
-    macs(eth, v.src_mac, v.dst_mac);
     true
 }
 

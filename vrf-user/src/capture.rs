@@ -158,10 +158,10 @@ impl CaptureMaps {
 
 /// Which reasons a capture records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reasons(pub u32);
+pub struct Reasons(pub u64);
 
 impl Reasons {
-    pub const ALL: Reasons = Reasons(u32::MAX);
+    pub const ALL: Reasons = Reasons(u64::MAX);
 
     /// A reason name (`forwarded`, `no_neighbour`, …) or a class: `forward`, `pass`, `drop`.
     pub fn parse(s: &str) -> Result<Reasons> {
@@ -201,7 +201,7 @@ impl Reasons {
 
     /// What the program copies before sending: a forward that fails on the way out ends as
     /// one of these, so wanting them means copying what was decided `Forwarded`.
-    fn early(self) -> u32 {
+    fn early(self) -> u64 {
         let after_send =
             bit(Reason::PassEgress) | bit(Reason::PassMtu) | bit(Reason::DropMalformed);
         if self.0 & after_send != 0 {
@@ -212,7 +212,7 @@ impl Reasons {
     }
 }
 
-fn bit(r: Reason) -> u32 {
+fn bit(r: Reason) -> u64 {
     1 << (r as u32)
 }
 

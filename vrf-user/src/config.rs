@@ -303,6 +303,8 @@ mod tests {
             master,
             kind: Some(kind.into()),
             vrf_table: (kind == "vrf").then_some(10),
+            parent: None,
+            vlan: None,
         }
     }
 

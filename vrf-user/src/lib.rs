@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod errno;
+pub mod ethtool;
 pub mod generate;
 pub mod inspect;
 pub mod kernelwatch;

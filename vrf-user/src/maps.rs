@@ -11,7 +11,7 @@ use aya::maps::{
 use ipnet::IpNet;
 use vrf_common::{
     map_names as names, stats_index, table_key, Counters, Direction, Explain, Fib4Key, Fib6Key,
-    Link, Neigh, NeighKey, NexthopGroup, Route, Vrf, FIB_TABLE_BITS,
+    Link, Neigh, NeighKey, NexthopGroup, PortKey, Route, VlanPort, Vrf, FIB_TABLE_BITS,
 };
 
 pub struct Maps {
@@ -25,6 +25,8 @@ pub struct Maps {
     pub vrf_stats: PerCpuArray<MapData, Counters>,
     pub link_stats: PerCpuArray<MapData, Counters>,
     pub explain: PerCpuArray<MapData, Explain>,
+    pub ports: HashMap<MapData, PortKey, u32>,
+    pub vlan_ports: HashMap<MapData, u32, VlanPort>,
 }
 
 /// A map missing from a hash map is not an error for readers: `Ok(None)`.
@@ -92,6 +94,8 @@ impl Maps {
                 names::VRF_STATS => self.vrf_stats.map(),
                 names::LINK_STATS => self.link_stats.map(),
                 names::EXPLAIN => self.explain.map(),
+                names::PORTS => IterableMap::<PortKey, u32>::map(&self.ports),
+                names::VLAN_PORTS => IterableMap::<u32, VlanPort>::map(&self.vlan_ports),
                 _ => return None,
             })
         };
@@ -127,6 +131,8 @@ impl Maps {
             vrf_stats: typed!(names::VRF_STATS),
             link_stats: typed!(names::LINK_STATS),
             explain: typed!(names::EXPLAIN),
+            ports: typed!(names::PORTS),
+            vlan_ports: typed!(names::VLAN_PORTS),
         })
     }
 
@@ -159,6 +165,42 @@ impl Maps {
 
     pub fn remove_tx_port(&mut self, ifindex: u32) -> Result<()> {
         gone(self.tx_ports.remove(ifindex)).with_context(|| format!("removing tx port {ifindex}"))
+    }
+
+    // Ports: where frames really arrive (VLAN members on a trunk, bonds on their slaves).
+
+    /// Frames arriving on `ifindex` with VLAN id `vid` (0: untagged, a bond slave) belong to
+    /// `member`.
+    pub fn set_port(&mut self, ifindex: u32, vid: u16, member: u32) -> Result<()> {
+        self.ports
+            .insert(port_key(ifindex, vid), member, 0)
+            .with_context(|| format!("setting port {ifindex} VLAN {vid}"))
+    }
+
+    pub fn remove_port(&mut self, ifindex: u32, vid: u16) -> Result<()> {
+        gone(self.ports.remove(&port_key(ifindex, vid)))
+            .with_context(|| format!("removing port {ifindex} VLAN {vid}"))
+    }
+
+    pub fn ports(&self) -> Result<Vec<(PortKey, u32)>> {
+        Ok(self.ports.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// VLAN member `ifindex` sends through `parent` with tag `vid`.
+    pub fn set_vlan_port(&mut self, ifindex: u32, parent: u32, vid: u16) -> Result<()> {
+        let port = VlanPort {
+            parent,
+            vid,
+            _pad: 0,
+        };
+        self.vlan_ports
+            .insert(ifindex, port, 0)
+            .with_context(|| format!("setting VLAN port {ifindex}"))
+    }
+
+    pub fn remove_vlan_port(&mut self, ifindex: u32) -> Result<()> {
+        gone(self.vlan_ports.remove(&ifindex))
+            .with_context(|| format!("removing VLAN port {ifindex}"))
     }
 
     // VRFs.
@@ -372,5 +414,13 @@ pub fn addr_from16(family: u32, b: [u8; 16]) -> Option<IpAddr> {
         4 => Some(IpAddr::from([b[0], b[1], b[2], b[3]])),
         6 => Some(IpAddr::from(b)),
         _ => None,
+    }
+}
+
+fn port_key(ifindex: u32, vid: u16) -> PortKey {
+    PortKey {
+        ifindex,
+        vid,
+        _pad: 0,
     }
 }

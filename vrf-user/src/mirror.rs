@@ -507,6 +507,9 @@ pub struct LinkSysctl {
     pub forwarding6: bool,
     /// max(all, link) of net.ipv4.conf.*.rp_filter: 0 off, 1 strict, 2 loose.
     pub rp_filter: u8,
+    /// rx-vlan-offload (ethtool): the driver may strip VLAN tags before XDP sees the frame.
+    /// Not a sysctl, but like them it sends no event and is read with them.
+    pub rx_vlan_offload: bool,
 }
 
 /// Reads a link's sysctls; replaced by a fixed table in unit tests.
@@ -525,6 +528,8 @@ pub fn read_sysctls(name: &str) -> LinkSysctl {
         forwarding6: read("/proc/sys/net/ipv6/conf/all/forwarding".to_string()) == Some(1)
             || read(format!("/proc/sys/net/ipv6/conf/{name}/force_forwarding")) == Some(1),
         rp_filter: rp.max(rp_all),
+        // Unreadable (no such device any more): assume stripping, the safe side for a trunk.
+        rx_vlan_offload: crate::ethtool::rx_vlan_offload(name).unwrap_or(true),
     }
 }
 

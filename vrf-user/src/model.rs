@@ -67,6 +67,25 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     /// IFLA_VRF_TABLE for VRF devices.
     pub vrf_table: Option<u32>,
+    /// IFLA_LINK when the lower device is in this namespace (a VLAN's parent).
+    pub parent: Option<u32>,
+    /// IFLA_VLAN_ID and IFLA_VLAN_PROTOCOL of a VLAN device.
+    pub vlan: Option<Vlan>,
+}
+
+/// A VLAN device's tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vlan {
+    pub id: u16,
+    pub protocol: VlanProtocol,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VlanProtocol {
+    /// 802.1Q (0x8100): the tag XDP pops and pushes.
+    Dot1Q,
+    /// 802.1ad (0x88a8, QinQ service tag): left to the kernel.
+    Dot1Ad,
 }
 
 /// One path of a route.

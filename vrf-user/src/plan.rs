@@ -15,7 +15,7 @@ use crate::{
     mirror::{Dirty, LinkSysctl, Mirror, SysctlReader, LOCAL_TABLE},
     model::{
         KernelEvent, KernelSnapshot, LinkInfo, NexthopKind, PathInfo, RouteInfo, RouteKind,
-        RuleInfo,
+        RuleInfo, VlanProtocol,
     },
     vrfs::{self, is_vrf_device, VrfView},
 };
@@ -52,6 +52,35 @@ pub struct LinkPlan {
     pub mtu: u32,
     pub mac: [u8; 6],
     pub sysctl: LinkSysctl,
+    /// An 802.1Q VLAN device whose parent is known: its frames leave tagged through the parent.
+    pub vlan: Option<VlanPlan>,
+    /// The parent of VLAN members: XDP runs here for them.
+    pub trunk: bool,
+    /// A trunk whose driver may strip tags before XDP: every frame on it goes to the kernel.
+    pub tags_hidden: bool,
+    /// A bond XDP serves: frames arrive on these slaves (native XDP on a bond runs on them).
+    pub slaves: Vec<u32>,
+}
+
+/// Where a VLAN device's frames leave: its parent, tagged with its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VlanPlan {
+    pub parent: u32,
+    pub id: u16,
+}
+
+impl Plan {
+    /// The devices XDP must be attached to: every member that receives its own frames, and
+    /// the trunks of VLAN members (once each, however many VRFs their VLANs are in).
+    pub fn xdp_ports(&self) -> BTreeSet<u32> {
+        self.links
+            .iter()
+            .filter(|(_, p)| {
+                p.trunk || (p.vlan.is_none() && matches!(p.role, LinkRole::Member { .. }))
+            })
+            .map(|(i, _)| *i)
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,7 +261,68 @@ impl Engine {
                 out.insert(ifindex, self.link_plan(l, role));
             }
         }
+        self.plan_ports(&mut out);
         out
+    }
+
+    /// VLAN devices leave through their parent (so it must be a redirect target too); the
+    /// parent of a VLAN member is a trunk; a bond XDP serves names its slaves.
+    fn plan_ports(&self, out: &mut BTreeMap<u32, LinkPlan>) {
+        let vlans: Vec<(u32, VlanPlan)> = out
+            .keys()
+            .filter_map(|i| Some((*i, self.vlan_of(*i)?)))
+            .collect();
+        for (ifindex, vlan) in vlans {
+            let Some(plan) = out.get_mut(&ifindex) else {
+                continue;
+            };
+            plan.vlan = Some(vlan);
+            let member = matches!(plan.role, LinkRole::Member { .. });
+            let Some(parent) = self.mirror.link(vlan.parent) else {
+                continue;
+            };
+            let p = out
+                .entry(vlan.parent)
+                .or_insert_with(|| self.link_plan(parent, LinkRole::Egress));
+            p.trunk |= member;
+        }
+        for (ifindex, p) in out.iter_mut() {
+            let Some(l) = self.mirror.link(*ifindex) else {
+                continue;
+            };
+            let member = matches!(p.role, LinkRole::Member { .. });
+            // A veth's tags stay out of the frame when its peer has tx-vlan-offload on, whatever
+            // this end's rx setting: a veth trunk that is itself a member cannot tell them apart.
+            p.tags_hidden = p.trunk
+                && (p.sysctl.rx_vlan_offload || (member && l.kind.as_deref() == Some("veth")));
+            if l.kind.as_deref() == Some("bond") && (p.trunk || (member && p.vlan.is_none())) {
+                p.slaves = self
+                    .mirror
+                    .links()
+                    .filter(|s| s.master == Some(*ifindex))
+                    .map(|s| s.ifindex)
+                    .collect();
+                p.slaves.sort_unstable();
+            }
+        }
+    }
+
+    /// An 802.1Q VLAN device on a parent XDP can run on (not itself a VLAN: stacked tags are
+    /// the kernel's). 802.1ad devices are not: their frames are QinQ to XDP.
+    fn vlan_of(&self, ifindex: u32) -> Option<VlanPlan> {
+        let l = self.mirror.link(ifindex)?;
+        let vlan = l.vlan.filter(|v| v.protocol == VlanProtocol::Dot1Q)?;
+        if l.kind.as_deref() != Some("vlan") || vlan.id == 0 || vlan.id > vrf_common::VLAN_ID_MAX {
+            return None;
+        }
+        let parent = self
+            .mirror
+            .link(l.parent?)
+            .filter(|p| p.mac.is_some() && p.kind.as_deref() != Some("vlan"))?;
+        Some(VlanPlan {
+            parent: parent.ifindex,
+            id: vlan.id,
+        })
     }
 
     fn link_plan(&self, l: &LinkInfo, role: LinkRole) -> LinkPlan {
@@ -242,6 +332,10 @@ impl Engine {
             mtu: l.mtu,
             mac: l.mac.unwrap_or_default(),
             sysctl: (self.sysctl)(&l.name),
+            vlan: None,
+            trunk: false,
+            tags_hidden: false,
+            slaves: Vec::new(),
         }
     }
 
@@ -444,6 +538,8 @@ mod tests {
             master: None,
             kind: Some("veth".into()),
             vrf_table: None,
+            parent: None,
+            vlan: None,
         }
     }
 
@@ -508,6 +604,7 @@ mod tests {
                 forwarding4: true,
                 forwarding6: true,
                 rp_filter: 0,
+                rx_vlan_offload: false,
             }),
         );
         e.load(KernelSnapshot {
@@ -889,6 +986,88 @@ mod tests {
             &[(3, None)],
         )));
         assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
+    }
+
+    /// r0.100 (ifindex 10) in red on trunk r0 (4, "other"), and bond0 (20) in red over 21, 22.
+    fn vlan_and_bond_engine(kind_of_trunk: &str, member_trunk: bool) -> Engine {
+        let mut e = engine();
+        let mut trunk = link(4, "other");
+        trunk.kind = (!kind_of_trunk.is_empty()).then(|| kind_of_trunk.into());
+        e.apply(KernelEvent::NewLink(trunk));
+        let mut vlan = link(10, "r0.100");
+        vlan.kind = Some("vlan".into());
+        vlan.parent = Some(4);
+        vlan.vlan = Some(crate::model::Vlan {
+            id: 100,
+            protocol: VlanProtocol::Dot1Q,
+        });
+        e.apply(KernelEvent::NewLink(vlan));
+        let mut bond = link(20, "bond0");
+        bond.kind = Some("bond".into());
+        e.apply(KernelEvent::NewLink(bond));
+        for s in [21, 22] {
+            let mut slave = link(s, &format!("s{s}"));
+            slave.master = Some(20);
+            e.apply(KernelEvent::NewLink(slave));
+        }
+        let mut members = vec![
+            "r1".to_string(),
+            "r2".into(),
+            "r0.100".into(),
+            "bond0".into(),
+        ];
+        if member_trunk {
+            members.push("other".into());
+        }
+        e.declared[0].interfaces = members;
+        e.resolve();
+        e
+    }
+
+    #[test]
+    fn a_vlan_member_is_served_on_its_trunk_and_a_bond_names_its_slaves() {
+        let e = vlan_and_bond_engine("veth", false);
+        let plan = e.plan();
+        let vlan = &plan.links[&10];
+        assert_eq!(vlan.role, LinkRole::Member { vrf: "red".into() });
+        assert_eq!(vlan.vlan, Some(VlanPlan { parent: 4, id: 100 }));
+        let trunk = &plan.links[&4];
+        assert_eq!(trunk.role, LinkRole::Egress, "the trunk is in no VRF");
+        assert!(trunk.trunk && !trunk.tags_hidden);
+        assert_eq!(plan.links[&20].slaves, vec![21, 22]);
+        // XDP on the trunk and the bond, never on the VLAN device.
+        assert_eq!(plan.xdp_ports(), BTreeSet::from([2, 3, 4, 20]));
+    }
+
+    #[test]
+    fn a_trunk_that_may_strip_tags_is_marked() {
+        // A veth trunk that is a member itself: its peer may keep tags out of the frame.
+        let e = vlan_and_bond_engine("veth", true);
+        let trunk = &e.plan().links[&4];
+        assert!(trunk.trunk && trunk.tags_hidden);
+        // rx-vlan-offload on a NIC (no kind) that is no member.
+        let mut e = vlan_and_bond_engine("", false);
+        e.sysctl = Box::new(|_| LinkSysctl {
+            rx_vlan_offload: true,
+            ..Default::default()
+        });
+        assert!(e.plan().links[&4].tags_hidden);
+    }
+
+    #[test]
+    fn qinq_and_stacked_vlans_are_not_served_on_a_trunk() {
+        let mut e = vlan_and_bond_engine("veth", false);
+        let mut ad = e.mirror().link(10).unwrap().clone();
+        ad.vlan = Some(crate::model::Vlan {
+            id: 100,
+            protocol: VlanProtocol::Dot1Ad,
+        });
+        e.apply(KernelEvent::NewLink(ad));
+        let plan = e.plan();
+        assert_eq!(plan.links[&10].vlan, None);
+        assert!(!plan.links.get(&4).is_some_and(|t| t.trunk));
+        // Not on a trunk: XDP on the device itself (generic), as for any member.
+        assert!(plan.xdp_ports().contains(&10));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use ipnet::IpNet;
 use vrf_common::LINK_CAPTURE;
 use vrf_common::{
     Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
-    LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS,
-    NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
+    LINK_RPF_STRICT, LINK_TAGS_HIDDEN, LINK_TRUNK, LINK_UP, LINK_VLAN, LINK_VRF_DEVICE, MAX_LINKS,
+    MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS, NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
 };
 
 use crate::{
@@ -38,6 +38,10 @@ pub struct MapWriter {
     stats_slots: BTreeMap<u32, u32>,
     links: BTreeMap<u32, Link>,
     tx_ports: BTreeSet<u32>,
+    /// PORTS: (device, VLAN id or 0) → member or bond.
+    ports: BTreeMap<(u32, u16), u32>,
+    /// VLAN_PORTS: VLAN device → (parent, VLAN id).
+    vlan_ports: BTreeMap<u32, (u32, u16)>,
     routes: HashMap<(u32, IpNet), (RoutePlan, u32)>,
     /// Paths with their weights → (nexthop-group id, routes using it).
     groups: HashMap<Vec<Path>, (u32, u32)>,
@@ -62,6 +66,8 @@ impl MapWriter {
             stats_slots: BTreeMap::new(),
             links: BTreeMap::new(),
             tx_ports: BTreeSet::new(),
+            ports: BTreeMap::new(),
+            vlan_ports: BTreeMap::new(),
             routes: HashMap::new(),
             groups: HashMap::new(),
             free_group_ids: Vec::new(),
@@ -112,11 +118,16 @@ impl MapWriter {
                 continue;
             };
             written.insert(*ifindex);
-            if !self.tx_ports.contains(ifindex) && link.flags & LINK_VRF_DEVICE == 0 {
+            // A VLAN device takes no redirect: its frames go tagged to its parent.
+            if !self.tx_ports.contains(ifindex) && link.flags & (LINK_VRF_DEVICE | LINK_VLAN) == 0 {
                 self.maps.add_tx_port(*ifindex)?;
                 self.tx_ports.insert(*ifindex);
             }
             if self.links.get(ifindex) != Some(&link) {
+                let hidden = |l: &Link| l.flags & LINK_TAGS_HIDDEN != 0;
+                if hidden(&link) && !self.links.get(ifindex).is_some_and(hidden) {
+                    tracing::info!(ifindex, "this trunk may strip VLAN tags before XDP (rx-vlan-offload on, or a veth that is a member too): its frames go to the kernel");
+                }
                 self.maps.set_link(*ifindex, &link)?;
                 self.links.insert(*ifindex, link);
             }
@@ -141,12 +152,77 @@ impl MapWriter {
             self.maps.remove_tx_port(ifindex)?;
             self.tx_ports.remove(&ifindex);
         }
+        self.apply_ports(desired, &written)
+    }
+
+    /// Converge PORTS and VLAN_PORTS to the written links: a VLAN member is found by (parent,
+    /// id), a bond by each slave, and a VLAN device leaves through its parent. Entries are
+    /// written before and removed after the links that name them change.
+    fn apply_ports(
+        &mut self,
+        desired: &BTreeMap<u32, LinkPlan>,
+        written: &BTreeSet<u32>,
+    ) -> Result<()> {
+        let mut ports = BTreeMap::new();
+        let mut vlan_ports = BTreeMap::new();
+        for (ifindex, plan) in desired.iter().filter(|(i, _)| written.contains(i)) {
+            if let Some(v) = plan.vlan.filter(|v| written.contains(&v.parent)) {
+                vlan_ports.insert(*ifindex, (v.parent, v.id));
+                if matches!(plan.role, LinkRole::Member { .. }) {
+                    ports.insert((v.parent, v.id), *ifindex);
+                }
+            }
+            for slave in &plan.slaves {
+                ports.insert((*slave, 0), *ifindex);
+            }
+        }
+        for (&(dev, vid), &member) in &ports {
+            if self.ports.get(&(dev, vid)) != Some(&member) {
+                self.maps.set_port(dev, vid, member)?;
+                self.ports.insert((dev, vid), member);
+            }
+        }
+        let gone: Vec<(u32, u16)> = self
+            .ports
+            .keys()
+            .filter(|k| !ports.contains_key(k))
+            .copied()
+            .collect();
+        for (dev, vid) in gone {
+            self.maps.remove_port(dev, vid)?;
+            self.ports.remove(&(dev, vid));
+        }
+        for (&ifindex, &(parent, vid)) in &vlan_ports {
+            if self.vlan_ports.get(&ifindex) != Some(&(parent, vid)) {
+                self.maps.set_vlan_port(ifindex, parent, vid)?;
+                self.vlan_ports.insert(ifindex, (parent, vid));
+            }
+        }
+        let gone: Vec<u32> = self
+            .vlan_ports
+            .keys()
+            .filter(|k| !vlan_ports.contains_key(k))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            self.maps.remove_vlan_port(ifindex)?;
+            self.vlan_ports.remove(&ifindex);
+        }
         Ok(())
     }
 
     /// The LINKS entry for a planned link: its VRF's slot, its stats slot, its flags.
     fn link_entry(&mut self, ifindex: u32, plan: &LinkPlan) -> Result<Option<Link>> {
-        let up = if plan.up { LINK_UP } else { 0 };
+        let mut up = if plan.up { LINK_UP } else { 0 };
+        if plan.vlan.is_some() {
+            up |= LINK_VLAN;
+        }
+        if plan.trunk {
+            up |= LINK_TRUNK;
+        }
+        if plan.tags_hidden {
+            up |= LINK_TAGS_HIDDEN;
+        }
         let (vrf, flags) = match &plan.role {
             LinkRole::Egress => (u32::MAX, up),
             LinkRole::VrfDevice { vrf } => match self.vrf_slots.get(vrf) {
@@ -565,7 +641,12 @@ mod tests {
                 forwarding4: true,
                 forwarding6: false,
                 rp_filter,
+                rx_vlan_offload: false,
             },
+            vlan: None,
+            trunk: false,
+            tags_hidden: false,
+            slaves: Vec::new(),
         };
         assert_eq!(member_flags(&plan(0)), LINK_MEMBER | LINK_FWD4);
         assert_eq!(member_flags(&plan(1)) & LINK_RPF_STRICT, LINK_RPF_STRICT);

@@ -242,7 +242,7 @@ impl Daemon {
             }
         }
         self.writer.apply_plan(&plan)?;
-        self.attach()?;
+        self.attach(plan.xdp_ports())?;
         self.attach_tc().await
     }
 
@@ -274,14 +274,9 @@ impl Daemon {
         self.writer.set_capture(on)
     }
 
-    /// XDP on exactly the members of every VRF.
-    fn attach(&mut self) -> Result<()> {
-        let want: BTreeSet<u32> = self
-            .engine
-            .vrfs()
-            .iter()
-            .flat_map(|v| v.members.iter().copied())
-            .collect();
+    /// XDP on exactly the devices that receive members' frames: members, and the trunks of
+    /// VLAN members (see [`crate::plan::Plan::xdp_ports`]).
+    fn attach(&mut self, want: BTreeSet<u32>) -> Result<()> {
         let have: BTreeSet<u32> = self.dp.attached().map(|(i, _)| i).collect();
         for ifindex in have.difference(&want) {
             self.dp.detach(*ifindex)?;

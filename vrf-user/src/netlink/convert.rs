@@ -9,7 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
-    link::{InfoData, InfoVrf, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage},
+    link::{
+        InfoData, InfoVlan, InfoVrf, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+        VlanProtocol as NlVlanProtocol,
+    },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage},
     route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteNextHop,
@@ -21,7 +24,7 @@ use netlink_packet_route::{
 
 use crate::model::{
     AddrInfo, FwMark, IpFamily, KernelEvent, LinkInfo, NeighInfo, PathInfo, RouteInfo, RouteKind,
-    RuleAction, RuleInfo,
+    RuleAction, RuleInfo, Vlan, VlanProtocol,
 };
 
 /// The netlink family of an [`IpFamily`].
@@ -95,16 +98,32 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
     let mut master = None;
     let mut kind = None;
     let mut vrf_table = None;
+    let mut parent = None;
+    let mut other_netns = false;
+    let (mut vlan_id, mut vlan_protocol) = (None, VlanProtocol::Dot1Q);
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Address(a) => mac = mac6(a),
             LinkAttribute::Mtu(m) => mtu = *m,
             LinkAttribute::Controller(m) if *m != 0 => master = Some(*m),
+            LinkAttribute::Link(l) if *l != 0 => parent = Some(*l),
+            LinkAttribute::LinkNetNsId(_) => other_netns = true,
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     match info {
                         NlLinkInfo::Kind(k) => kind = Some(k.to_string()),
+                        NlLinkInfo::Data(InfoData::Vlan(data)) => {
+                            for d in data {
+                                match d {
+                                    InfoVlan::Id(id) => vlan_id = Some(*id),
+                                    InfoVlan::Protocol(NlVlanProtocol::Ieee8021Ad) => {
+                                        vlan_protocol = VlanProtocol::Dot1Ad
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
                         NlLinkInfo::Data(InfoData::Vrf(data)) => {
                             for d in data {
                                 if let InfoVrf::TableId(t) = d {
@@ -130,6 +149,12 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
         master,
         kind,
         vrf_table,
+        // A veth's IFLA_LINK names its peer, in another namespace when IFLA_LINK_NETNSID is set.
+        parent: parent.filter(|_| !other_netns),
+        vlan: vlan_id.map(|id| Vlan {
+            id,
+            protocol: vlan_protocol,
+        }),
     })
 }
 
@@ -482,8 +507,54 @@ mod tests {
                 master: None,
                 kind: Some("vrf".into()),
                 vrf_table: Some(100_000),
+                parent: None,
+                vlan: None,
             })
         );
+    }
+
+    #[test]
+    fn vlan_link_with_parent_id_and_protocol() {
+        let vlan = |proto| {
+            link_msg(
+                9,
+                vec![
+                    LinkAttribute::IfName("r0.100".into()),
+                    LinkAttribute::Address(vec![2, 0, 0, 0, 0, 9]),
+                    LinkAttribute::Mtu(1500),
+                    LinkAttribute::Link(4),
+                    LinkAttribute::LinkInfo(vec![
+                        NlLinkInfo::Kind(InfoKind::Vlan),
+                        NlLinkInfo::Data(InfoData::Vlan(vec![
+                            InfoVlan::Id(100),
+                            InfoVlan::Protocol(proto),
+                        ])),
+                    ]),
+                ],
+            )
+        };
+        // Through the wire format, as the kernel's bytes arrive.
+        let RouteNetlinkMessage::NewLink(m) = wire(RouteNetlinkMessage::NewLink(vlan(
+            NlVlanProtocol::Ieee8021Q,
+        ))) else {
+            panic!("not a link message")
+        };
+        let l = link(&m).unwrap();
+        assert_eq!(l.kind.as_deref(), Some("vlan"));
+        assert_eq!(l.parent, Some(4));
+        assert_eq!(
+            l.vlan,
+            Some(Vlan {
+                id: 100,
+                protocol: VlanProtocol::Dot1Q
+            })
+        );
+        let ad = link(&vlan(NlVlanProtocol::Ieee8021Ad)).unwrap();
+        assert_eq!(ad.vlan.map(|v| v.protocol), Some(VlanProtocol::Dot1Ad));
+        // A veth's IFLA_LINK is its peer, elsewhere when a netns id comes with it.
+        let mut veth = vlan(NlVlanProtocol::Ieee8021Q);
+        veth.attributes.push(LinkAttribute::LinkNetNsId(1));
+        assert_eq!(link(&veth).unwrap().parent, None);
     }
 
     #[test]
