@@ -45,8 +45,10 @@ pub mod map_names {
     pub const VRF_STATS: &str = "VRF_STATS";
     pub const LINK_STATS: &str = "LINK_STATS";
     pub const EXPLAIN: &str = "EXPLAIN";
-    pub const ALL: [&str; 10] = [
+    pub const HEARTBEAT: &str = "HEARTBEAT";
+    pub const ALL: [&str; 11] = [
         LINKS, VRFS, FIB4, FIB6, NEXTHOPS, NEIGH, TX_PORTS, VRF_STATS, LINK_STATS, EXPLAIN,
+        HEARTBEAT,
     ];
 }
 
@@ -399,10 +401,13 @@ pub enum Reason {
     PassPolicyRule,
     /// `disable_ipv6` on the ingress or the egress link.
     PassIpv6Disabled,
+    /// vrfd stopped refreshing its heartbeat (crashed, hung, stopped): the maps may no longer
+    /// follow the kernel, so the kernel decides everything.
+    PassVrfdGone,
 }
 
 impl Reason {
-    pub const COUNT: usize = 28;
+    pub const COUNT: usize = 29;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Rx,
@@ -433,6 +438,7 @@ impl Reason {
         Reason::PassIpsec,
         Reason::PassPolicyRule,
         Reason::PassIpv6Disabled,
+        Reason::PassVrfdGone,
     ];
 
     /// Stable snake_case name used in JSON and metric labels.
@@ -466,6 +472,7 @@ impl Reason {
             Reason::PassIpsec => "ipsec",
             Reason::PassPolicyRule => "policy_rule",
             Reason::PassIpv6Disabled => "ipv6_disabled",
+            Reason::PassVrfdGone => "vrfd_gone",
         }
     }
 
@@ -526,6 +533,24 @@ pub struct Explain {
     pub seq: u64,
 }
 
+/// The dead-man switch (`HEARTBEAT[0]`): vrfd moves the deadline forward while it runs; once
+/// the clock passes it, every program passes every packet to the kernel (`PassVrfdGone`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Heartbeat {
+    /// CLOCK_MONOTONIC (as `bpf_ktime_get_coarse_ns` reads it), ns; 0 = no switch armed (a
+    /// data plane loaded without vrfd: tests, benchmarks).
+    pub deadline_ns: u64,
+}
+
+impl Heartbeat {
+    /// vrfd is gone once the clock passed an armed deadline.
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64) -> bool {
+        self.deadline_ns != 0 && now_ns > self.deadline_ns
+    }
+}
+
 /// Big-endian table id, as stored in FIB keys.
 #[inline(always)]
 pub const fn table_key(table: u32) -> [u8; 4] {
@@ -547,6 +572,7 @@ const _: () = assert!(core::mem::size_of::<NeighKey>() == 24);
 const _: () = assert!(core::mem::size_of::<Neigh>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16 * Reason::COUNT);
 const _: () = assert!(core::mem::size_of::<Explain>() == 40);
+const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8);
 const _: () = assert!(Reason::ALL[Reason::COUNT - 1] as usize == Reason::COUNT - 1);
 
 #[cfg(feature = "user")]
@@ -566,7 +592,8 @@ mod user {
         NeighKey,
         Neigh,
         Counters,
-        Explain
+        Explain,
+        Heartbeat
     );
 }
 
@@ -642,6 +669,13 @@ mod tests {
         }
         assert_eq!(RouteKind::from_u16(0), None);
         assert_eq!(RouteKind::from_u16(11), None);
+    }
+
+    #[test]
+    fn heartbeat_expires_only_when_armed_and_passed() {
+        assert!(!Heartbeat { deadline_ns: 0 }.expired(u64::MAX));
+        assert!(!Heartbeat { deadline_ns: 100 }.expired(100));
+        assert!(Heartbeat { deadline_ns: 100 }.expired(101));
     }
 
     #[test]

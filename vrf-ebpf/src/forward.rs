@@ -40,7 +40,7 @@ pub struct Verdict {
 
 impl Verdict {
     #[inline(always)]
-    fn only(reason: Reason, vrf: u32) -> Self {
+    pub fn only(reason: Reason, vrf: u32) -> Self {
         Verdict {
             reason,
             oif: 0,

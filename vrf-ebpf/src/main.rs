@@ -10,6 +10,7 @@ mod maps;
 mod neigh;
 mod parse;
 mod rewrite;
+mod switch;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
@@ -53,7 +54,11 @@ fn run(ctx: &XdpContext, explain: bool) -> u32 {
         data_end: ctx.data_end(),
     };
     let bytes = frame.len() as u64;
-    let mut verdict = forward::decide::<false>(frame, ifindex, &member);
+    let mut verdict = if switch::vrfd_gone() {
+        Verdict::only(Reason::PassVrfdGone, member.vrf)
+    } else {
+        forward::decide::<false>(frame, ifindex, &member)
+    };
     let action = match verdict.reason.action() {
         Action::Forward => send(ctx, &mut verdict),
         Action::Drop => XDP_DROP,

@@ -4,8 +4,9 @@ use aya_ebpf::{
     maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use vrf_common::{
-    Counters, Explain, Fib4Key, Fib6Key, Link, Neigh, NeighKey, NexthopGroup, Route, Vrf,
-    DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES, NEXTHOP_ENTRIES,
+    Counters, Explain, Fib4Key, Fib6Key, Heartbeat, Link, Neigh, NeighKey, NexthopGroup, Route,
+    Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES,
+    NEXTHOP_ENTRIES,
 };
 
 #[map]
@@ -45,3 +46,8 @@ pub static LINK_STATS: PerCpuArray<Counters> =
 
 #[map]
 pub static EXPLAIN: PerCpuArray<Explain> = PerCpuArray::with_max_entries(1, 0);
+
+/// The dead-man switch's deadline (one entry), refreshed by vrfd.
+#[map]
+pub static HEARTBEAT: aya_ebpf::maps::Array<Heartbeat> =
+    aya_ebpf::maps::Array::with_max_entries(1, 0);

@@ -11,7 +11,7 @@ use aya::maps::{
 use ipnet::IpNet;
 use vrf_common::{
     map_names as names, stats_index, table_key, Counters, Direction, Explain, Fib4Key, Fib6Key,
-    Link, Neigh, NeighKey, NexthopGroup, Route, Vrf, FIB_TABLE_BITS,
+    Heartbeat, Link, Neigh, NeighKey, NexthopGroup, Route, Vrf, FIB_TABLE_BITS,
 };
 
 pub struct Maps {
@@ -25,6 +25,7 @@ pub struct Maps {
     pub vrf_stats: PerCpuArray<MapData, Counters>,
     pub link_stats: PerCpuArray<MapData, Counters>,
     pub explain: PerCpuArray<MapData, Explain>,
+    pub heartbeat: Array<MapData, Heartbeat>,
 }
 
 /// A map missing from a hash map is not an error for readers: `Ok(None)`.
@@ -92,6 +93,7 @@ impl Maps {
                 names::VRF_STATS => self.vrf_stats.map(),
                 names::LINK_STATS => self.link_stats.map(),
                 names::EXPLAIN => self.explain.map(),
+                names::HEARTBEAT => self.heartbeat.map(),
                 _ => return None,
             })
         };
@@ -127,6 +129,7 @@ impl Maps {
             vrf_stats: typed!(names::VRF_STATS),
             link_stats: typed!(names::LINK_STATS),
             explain: typed!(names::EXPLAIN),
+            heartbeat: typed!(names::HEARTBEAT),
         })
     }
 
@@ -270,6 +273,19 @@ impl Maps {
         const BPF_EXIST: u64 = 2;
         let cleared = Neigh { used: 0, ..*seen };
         gone(self.neigh.insert(key, cleared, BPF_EXIST)).context("clearing a neighbour's used mark")
+    }
+
+    // The dead-man switch.
+
+    /// Let the programs decide until CLOCK_MONOTONIC passes `deadline_ns` (0 disarms the switch).
+    pub fn set_heartbeat(&mut self, deadline_ns: u64) -> Result<()> {
+        self.heartbeat
+            .set(0, Heartbeat { deadline_ns }, 0)
+            .context("refreshing the heartbeat")
+    }
+
+    pub fn heartbeat(&self) -> Result<Heartbeat> {
+        Ok(self.heartbeat.get(&0, 0)?)
     }
 
     // Counters.

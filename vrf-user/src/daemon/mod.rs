@@ -5,6 +5,7 @@
 pub mod export;
 mod pins;
 mod rules;
+pub mod switch;
 
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -64,6 +65,7 @@ struct Daemon {
     /// VRF devices whose root qdisc vrfd added (removed again on exit).
     qdiscs: BTreeSet<u32>,
     telemetry: export::DaemonMetrics,
+    heartbeat: switch::Heartbeat,
     _pins: pins::PinDir,
 }
 
@@ -106,6 +108,10 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(l) => Some(export::spawn(l, pins.path(), telemetry.clone())?),
         None => None,
     };
+    let mut dp = dp;
+    let heartbeat = switch::Heartbeat::new();
+    // Armed before anything is attached: from here on the programs decide only while we beat.
+    heartbeat.beat(&mut dp.maps)?;
     let writer = MapWriter::new(dp.maps.try_clone()?);
     let mut daemon = Daemon {
         netlink,
@@ -117,6 +123,7 @@ pub async fn run(opts: Options) -> Result<()> {
         rules: rules::OwnedRules::default(),
         qdiscs: BTreeSet::new(),
         telemetry,
+        heartbeat,
         _pins: pins,
     };
     let result = daemon
@@ -163,8 +170,10 @@ impl Daemon {
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut poll = tokio::time::interval(SYSCTL_POLL);
+        let mut beat = tokio::time::interval(switch::REFRESH);
         loop {
             tokio::select! {
+                _ = beat.tick() => self.heartbeat.beat(&mut self.dp.maps)?,
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = poll.tick() => self.refresh_links()?,
@@ -178,6 +187,7 @@ impl Daemon {
                         if dirty.routes.len() + dirty.neighbours.len() >= BATCH { break; }
                     }
                     self.apply(dirty).await?;
+                    self.heartbeat.beat(&mut self.dp.maps)?;
                 }
                 event = nexthop_events.recv() => {
                     let Some(event) = event else {
