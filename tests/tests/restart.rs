@@ -7,11 +7,18 @@
 //! route became `unreachable` behind a vrfd that cannot see it, and the router's
 //! IpForwDatagrams (the kernel forwarded it, not XDP).
 
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tests::daemon::Vrfd;
+use tests::daemon::{lock_file, log_has_message, unique_pin_path, ConfigFile, Vrfd};
 use tests::fastpath;
-use tests::{forwarded_datagrams, list_own_netns, ping, require_root, Topology, TopologySpec};
+use tests::{
+    forwarded_datagrams, list_own_netns, ping, require_root, BgProcess, NetNs, Topology,
+    TopologySpec,
+};
 use vrf_common::{Direction, Reason};
 
 /// The issue's limit: after vrfd stops, the kernel decides within this.
@@ -227,6 +234,268 @@ fn a_killed_vrfd_leaves_the_kernel_deciding_and_a_new_one_resumes_the_fast_path(
     await_lookup(&vrfd, DST, "pass/unreachable", Duration::from_secs(2));
     assert_xdp_path(&topo, "10.0.2.2", "a new vrfd");
     vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hitless restart (`--persist`).
+
+/// A pin path shared by successive vrfds; on drop `vrfd --detach` removes what they left.
+struct SharedPins<'a> {
+    ns: &'a NetNs,
+    path: PathBuf,
+}
+
+impl SharedPins<'_> {
+    fn detach(&self) -> std::process::Output {
+        self.ns
+            .command(tests::bin_path("vrfd"))
+            .arg("--detach")
+            .arg("--pin-path")
+            .arg(&self.path)
+            .output()
+            .expect("running vrfd --detach")
+    }
+}
+
+impl Drop for SharedPins<'_> {
+    fn drop(&mut self) {
+        if self.path.exists() {
+            let _ = self.detach();
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+        let _ = std::fs::remove_file(lock_file(&self.path));
+    }
+}
+
+/// `vrfd --persist` on `pins`, ready.
+fn start_persistent(ns: &NetNs, config: &Path, pins: &Path) -> BgProcess {
+    use std::ffi::OsStr;
+    let vrfd = tests::bin_path("vrfd");
+    let mut p = ns
+        .spawn([
+            vrfd.as_os_str(),
+            OsStr::new("--persist"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--pin-path"),
+            pins.as_os_str(),
+            OsStr::new("--log-format"),
+            OsStr::new("json"),
+        ])
+        .unwrap();
+    p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("vrfd --persist not ready: {e:#}"));
+    p
+}
+
+/// The id of the XDP program attached to `ifname` (None: nothing attached).
+fn xdp_prog_id(ns: &NetNs, ifname: &str) -> Option<u64> {
+    let out = ns.ip(&["-j", "-d", "link", "show", ifname]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let xdp = &v[0]["xdp"];
+    xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
+}
+
+/// UDP from red A to red B at about `pps` until stopped; returns (sent, distinct received).
+struct Flow {
+    stop: Arc<AtomicBool>,
+    tx: std::thread::JoinHandle<u64>,
+    rx: std::thread::JoinHandle<u64>,
+}
+
+impl Flow {
+    fn start(topo: &Topology, pps: u64) -> Flow {
+        let dst_ip: std::net::IpAddr = "10.0.2.2".parse().unwrap();
+        let server = topo
+            .host("red", 1)
+            .run_in(|| UdpSocket::bind(SocketAddr::new(dst_ip, 0)))
+            .unwrap();
+        let dst = server.local_addr().unwrap();
+        let client = topo
+            .host("red", 0)
+            .run_in(|| UdpSocket::bind("0.0.0.0:0"))
+            .unwrap();
+        let big: libc::c_int = 16 << 20;
+        // SAFETY: valid socket fd and option pointer/length (SO_RCVBUFFORCE: root).
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&server),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&big as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        server
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s1, s2) = (stop.clone(), stop.clone());
+        let tx = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut seq = 0u64;
+            while !s1.load(Ordering::Relaxed) {
+                let due = t0 + Duration::from_nanos(seq * 1_000_000_000 / pps);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let mut payload = [0u8; 64];
+                payload[..8].copy_from_slice(&seq.to_be_bytes());
+                if client.send_to(&payload, dst).is_ok() {
+                    seq += 1;
+                }
+            }
+            seq
+        });
+        let rx = std::thread::spawn(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut buf = [0u8; 128];
+            let mut idle_since = None;
+            loop {
+                match server.recv(&mut buf) {
+                    Ok(n) if n >= 8 => {
+                        seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
+                        idle_since = None;
+                    }
+                    _ => {
+                        if s2.load(Ordering::Relaxed) {
+                            let t = *idle_since.get_or_insert_with(Instant::now);
+                            if t.elapsed() > Duration::from_millis(500) {
+                                return seen.len() as u64;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Flow { stop, tx, rx }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        (self.tx.join().unwrap(), self.rx.join().unwrap())
+    }
+}
+
+#[test]
+fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_counters() {
+    let prefix = "rs_persist";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let config = ConfigFile::new(&config(&topo)).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let mut first = start_persistent(r, config.path(), &pins.path);
+    let maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    let slot = vrf_user::inspect::vrfs(&maps)
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "red")
+        .expect("red is served")
+        .slot;
+    let forwarded = |m: &vrf_user::maps::Maps| {
+        m.vrf_counters(slot, Direction::Ingress).unwrap().by_reason[Reason::Forwarded as usize]
+            .packets
+    };
+    assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
+    let prog = xdp_prog_id(r, "red0").expect("XDP on red0");
+
+    let kernel_before = forwarded_datagrams(r).unwrap().0;
+    let flow = Flow::start(&topo, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let counted_before = forwarded(&maps);
+    let status = first.stop_with(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "first vrfd's exit; log:\n{}",
+        first.log()
+    );
+    assert!(pins.path.is_dir(), "a persisting vrfd removed its pins");
+    assert_eq!(
+        xdp_prog_id(r, "red0"),
+        Some(prog),
+        "XDP left red0 when the persisting vrfd stopped"
+    );
+    let t0 = Instant::now();
+    let second = start_persistent(r, config.path(), &pins.path);
+    let took = t0.elapsed();
+    assert!(
+        log_has_message(
+            &second.log(),
+            "adopting the pins of a previous vrfd: nothing is detached"
+        ),
+        "second vrfd did not adopt; log:\n{}",
+        second.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, received) = flow.finish();
+    let kernel = forwarded_datagrams(r).unwrap().0 - kernel_before;
+    eprintln!(
+        "restart: second vrfd ready {took:?} after the first stopped; {sent} sent, {received} \
+         received, {kernel} forwarded by the kernel"
+    );
+    assert!(sent > 1000, "the flow sent only {sent}");
+    assert_eq!(received, sent, "datagrams lost across the restart");
+    assert_eq!(xdp_prog_id(r, "red0"), Some(prog), "XDP was replaced");
+    // Same maps, same slot: the counter went on from where it was.
+    let counted_after = forwarded(&maps);
+    assert!(
+        counted_after > counted_before,
+        "red's forwarded counter: {counted_before} → {counted_after}"
+    );
+    assert_xdp_path(&topo, "10.0.2.2", "second vrfd");
+    // The route change made now is followed by the adopting vrfd.
+    r.ip(&[
+        "route",
+        "replace",
+        "unreachable",
+        "10.9.0.0/24",
+        "table",
+        "110",
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let p = ping(topo.host("red", 0), DST, 1).unwrap();
+        if p.received == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "route change not followed"
+        );
+    }
+
+    // `vrfd --detach` after the last stop: nothing attached, no pins.
+    let mut second = second;
+    assert_eq!(
+        second.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let out = pins.detach();
+    assert!(
+        out.status.success(),
+        "vrfd --detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for m in topo.members() {
+        assert_eq!(
+            xdp_prog_id(r, &m.ifname),
+            None,
+            "{} kept XDP after --detach",
+            m.ifname
+        );
+    }
+    assert!(!pins.path.exists(), "--detach left {}", pins.path.display());
+    drop(maps);
+    drop(pins);
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }

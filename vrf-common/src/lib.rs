@@ -541,6 +541,9 @@ pub struct Heartbeat {
     /// CLOCK_MONOTONIC (as `bpf_ktime_get_coarse_ns` reads it), ns; 0 = no switch armed (a
     /// data plane loaded without vrfd: tests, benchmarks).
     pub deadline_ns: u64,
+    /// The stamp of the object whose vrfd writes the maps (a hash of it): a starting vrfd
+    /// adopts pinned maps only when it is its own. Not read by the programs.
+    pub stamp: u64,
 }
 
 impl Heartbeat {
@@ -572,7 +575,7 @@ const _: () = assert!(core::mem::size_of::<NeighKey>() == 24);
 const _: () = assert!(core::mem::size_of::<Neigh>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16 * Reason::COUNT);
 const _: () = assert!(core::mem::size_of::<Explain>() == 40);
-const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8);
+const _: () = assert!(core::mem::size_of::<Heartbeat>() == 16);
 const _: () = assert!(Reason::ALL[Reason::COUNT - 1] as usize == Reason::COUNT - 1);
 
 #[cfg(feature = "user")]
@@ -673,9 +676,13 @@ mod tests {
 
     #[test]
     fn heartbeat_expires_only_when_armed_and_passed() {
-        assert!(!Heartbeat { deadline_ns: 0 }.expired(u64::MAX));
-        assert!(!Heartbeat { deadline_ns: 100 }.expired(100));
-        assert!(Heartbeat { deadline_ns: 100 }.expired(101));
+        let hb = |deadline_ns| Heartbeat {
+            deadline_ns,
+            stamp: 0,
+        };
+        assert!(!hb(0).expired(u64::MAX));
+        assert!(!hb(100).expired(100));
+        assert!(hb(100).expired(101));
     }
 
     #[test]

@@ -226,6 +226,11 @@ impl Maps {
             .with_context(|| format!("setting nexthop group {id}"))
     }
 
+    /// Every nexthop group, by id.
+    pub fn nexthop_groups(&self) -> Result<Vec<(u32, NexthopGroup)>> {
+        Ok(self.nexthops.iter().collect::<Result<_, _>>()?)
+    }
+
     pub fn remove_nexthop_group(&mut self, id: u32) -> Result<()> {
         gone(self.nexthops.remove(&id)).with_context(|| format!("removing nexthop group {id}"))
     }
@@ -255,6 +260,18 @@ impl Maps {
         Ok(optional(self.neigh.get(&neigh_key(ifindex, addr), 0))?.map(|n| n.mac))
     }
 
+    /// Every neighbour entry, as (ifindex, address).
+    pub fn neighbour_keys(&self) -> Result<Vec<(u32, IpAddr)>> {
+        let mut out = Vec::new();
+        for k in self.neigh.keys() {
+            let k = k?;
+            if let Some(addr) = addr_from16(k.family, k.addr) {
+                out.push((k.ifindex, addr));
+            }
+        }
+        Ok(out)
+    }
+
     /// Neighbours the data plane marked used since their mark was last cleared.
     pub fn used_neighbours(&self) -> Result<Vec<(NeighKey, Neigh)>> {
         let mut out = Vec::new();
@@ -277,10 +294,10 @@ impl Maps {
 
     // The dead-man switch.
 
-    /// Let the programs decide until CLOCK_MONOTONIC passes `deadline_ns` (0 disarms the switch).
-    pub fn set_heartbeat(&mut self, deadline_ns: u64) -> Result<()> {
+    /// Let the programs decide until CLOCK_MONOTONIC passes `hb.deadline_ns` (0 disarms the switch).
+    pub fn set_heartbeat(&mut self, hb: Heartbeat) -> Result<()> {
         self.heartbeat
-            .set(0, Heartbeat { deadline_ns }, 0)
+            .set(0, hb, 0)
             .context("refreshing the heartbeat")
     }
 

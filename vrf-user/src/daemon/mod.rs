@@ -39,6 +39,13 @@ pub struct Options {
     pub pin_path: PathBuf,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// Leave programs, links, maps and rules in place on SIGTERM; adopt them at start.
+    pub persist: bool,
+}
+
+/// `vrfd --detach`: remove what a persisting vrfd left (links, tc filters, pins).
+pub fn detach(pin_path: &std::path::Path) -> Result<()> {
+    pins::detach(pin_path)
 }
 
 /// A configuration problem: vrfd exits 2 and leaves nothing behind.
@@ -66,7 +73,10 @@ struct Daemon {
     qdiscs: BTreeSet<u32>,
     telemetry: export::DaemonMetrics,
     heartbeat: switch::Heartbeat,
-    _pins: pins::PinDir,
+    pins: pins::PinDir,
+    persist: bool,
+    /// Started on a previous vrfd's pins: its rules are ours, its maps are converged by diff.
+    adopted: bool,
 }
 
 /// Run vrfd until SIGINT/SIGTERM; everything attached, added or pinned is undone on return.
@@ -98,21 +108,34 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(addr) => Some(export::bind(addr).await?),
         None => None,
     };
-    let pins = pins::PinDir::create(&opts.pin_path)?;
-    let dp = DataPlane::load_with(&LoadOptions {
+    let (pins, adopted) = pins::PinDir::open(&opts.pin_path, opts.persist)?;
+    let mut dp = DataPlane::load_with(&LoadOptions {
         pin_dir: Some(pins.path().to_path_buf()),
+        persist: opts.persist,
         ..Default::default()
     })?;
+    let heartbeat = switch::Heartbeat::new();
+    if adopted {
+        let links = dp.adopt_links()?;
+        info!(
+            links,
+            "adopting the pins of a previous vrfd: nothing is detached"
+        );
+    } else {
+        // Armed and expired: whatever gets attached passes to the kernel until the first
+        // full plan is written and the first heartbeat says so.
+        heartbeat.extend(&mut dp.maps, Duration::ZERO)?;
+    }
     let telemetry = export::DaemonMetrics::default();
     let _exporter = match listener {
         Some(l) => Some(export::spawn(l, pins.path(), telemetry.clone())?),
         None => None,
     };
-    let mut dp = dp;
-    let heartbeat = switch::Heartbeat::new();
-    // Armed before anything is attached: from here on the programs decide only while we beat.
-    heartbeat.beat(&mut dp.maps)?;
-    let writer = MapWriter::new(dp.maps.try_clone()?);
+    let writer = if adopted {
+        MapWriter::adopt(dp.maps.try_clone()?)?
+    } else {
+        MapWriter::new(dp.maps.try_clone()?)
+    };
     let mut daemon = Daemon {
         netlink,
         nexthops,
@@ -124,7 +147,9 @@ pub async fn run(opts: Options) -> Result<()> {
         qdiscs: BTreeSet::new(),
         telemetry,
         heartbeat,
-        _pins: pins,
+        pins,
+        persist: opts.persist,
+        adopted,
     };
     let result = daemon
         .serve(&config, &mut events, &mut nexthop_events)
@@ -162,9 +187,13 @@ impl Daemon {
         events: &mut UnboundedReceiver<KernelEvent>,
         nexthop_events: &mut UnboundedReceiver<NexthopEvent>,
     ) -> Result<()> {
-        self.rules.ensure(&self.netlink, config).await?;
+        self.rules
+            .ensure(&self.netlink, config, self.adopted)
+            .await?;
         // The rules we added are in the kernel now; see them as the kernel does.
         self.resync().await?;
+        // The view is complete and in the maps: the fast path may decide from now on.
+        self.heartbeat.beat(&mut self.dp.maps)?;
         self.ready();
 
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -355,6 +384,17 @@ impl Daemon {
     }
 
     async fn shutdown(&mut self) {
+        if self.persist {
+            // The next vrfd adopts all this; if none comes, the switch hands every packet to
+            // the kernel within the 2 s.
+            if let Err(e) = self.heartbeat.extend(&mut self.dp.maps, switch::STOP_LEASE) {
+                error!(error = %format!("{e:#}"), "setting the last lease");
+            }
+            self.dp.keep_attached();
+            self.pins.keep();
+            info!("stopped: programs, links, maps and rules left in place for the next vrfd");
+            return;
+        }
         if let Err(e) = self.dp.detach_all() {
             error!(error = %format!("{e:#}"), "detaching");
         }

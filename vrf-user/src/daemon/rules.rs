@@ -10,7 +10,13 @@ pub struct OwnedRules {
 }
 
 impl OwnedRules {
-    pub async fn ensure(&mut self, netlink: &Netlink, config: &Config) -> anyhow::Result<()> {
+    /// With `adopt`, rules already present are taken as ours (a previous vrfd added them).
+    pub async fn ensure(
+        &mut self,
+        netlink: &Netlink,
+        config: &Config,
+        adopt: bool,
+    ) -> anyhow::Result<()> {
         let existing = netlink.rules().await?;
         // The default VRF's rule is the kernel's own `lookup main`.
         for vrf in config.vrf.iter().filter(|v| !v.is_main()) {
@@ -22,6 +28,10 @@ impl OwnedRules {
                             && r.sends_iif_to(iif, vrf.table)
                     });
                     if present {
+                        if adopt {
+                            self.added
+                                .push((family, iif.clone(), vrf.table, vrf.rule_priority));
+                        }
                         continue;
                     }
                     netlink

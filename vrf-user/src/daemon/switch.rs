@@ -11,6 +11,8 @@ use crate::maps::Maps;
 /// How long the data plane keeps deciding after the last heartbeat. The limit is 2 s;
 /// the rest is margin for the coarse clock (one jiffy) and a busy scheduler.
 pub const LEASE: Duration = Duration::from_millis(1500);
+/// The lease a persisting vrfd leaves when it stops: its successor's time to take over.
+pub const STOP_LEASE: Duration = Duration::from_secs(2);
 /// How often the main loop refreshes it: several beats per lease, so one late tick is harmless.
 pub const REFRESH: Duration = Duration::from_millis(250);
 
@@ -40,12 +42,20 @@ impl Heartbeat {
 
     /// The loop is alive: extend the data plane's lease, pet systemd's watchdog.
     pub fn beat(&self, maps: &mut Maps) -> Result<()> {
-        maps.set_heartbeat(monotonic_ns() + LEASE.as_nanos() as u64)?;
+        self.extend(maps, LEASE)?;
         if self.watchdog {
             if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
                 warn!(error = %e, "sd_notify WATCHDOG=1 failed");
             }
         }
         Ok(())
+    }
+
+    /// Let the data plane decide for `lease` from now (and no longer).
+    pub fn extend(&self, maps: &mut Maps, lease: Duration) -> Result<()> {
+        maps.set_heartbeat(vrf_common::Heartbeat {
+            deadline_ns: monotonic_ns() + lease.as_nanos() as u64,
+            stamp: crate::dataplane::object_stamp(),
+        })
     }
 }
