@@ -499,3 +499,154 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// SIGHUP.
+
+fn vrf_config(topo: &Topology, names: &[&str]) -> String {
+    let mut s = String::new();
+    for v in topo
+        .vrfs()
+        .iter()
+        .filter(|v| names.contains(&v.name.as_str()))
+    {
+        let members: Vec<String> = v
+            .members
+            .iter()
+            .map(|m| format!("{:?}", m.ifname))
+            .collect();
+        s += &format!(
+            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
+            v.name,
+            v.table,
+            members.join(", ")
+        );
+    }
+    s
+}
+
+fn served(vrfd: &Vrfd<'_>) -> Vec<String> {
+    let mut names: Vec<String> = vrfd.show().unwrap()["vrfs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn await_served(vrfd: &Vrfd<'_>, want: &[&str]) {
+    let t0 = Instant::now();
+    loop {
+        let got = served(vrfd);
+        if got == want {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "served {got:?}, want {want:?}\nlog:\n{}",
+            vrfd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn iif_rule_count(ns: &NetNs, iif: &str) -> usize {
+    let out = ns.ip(&["-j", "rule", "show"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["iif"].as_str() == Some(iif))
+        .count()
+}
+
+fn sighup(vrfd: &Vrfd<'_>, config: &str) {
+    std::fs::write(vrfd.config_path(), config).unwrap();
+    // SAFETY: plain kill(2) on the vrfd this test started.
+    assert_eq!(
+        unsafe { libc::kill(vrfd.pid().unwrap() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+}
+
+#[test]
+fn sighup_adds_and_removes_vrfs_refuses_a_bad_config_and_leaves_the_rest_alone() {
+    let prefix = "rs_hup";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let vrfd = Vrfd::start(r, &vrf_config(&topo, &["red"])).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(served(&vrfd), ["red"]);
+    assert_xdp_path(&topo, "10.0.2.2", "red before any reload");
+    let red_prog = xdp_prog_id(r, "red0").expect("XDP on red0");
+    assert_eq!(xdp_prog_id(r, "blue0"), None);
+
+    // Add blue.
+    sighup(&vrfd, &vrf_config(&topo, &["red", "blue"]));
+    await_served(&vrfd, &["blue", "red"]);
+    assert!(
+        xdp_prog_id(r, "blue0").is_some(),
+        "no XDP on blue0 after blue was added"
+    );
+    assert_eq!(iif_rule_count(r, "blue0"), 1, "blue0's rule");
+    let before = forwarded_datagrams(r).unwrap().0;
+    let p = ping(topo.host("blue", 0), "10.0.2.2", 4).unwrap();
+    assert!(p.all_received(), "blue ping: {p:?}");
+    assert_eq!(
+        forwarded_datagrams(r).unwrap().0,
+        before,
+        "blue not on the XDP path"
+    );
+    assert_eq!(
+        xdp_prog_id(r, "red0"),
+        Some(red_prog),
+        "red was re-attached by the reload"
+    );
+
+    // A configuration naming a missing member is refused; both stay served.
+    sighup(
+        &vrfd,
+        "[[vrf]]\nname = \"green\"\ntable = 130\ninterfaces = [\"nosuch0\"]\n",
+    );
+    let t0 = Instant::now();
+    while !vrfd.log().contains("configuration refused") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no refusal logged:\n{}",
+            vrfd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(served(&vrfd), ["blue", "red"]);
+
+    // Remove red: its XDP and the rule vrfd added go, blue is untouched.
+    let blue_prog = xdp_prog_id(r, "blue0").unwrap();
+    sighup(&vrfd, &vrf_config(&topo, &["blue"]));
+    await_served(&vrfd, &["blue"]);
+    let t0 = Instant::now();
+    while xdp_prog_id(r, "red0").is_some() || iif_rule_count(r, "red0") != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "red0 keeps XDP or its rule"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        xdp_prog_id(r, "blue0"),
+        Some(blue_prog),
+        "blue was re-attached"
+    );
+    let before = forwarded_datagrams(r).unwrap().0;
+    let p = ping(topo.host("blue", 0), "10.0.2.2", 4).unwrap();
+    assert!(p.all_received(), "blue ping after red's removal: {p:?}");
+    assert_eq!(
+        forwarded_datagrams(r).unwrap().0,
+        before,
+        "blue left the XDP path"
+    );
+
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}

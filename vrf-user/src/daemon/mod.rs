@@ -152,7 +152,12 @@ pub async fn run(opts: Options) -> Result<()> {
         adopted,
     };
     let result = daemon
-        .serve(&config, &mut events, &mut nexthop_events)
+        .serve(
+            config,
+            opts.config.as_deref(),
+            &mut events,
+            &mut nexthop_events,
+        )
         .await;
     daemon.shutdown().await;
     result
@@ -183,12 +188,13 @@ fn nexthop_kernel_event(event: NexthopEvent) -> KernelEvent {
 impl Daemon {
     async fn serve(
         &mut self,
-        config: &Config,
+        mut config: Config,
+        config_path: Option<&std::path::Path>,
         events: &mut UnboundedReceiver<KernelEvent>,
         nexthop_events: &mut UnboundedReceiver<NexthopEvent>,
     ) -> Result<()> {
         self.rules
-            .ensure(&self.netlink, config, self.adopted)
+            .ensure(&self.netlink, &config, self.adopted)
             .await?;
         // The rules we added are in the kernel now; see them as the kernel does.
         self.resync().await?;
@@ -198,6 +204,7 @@ impl Daemon {
 
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
         let mut poll = tokio::time::interval(SYSCTL_POLL);
         let mut beat = tokio::time::interval(switch::REFRESH);
         loop {
@@ -205,6 +212,11 @@ impl Daemon {
                 _ = beat.tick() => self.heartbeat.beat(&mut self.dp.maps)?,
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
+                _ = sighup.recv() => {
+                    if let Some(new) = self.reload(&config, config_path).await? {
+                        config = new;
+                    }
+                }
                 _ = poll.tick() => self.refresh_links()?,
                 event = events.recv() => {
                     let Some(event) = event else {
@@ -231,6 +243,49 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// SIGHUP: read the configuration again and apply the difference (VRFs added, removed,
+    /// changed) by diff; a configuration that does not load or names a missing member is
+    /// refused with an error and the running one stays.
+    async fn reload(
+        &mut self,
+        old: &Config,
+        path: Option<&std::path::Path>,
+    ) -> Result<Option<Config>> {
+        let Some(path) = path else {
+            info!("SIGHUP: no --config to reload");
+            return Ok(None);
+        };
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "SIGHUP: configuration refused, the running one stays");
+                return Ok(None);
+            }
+        };
+        for d in &config.vrf {
+            for name in &d.interfaces {
+                if self.engine.mirror().link_by_name(name).is_none() {
+                    error!(vrf = %d.name, interface = %name, "SIGHUP: configuration refused (interface does not exist), the running one stays");
+                    return Ok(None);
+                }
+            }
+        }
+        if config.vrf == old.vrf {
+            info!("SIGHUP: configuration unchanged");
+            return Ok(Some(config));
+        }
+        self.rules.remove_unwanted(&self.netlink, &config).await;
+        self.rules.ensure(&self.netlink, &config, false).await?;
+        self.engine.set_declared(config.vrf.clone());
+        // The rules changed under us: dump again; the writer touches only what differs.
+        self.resync().await?;
+        info!(
+            vrfs = self.engine.vrfs().len(),
+            "SIGHUP: configuration reloaded"
+        );
+        Ok(Some(config))
     }
 
     /// One kernel event into the mirror.

@@ -46,6 +46,32 @@ impl OwnedRules {
         Ok(())
     }
 
+    /// Remove the rules we added that `config` no longer asks for (a reload dropped or
+    /// changed their VRF).
+    pub async fn remove_unwanted(&mut self, netlink: &Netlink, config: &Config) {
+        let wanted = |iif: &str, table: u32, priority: u32| {
+            config.vrf.iter().filter(|v| !v.is_main()).any(|v| {
+                v.table == table
+                    && v.rule_priority == priority
+                    && v.interfaces.iter().any(|i| i == iif)
+            })
+        };
+        let mut kept = Vec::new();
+        for (family, iif, table, priority) in self.added.drain(..) {
+            if wanted(&iif, table, priority) {
+                kept.push((family, iif, table, priority));
+                continue;
+            }
+            match netlink.del_rule(family, &iif, table, priority).await {
+                Ok(()) => info!(iif = %iif, table, priority, ?family, "removed ip rule"),
+                Err(e) => {
+                    error!(iif = %iif, table, priority, error = %format!("{e:#}"), "removing ip rule")
+                }
+            }
+        }
+        self.added = kept;
+    }
+
     pub async fn remove_all(&mut self, netlink: &Netlink) {
         for (family, iif, table, priority) in self.added.drain(..) {
             if let Err(e) = netlink.del_rule(family, &iif, table, priority).await {
