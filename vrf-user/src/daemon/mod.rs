@@ -114,7 +114,7 @@ pub async fn run(opts: Options) -> Result<()> {
         persist: opts.persist,
         ..Default::default()
     })?;
-    let heartbeat = switch::Heartbeat::new();
+    let heartbeat = switch::Heartbeat::default();
     if adopted {
         let links = dp.adopt_links()?;
         info!(

@@ -33,13 +33,15 @@ pub struct Heartbeat {
     watchdog: bool,
 }
 
-impl Heartbeat {
-    pub fn new() -> Self {
+impl Default for Heartbeat {
+    fn default() -> Self {
         Heartbeat {
             watchdog: sd_notify::watchdog_enabled().is_some(),
         }
     }
+}
 
+impl Heartbeat {
     /// The loop is alive: extend the data plane's lease, pet systemd's watchdog.
     pub fn beat(&self, maps: &mut Maps) -> Result<()> {
         self.extend(maps, LEASE)?;
