@@ -48,9 +48,10 @@ pub mod prog_names {
     pub const EXPLAIN: &str = "EXPLAIN";
     pub const PORTS: &str = "PORTS";
     pub const VLAN_PORTS: &str = "VLAN_PORTS";
-    pub const ALL: [&str; 12] = [
+    pub const HEARTBEAT: &str = "HEARTBEAT";
+    pub const ALL: [&str; 13] = [
         LINKS, VRFS, FIB4, FIB6, NEXTHOPS, NEIGH, TX_PORTS, VRF_STATS, LINK_STATS, EXPLAIN, PORTS,
-        VLAN_PORTS,
+        VLAN_PORTS, HEARTBEAT,
     ];
     /// `Array<CaptureConfig>`, one entry: whether a capture runs, and what it wants.
     pub const CAPTURE: &str = "CAPTURE";
@@ -438,10 +439,13 @@ pub enum Reason {
     PassVlanHidden,
     /// Untagged on a trunk that is itself no member.
     PassNotMember,
+    /// vrfd stopped refreshing its heartbeat (crashed, hung, stopped): the maps may no longer
+    /// follow the kernel, so the kernel decides everything.
+    PassVrfdGone,
 }
 
 impl Reason {
-    pub const COUNT: usize = 34;
+    pub const COUNT: usize = 35;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::Rx,
@@ -478,6 +482,7 @@ impl Reason {
         Reason::PassVlanStacked,
         Reason::PassVlanHidden,
         Reason::PassNotMember,
+        Reason::PassVrfdGone,
     ];
 
     /// Stable snake_case name used in JSON and metric labels.
@@ -517,6 +522,7 @@ impl Reason {
             Reason::PassVlanStacked => "vlan_stacked",
             Reason::PassVlanHidden => "vlan_hidden",
             Reason::PassNotMember => "not_member",
+            Reason::PassVrfdGone => "vrfd_gone",
         }
     }
 
@@ -577,6 +583,27 @@ pub struct Explain {
     pub seq: u64,
 }
 
+/// The dead-man switch (`HEARTBEAT[0]`): vrfd moves the deadline forward while it runs; once
+/// the clock passes it, every program passes every packet to the kernel (`PassVrfdGone`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Heartbeat {
+    /// CLOCK_MONOTONIC (as `bpf_ktime_get_coarse_ns` reads it), ns; 0 = no switch armed (a
+    /// data plane loaded without vrfd: tests, benchmarks).
+    pub deadline_ns: u64,
+    /// The stamp of the object whose vrfd writes the maps (a hash of it): a starting vrfd
+    /// adopts pinned maps only when it is its own. Not read by the programs.
+    pub stamp: u64,
+}
+
+impl Heartbeat {
+    /// vrfd is gone once the clock passed an armed deadline.
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64) -> bool {
+        self.deadline_ns != 0 && now_ns > self.deadline_ns
+    }
+}
+
 /// Big-endian table id, as stored in FIB keys.
 #[inline(always)]
 pub const fn table_key(table: u32) -> [u8; 4] {
@@ -598,6 +625,7 @@ const _: () = assert!(core::mem::size_of::<NeighKey>() == 24);
 const _: () = assert!(core::mem::size_of::<Neigh>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16 * Reason::COUNT);
 const _: () = assert!(core::mem::size_of::<Explain>() == 40);
+const _: () = assert!(core::mem::size_of::<Heartbeat>() == 16);
 const _: () = assert!(Reason::ALL[Reason::COUNT - 1] as usize == Reason::COUNT - 1);
 const _: () = assert!(core::mem::size_of::<CaptureConfig>() == 56);
 const _: () = assert!(core::mem::size_of::<CaptureHeader>() == 64);
@@ -742,7 +770,8 @@ mod user {
         CaptureConfig,
         CaptureStats,
         PortKey,
-        VlanPort
+        VlanPort,
+        Heartbeat
     );
 }
 
@@ -818,6 +847,17 @@ mod tests {
         }
         assert_eq!(RouteKind::from_u16(0), None);
         assert_eq!(RouteKind::from_u16(11), None);
+    }
+
+    #[test]
+    fn heartbeat_expires_only_when_armed_and_passed() {
+        let hb = |deadline_ns| Heartbeat {
+            deadline_ns,
+            stamp: 0,
+        };
+        assert!(!hb(0).expired(u64::MAX));
+        assert!(!hb(100).expired(100));
+        assert!(hb(100).expired(101));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::{
     capture, counters, forward,
     maps::LINKS,
     parse::{Frame, ETH_LEN, IPV6_LEN},
-    rewrite,
+    rewrite, switch,
 };
 
 /// Headers the decision reads: Ethernet, IPv6 (the larger), and the L4 ports.
@@ -41,7 +41,11 @@ pub fn tc_vrf_egress(ctx: TcContext) -> i32 {
         data: ctx.data(),
         data_end: ctx.data_end(),
     };
-    let mut verdict = forward::decide::<true>(frame, ifindex, &dev);
+    let mut verdict = if switch::vrfd_gone() {
+        forward::Verdict::only(Reason::PassVrfdGone, dev.vrf)
+    } else {
+        forward::decide::<true>(frame, ifindex, &dev)
+    };
     // Copied before `send` rewrites it: the packet as the host sent it.
     let captured = capture::begin(&ctx, &dev, ifindex, Direction::VrfEgress, &verdict);
     let action = match verdict.reason.action() {

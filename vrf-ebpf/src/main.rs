@@ -11,6 +11,7 @@ mod maps;
 mod neigh;
 mod parse;
 mod rewrite;
+mod switch;
 mod vlan;
 
 use aya_ebpf::{
@@ -70,8 +71,11 @@ fn run(ctx: &XdpContext, explain: bool, capture: bool) -> u32 {
             return XDP_PASS;
         }
     };
-    let mut verdict =
-        forward::decide_l3::<false>(at.l3, at.dst_mac, at.proto, at.ifindex, &at.link);
+    let mut verdict = if switch::vrfd_gone() {
+        Verdict::only(Reason::PassVrfdGone, at.link.vrf)
+    } else {
+        forward::decide_l3::<false>(at.l3, at.dst_mac, at.proto, at.ifindex, &at.link)
+    };
     // Copied before `send` rewrites it: the frame as it arrived.
     let captured = if capture {
         capture::begin(ctx, &at.link, at.ifindex, Direction::Ingress, &verdict)

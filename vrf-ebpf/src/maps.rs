@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use vrf_common::{
-    Counters, Explain, Fib4Key, Fib6Key, Link, Neigh, NeighKey, NexthopGroup, PortKey, Route,
-    VlanPort, Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES,
+    Counters, Explain, Fib4Key, Fib6Key, Heartbeat, Link, Neigh, NeighKey, NexthopGroup, PortKey,
+    Route, VlanPort, Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES,
     NEXTHOP_ENTRIES,
 };
 
@@ -54,3 +54,8 @@ pub static PORTS: HashMap<PortKey, u32> = HashMap::with_max_entries(MAX_LINKS, 0
 /// VLAN member → its parent and tag, for frames leaving through it.
 #[map]
 pub static VLAN_PORTS: HashMap<u32, VlanPort> = HashMap::with_max_entries(MAX_LINKS, 0);
+
+/// The dead-man switch's deadline (one entry), refreshed by vrfd.
+#[map]
+pub static HEARTBEAT: aya_ebpf::maps::Array<Heartbeat> =
+    aya_ebpf::maps::Array::with_max_entries(1, 0);

@@ -20,7 +20,19 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 ///
 /// vrfd runs in the foreground, pins its maps for vrfctl, signals readiness (a log line, and
 /// READY=1 to systemd when NOTIFY_SOCKET is set), and on SIGINT/SIGTERM detaches everything,
-/// removes the ip rules it added and its pins.
+/// removes the ip rules it added and its pins (unless --persist).
+///
+/// Dead-man switch: the programs decide only while vrfd's main loop refreshes a heartbeat
+/// (every 250 ms; WATCHDOG=1 to systemd with it when WatchdogSec= is set). 1.5 s after the
+/// last one (vrfd crashed, hung, SIGSTOP, kill -9) every packet goes to the kernel, counted
+/// as vrfd_gone, until a vrfd beats again.
+///
+/// Restart (--persist): SIGTERM leaves programs, links, maps and rules in place (2 s of lease);
+/// the next vrfd --persist of the same build adopts them, rebuilds its view from the kernel,
+/// writes only the differences, and detaches nothing: no gap, counters go on. A build whose
+/// object differs (an upgrade) finds pins it cannot use and starts afresh: the old fast path
+/// is removed first, the kernel carries the traffic until the new one is attached.
+/// vrfd --detach removes what --persist left.
 ///
 /// Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a bad configuration.
 #[derive(Parser, Debug)]
@@ -58,6 +70,18 @@ pub struct VrfdArgs {
     /// port alone for 127.0.0.1 (port 0: any free port, logged at startup).
     #[arg(long, value_name = "ADDR", value_parser = export::parse_addr)]
     pub metrics: Option<SocketAddr>,
+
+    /// Hitless restart: on SIGTERM leave programs, links (pinned under PIN_PATH/links), maps
+    /// and ip rules in place; at start adopt what a vrfd of the same build left (its maps
+    /// converged by diff, nothing detached). A vrfd that does not come back hands every packet
+    /// to the kernel 2 s after it stopped (the dead-man switch).
+    #[arg(long)]
+    pub persist: bool,
+
+    /// Remove what a persisting vrfd left under PIN_PATH (programs, links, tc filters, pins)
+    /// and exit; the ip rules stay (they are the declared VRFs' kernel path).
+    #[arg(long, conflicts_with = "persist")]
+    pub detach: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -11,6 +11,8 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     programs::{
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
         tc::{self, SchedClassifierLinkId, TcAttachType},
         xdp::XdpLinkId,
         SchedClassifier, Xdp, XdpMode,
@@ -76,6 +78,10 @@ pub struct LoadOptions {
     pub fib6_entries: u32,
     /// Pin the maps and the explain program here (an existing directory on a bpffs).
     pub pin_dir: Option<PathBuf>,
+    /// With `pin_dir`: reuse the maps already pinned there (a previous vrfd's, of the same
+    /// stamp), pin every attachment under `pin_dir/links`, and leave them attached when the
+    /// data plane is dropped (the dead-man switch makes that safe).
+    pub persist: bool,
 }
 
 impl Default for LoadOptions {
@@ -84,6 +90,7 @@ impl Default for LoadOptions {
             fib4_entries: FIB4_ENTRIES,
             fib6_entries: FIB6_ENTRIES,
             pin_dir: None,
+            persist: false,
         }
     }
 }
@@ -188,13 +195,42 @@ impl TcProgram {
     }
 }
 
+/// One attachment: owned by the program (gone with it), pinned (outlives vrfd), or a netlink tc
+/// filter taken from the program (outlives vrfd when forgotten).
+enum Attachment<Id> {
+    Owned(Id),
+    Pinned(PinnedLink),
+    Netlink(SchedClassifierLink),
+}
+
 pub struct DataPlane {
     ebpf: Ebpf,
     pub maps: Maps,
     /// `vrfctl capture`'s maps: its flag, filters, counters and ring buffer.
     pub capture: CaptureMaps,
-    attached: BTreeMap<u32, (XdpLinkId, AttachedMode)>,
-    tc: BTreeMap<(TcProgram, u32), SchedClassifierLinkId>,
+    attached: BTreeMap<u32, (Attachment<XdpLinkId>, AttachedMode)>,
+    tc: BTreeMap<(TcProgram, u32), Attachment<SchedClassifierLinkId>>,
+    /// Where attachments are pinned (persist mode).
+    link_dir: Option<PathBuf>,
+}
+
+/// The stamp of the embedded object: a vrfd adopts pins only of the very same object (same
+/// programs, same map layouts); anything else is an upgrade.
+pub fn object_stamp() -> u64 {
+    // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+    crate::EBPF_OBJECT
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+fn xdp_pin_name(ifindex: u32, mode: AttachedMode) -> String {
+    format!("xdp-{mode}-{ifindex}")
+}
+
+fn tc_pin_name(program: TcProgram, ifindex: u32) -> String {
+    format!("{}-{ifindex}", program.name())
 }
 
 impl DataPlane {
@@ -209,9 +245,19 @@ impl DataPlane {
     }
 
     fn try_load(opts: &LoadOptions) -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(map_names::FIB4, opts.fib4_entries)
-            .map_max_entries(map_names::FIB6, opts.fib6_entries)
+            .map_max_entries(map_names::FIB6, opts.fib6_entries);
+        let persist_dir = opts.pin_dir.as_ref().filter(|_| opts.persist);
+        if let Some(dir) = persist_dir {
+            // Opened when pinned already (adopting a previous vrfd's maps), created and pinned
+            // otherwise.
+            for name in map_names::ALL.iter().chain(&map_names::CAPTURE_ALL) {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader
             .load(crate::EBPF_OBJECT)
             .context("loading the vrf-xdp eBPF object (root or CAP_BPF + CAP_NET_ADMIN needed)")?;
         for name in [prog_names::XDP_VRF, prog_names::XDP_VRF_EXPLAIN] {
@@ -230,17 +276,24 @@ impl DataPlane {
             retry_eagain(|| prog.load())
                 .with_context(|| format!("verifier rejected program {name}"))?;
         }
-        let maps = Maps::take(&mut ebpf, opts.pin_dir.as_deref())?;
-        let capture = CaptureMaps::take(&mut ebpf, opts.pin_dir.as_deref())?;
+        let own_pins = opts.pin_dir.as_deref().filter(|_| persist_dir.is_none());
+        let maps = Maps::take(&mut ebpf, own_pins)?;
+        let capture = CaptureMaps::take(&mut ebpf, own_pins)?;
         let mut dp = DataPlane {
             ebpf,
             maps,
             capture,
             attached: BTreeMap::new(),
             tc: BTreeMap::new(),
+            link_dir: persist_dir.map(|d| d.join("links")),
         };
+        if let Some(dir) = &dp.link_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         if let Some(dir) = &opts.pin_dir {
             let path = dir.join(prog_names::XDP_VRF_EXPLAIN);
+            // A previous vrfd's (vrfctl opens it per call: the next call finds ours).
+            let _ = std::fs::remove_file(&path);
             dp.program(prog_names::XDP_VRF_EXPLAIN)?
                 .pin(&path)
                 .with_context(|| format!("pinning {}", path.display()))?;
@@ -291,14 +344,78 @@ impl DataPlane {
                 }
             },
         };
-        self.attached.insert(ifindex, (id, mode));
+        let attachment = match self.link_dir.clone() {
+            None => Attachment::Owned(id),
+            Some(dir) => {
+                let path = dir.join(xdp_pin_name(ifindex, mode));
+                let link = self.program(prog_names::XDP_VRF)?.take_link(id)?;
+                let fd = FdLink::try_from(link).context("XDP attached without a bpf_link")?;
+                Attachment::Pinned(
+                    fd.pin(&path)
+                        .with_context(|| format!("pinning {}", path.display()))?,
+                )
+            }
+        };
+        self.attached.insert(ifindex, (attachment, mode));
         Ok(mode)
+    }
+
+    /// Take over the attachments a previous vrfd pinned (persist mode): they stay attached,
+    /// untouched, and are detached only when their link stops being wanted.
+    pub fn adopt_links(&mut self) -> Result<usize> {
+        let Some(dir) = self.link_dir.clone() else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let Some((kind, ifindex)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(ifindex) = ifindex.parse::<u32>() else {
+                continue;
+            };
+            let pinned = PinnedLink::from_pin(&path)
+                .with_context(|| format!("opening pinned link {}", path.display()))?;
+            match kind {
+                "xdp-native" | "xdp-generic" => {
+                    let mode = if kind == "xdp-native" {
+                        AttachedMode::Native
+                    } else {
+                        AttachedMode::Generic
+                    };
+                    self.attached
+                        .insert(ifindex, (Attachment::Pinned(pinned), mode));
+                }
+                _ => match [TcProgram::VrfEgress, TcProgram::MemberTx]
+                    .into_iter()
+                    .find(|p| p.name() == kind)
+                {
+                    Some(p) => {
+                        self.tc.insert((p, ifindex), Attachment::Pinned(pinned));
+                    }
+                    None => continue,
+                },
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Detach the fast path from `ifindex`; a link that is already gone counts as detached.
     pub fn detach(&mut self, ifindex: u32) -> Result<()> {
-        let Some((id, _)) = self.attached.remove(&ifindex) else {
+        let Some((attachment, _)) = self.attached.remove(&ifindex) else {
             return Ok(());
+        };
+        let id = match attachment {
+            Attachment::Owned(id) => id,
+            other => return release(other),
         };
         match self.program(prog_names::XDP_VRF)?.detach(id) {
             Ok(()) => Ok(()),
@@ -313,7 +430,13 @@ impl DataPlane {
         if self.tc.contains_key(&(program, ifindex)) {
             return Ok(());
         }
-        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if !tcx {
+            if self.link_dir.is_some() {
+                // A previous vrfd's netlink filter survived it (it is no link to pin): one
+                // instance only, or the member counters count twice.
+                let _ = tc::qdisc_detach_program(ifname, TcAttachType::Egress, program.name());
+            }
             if let Err(e) = tc::qdisc_add_clsact(ifname) {
                 // EEXIST: a clsact qdisc is already there, which is all we need.
                 // 6.1 says "Exclusivity flag on, cannot modify" with EEXIST.
@@ -330,13 +453,33 @@ impl DataPlane {
         let id = prog
             .attach(ifname, TcAttachType::Egress)
             .with_context(|| format!("attaching {} to {ifname} egress", program.name()))?;
-        self.tc.insert((program, ifindex), id);
+        let attachment = match self.link_dir.clone() {
+            None => Attachment::Owned(id),
+            Some(dir) => {
+                let link = self.tc_program(program)?.take_link(id)?;
+                if tcx {
+                    let path = dir.join(tc_pin_name(program, ifindex));
+                    let fd = FdLink::try_from(link).context("TCX attached without a bpf_link")?;
+                    Attachment::Pinned(
+                        fd.pin(&path)
+                            .with_context(|| format!("pinning {}", path.display()))?,
+                    )
+                } else {
+                    Attachment::Netlink(link)
+                }
+            }
+        };
+        self.tc.insert((program, ifindex), attachment);
         Ok(())
     }
 
     pub fn detach_tc(&mut self, program: TcProgram, ifindex: u32) -> Result<()> {
-        let Some(id) = self.tc.remove(&(program, ifindex)) else {
+        let Some(attachment) = self.tc.remove(&(program, ifindex)) else {
             return Ok(());
+        };
+        let id = match attachment {
+            Attachment::Owned(id) => id,
+            other => return release(other),
         };
         let prog = self.tc_program(program)?;
         match prog.detach(id) {
@@ -409,6 +552,44 @@ impl DataPlane {
             .ok_or_else(|| anyhow!("explain program missing"))?
             .try_into()?;
         explain_with(prog, maps, ifindex, frame)
+    }
+}
+
+/// Detach a pinned or taken attachment: unpinned and closed, the kernel drops the link.
+fn release<Id>(attachment: Attachment<Id>) -> Result<()> {
+    match attachment {
+        Attachment::Owned(_) => Ok(()),
+        Attachment::Pinned(p) => {
+            drop(p.unpin().context("unpinning a link")?);
+            Ok(())
+        }
+        Attachment::Netlink(link) => {
+            drop(link);
+            Ok(())
+        }
+    }
+}
+
+impl DataPlane {
+    /// Leave every attachment in place when dropped (persist mode's plain stop): pinned links
+    /// stay pinned, netlink filters stay, the dead-man switch hands over if no vrfd returns.
+    pub fn keep_attached(&mut self) {
+        for (_, (a, _)) in std::mem::take(&mut self.attached) {
+            keep(a);
+        }
+        for (_, a) in std::mem::take(&mut self.tc) {
+            keep(a);
+        }
+    }
+}
+
+fn keep<Id>(attachment: Attachment<Id>) {
+    match attachment {
+        // Closing our descriptor leaves the pinned link attached.
+        Attachment::Pinned(p) => drop(FdLink::from(p)),
+        // Its drop would detach the filter.
+        Attachment::Netlink(link) => std::mem::forget(link),
+        Attachment::Owned(_) => {}
     }
 }
 

@@ -11,7 +11,7 @@ use aya::maps::{
 use ipnet::IpNet;
 use vrf_common::{
     map_names as names, stats_index, table_key, Counters, Direction, Explain, Fib4Key, Fib6Key,
-    Link, Neigh, NeighKey, NexthopGroup, PortKey, Route, VlanPort, Vrf, FIB_TABLE_BITS,
+    Heartbeat, Link, Neigh, NeighKey, NexthopGroup, PortKey, Route, VlanPort, Vrf, FIB_TABLE_BITS,
 };
 
 pub struct Maps {
@@ -27,6 +27,7 @@ pub struct Maps {
     pub explain: PerCpuArray<MapData, Explain>,
     pub ports: HashMap<MapData, PortKey, u32>,
     pub vlan_ports: HashMap<MapData, u32, VlanPort>,
+    pub heartbeat: Array<MapData, Heartbeat>,
 }
 
 /// A map missing from a hash map is not an error for readers: `Ok(None)`.
@@ -96,6 +97,7 @@ impl Maps {
                 names::EXPLAIN => self.explain.map(),
                 names::PORTS => IterableMap::<PortKey, u32>::map(&self.ports),
                 names::VLAN_PORTS => IterableMap::<u32, VlanPort>::map(&self.vlan_ports),
+                names::HEARTBEAT => self.heartbeat.map(),
                 _ => return None,
             })
         };
@@ -133,6 +135,7 @@ impl Maps {
             explain: typed!(names::EXPLAIN),
             ports: typed!(names::PORTS),
             vlan_ports: typed!(names::VLAN_PORTS),
+            heartbeat: typed!(names::HEARTBEAT),
         })
     }
 
@@ -265,6 +268,11 @@ impl Maps {
             .with_context(|| format!("setting nexthop group {id}"))
     }
 
+    /// Every nexthop group, by id.
+    pub fn nexthop_groups(&self) -> Result<Vec<(u32, NexthopGroup)>> {
+        Ok(self.nexthops.iter().collect::<Result<_, _>>()?)
+    }
+
     pub fn remove_nexthop_group(&mut self, id: u32) -> Result<()> {
         gone(self.nexthops.remove(&id)).with_context(|| format!("removing nexthop group {id}"))
     }
@@ -294,6 +302,18 @@ impl Maps {
         Ok(optional(self.neigh.get(&neigh_key(ifindex, addr), 0))?.map(|n| n.mac))
     }
 
+    /// Every neighbour entry, as (ifindex, address).
+    pub fn neighbour_keys(&self) -> Result<Vec<(u32, IpAddr)>> {
+        let mut out = Vec::new();
+        for k in self.neigh.keys() {
+            let k = k?;
+            if let Some(addr) = addr_from16(k.family, k.addr) {
+                out.push((k.ifindex, addr));
+            }
+        }
+        Ok(out)
+    }
+
     /// Neighbours the data plane marked used since their mark was last cleared.
     pub fn used_neighbours(&self) -> Result<Vec<(NeighKey, Neigh)>> {
         let mut out = Vec::new();
@@ -312,6 +332,19 @@ impl Maps {
         const BPF_EXIST: u64 = 2;
         let cleared = Neigh { used: 0, ..*seen };
         gone(self.neigh.insert(key, cleared, BPF_EXIST)).context("clearing a neighbour's used mark")
+    }
+
+    // The dead-man switch.
+
+    /// Let the programs decide until CLOCK_MONOTONIC passes `hb.deadline_ns` (0 disarms the switch).
+    pub fn set_heartbeat(&mut self, hb: Heartbeat) -> Result<()> {
+        self.heartbeat
+            .set(0, hb, 0)
+            .context("refreshing the heartbeat")
+    }
+
+    pub fn heartbeat(&self) -> Result<Heartbeat> {
+        Ok(self.heartbeat.get(&0, 0)?)
     }
 
     // Counters.

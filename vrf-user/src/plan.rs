@@ -162,6 +162,11 @@ impl Engine {
         dirty
     }
 
+    /// A reloaded configuration's declared VRFs (the next [`load`](Self::load) resolves them).
+    pub fn set_declared(&mut self, declared: Vec<DeclaredVrf>) {
+        self.declared = declared;
+    }
+
     /// Take a fresh rules dump (after [`Dirty::rules`]); the VRFs' rule checks follow.
     pub fn load_rules(&mut self, rules: Vec<RuleInfo>) {
         self.mirror.load_rules(rules);

@@ -54,6 +54,19 @@ pub struct MapWriter {
     counts: HashMap<u32, (u32, u32)>,
     /// `LINK_CAPTURE` on every link: a capture holds its lease.
     capture: bool,
+    /// What a previous vrfd left in the maps, until the first full plan converged them.
+    adopted: Option<Adopted>,
+}
+
+/// The live entries of adopted maps that no plan has claimed yet. The first full plan
+/// overwrites what differs, keeps what is equal, and only then deletes what is left: no entry
+/// the programs read is ever missing or pointing at another's slot in between.
+#[derive(Default)]
+struct Adopted {
+    routes: HashMap<(u32, IpNet), Route>,
+    /// Live nexthop groups by content → id: an equal group keeps its id (routes point at it).
+    groups: HashMap<Vec<u8>, u32>,
+    neighbours: Vec<(u32, IpAddr)>,
 }
 
 impl MapWriter {
@@ -76,7 +89,72 @@ impl MapWriter {
             overflowed: BTreeSet::new(),
             counts: HashMap::new(),
             capture: false,
+            adopted: None,
         }
+    }
+
+    /// A writer for maps a previous vrfd filled (restart): VRF and stats slots are taken from
+    /// the live entries, so counters keep counting and no link ever names another VRF's slot;
+    /// routes, groups and neighbours are reconciled by the first [`apply_plan`](Self::apply_plan).
+    pub fn adopt(maps: Maps) -> Result<Self> {
+        let mut w = MapWriter::new(maps);
+        for slot in 0..MAX_VRFS {
+            let v = w.maps.vrf(slot)?;
+            if v.flags & VRF_ACTIVE != 0 {
+                let len = v.name.iter().position(|b| *b == 0).unwrap_or(v.name.len());
+                let name = String::from_utf8_lossy(&v.name[..len]).into_owned();
+                w.vrf_slots.insert(name, slot);
+                w.vrfs.insert(slot, v);
+            }
+        }
+        for (ifindex, link) in w.maps.links()? {
+            w.stats_slots.insert(ifindex, link.stats_slot);
+            if link.flags & (LINK_VRF_DEVICE | LINK_VLAN) == 0 {
+                w.tx_ports.insert(ifindex);
+            }
+            w.links.insert(ifindex, link);
+        }
+        let mut adopted = Adopted::default();
+        for (table, prefix, route) in w.maps.routes()? {
+            adopted.routes.insert((table, prefix), route);
+        }
+        for (id, group) in w.maps.nexthop_groups()? {
+            adopted
+                .groups
+                .insert(bytemuck::bytes_of(&group).to_vec(), id);
+            w.next_group_id = w.next_group_id.max(id + 1);
+        }
+        adopted.neighbours = w.maps.neighbour_keys()?;
+        tracing::info!(
+            vrfs = w.vrf_slots.len(),
+            links = w.links.len(),
+            routes = adopted.routes.len(),
+            groups = adopted.groups.len(),
+            neighbours = adopted.neighbours.len(),
+            "adopted the live maps"
+        );
+        w.adopted = Some(adopted);
+        Ok(w)
+    }
+
+    /// After the first full plan: delete what the previous vrfd wrote and the plan did not claim.
+    fn finish_adoption(&mut self) -> Result<()> {
+        let Some(adopted) = self.adopted.take() else {
+            return Ok(());
+        };
+        for (table, prefix) in adopted.routes.keys() {
+            self.maps.remove_route(*table, *prefix)?;
+        }
+        for id in adopted.groups.values() {
+            self.maps.remove_nexthop_group(*id)?;
+            self.free_group_ids.push(*id);
+        }
+        for key in adopted.neighbours {
+            if !self.neighbours.contains_key(&key) {
+                self.maps.remove_neighbour(key.0, key.1)?;
+            }
+        }
+        Ok(())
     }
 
     /// The maps, to read (counters, inspection); writes go through the writer only.
@@ -91,6 +169,7 @@ impl MapWriter {
         self.apply_links(&plan.links)?;
         self.sync_neighbours(&plan.neighbours)?;
         self.sync_routes(&plan.routes)?;
+        self.finish_adoption()?;
         self.planned_vrfs = plan.vrfs.clone();
         self.publish_vrfs()
     }
@@ -406,7 +485,13 @@ impl MapWriter {
                     mtu: entry.mtu,
                     nexthop: group,
                 };
-                if let Err(e) = self.maps.insert_route(table, prefix, &route) {
+                let live = self.adopted.as_mut().and_then(|a| a.routes.remove(&key));
+                let written = if live == Some(route) {
+                    Ok(())
+                } else {
+                    self.maps.insert_route(table, prefix, &route)
+                };
+                if let Err(e) = written {
                     if group != 0 {
                         self.release_group(&entry.paths)?;
                     }
@@ -443,7 +528,16 @@ impl MapWriter {
             self.next_group_id - 1
         });
         let hops: Vec<(Nexthop, u32)> = paths.iter().map(|p| (nexthop(p), p.weight)).collect();
-        let written = nexthop_group(&hops).and_then(|g| self.maps.set_nexthop_group(id, &g));
+        let group = nexthop_group(&hops);
+        // The same group live in adopted maps keeps its id: no write, routes keep pointing at it.
+        if let (Ok(g), Some(a)) = (&group, self.adopted.as_mut()) {
+            if let Some(live) = a.groups.remove(bytemuck::bytes_of(g)) {
+                self.free_group_ids.push(id);
+                self.groups.insert(paths.to_vec(), (live, 1));
+                return Ok(live);
+            }
+        }
+        let written = group.and_then(|g| self.maps.set_nexthop_group(id, &g));
         if let Err(e) = written {
             self.free_group_ids.push(id);
             return Err(e);

@@ -29,6 +29,15 @@ fn main() -> ExitCode {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    if args.detach {
+        return match daemon::detach(&args.pin_path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vrfd --detach: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let opts = daemon::Options {
         config: args.config,
         xdp_mode: match args.xdp_mode {
@@ -38,6 +47,7 @@ fn main() -> ExitCode {
         },
         pin_path: args.pin_path,
         metrics: args.metrics,
+        persist: args.persist,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

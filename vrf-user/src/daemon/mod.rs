@@ -5,6 +5,7 @@
 pub mod export;
 mod pins;
 mod rules;
+pub mod switch;
 
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -40,6 +41,13 @@ pub struct Options {
     pub pin_path: PathBuf,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// Leave programs, links, maps and rules in place on SIGTERM; adopt them at start.
+    pub persist: bool,
+}
+
+/// `vrfd --detach`: remove what a persisting vrfd left (links, tc filters, pins).
+pub fn detach(pin_path: &std::path::Path) -> Result<()> {
+    pins::detach(pin_path)
 }
 
 /// A configuration problem: vrfd exits 2 and leaves nothing behind.
@@ -66,7 +74,11 @@ struct Daemon {
     /// VRF devices whose root qdisc vrfd added (removed again on exit).
     qdiscs: BTreeSet<u32>,
     telemetry: export::DaemonMetrics,
-    _pins: pins::PinDir,
+    heartbeat: switch::Heartbeat,
+    pins: pins::PinDir,
+    persist: bool,
+    /// Started on a previous vrfd's pins: its rules are ours, its maps are converged by diff.
+    adopted: bool,
 }
 
 /// Run vrfd until SIGINT/SIGTERM; everything attached, added or pinned is undone on return.
@@ -98,17 +110,34 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(addr) => Some(export::bind(addr).await?),
         None => None,
     };
-    let pins = pins::PinDir::create(&opts.pin_path)?;
-    let dp = DataPlane::load_with(&LoadOptions {
+    let (pins, adopted) = pins::PinDir::open(&opts.pin_path, opts.persist)?;
+    let mut dp = DataPlane::load_with(&LoadOptions {
         pin_dir: Some(pins.path().to_path_buf()),
+        persist: opts.persist,
         ..Default::default()
     })?;
+    let heartbeat = switch::Heartbeat::default();
+    if adopted {
+        let links = dp.adopt_links()?;
+        info!(
+            links,
+            "adopting the pins of a previous vrfd: nothing is detached"
+        );
+    } else {
+        // Armed and expired: whatever gets attached passes to the kernel until the first
+        // full plan is written and the first heartbeat says so.
+        heartbeat.extend(&mut dp.maps, Duration::ZERO)?;
+    }
     let telemetry = export::DaemonMetrics::default();
     let _exporter = match listener {
         Some(l) => Some(export::spawn(l, pins.path(), telemetry.clone())?),
         None => None,
     };
-    let writer = MapWriter::new(dp.maps.try_clone()?);
+    let writer = if adopted {
+        MapWriter::adopt(dp.maps.try_clone()?)?
+    } else {
+        MapWriter::new(dp.maps.try_clone()?)
+    };
     let mut daemon = Daemon {
         netlink,
         nexthops,
@@ -119,10 +148,18 @@ pub async fn run(opts: Options) -> Result<()> {
         rules: rules::OwnedRules::default(),
         qdiscs: BTreeSet::new(),
         telemetry,
-        _pins: pins,
+        heartbeat,
+        pins,
+        persist: opts.persist,
+        adopted,
     };
     let result = daemon
-        .serve(&config, &mut events, &mut nexthop_events)
+        .serve(
+            config,
+            opts.config.as_deref(),
+            &mut events,
+            &mut nexthop_events,
+        )
         .await;
     daemon.shutdown().await;
     result
@@ -153,23 +190,36 @@ fn nexthop_kernel_event(event: NexthopEvent) -> KernelEvent {
 impl Daemon {
     async fn serve(
         &mut self,
-        config: &Config,
+        mut config: Config,
+        config_path: Option<&std::path::Path>,
         events: &mut UnboundedReceiver<KernelEvent>,
         nexthop_events: &mut UnboundedReceiver<NexthopEvent>,
     ) -> Result<()> {
-        self.rules.ensure(&self.netlink, config).await?;
+        self.rules
+            .ensure(&self.netlink, &config, self.adopted)
+            .await?;
         // The rules we added are in the kernel now; see them as the kernel does.
         self.resync().await?;
+        // The view is complete and in the maps: the fast path may decide from now on.
+        self.heartbeat.beat(&mut self.dp.maps)?;
         self.ready();
 
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
         let mut poll = tokio::time::interval(SYSCTL_POLL);
         let mut capture = tokio::time::interval(CAPTURE_WATCH);
+        let mut beat = tokio::time::interval(switch::REFRESH);
         loop {
             tokio::select! {
+                _ = beat.tick() => self.heartbeat.beat(&mut self.dp.maps)?,
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
+                _ = sighup.recv() => {
+                    if let Some(new) = self.reload(&config, config_path).await? {
+                        config = new;
+                    }
+                }
                 _ = poll.tick() => self.refresh_links()?,
                 _ = capture.tick() => self.watch_capture()?,
                 event = events.recv() => {
@@ -182,6 +232,7 @@ impl Daemon {
                         if dirty.routes.len() + dirty.neighbours.len() >= BATCH { break; }
                     }
                     self.apply(dirty).await?;
+                    self.heartbeat.beat(&mut self.dp.maps)?;
                 }
                 event = nexthop_events.recv() => {
                     let Some(event) = event else {
@@ -196,6 +247,49 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// SIGHUP: read the configuration again and apply the difference (VRFs added, removed,
+    /// changed) by diff; a configuration that does not load or names a missing member is
+    /// refused with an error and the running one stays.
+    async fn reload(
+        &mut self,
+        old: &Config,
+        path: Option<&std::path::Path>,
+    ) -> Result<Option<Config>> {
+        let Some(path) = path else {
+            info!("SIGHUP: no --config to reload");
+            return Ok(None);
+        };
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "SIGHUP: configuration refused, the running one stays");
+                return Ok(None);
+            }
+        };
+        for d in &config.vrf {
+            for name in &d.interfaces {
+                if self.engine.mirror().link_by_name(name).is_none() {
+                    error!(vrf = %d.name, interface = %name, "SIGHUP: configuration refused (interface does not exist), the running one stays");
+                    return Ok(None);
+                }
+            }
+        }
+        if config.vrf == old.vrf {
+            info!("SIGHUP: configuration unchanged");
+            return Ok(Some(config));
+        }
+        self.rules.remove_unwanted(&self.netlink, &config).await;
+        self.rules.ensure(&self.netlink, &config, false).await?;
+        self.engine.set_declared(config.vrf.clone());
+        // The rules changed under us: dump again; the writer touches only what differs.
+        self.resync().await?;
+        info!(
+            vrfs = self.engine.vrfs().len(),
+            "SIGHUP: configuration reloaded"
+        );
+        Ok(Some(config))
     }
 
     /// One kernel event into the mirror.
@@ -350,6 +444,17 @@ impl Daemon {
     }
 
     async fn shutdown(&mut self) {
+        if self.persist {
+            // The next vrfd adopts all this; if none comes, the switch hands every packet to
+            // the kernel within the 2 s.
+            if let Err(e) = self.heartbeat.extend(&mut self.dp.maps, switch::STOP_LEASE) {
+                error!(error = %format!("{e:#}"), "setting the last lease");
+            }
+            self.dp.keep_attached();
+            self.pins.keep();
+            info!("stopped: programs, links, maps and rules left in place for the next vrfd");
+            return;
+        }
         if let Err(e) = self.dp.detach_all() {
             error!(error = %format!("{e:#}"), "detaching");
         }

@@ -10,7 +10,13 @@ pub struct OwnedRules {
 }
 
 impl OwnedRules {
-    pub async fn ensure(&mut self, netlink: &Netlink, config: &Config) -> anyhow::Result<()> {
+    /// With `adopt`, rules already present are taken as ours (a previous vrfd added them).
+    pub async fn ensure(
+        &mut self,
+        netlink: &Netlink,
+        config: &Config,
+        adopt: bool,
+    ) -> anyhow::Result<()> {
         let existing = netlink.rules().await?;
         // The default VRF's rule is the kernel's own `lookup main`.
         for vrf in config.vrf.iter().filter(|v| !v.is_main()) {
@@ -22,6 +28,10 @@ impl OwnedRules {
                             && r.sends_iif_to(iif, vrf.table)
                     });
                     if present {
+                        if adopt {
+                            self.added
+                                .push((family, iif.clone(), vrf.table, vrf.rule_priority));
+                        }
                         continue;
                     }
                     netlink
@@ -34,6 +44,32 @@ impl OwnedRules {
             }
         }
         Ok(())
+    }
+
+    /// Remove the rules we added that `config` no longer asks for (a reload dropped or
+    /// changed their VRF).
+    pub async fn remove_unwanted(&mut self, netlink: &Netlink, config: &Config) {
+        let wanted = |iif: &str, table: u32, priority: u32| {
+            config.vrf.iter().filter(|v| !v.is_main()).any(|v| {
+                v.table == table
+                    && v.rule_priority == priority
+                    && v.interfaces.iter().any(|i| i == iif)
+            })
+        };
+        let mut kept = Vec::new();
+        for (family, iif, table, priority) in self.added.drain(..) {
+            if wanted(&iif, table, priority) {
+                kept.push((family, iif, table, priority));
+                continue;
+            }
+            match netlink.del_rule(family, &iif, table, priority).await {
+                Ok(()) => info!(iif = %iif, table, priority, ?family, "removed ip rule"),
+                Err(e) => {
+                    error!(iif = %iif, table, priority, error = %format!("{e:#}"), "removing ip rule")
+                }
+            }
+        }
+        self.added = kept;
     }
 
     pub async fn remove_all(&mut self, netlink: &Netlink) {

@@ -1,0 +1,652 @@
+//! vrfd going away and coming back: the dead-man switch (a stopped or killed vrfd hands every
+//! packet to the kernel within 2 s), and a vrfd that resumes serves the fast path again.
+//!
+//! Topology: [`TopologySpec::two_vrfs_identical`] (red table 110, blue table 120; host A behind
+//! member 0, host B behind member 1). Host B of red answers for 10.9.0.5, routed via B in table
+//! 110. The witnesses are the kernel's: whether A's pings to 10.9.0.5 still arrive after the
+//! route became `unreachable` behind a vrfd that cannot see it, and the router's
+//! IpForwDatagrams (the kernel forwarded it, not XDP).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tests::daemon::{lock_file, log_has_message, unique_pin_path, ConfigFile, Vrfd};
+use tests::fastpath;
+use tests::{
+    forwarded_datagrams, list_own_netns, ping, require_root, BgProcess, NetNs, Topology,
+    TopologySpec,
+};
+use vrf_common::{Direction, Reason};
+
+/// The issue's limit: after vrfd stops, the kernel decides within this.
+const SWITCH_LIMIT: Duration = Duration::from_secs(2);
+const DST: &str = "10.9.0.5";
+
+fn topology(prefix: &str) -> Topology {
+    require_root();
+    let topo = TopologySpec::two_vrfs_identical()
+        .with_prefix(prefix)
+        .build()
+        .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
+    fastpath::complete_host_checksums(&topo).unwrap_or_else(|e| panic!("{e:#}"));
+    // vrfd adds the iif rules itself; the topology's own would hide a vrfd that added none.
+    for m in topo.members() {
+        for fam in ["-4", "-6"] {
+            let table = m.table.to_string();
+            topo.router()
+                .ip(&[
+                    fam, "rule", "del", "iif", &m.ifname, "lookup", &table, "pref", "1000",
+                ])
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+    }
+    topo.host("red", 1)
+        .ip(&["addr", "add", "10.9.0.5/32", "dev", "lo"])
+        .unwrap();
+    topo.router()
+        .ip(&[
+            "route",
+            "add",
+            "10.9.0.0/24",
+            "via",
+            "10.0.2.2",
+            "dev",
+            "red1",
+            "table",
+            "110",
+        ])
+        .unwrap();
+    topo
+}
+
+fn config(topo: &Topology) -> String {
+    let mut s = String::new();
+    for v in topo.vrfs() {
+        let members: Vec<String> = v
+            .members
+            .iter()
+            .map(|m| format!("{:?}", m.ifname))
+            .collect();
+        s += &format!(
+            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
+            v.name,
+            v.table,
+            members.join(", ")
+        );
+    }
+    s
+}
+
+fn lookup(vrfd: &Vrfd<'_>, dst: &str) -> String {
+    let v = vrfd
+        .lookup("red", Some("red0"), None, dst)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    format!(
+        "{}/{}",
+        v["action"].as_str().unwrap_or("?"),
+        v["reason"].as_str().unwrap_or("?")
+    )
+}
+
+fn await_lookup(vrfd: &Vrfd<'_>, dst: &str, want: &str, timeout: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let got = lookup(vrfd, dst);
+        if got == want {
+            return;
+        }
+        assert!(t0.elapsed() < timeout, "lookup {dst}: {got}, want {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Red A pings `dst` `n` times: all answered, and the router's kernel forwarded none (XDP did).
+fn assert_xdp_path(topo: &Topology, dst: &str, what: &str) {
+    let before = forwarded_datagrams(topo.router()).unwrap();
+    let p = ping(topo.host("red", 0), dst, 4).unwrap();
+    let after = forwarded_datagrams(topo.router()).unwrap();
+    assert!(p.all_received(), "{what}: ping {dst}: {p:?}");
+    assert_eq!(
+        after.0 - before.0,
+        0,
+        "{what}: the router's kernel forwarded IPv4: not the XDP path"
+    );
+}
+
+/// Red A pings `dst`: all answered, every request and reply forwarded by the router's kernel.
+fn assert_kernel_path(topo: &Topology, dst: &str, what: &str) {
+    let before = forwarded_datagrams(topo.router()).unwrap();
+    let p = ping(topo.host("red", 0), dst, 4).unwrap();
+    let after = forwarded_datagrams(topo.router()).unwrap();
+    assert!(p.all_received(), "{what}: ping {dst}: {p:?}");
+    assert!(
+        after.0 - before.0 >= 8,
+        "{what}: the kernel forwarded {} IPv4 packets, want ≥ 8 (4 requests, 4 replies)",
+        after.0 - before.0
+    );
+}
+
+/// After `signal` (SIGSTOP or SIGKILL) reaches vrfd, `10.9.0.0/24` becomes unreachable in the
+/// kernel: A's pings to 10.9.0.5 must stop arriving within 2 s (the stale fast path would go
+/// on forwarding them). Returns how long that took.
+fn route_change_followed_without_vrfd(topo: &Topology, vrfd: &Vrfd<'_>, signal: i32) -> Duration {
+    let pid = vrfd.pid().expect("vrfd runs") as libc::pid_t;
+    // SAFETY: plain kill(2) on the vrfd this test started.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+    let t0 = Instant::now();
+    topo.router()
+        .ip(&[
+            "route",
+            "replace",
+            "unreachable",
+            "10.9.0.0/24",
+            "table",
+            "110",
+        ])
+        .unwrap();
+    loop {
+        let sent = t0.elapsed();
+        let p = ping(topo.host("red", 0), DST, 1).unwrap();
+        if p.received == 0 {
+            assert!(
+                sent <= SWITCH_LIMIT,
+                "the kernel's unreachable route took effect only {sent:?} after vrfd stopped"
+            );
+            return sent;
+        }
+        assert!(
+            sent <= SWITCH_LIMIT,
+            "{DST} still forwarded {sent:?} after vrfd stopped and its route became unreachable"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stopped_vrfd_hands_everything_to_the_kernel_within_2s_and_resumes_on_sigcont() {
+    let prefix = "rs_stop";
+    let topo = topology(prefix);
+    let vrfd = Vrfd::start(topo.router(), &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    await_lookup(&vrfd, DST, "forward/forwarded", Duration::from_secs(2));
+    assert_xdp_path(&topo, DST, "vrfd running");
+
+    let took = route_change_followed_without_vrfd(&topo, &vrfd, libc::SIGSTOP);
+    eprintln!("SIGSTOP: the kernel's route change took effect after {took:?}");
+    // Everything else goes to the kernel too, counted under its own reason.
+    let maps = vrfd.maps().unwrap();
+    let slot = vrf_user::inspect::vrfs(&maps)
+        .unwrap()
+        .iter()
+        .find(|r| r.name == "red")
+        .expect("red is served")
+        .slot;
+    let gone = |m: &vrf_user::maps::Maps| {
+        m.vrf_counters(slot, Direction::Ingress).unwrap().by_reason[Reason::PassVrfdGone as usize]
+            .packets
+    };
+    let before = gone(&maps);
+    assert_kernel_path(&topo, "10.0.2.2", "vrfd stopped");
+    assert!(
+        gone(&maps) >= before + 8,
+        "vrfd_gone counted {}",
+        gone(&maps) - before
+    );
+    assert_eq!(lookup(&vrfd, "10.0.2.2"), "pass/vrfd_gone");
+
+    // SIGCONT: vrfd reads the events it missed and beats again; the fast path resumes.
+    // SAFETY: plain kill(2) on the vrfd this test started.
+    unsafe { libc::kill(vrfd.pid().unwrap() as libc::pid_t, libc::SIGCONT) };
+    await_lookup(
+        &vrfd,
+        "10.0.2.2",
+        "forward/forwarded",
+        Duration::from_secs(2),
+    );
+    await_lookup(&vrfd, DST, "pass/unreachable", Duration::from_secs(2));
+    assert_xdp_path(&topo, "10.0.2.2", "vrfd continued");
+
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+#[test]
+fn a_killed_vrfd_leaves_the_kernel_deciding_and_a_new_one_resumes_the_fast_path() {
+    let prefix = "rs_kill";
+    let topo = topology(prefix);
+    let vrfd = Vrfd::start(topo.router(), &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    await_lookup(&vrfd, DST, "forward/forwarded", Duration::from_secs(2));
+    assert_xdp_path(&topo, DST, "vrfd running");
+
+    let took = route_change_followed_without_vrfd(&topo, &vrfd, libc::SIGKILL);
+    eprintln!("SIGKILL: the kernel's route change took effect after {took:?}");
+    assert_kernel_path(&topo, "10.0.2.2", "vrfd killed");
+    drop(vrfd);
+
+    let vrfd = Vrfd::start(topo.router(), &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    await_lookup(&vrfd, DST, "pass/unreachable", Duration::from_secs(2));
+    assert_xdp_path(&topo, "10.0.2.2", "a new vrfd");
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hitless restart (`--persist`).
+
+/// A pin path shared by successive vrfds; on drop `vrfd --detach` removes what they left.
+struct SharedPins<'a> {
+    ns: &'a NetNs,
+    path: PathBuf,
+}
+
+impl SharedPins<'_> {
+    fn detach(&self) -> std::process::Output {
+        self.ns
+            .command(tests::bin_path("vrfd"))
+            .arg("--detach")
+            .arg("--pin-path")
+            .arg(&self.path)
+            .output()
+            .expect("running vrfd --detach")
+    }
+}
+
+impl Drop for SharedPins<'_> {
+    fn drop(&mut self) {
+        if self.path.exists() {
+            let _ = self.detach();
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+        let _ = std::fs::remove_file(lock_file(&self.path));
+    }
+}
+
+/// `vrfd --persist` on `pins`, ready.
+fn start_persistent(ns: &NetNs, config: &Path, pins: &Path) -> BgProcess {
+    use std::ffi::OsStr;
+    let vrfd = tests::bin_path("vrfd");
+    let mut p = ns
+        .spawn([
+            vrfd.as_os_str(),
+            OsStr::new("--persist"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--pin-path"),
+            pins.as_os_str(),
+            OsStr::new("--log-format"),
+            OsStr::new("json"),
+        ])
+        .unwrap();
+    p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("vrfd --persist not ready: {e:#}"));
+    p
+}
+
+/// The id of the XDP program attached to `ifname` (None: nothing attached).
+fn xdp_prog_id(ns: &NetNs, ifname: &str) -> Option<u64> {
+    let out = ns.ip(&["-j", "-d", "link", "show", ifname]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let xdp = &v[0]["xdp"];
+    xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
+}
+
+/// UDP from red A to red B at about `pps` until stopped; returns (sent, distinct received).
+struct Flow {
+    stop: Arc<AtomicBool>,
+    tx: std::thread::JoinHandle<u64>,
+    rx: std::thread::JoinHandle<u64>,
+}
+
+impl Flow {
+    fn start(topo: &Topology, pps: u64) -> Flow {
+        let dst_ip: std::net::IpAddr = "10.0.2.2".parse().unwrap();
+        let server = topo
+            .host("red", 1)
+            .run_in(|| UdpSocket::bind(SocketAddr::new(dst_ip, 0)))
+            .unwrap();
+        let dst = server.local_addr().unwrap();
+        let client = topo
+            .host("red", 0)
+            .run_in(|| UdpSocket::bind("0.0.0.0:0"))
+            .unwrap();
+        let big: libc::c_int = 16 << 20;
+        // SAFETY: valid socket fd and option pointer/length (SO_RCVBUFFORCE: root).
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&server),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&big as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        server
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s1, s2) = (stop.clone(), stop.clone());
+        let tx = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut seq = 0u64;
+            while !s1.load(Ordering::Relaxed) {
+                let due = t0 + Duration::from_nanos(seq * 1_000_000_000 / pps);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let mut payload = [0u8; 64];
+                payload[..8].copy_from_slice(&seq.to_be_bytes());
+                if client.send_to(&payload, dst).is_ok() {
+                    seq += 1;
+                }
+            }
+            seq
+        });
+        let rx = std::thread::spawn(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut buf = [0u8; 128];
+            let mut idle_since = None;
+            loop {
+                match server.recv(&mut buf) {
+                    Ok(n) if n >= 8 => {
+                        seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
+                        idle_since = None;
+                    }
+                    _ => {
+                        if s2.load(Ordering::Relaxed) {
+                            let t = *idle_since.get_or_insert_with(Instant::now);
+                            if t.elapsed() > Duration::from_millis(500) {
+                                return seen.len() as u64;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Flow { stop, tx, rx }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        (self.tx.join().unwrap(), self.rx.join().unwrap())
+    }
+}
+
+#[test]
+fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_counters() {
+    let prefix = "rs_persist";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let config = ConfigFile::new(&config(&topo)).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let mut first = start_persistent(r, config.path(), &pins.path);
+    let maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    let slot = vrf_user::inspect::vrfs(&maps)
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "red")
+        .expect("red is served")
+        .slot;
+    let forwarded = |m: &vrf_user::maps::Maps| {
+        m.vrf_counters(slot, Direction::Ingress).unwrap().by_reason[Reason::Forwarded as usize]
+            .packets
+    };
+    assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
+    let prog = xdp_prog_id(r, "red0").expect("XDP on red0");
+
+    let kernel_before = forwarded_datagrams(r).unwrap().0;
+    let flow = Flow::start(&topo, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let counted_before = forwarded(&maps);
+    let status = first.stop_with(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "first vrfd's exit; log:\n{}",
+        first.log()
+    );
+    assert!(pins.path.is_dir(), "a persisting vrfd removed its pins");
+    assert_eq!(
+        xdp_prog_id(r, "red0"),
+        Some(prog),
+        "XDP left red0 when the persisting vrfd stopped"
+    );
+    let t0 = Instant::now();
+    let second = start_persistent(r, config.path(), &pins.path);
+    let took = t0.elapsed();
+    assert!(
+        log_has_message(
+            &second.log(),
+            "adopting the pins of a previous vrfd: nothing is detached"
+        ),
+        "second vrfd did not adopt; log:\n{}",
+        second.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, received) = flow.finish();
+    let kernel = forwarded_datagrams(r).unwrap().0 - kernel_before;
+    eprintln!(
+        "restart: second vrfd ready {took:?} after the first stopped; {sent} sent, {received} \
+         received, {kernel} forwarded by the kernel"
+    );
+    assert!(sent > 1000, "the flow sent only {sent}");
+    assert_eq!(received, sent, "datagrams lost across the restart");
+    assert_eq!(xdp_prog_id(r, "red0"), Some(prog), "XDP was replaced");
+    // Same maps, same slot: the counter went on from where it was.
+    let counted_after = forwarded(&maps);
+    assert!(
+        counted_after > counted_before,
+        "red's forwarded counter: {counted_before} → {counted_after}"
+    );
+    assert_xdp_path(&topo, "10.0.2.2", "second vrfd");
+    // The route change made now is followed by the adopting vrfd.
+    r.ip(&[
+        "route",
+        "replace",
+        "unreachable",
+        "10.9.0.0/24",
+        "table",
+        "110",
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let p = ping(topo.host("red", 0), DST, 1).unwrap();
+        if p.received == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "route change not followed"
+        );
+    }
+
+    // `vrfd --detach` after the last stop: nothing attached, no pins.
+    let mut second = second;
+    assert_eq!(
+        second.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let out = pins.detach();
+    assert!(
+        out.status.success(),
+        "vrfd --detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for m in topo.members() {
+        assert_eq!(
+            xdp_prog_id(r, &m.ifname),
+            None,
+            "{} kept XDP after --detach",
+            m.ifname
+        );
+    }
+    assert!(!pins.path.exists(), "--detach left {}", pins.path.display());
+    drop(maps);
+    drop(pins);
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGHUP.
+
+fn vrf_config(topo: &Topology, names: &[&str]) -> String {
+    let mut s = String::new();
+    for v in topo
+        .vrfs()
+        .iter()
+        .filter(|v| names.contains(&v.name.as_str()))
+    {
+        let members: Vec<String> = v
+            .members
+            .iter()
+            .map(|m| format!("{:?}", m.ifname))
+            .collect();
+        s += &format!(
+            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
+            v.name,
+            v.table,
+            members.join(", ")
+        );
+    }
+    s
+}
+
+fn served(vrfd: &Vrfd<'_>) -> Vec<String> {
+    let mut names: Vec<String> = vrfd.show().unwrap()["vrfs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn await_served(vrfd: &Vrfd<'_>, want: &[&str]) {
+    let t0 = Instant::now();
+    loop {
+        let got = served(vrfd);
+        if got == want {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "served {got:?}, want {want:?}\nlog:\n{}",
+            vrfd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn iif_rule_count(ns: &NetNs, iif: &str) -> usize {
+    let out = ns.ip(&["-j", "rule", "show"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["iif"].as_str() == Some(iif))
+        .count()
+}
+
+fn sighup(vrfd: &Vrfd<'_>, config: &str) {
+    std::fs::write(vrfd.config_path(), config).unwrap();
+    // SAFETY: plain kill(2) on the vrfd this test started.
+    assert_eq!(
+        unsafe { libc::kill(vrfd.pid().unwrap() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+}
+
+#[test]
+fn sighup_adds_and_removes_vrfs_refuses_a_bad_config_and_leaves_the_rest_alone() {
+    let prefix = "rs_hup";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let vrfd = Vrfd::start(r, &vrf_config(&topo, &["red"])).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(served(&vrfd), ["red"]);
+    assert_xdp_path(&topo, "10.0.2.2", "red before any reload");
+    let red_prog = xdp_prog_id(r, "red0").expect("XDP on red0");
+    assert_eq!(xdp_prog_id(r, "blue0"), None);
+
+    // Add blue.
+    sighup(&vrfd, &vrf_config(&topo, &["red", "blue"]));
+    await_served(&vrfd, &["blue", "red"]);
+    assert!(
+        xdp_prog_id(r, "blue0").is_some(),
+        "no XDP on blue0 after blue was added"
+    );
+    assert_eq!(iif_rule_count(r, "blue0"), 1, "blue0's rule");
+    let before = forwarded_datagrams(r).unwrap().0;
+    let p = ping(topo.host("blue", 0), "10.0.2.2", 4).unwrap();
+    assert!(p.all_received(), "blue ping: {p:?}");
+    assert_eq!(
+        forwarded_datagrams(r).unwrap().0,
+        before,
+        "blue not on the XDP path"
+    );
+    assert_eq!(
+        xdp_prog_id(r, "red0"),
+        Some(red_prog),
+        "red was re-attached by the reload"
+    );
+
+    // A configuration naming a missing member is refused; both stay served.
+    sighup(
+        &vrfd,
+        "[[vrf]]\nname = \"green\"\ntable = 130\ninterfaces = [\"nosuch0\"]\n",
+    );
+    let t0 = Instant::now();
+    while !vrfd.log().contains("configuration refused") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no refusal logged:\n{}",
+            vrfd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(served(&vrfd), ["blue", "red"]);
+
+    // Remove red: its XDP and the rule vrfd added go, blue is untouched.
+    let blue_prog = xdp_prog_id(r, "blue0").unwrap();
+    sighup(&vrfd, &vrf_config(&topo, &["blue"]));
+    await_served(&vrfd, &["blue"]);
+    let t0 = Instant::now();
+    while xdp_prog_id(r, "red0").is_some() || iif_rule_count(r, "red0") != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "red0 keeps XDP or its rule"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        xdp_prog_id(r, "blue0"),
+        Some(blue_prog),
+        "blue was re-attached"
+    );
+    let before = forwarded_datagrams(r).unwrap().0;
+    let p = ping(topo.host("blue", 0), "10.0.2.2", 4).unwrap();
+    assert!(p.all_received(), "blue ping after red's removal: {p:?}");
+    assert_eq!(
+        forwarded_datagrams(r).unwrap().0,
+        before,
+        "blue left the XDP path"
+    );
+
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}

@@ -1,0 +1,18 @@
+//! The dead-man switch: the data plane decides only while vrfd keeps its heartbeat fresh.
+//!
+//! One array lookup (inlined by the verifier) and one coarse clock read (the jiffy-resolution
+//! clock, no hardware read) per packet; no BPF timer, which aya-ebpf 0.2 cannot declare (it
+//! needs BTF for the map value).
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+
+use crate::maps::HEARTBEAT;
+
+/// vrfd stopped refreshing the deadline: the maps may be stale, the kernel must decide.
+#[inline(always)]
+pub fn vrfd_gone() -> bool {
+    match HEARTBEAT.get(0) {
+        Some(hb) => hb.expired(unsafe { bpf_ktime_get_coarse_ns() }),
+        // Index 0 always exists; a missing entry cannot vouch for vrfd.
+        None => true,
+    }
+}
