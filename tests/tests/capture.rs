@@ -15,7 +15,10 @@ use tests::dataplane::*;
 use vrf_common::{CaptureConfig, Direction, Reason, RouteKind, LINK_CAPTURE};
 use vrf_user::{
     capture::{monotonic_ns, CaptureMaps, Names, Reasons, Record, Settings},
-    dataplane::{TcProgram, TC_ACT_OK, TC_ACT_REDIRECT, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    dataplane::{
+        TcAction, TcProgram, XdpAction, TC_ACT_OK, TC_ACT_REDIRECT, XDP_DROP, XDP_PASS,
+        XDP_REDIRECT,
+    },
 };
 
 /// Every record the ring holds now.
@@ -68,7 +71,7 @@ fn records_are_the_frames_as_they_arrived_with_the_decision() {
     let frames = three_fates(&mut fx);
     start(&mut fx, unlimited());
     let results = fx.run_many(fx.r0.ifindex, &frames);
-    let actions: Vec<u32> = results.iter().map(|r| r.action).collect();
+    let actions: Vec<XdpAction> = results.iter().map(|r| r.action).collect();
     assert_eq!(actions, [XDP_REDIRECT, XDP_PASS, XDP_DROP]);
     // The forwarded frame left rewritten; the record holds it as it arrived.
     assert_ne!(results[0].frame, frames[0]);
@@ -86,7 +89,7 @@ fn records_are_the_frames_as_they_arrived_with_the_decision() {
         assert_eq!(h.orig_len as usize, frame.len());
         assert_eq!(h.cap_len as usize, frame.len());
         assert_eq!(rec.reason(), Some(reason));
-        assert_eq!(h.action, action, "{reason:?}");
+        assert_eq!(XdpAction::from(h.action), action, "{reason:?}");
         assert_eq!(h.ifindex, fx.r0.ifindex);
         assert_eq!(h.direction, Direction::Ingress as u32);
         assert_eq!((h.vrf, h.decided_vrf), (RED, RED));
@@ -286,7 +289,7 @@ fn the_vrf_egress_path_records_what_the_host_sent() {
         (h.ifindex, h.vrf, h.oif),
         (fx.vblue.ifindex, BLUE, fx.b1.ifindex)
     );
-    assert_eq!(h.action, TC_ACT_REDIRECT);
+    assert_eq!(TcAction::from(h.action), TC_ACT_REDIRECT);
     assert_eq!(recs[0].reason(), Some(Reason::Forwarded));
     // What the egress path leaves to the kernel is recorded as such.
     let unrouted = fx.spec(fx.vblue, BLUE_SRC4, "10.250.0.1").udp().unwrap();

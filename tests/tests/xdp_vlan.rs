@@ -10,7 +10,7 @@ use vrf_common::{
     Counters, Direction, Link, Reason, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_TAGS_HIDDEN,
     LINK_TRUNK, LINK_UP, LINK_VLAN,
 };
-use vrf_user::dataplane::{Explanation, XDP_PASS, XDP_REDIRECT};
+use vrf_user::dataplane::{Explanation, XdpAction, XDP_PASS, XDP_REDIRECT};
 
 const VLAN_FLAGS: u16 = LINK_UP | LINK_MEMBER | LINK_FWD4 | LINK_FWD6 | LINK_VLAN;
 /// The shared subnet of red100 and blue200, its sender and a host on it.
@@ -112,7 +112,7 @@ impl Vlans {
 
     /// Run both programs on `frame` arriving on the trunk: (action, explanation). Both must
     /// agree on the action and leave the same frame.
-    fn run_on(&mut self, port: Iface, frame: &[u8]) -> (u32, Explanation) {
+    fn run_on(&mut self, port: Iface, frame: &[u8]) -> (XdpAction, Explanation) {
         let run = self.fx.run(port.ifindex, frame);
         let e = self.fx.explain(port.ifindex, frame).unwrap();
         assert_eq!(

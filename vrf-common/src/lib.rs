@@ -35,7 +35,6 @@ pub const NEIGH_ENTRIES: u32 = 65536;
 
 /// Map names, as they appear in the object file and under the pin directory.
 pub mod map_names {
-pub mod prog_names {
     pub const LINKS: &str = "LINKS";
     pub const VRFS: &str = "VRFS";
     pub const FIB4: &str = "FIB4";
@@ -66,6 +65,7 @@ pub mod prog_names {
 }
 
 /// Program names in the object file.
+pub mod prog_names {
     /// The XDP fast path attached to every member.
     pub const XDP_VRF: &str = "xdp_vrf";
     /// The same decision, recording it in `EXPLAIN`: run only through BPF_PROG_TEST_RUN.

@@ -5,8 +5,8 @@ use aya_ebpf::{
 };
 use vrf_common::{
     Counters, Explain, Fib4Key, Fib6Key, Heartbeat, Link, Neigh, NeighKey, NexthopGroup, PortKey,
-    Route, VlanPort, Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS, NEIGH_ENTRIES,
-    NEXTHOP_ENTRIES,
+    Route, VlanPort, Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS,
+    NEIGH_ENTRIES, NEXTHOP_ENTRIES,
 };
 
 #[map]
