@@ -289,6 +289,21 @@ mod tests {
     }
 
     #[test]
+    fn a_postrouting_masquerade_reaches_every_vrf_of_its_family() {
+        // As nft 1.0.6 prints it (`masquerade` with no options is null).
+        let s = parse(
+            r#"{"nftables":[{"table":{"family":"ip","name":"vx_nat","handle":1}},
+            {"chain":{"family":"ip","table":"vx_nat","name":"post","handle":1,"type":"nat",
+              "hook":"postrouting","prio":100,"policy":"accept"}},
+            {"rule":{"family":"ip","table":"vx_nat","chain":"post","handle":2,"expr":[
+              {"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":"red1"}},
+              {"masquerade":null}]}}]}"#,
+        );
+        assert!(matches!(s.v4, Reach::All(_)), "{s:?}");
+        assert_eq!(s.v6, Reach::None);
+    }
+
+    #[test]
     fn empty_forward_chain_with_accept_policy_reaches_nothing() {
         let s = parse(
             r#"{"nftables":[{"table":{"family":"inet","name":"f","handle":1}},

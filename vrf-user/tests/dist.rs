@@ -41,7 +41,11 @@ fn systemd_unit_starts_vrfd_with_the_config() {
     let unit = dist_file("vrfd.service");
     let has = |line: &str| unit.lines().any(|l| l.trim() == line);
     assert!(has("Type=notify"));
-    assert!(has("ExecStart=/usr/sbin/vrfd --config /etc/vrf-xdp.toml"));
+    // --persist: a stop leaves the fast path to the next start (the dead-man switch guards it).
+    assert!(has(
+        "ExecStart=/usr/sbin/vrfd --persist --config /etc/vrf-xdp.toml"
+    ));
+    assert!(has("ExecReload=/bin/kill -HUP $MAINPID"));
     // ProtectSystem=strict makes /run read-only; vrfd's lock lives in /run/vrf-xdp.
     assert!(has("ProtectSystem=strict"));
     assert!(has("RuntimeDirectory=vrf-xdp"));
