@@ -141,7 +141,8 @@ journalctl -u vrfd -b --no-pager -o cat | grep -E ' (ERROR|WARN) ' && fail "vrfd
 step "control: vrfd stopped, a root qdisc on vrf_external, vrf_xmit carries the tunnel"
 systemctl stop vrfd || fail "systemctl stop vrfd"
 has_xdp . eth0 && fail "XDP left on eth0"
-tc qdisc add dev vrf_external root pfifo_fast || fail "tc qdisc add dev vrf_external root pfifo_fast"
+# replace: vrfd --detach leaves the root qdisc vrfd put there (it cannot tell it from an operator's).
+tc qdisc replace dev vrf_external root pfifo_fast || fail "tc qdisc replace dev vrf_external root pfifo_fast"
 at_exit "tc qdisc del dev vrf_external root 2>/dev/null"
 tunnel_pings 10
 [ "$VRF_TX" -ge 10 ] || fail "the witness does not work: vrf_xmit counted $VRF_TX of 10 replies"
