@@ -475,38 +475,6 @@ mod process {
         out
     }
 
-    fn config(topo: &tests::Topology) -> String {
-        let mut s = String::new();
-        for v in topo.vrfs() {
-            let members: Vec<String> = v
-                .members
-                .iter()
-                .map(|m| format!("{:?}", m.ifname))
-                .collect();
-            s += &format!(
-                "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
-                v.name,
-                v.table,
-                members.join(", ")
-            );
-        }
-        s
-    }
-
-    /// The topology's own `iif` rules go: vrfd adds its own.
-    fn remove_topology_rules(topo: &tests::Topology) {
-        for m in topo.members() {
-            for fam in ["-4", "-6"] {
-                let table = m.table.to_string();
-                topo.router()
-                    .ip(&[
-                        fam, "rule", "del", "iif", &m.ifname, "lookup", &table, "pref", "1000",
-                    ])
-                    .unwrap();
-            }
-        }
-    }
-
     fn rx_packets(vrfd: &Vrfd<'_>, vrf: &str) -> u64 {
         let stats = vrfd.vrfctl_json(&["stats", "--json"]).unwrap();
         stats["vrfs"]
@@ -538,9 +506,10 @@ mod process {
             .build()
             .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
         fastpath::complete_host_checksums(&topo).unwrap();
-        remove_topology_rules(&topo);
+        topo.remove_all_rules();
         let router = topo.router();
-        let vrfd = Vrfd::start(router, &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+        let vrfd = Vrfd::start(router, &tests::daemon::topology_config(&topo))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let dir = TempDir::new();
         let file = dir.join("red.pcapng");
 

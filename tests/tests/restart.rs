@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tests::daemon::{lock_file, log_has_message, unique_pin_path, ConfigFile, Vrfd};
+use tests::daemon::{
+    lock_file, log_has_message, topology_config, unique_pin_path, ConfigFile, Vrfd,
+};
 use tests::fastpath;
 use tests::{
     forwarded_datagrams, list_own_netns, ping, require_root, BgProcess, NetNs, Topology,
@@ -60,24 +62,6 @@ fn topology(prefix: &str) -> Topology {
         ])
         .unwrap();
     topo
-}
-
-fn config(topo: &Topology) -> String {
-    let mut s = String::new();
-    for v in topo.vrfs() {
-        let members: Vec<String> = v
-            .members
-            .iter()
-            .map(|m| format!("{:?}", m.ifname))
-            .collect();
-        s += &format!(
-            "[[vrf]]\nname = {:?}\ntable = {}\ninterfaces = [{}]\n\n",
-            v.name,
-            v.table,
-            members.join(", ")
-        );
-    }
-    s
 }
 
 fn lookup(vrfd: &Vrfd<'_>, dst: &str) -> String {
@@ -173,7 +157,8 @@ fn route_change_followed_without_vrfd(topo: &Topology, vrfd: &Vrfd<'_>, signal: 
 fn a_stopped_vrfd_hands_everything_to_the_kernel_within_2s_and_resumes_on_sigcont() {
     let prefix = "rs_stop";
     let topo = topology(prefix);
-    let vrfd = Vrfd::start(topo.router(), &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    let vrfd =
+        Vrfd::start(topo.router(), &topology_config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
     await_lookup(&vrfd, DST, "forward/forwarded", Duration::from_secs(2));
     assert_xdp_path(&topo, DST, "vrfd running");
 
@@ -221,7 +206,8 @@ fn a_stopped_vrfd_hands_everything_to_the_kernel_within_2s_and_resumes_on_sigcon
 fn a_killed_vrfd_leaves_the_kernel_deciding_and_a_new_one_resumes_the_fast_path() {
     let prefix = "rs_kill";
     let topo = topology(prefix);
-    let vrfd = Vrfd::start(topo.router(), &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    let vrfd =
+        Vrfd::start(topo.router(), &topology_config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
     await_lookup(&vrfd, DST, "forward/forwarded", Duration::from_secs(2));
     assert_xdp_path(&topo, DST, "vrfd running");
 
@@ -230,7 +216,8 @@ fn a_killed_vrfd_leaves_the_kernel_deciding_and_a_new_one_resumes_the_fast_path(
     assert_kernel_path(&topo, "10.0.2.2", "vrfd killed");
     drop(vrfd);
 
-    let vrfd = Vrfd::start(topo.router(), &config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    let vrfd =
+        Vrfd::start(topo.router(), &topology_config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
     await_lookup(&vrfd, DST, "pass/unreachable", Duration::from_secs(2));
     assert_xdp_path(&topo, "10.0.2.2", "a new vrfd");
     vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
@@ -386,7 +373,7 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     let prefix = "rs_persist";
     let topo = topology(prefix);
     let r = topo.router();
-    let config = ConfigFile::new(&config(&topo)).unwrap();
+    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
     let pins = SharedPins {
         ns: r,
         path: unique_pin_path().unwrap(),
