@@ -6,7 +6,11 @@ pub mod export;
 mod pins;
 mod rules;
 
-use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::PathBuf,
+};
 
 use anyhow::{Context as _, Result};
 use tokio::{signal::unix::SignalKind, sync::mpsc::UnboundedReceiver};
@@ -16,16 +20,18 @@ use crate::{
     config::Config,
     dataplane::{DataPlane, LoadOptions, TcProgram, XdpAttachMode},
     mirror::{read_sysctls, Dirty},
-    model::KernelEvent,
+    model::{IpFamily, KernelEvent},
+    netfilter::NetfilterWatcher,
     netlink::Netlink,
     plan::Engine,
+    sysctl::SysctlWatcher,
+    vrfs::VrfView,
     writer::MapWriter,
+    xfrm::XfrmWatcher,
 };
 
 pub use pins::DEFAULT_PIN_PATH;
 
-/// How often sysctls (forwarding, rp_filter), which send no events, are read again.
-const SYSCTL_POLL: Duration = Duration::from_secs(2);
 /// Most events applied in one batch before the maps are written.
 const BATCH: usize = 4096;
 
@@ -59,7 +65,29 @@ struct Daemon {
     /// VRF devices whose root qdisc vrfd added (removed again on exit).
     qdiscs: BTreeSet<u32>,
     telemetry: export::DaemonMetrics,
+    /// What the kernel applies around the route lookup, followed live.
+    watch: KernelWatchers,
+    /// The reasons last logged, per (VRF, family): each change is logged once.
+    logged: BTreeMap<(String, IpFamily), Vec<String>>,
     _pins: pins::PinDir,
+}
+
+/// The watchers of netfilter, IPsec and the interface sysctls (kernel facts without rtnetlink
+/// objects of their own).
+struct KernelWatchers {
+    sysctl: SysctlWatcher,
+    netfilter: NetfilterWatcher,
+    xfrm: XfrmWatcher,
+}
+
+impl KernelWatchers {
+    fn new() -> Result<Self> {
+        Ok(KernelWatchers {
+            sysctl: SysctlWatcher::new().context("following the interface sysctls")?,
+            netfilter: NetfilterWatcher::new().context("following netfilter")?,
+            xfrm: XfrmWatcher::new().context("following the xfrm policies")?,
+        })
+    }
 }
 
 /// Run vrfd until SIGINT/SIGTERM; everything attached, added or pinned is undone on return.
@@ -73,7 +101,16 @@ pub async fn run(opts: Options) -> Result<()> {
         .snapshot()
         .await
         .context("dumping the kernel's state")?;
+    let watch = KernelWatchers::new()?;
     let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
+    engine.set_sysctls(watch.sysctl.current().clone());
+    engine.set_netfilter(watch.netfilter.current().clone());
+    engine.set_xfrm(watch.xfrm.current().clone());
+    let bypass = config.netfilter_bypass();
+    for name in &bypass {
+        info!(vrf = %name, "netfilter is bypassed for this VRF by the configuration: its forwarded traffic skips the firewall");
+    }
+    engine.set_netfilter_bypass(bypass);
     engine.load(snapshot);
     for d in &config.vrf {
         for name in &d.interfaces {
@@ -112,6 +149,8 @@ pub async fn run(opts: Options) -> Result<()> {
         rules: rules::OwnedRules::default(),
         qdiscs: BTreeSet::new(),
         telemetry,
+        watch,
+        logged: BTreeMap::new(),
         _pins: pins,
     };
     let result = daemon.serve(&config, &mut events).await;
@@ -132,12 +171,22 @@ impl Daemon {
 
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-        let mut poll = tokio::time::interval(SYSCTL_POLL);
         loop {
             tokio::select! {
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
-                _ = poll.tick() => self.refresh_links()?,
+                state = self.watch.sysctl.changed() => {
+                    self.engine.set_sysctls(state);
+                    self.refresh_links()?;
+                }
+                state = self.watch.netfilter.changed() => {
+                    self.engine.set_netfilter(state);
+                    self.refresh_vrfs()?;
+                }
+                state = self.watch.xfrm.changed() => {
+                    self.engine.set_xfrm(state);
+                    self.refresh_vrfs()?;
+                }
                 event = events.recv() => {
                     let Some(event) = event else {
                         anyhow::bail!("the rtnetlink connection closed");
@@ -191,15 +240,11 @@ impl Daemon {
     async fn apply_plan(&mut self) -> Result<()> {
         let plan = self.engine.plan();
         for v in &plan.vrfs {
-            for family in crate::model::IpFamily::ALL {
-                for why in v.degraded.of(family) {
-                    warn!(vrf = %v.name, ?family, reason = %why, "VRF degraded: its traffic goes to the kernel");
-                }
-            }
             for m in &v.missing {
                 warn!(vrf = %v.name, interface = %m, "declared member does not exist (yet)");
             }
         }
+        self.log_reasons(&plan.vrfs);
         self.writer.apply_plan(&plan)?;
         self.attach()?;
         self.attach_tc().await
@@ -222,7 +267,49 @@ impl Daemon {
         self.writer.apply_changes(&self.engine.changes(&dirty))
     }
 
-    /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
+    /// Netfilter or IPsec changed: only the VRF entries' flags follow.
+    fn refresh_vrfs(&mut self) -> Result<()> {
+        let vrfs = self.engine.vrfs().to_vec();
+        self.log_reasons(&vrfs);
+        self.writer.apply_vrfs(&vrfs)
+    }
+
+    /// Log, once per change, why each VRF's traffic of a family goes to the kernel (and when
+    /// it takes the fast path again).
+    fn log_reasons(&mut self, vrfs: &[VrfView]) {
+        let mut now = BTreeMap::new();
+        for v in vrfs {
+            for family in IpFamily::ALL {
+                let mut why = Vec::new();
+                for (what, reasons) in [
+                    ("policy rule", &v.degraded),
+                    ("netfilter", &v.netfilter),
+                    ("ipsec", &v.ipsec),
+                ] {
+                    why.extend(reasons.of(family).iter().map(|r| format!("{what}: {r}")));
+                }
+                let key = (v.name.clone(), family);
+                if self
+                    .logged
+                    .get(&key)
+                    .map_or(!why.is_empty(), |old| *old != why)
+                {
+                    if why.is_empty() {
+                        info!(vrf = %v.name, ?family, "the VRF's traffic takes the fast path again");
+                    }
+                    for r in &why {
+                        warn!(vrf = %v.name, ?family, reason = %r, "the kernel decides this VRF's traffic of this family");
+                    }
+                }
+                if !why.is_empty() {
+                    now.insert(key, why);
+                }
+            }
+        }
+        self.logged = now;
+    }
+
+    /// The sysctls changed: rewrite links whose flags changed.
     fn refresh_links(&mut self) -> Result<()> {
         self.writer.apply_links(&self.engine.links())
     }
