@@ -9,7 +9,10 @@ use vrf_common::{
     VRF_NETFILTER6, VRF_RULE4, VRF_RULE6,
 };
 use vrf_user::dataplane::XDP_PASS;
-use vrf_user::maps::nexthop;
+/// One path in the map's form (the writer's conversion).
+fn nexthop(ifindex: u32, gateway: Option<std::net::IpAddr>) -> vrf_common::Nexthop {
+    vrf_user::writer::nexthop(&vrf_user::plan::Path { ifindex, gateway })
+}
 
 fn red4(fx: &Fixture) -> Vec<u8> {
     fx.udp(fx.r0, RED_SRC4, RED_REMOTE4)
