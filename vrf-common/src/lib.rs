@@ -158,6 +158,9 @@ pub const VRF_RULE6: u32 = 1 << 7;
 /// Any reason the kernel must decide this VRF's IPv4 (IPv6) traffic itself.
 pub const VRF_KERNEL4: u32 = VRF_NETFILTER4 | VRF_IPSEC4 | VRF_RULE4;
 pub const VRF_KERNEL6: u32 = VRF_NETFILTER6 | VRF_IPSEC6 | VRF_RULE6;
+/// The operator bypassed netfilter for this VRF (`netfilter = "bypass"`): for `vrfctl show`
+/// only, the data plane does not read it.
+pub const VRF_NETFILTER_BYPASS: u32 = 1 << 8;
 
 /// Why a VRF's traffic of one family (4 or 6) goes to the kernel, if it does: netfilter first,
 /// then IPsec, then rules (the order the kernel meets them does not matter, only that one is

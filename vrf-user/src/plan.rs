@@ -17,7 +17,10 @@ use crate::{
         KernelEvent, KernelSnapshot, LinkInfo, NexthopKind, PathInfo, RouteInfo, RouteKind,
         RuleInfo, VlanProtocol,
     },
-    vrfs::{self, is_vrf_device, VrfView},
+    netfilter::NetfilterState,
+    sysctl::SysctlState,
+    vrfs::{self, is_vrf_device, KernelFacts, VrfView},
+    xfrm::XfrmState,
 };
 
 /// Everything the maps should hold.
@@ -126,6 +129,11 @@ pub struct Engine {
     declared: Vec<DeclaredVrf>,
     mirror: Mirror,
     sysctl: SysctlReader,
+    /// The followed sysctls by ifindex; when set, they replace `sysctl` (a link missing from
+    /// them, e.g. created since the last reading, gets the values that pass to the kernel).
+    sysctls: Option<SysctlState>,
+    /// Netfilter, IPsec and the operator's bypasses: kernel facts like links and routes.
+    facts: KernelFacts,
     vrfs: Vec<VrfView>,
     /// Member ifindex → its VRF's table.
     member_tables: HashMap<u32, u32>,
@@ -137,6 +145,8 @@ impl Engine {
             declared,
             mirror: Mirror::default(),
             sysctl,
+            sysctls: None,
+            facts: KernelFacts::default(),
             vrfs: Vec::new(),
             member_tables: HashMap::new(),
         }
@@ -173,8 +183,32 @@ impl Engine {
         self.resolve();
     }
 
+    /// Follow the sysctls from here on (the watcher's state); the links' plans change.
+    pub fn set_sysctls(&mut self, state: SysctlState) {
+        self.sysctls = Some(state);
+    }
+
+    /// A new netfilter reading: the VRFs' netfilter reasons follow.
+    pub fn set_netfilter(&mut self, state: NetfilterState) {
+        self.facts.netfilter = state;
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
+    }
+
+    /// A new xfrm reading: the VRFs' IPsec reasons follow.
+    pub fn set_xfrm(&mut self, state: XfrmState) {
+        self.facts.xfrm = state;
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
+    }
+
+    /// VRFs (by name) whose netfilter the operator bypassed.
+    pub fn set_netfilter_bypass(&mut self, names: BTreeSet<String>) {
+        self.facts.netfilter_bypass = names;
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
+    }
+
     fn resolve(&mut self) {
         self.vrfs = vrfs::resolve(&self.declared, &self.mirror);
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
         self.member_tables = self
             .vrfs
             .iter()
@@ -336,7 +370,18 @@ impl Engine {
             up: l.up,
             mtu: l.mtu,
             mac: l.mac.unwrap_or_default(),
-            sysctl: (self.sysctl)(&l.name),
+            sysctl: match &self.sysctls {
+                Some(state) => state.get(&l.ifindex).map_or(
+                    // Not read yet: forwarding off and IPv6 disabled both pass to the kernel.
+                    LinkSysctl {
+                        disable_ipv6: true,
+                        rx_vlan_offload: true,
+                        ..LinkSysctl::default()
+                    },
+                    LinkSysctl::from,
+                ),
+                None => (self.sysctl)(&l.name),
+            },
             vlan: None,
             trunk: false,
             tags_hidden: false,
@@ -602,6 +647,7 @@ mod tests {
             table: 110,
             interfaces: vec!["r1".into(), "r2".into()],
             rule_priority: 1000,
+            netfilter: Default::default(),
         };
         let mut e = Engine::new(
             vec![red],
@@ -609,7 +655,7 @@ mod tests {
                 forwarding4: true,
                 forwarding6: true,
                 rp_filter: 0,
-                rx_vlan_offload: false,
+                ..Default::default()
             }),
         );
         e.load(KernelSnapshot {
@@ -1233,5 +1279,49 @@ mod tests {
             plan.paths.iter().map(|p| p.weight).collect::<Vec<_>>(),
             [1, 3]
         );
+    }
+
+    #[test]
+    fn netfilter_and_ipsec_send_one_family_to_the_kernel_unless_bypassed() {
+        use crate::netfilter::{NetfilterState, Reach};
+        let mut e = engine();
+        e.set_netfilter(NetfilterState {
+            v4: Reach::All("inet filter forward".into()),
+            v6: Reach::None,
+        });
+        let red = &e.vrfs()[0];
+        assert_eq!(red.netfilter.of(IpFamily::V4), ["inet filter forward"]);
+        assert!(red.netfilter.of(IpFamily::V6).is_empty());
+        e.set_netfilter_bypass(BTreeSet::from(["red".to_string()]));
+        assert!(e.vrfs()[0].netfilter.of(IpFamily::V4).is_empty());
+        assert!(e.vrfs()[0].netfilter_bypass);
+        e.set_netfilter_bypass(BTreeSet::new());
+        // A netdev chain on a link of no VRF may be any VRF's egress; one on another VRF's
+        // member is not ours.
+        e.set_netfilter(NetfilterState {
+            v4: Reach::Devices(BTreeSet::from(["other".into()]), "netdev t egress".into()),
+            v6: Reach::None,
+        });
+        assert!(!e.vrfs()[0].netfilter.of(IpFamily::V4).is_empty());
+        e.set_netfilter(NetfilterState::default());
+        e.set_xfrm(crate::xfrm::XfrmState {
+            v4: None,
+            v6: Some("fwd policy".into()),
+            interfaces: BTreeSet::new(),
+        });
+        assert!(e.vrfs()[0].ipsec.of(IpFamily::V4).is_empty());
+        assert_eq!(e.vrfs()[0].ipsec.of(IpFamily::V6), ["fwd policy"]);
+    }
+
+    #[test]
+    fn followed_sysctls_replace_the_reader_and_unknown_links_pass() {
+        let mut e = engine();
+        let mut s = crate::sysctl::LinkSysctls::read("no-such-link");
+        s.forwarding4 = true;
+        s.disable_ipv6 = true;
+        e.set_sysctls(crate::sysctl::SysctlState::from([(2, s)]));
+        let links = e.links();
+        assert!(links[&2].sysctl.forwarding4 && links[&2].sysctl.disable_ipv6);
+        assert!(!links[&3].sysctl.forwarding4 && links[&3].sysctl.disable_ipv6);
     }
 }
