@@ -1838,3 +1838,360 @@ fn deleting_one_ipv4_alias_keeps_the_other_as_the_kernel_does() {
     stop(vrfd, &topo);
     finish(topo, prefix, t0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's whole decision (issue #11): for each case the kernel alone refuses (the
+// oracle), with vrfd the refused traffic does not arrive at the receiving host, traffic the
+// case does not concern keeps the fast path, and a change made while vrfd runs is followed.
+
+/// `nft -f -` in the router namespace.
+fn nft(topo: &Topology, script: &str) {
+    let mut cmd = topo.router().command("nft");
+    cmd.args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn nft");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "nft -f - <<{script}>>: {out:?}");
+}
+
+/// Deletes the nftables tables named in `tables` ("ip NAME") however the test ends.
+struct NftTables<'a>(&'a Topology, &'static [&'static str]);
+
+impl Drop for NftTables<'_> {
+    fn drop(&mut self) {
+        for t in self.1 {
+            let args: Vec<&str> = ["delete", "table"]
+                .into_iter()
+                .chain(t.split(' '))
+                .collect();
+            let _ = self.0.router().exec(std::iter::once("nft").chain(args));
+        }
+    }
+}
+
+/// One ping A→B in `vrf`: did B answer?
+fn reaches(topo: &Topology, vrf: &str, v6: bool) -> bool {
+    ping(topo.host(vrf, 0), topo.host_addr(vrf, 1, v6), 2)
+        .unwrap()
+        .received
+        > 0
+}
+
+const FWD_DROP: &str = "table ip vx_fw {
+  chain vx_forward { type filter hook forward priority 0; policy accept;
+    iifname \"red0\" ip daddr 10.0.2.2 drop; }
+}";
+
+#[test]
+fn an_nftables_forward_drop_is_honoured_live_and_bypassed_only_by_request() {
+    let t0 = Instant::now();
+    let prefix = "vd_nftdrop";
+    let topo = topology(prefix);
+    let _tables = NftTables(&topo, &["ip vx_fw"]);
+    // The oracle: the kernel alone drops red A→B; blue's identical traffic passes.
+    nft(&topo, FWD_DROP);
+    assert!(
+        !reaches(&topo, "red", false),
+        "the kernel alone forwards it?"
+    );
+    assert!(
+        reaches(&topo, "blue", false),
+        "the kernel alone drops blue?"
+    );
+    topo.router()
+        .exec(["nft", "delete", "table", "ip", "vx_fw"])
+        .unwrap();
+    // Added while vrfd runs: followed within a second.
+    let vrfd = start_on(&topo);
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "before the chain");
+    nft(&topo, FWD_DROP);
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "pass/netfilter",
+        FOLLOW,
+    );
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", false),
+        "B received what nftables drops"
+    );
+    assert!(
+        reaches(&topo, "blue", false),
+        "the rule does not concern blue"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert!(
+        d.packets("red", Reason::PassNetfilter) >= 2,
+        "{}",
+        d.describe()
+    );
+    // IPv6 is no concern of an `ip` table: still the fast path.
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv4 forward chain");
+    // Gone: the fast path comes back within a second.
+    topo.router()
+        .exec(["nft", "delete", "table", "ip", "vx_fw"])
+        .unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "forward chain removed");
+    stop(vrfd, &topo);
+
+    // By request: red's firewall is skipped, and vrfd says so once.
+    nft(&topo, FWD_DROP);
+    let bypass = topology_config(&topo).replace(
+        "name = \"red\"\n",
+        "name = \"red\"\nnetfilter = \"bypass\"\n",
+    );
+    let vrfd = Vrfd::start(topo.router(), &bypass).unwrap();
+    assert_ping_via_xdp(
+        &topo,
+        &vrfd,
+        "red",
+        false,
+        "netfilter bypassed for red by request",
+    );
+    assert_eq!(
+        lookup(&vrfd, "blue", Some("blue0"), None, "10.0.2.2"),
+        "pass/netfilter",
+        "blue still honours netfilter"
+    );
+    let log = stop(vrfd, &topo);
+    let said = json_log_lines(&log)
+        .iter()
+        .filter(|l| log_message(l).is_some_and(|m| m.contains("bypass")))
+        .count();
+    assert_eq!(said, 1, "the bypass is logged once: {log}");
+    drop(_tables);
+    finish(topo, prefix, t0);
+}
+
+#[test]
+fn a_postrouting_masquerade_is_left_to_the_kernel() {
+    let t0 = Instant::now();
+    let prefix = "vd_masq";
+    let topo = topology(prefix);
+    let _tables = NftTables(&topo, &["ip vx_nat"]);
+    let vrfd = start_on(&topo);
+    nft(
+        &topo,
+        "table ip vx_nat {
+           chain post { type nat hook postrouting priority 100; oifname \"red1\" masquerade; }
+         }",
+    );
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "pass/netfilter",
+        FOLLOW,
+    );
+    // B sees what the kernel's NAT makes of A's datagram: the router's address on red1.
+    let b = topo.host_addr4("red", 1);
+    let server = topo
+        .member("red", 1)
+        .host
+        .run_in(|| UdpSocket::bind(SocketAddr::new(b.into(), 0)))
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let client = topo
+        .host("red", 0)
+        .run_in(|| UdpSocket::bind("0.0.0.0:0"))
+        .unwrap();
+    client
+        .send_to(b"masq", server.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (_, from) = server.recv_from(&mut buf).expect("B received nothing");
+    assert_eq!(
+        from.ip(),
+        IpAddr::from(topo.router_addr4("red", 1)),
+        "B saw A's datagram unmasqueraded"
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv4 nat chain");
+    stop(vrfd, &topo);
+    drop(_tables);
+    finish(topo, prefix, t0);
+}
+
+/// Deletes every xfrm policy of the router namespace however the test ends.
+struct XfrmFlush<'a>(&'a Topology);
+
+impl Drop for XfrmFlush<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.router().ip(&["xfrm", "policy", "flush"]);
+    }
+}
+
+#[test]
+fn an_ipsec_block_policy_is_honoured_live() {
+    let t0 = Instant::now();
+    let prefix = "vd_xfrm";
+    let topo = topology(prefix);
+    let _flush = XfrmFlush(&topo);
+    let r = topo.router();
+    let block = [
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "10.0.1.0/24",
+        "dst",
+        "10.0.2.0/24",
+        "dir",
+        "fwd",
+        "action",
+        "block",
+    ];
+    // The oracle: the kernel alone blocks it.
+    r.ip(&block).unwrap();
+    assert!(
+        !reaches(&topo, "red", false),
+        "the kernel alone forwards it?"
+    );
+    r.ip(&["xfrm", "policy", "flush"]).unwrap();
+    let vrfd = start_on(&topo);
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "before the policy");
+    r.ip(&block).unwrap();
+    await_fate(&vrfd, "red", Some("red0"), "10.0.2.2", "pass/ipsec", FOLLOW);
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", false),
+        "B received what IPsec blocks"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert!(d.packets("red", Reason::PassIpsec) >= 2, "{}", d.describe());
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "an IPv4 policy");
+    r.ip(&["xfrm", "policy", "flush"]).unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "policy removed");
+    stop(vrfd, &topo);
+    drop(_flush);
+    finish(topo, prefix, t0);
+}
+
+#[test]
+fn a_rule_of_equal_priority_listed_before_the_vrfs_rule_decides_first() {
+    let t0 = Instant::now();
+    let prefix = "vd_rulesame";
+    let topo = topology(prefix);
+    let r = topo.router();
+    // Listed before the rules vrfd adds at the same priority 1000 (a new rule goes after the
+    // existing ones of its priority), so the kernel evaluates it first: A's traffic to B's
+    // subnet hits a blackhole in table 300, in both VRFs (A has the same address in each).
+    r.ip(&["route", "add", "blackhole", "10.0.2.0/24", "table", "300"])
+        .unwrap();
+    r.ip(&[
+        "rule", "add", "from", "10.0.1.2", "lookup", "300", "pref", "1000",
+    ])
+    .unwrap();
+    let vrfd = start_on(&topo);
+    let rules = r.ip(&["rule", "show", "pref", "1000"]).unwrap();
+    assert!(
+        rules.find("from 10.0.1.2").unwrap() < rules.find("iif red0").unwrap(),
+        "the test's premise: {rules}"
+    );
+    assert_eq!(
+        lookup(&vrfd, "red", Some("red0"), None, "10.0.2.2"),
+        "pass/policy_rule"
+    );
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", false),
+        "B received what table 300 blackholes"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "an IPv4 rule");
+    // Removed: the fast path again within a second; a rule that excludes mark 0 (forwarded
+    // packets carry none) added ahead while vrfd runs changes nothing.
+    r.ip(&[
+        "rule", "del", "from", "10.0.1.2", "lookup", "300", "pref", "1000",
+    ])
+    .unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    r.ip(&[
+        "rule", "add", "fwmark", "0x1", "lookup", "300", "pref", "900",
+    ])
+    .unwrap();
+    std::thread::sleep(FOLLOW);
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "a fwmark rule ahead");
+    r.ip(&["rule", "del", "pref", "900"]).unwrap();
+    stop(vrfd, &topo);
+    finish(topo, prefix, t0);
+}
+
+#[test]
+fn disable_ipv6_on_the_ingress_member_sends_its_ipv6_to_the_kernel() {
+    let t0 = Instant::now();
+    let prefix = "vd_noipv6";
+    let topo = topology(prefix);
+    let vrfd = start_on(&topo);
+    let r = topo.router();
+    r.sysctl("net.ipv6.conf.red0.disable_ipv6", "1").unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "fd00:2::2",
+        "pass/ipv6_disabled",
+        FOLLOW,
+    );
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", true),
+        "B received IPv6 the kernel drops in ip6_rcv"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "IPv6 off on red0");
+    assert_ping_via_xdp(&topo, &vrfd, "blue", true, "IPv6 off on red0 only");
+    r.sysctl("net.ipv6.conf.red0.disable_ipv6", "0").unwrap();
+    topo.restore_member("red", 0);
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "fd00:2::2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv6 on again");
+    stop(vrfd, &topo);
+    finish(topo, prefix, t0);
+}
