@@ -2195,3 +2195,62 @@ fn disable_ipv6_on_the_ingress_member_sends_its_ipv6_to_the_kernel() {
     stop(vrfd, &topo);
     finish(topo, prefix, t0);
 }
+
+/// A 1400-byte don't-fragment IPv6 ping from red's A to B (after A forgets what it learnt of
+/// the path): the "Packet too big: mtu=N" that came back, if any, and whether B answered.
+fn big_ping6(topo: &Topology) -> (Option<u32>, bool) {
+    let a = topo.host("red", 0);
+    a.exec(["ip", "-6", "route", "flush", "cache"]).unwrap();
+    let b = topo.host_addr("red", 1, true).to_string();
+    let out = a
+        .exec([
+            "ping", "-6", "-n", "-c1", "-W2", "-M", "do", "-s", "1400", &b,
+        ])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mtu = text
+        .split("Packet too big: mtu=")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    (mtu, text.contains(" 0% packet loss"))
+}
+
+#[test]
+fn the_ipv6_mtu_of_the_egress_link_is_the_kernels_and_the_sender_learns_it() {
+    let t0 = Instant::now();
+    let prefix = "vd_mtu6";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let mtu6 = "net.ipv6.conf.red1.mtu";
+    // The oracle: the kernel alone answers Packet Too Big with red1's IPv6 MTU, not its 1500.
+    r.sysctl(mtu6, "1300").unwrap();
+    assert_eq!(big_ping6(&topo), (Some(1300), false), "the kernel alone");
+    r.sysctl(mtu6, "1500").unwrap();
+    assert_eq!(big_ping6(&topo), (None, true), "the kernel alone, 1500");
+
+    let vrfd = start_on(&topo);
+    // While vrfd runs: a tighter IPv6 MTU is followed within a second.
+    r.sysctl(mtu6, "1300").unwrap();
+    std::thread::sleep(FOLLOW);
+    let before = Snapshot::take(&topo, &vrfd);
+    assert_eq!(
+        big_ping6(&topo),
+        (Some(1300), false),
+        "a packet over red1's IPv6 MTU must meet the kernel's Packet Too Big, not leave by XDP"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert!(d.packets("red", Reason::PassMtu) >= 1, "{}", d.describe());
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    // Packets that fit still take the fast path.
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv6 MTU 1300, small packets");
+    // Back to 1500: the big ping is forwarded again (by XDP: nothing is too big now).
+    r.sysctl(mtu6, "1500").unwrap();
+    std::thread::sleep(FOLLOW);
+    let before = Snapshot::take(&topo, &vrfd);
+    assert_eq!(big_ping6(&topo), (None, true), "IPv6 MTU 1500 again");
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert!(d.packets("red", Reason::Forwarded) >= 1, "{}", d.describe());
+    stop(vrfd, &topo);
+    finish(topo, prefix, t0);
+}

@@ -55,19 +55,26 @@ pub struct VrfReport {
 /// The per-family kernel reasons a VRF entry carries, by the names `vrfctl show` prints.
 fn kernel_reasons(flags: u32, v6: bool) -> Vec<&'static str> {
     use vrf_common::{
-        VRF_IPSEC4, VRF_IPSEC6, VRF_NETFILTER4, VRF_NETFILTER6, VRF_RULE4, VRF_RULE6,
+        VRF_IPSEC4, VRF_IPSEC6, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6, VRF_LOCAL_RULE4,
+        VRF_LOCAL_RULE6, VRF_NETFILTER4, VRF_NETFILTER6, VRF_RULE4, VRF_RULE6,
     };
+    // "host rule": the host's own traffic (tc egress) goes to the kernel; "host marked rule":
+    // only its marked packets do.
     let bits = if v6 {
         [
             (VRF_NETFILTER6, "netfilter"),
             (VRF_IPSEC6, "ipsec"),
             (VRF_RULE6, "rule"),
+            (VRF_LOCAL_RULE6, "host rule"),
+            (VRF_LOCAL_MARKED6, "host marked rule"),
         ]
     } else {
         [
             (VRF_NETFILTER4, "netfilter"),
             (VRF_IPSEC4, "ipsec"),
             (VRF_RULE4, "rule"),
+            (VRF_LOCAL_RULE4, "host rule"),
+            (VRF_LOCAL_MARKED4, "host marked rule"),
         ]
     };
     bits.iter()

@@ -829,6 +829,78 @@ mod tests {
         assert!(e.vrfs()[0].degraded.of(IpFamily::V6).is_empty());
     }
 
+    #[test]
+    fn rules_ahead_of_l3mdev_that_can_catch_host_traffic_are_flagged_per_family() {
+        let mut e = Engine::new(Vec::new(), Box::new(|_| LinkSysctl::default()));
+        let mut dev = link(9, "vrf-red");
+        dev.kind = Some("vrf".into());
+        dev.vrf_table = Some(110);
+        let mut m = link(2, "r1");
+        m.master = Some(9);
+        e.apply(KernelEvent::NewLink(dev));
+        e.apply(KernelEvent::NewLink(m));
+        let l3mdev = |family| RuleInfo {
+            family,
+            priority: 1000,
+            table: 0,
+            action: RuleAction::ToTable,
+            iif: None,
+            oif: None,
+            l3mdev: true,
+            has_other_selectors: false,
+            fwmark: Default::default(),
+        };
+        let ahead = |oif: Option<&str>, iif: Option<&str>, mark: u32| RuleInfo {
+            family: IpFamily::V4,
+            priority: 900,
+            table: 300,
+            action: RuleAction::ToTable,
+            iif: iif.map(Into::into),
+            oif: oif.map(Into::into),
+            l3mdev: false,
+            has_other_selectors: mark != 0,
+            fwmark: FwMark {
+                mark,
+                mask: if mark != 0 { u32::MAX } else { 0 },
+            },
+        };
+        let judge = |e: &mut Engine, r: RuleInfo| {
+            e.load_rules(vec![r, l3mdev(IpFamily::V4), l3mdev(IpFamily::V6)]);
+            let v = &e.vrfs()[0];
+            (
+                !v.local_rules.of(IpFamily::V4).is_empty(),
+                !v.local_marked.of(IpFamily::V4).is_empty(),
+                v.local_rules.of(IpFamily::V6).is_empty()
+                    && v.local_marked.of(IpFamily::V6).is_empty(),
+            )
+        };
+        // `oif vrf-red`, `iif lo`: the output lookup carries both.
+        assert_eq!(
+            judge(&mut e, ahead(Some("vrf-red"), None, 0)),
+            (true, false, true)
+        );
+        assert_eq!(
+            judge(&mut e, ahead(None, Some("lo"), 0)),
+            (true, false, true)
+        );
+        // Another VRF's device, a member as iif: not the host's traffic in red.
+        assert_eq!(
+            judge(&mut e, ahead(Some("vrf-blue"), None, 0)),
+            (false, false, true)
+        );
+        assert_eq!(
+            judge(&mut e, ahead(None, Some("r1"), 0)),
+            (false, false, true)
+        );
+        // A mark: only what a socket marks.
+        assert_eq!(judge(&mut e, ahead(None, None, 0x42)), (false, true, true));
+        // After the l3mdev rule: never reached.
+        let mut late = ahead(None, None, 0);
+        late.priority = 2000;
+        e.load_rules(vec![l3mdev(IpFamily::V4), late]);
+        assert!(e.vrfs()[0].local_rules.of(IpFamily::V4).is_empty());
+    }
+
     /// A rule matching every packet from r1 (table 300), with the given priority and mark.
     fn from_rule(priority: u32, fwmark: FwMark, action: RuleAction) -> RuleInfo {
         RuleInfo {

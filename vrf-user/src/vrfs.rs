@@ -30,6 +30,11 @@ pub struct VrfView {
     pub ipsec: Degraded,
     /// The operator bypassed netfilter for this VRF (`netfilter = "bypass"`).
     pub netfilter_bypass: bool,
+    /// Rules ahead of a kernel VRF's `l3mdev` rule that could catch any packet the host sends
+    /// in it (the tc egress path leaves those to the kernel), per family.
+    pub local_rules: Degraded,
+    /// Rules ahead of it that only marked (`SO_MARK`) packets could match.
+    pub local_marked: Degraded,
 }
 
 /// Why a VRF's packets of one family must go to the kernel: every reason found, in order.
@@ -81,6 +86,8 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
             netfilter: Degraded::default(),
             ipsec: Degraded::default(),
             netfilter_bypass: false,
+            local_rules: Degraded::default(),
+            local_marked: Degraded::default(),
         });
     }
     for d in declared {
@@ -104,6 +111,8 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
             netfilter: Degraded::default(),
             ipsec: Degraded::default(),
             netfilter_bypass: false,
+            local_rules: Degraded::default(),
+            local_marked: Degraded::default(),
         });
     }
     for v in &mut out {
@@ -111,8 +120,37 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
             .iter()
             .find(|d| d.name == v.name && v.device.is_none());
         v.degraded = rule_checks(v, declared, mirror);
+        if let Some(dev) = v.device.and_then(|i| mirror.link(i)) {
+            (v.local_rules, v.local_marked) = local_rule_checks(&dev.name, mirror);
+        }
     }
     out
+}
+
+/// The host's own traffic in a kernel VRF: per family, the rules the kernel evaluates before
+/// the first `l3mdev` rule that could catch it — any packet, or marked ones only.
+fn local_rule_checks(vrf_device: &str, mirror: &Mirror) -> (Degraded, Degraded) {
+    let (mut any, mut marked) = (Degraded::default(), Degraded::default());
+    for family in IpFamily::ALL {
+        let rules = mirror.rules().iter().filter(|r| r.family == family);
+        for r in rules.take_while(|r| !r.l3mdev) {
+            if r.is_local_lookup(LOCAL_TABLE) {
+                continue;
+            }
+            let why = || {
+                format!(
+                    "ip rule priority {} (table {}) can catch the host's own traffic",
+                    r.priority, r.table
+                )
+            };
+            match r.could_match_local_out(vrf_device) {
+                Some(true) => any.add(family, why()),
+                Some(false) => marked.add(family, why()),
+                None => {}
+            }
+        }
+    }
+    (any, marked)
 }
 
 /// What the kernel applies around the route lookup, as vrfd last read it.

@@ -15,8 +15,9 @@ use vrf_common::{
     Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
     LINK_RPF_STRICT, LINK_TAGS_HIDDEN, LINK_TRUNK, LINK_UP, LINK_V6_DISABLED, LINK_VLAN,
     LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS, NH_GATEWAY, NH_GATEWAY6,
-    VRF_ACTIVE, VRF_DEGRADED, VRF_IPSEC4, VRF_IPSEC6, VRF_NETFILTER4, VRF_NETFILTER6,
-    VRF_NETFILTER_BYPASS, VRF_RULE4, VRF_RULE6,
+    VRF_ACTIVE, VRF_DEGRADED, VRF_IPSEC4, VRF_IPSEC6, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6,
+    VRF_LOCAL_RULE4, VRF_LOCAL_RULE6, VRF_NETFILTER4, VRF_NETFILTER6, VRF_NETFILTER_BYPASS,
+    VRF_RULE4, VRF_RULE6,
 };
 
 use crate::{
@@ -323,6 +324,11 @@ impl MapWriter {
             mtu: plan.mtu,
             mac: plan.mac,
             flags: flags | capture,
+            // The kernel keeps it within [1280, mtu]; 0 (not known) means the device's.
+            mtu6: match plan.sysctl.mtu6 {
+                0 => plan.mtu,
+                m => m.min(plan.mtu),
+            },
         }))
     }
 
@@ -637,7 +643,6 @@ impl MapWriter {
     }
 }
 
-/// A member's flags from its sysctls (UP is added by the caller).
 /// The per-family VRF flags that send a family to the kernel, from the plan's reasons.
 fn kernel_flags(v: &VrfView) -> u32 {
     let mut flags = 0;
@@ -645,6 +650,8 @@ fn kernel_flags(v: &VrfView) -> u32 {
         (&v.netfilter, VRF_NETFILTER4, VRF_NETFILTER6),
         (&v.ipsec, VRF_IPSEC4, VRF_IPSEC6),
         (&v.degraded, VRF_RULE4, VRF_RULE6),
+        (&v.local_rules, VRF_LOCAL_RULE4, VRF_LOCAL_RULE6),
+        (&v.local_marked, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6),
     ] {
         if !reasons.of(IpFamily::V4).is_empty() {
             flags |= f4;
@@ -668,6 +675,7 @@ fn v6_disabled(plan: &LinkPlan) -> u16 {
     }
 }
 
+/// A member's flags from its sysctls (UP is added by the caller).
 fn member_flags(plan: &LinkPlan) -> u16 {
     let s = plan.sysctl;
     let mut flags = LINK_MEMBER | v6_disabled(plan);
@@ -848,13 +856,17 @@ mod tests {
             netfilter: Degraded::default(),
             ipsec: Degraded::default(),
             netfilter_bypass: true,
+            local_rules: Degraded::default(),
+            local_marked: Degraded::default(),
         };
         v.netfilter.add(IpFamily::V4, "forward chain".into());
         v.ipsec.add(IpFamily::V6, "fwd policy".into());
         v.degraded.add(IpFamily::V6, "rule 500".into());
+        v.local_marked
+            .add(IpFamily::V4, "rule 900 fwmark 0x42".into());
         assert_eq!(
             kernel_flags(&v),
-            VRF_NETFILTER4 | VRF_IPSEC6 | VRF_RULE6 | VRF_NETFILTER_BYPASS
+            VRF_NETFILTER4 | VRF_IPSEC6 | VRF_RULE6 | VRF_NETFILTER_BYPASS | VRF_LOCAL_MARKED4
         );
     }
 }

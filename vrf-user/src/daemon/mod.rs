@@ -433,6 +433,8 @@ impl Daemon {
                     ("policy rule", &v.degraded),
                     ("netfilter", &v.netfilter),
                     ("ipsec", &v.ipsec),
+                    ("host traffic, policy rule", &v.local_rules),
+                    ("host traffic with a mark, policy rule", &v.local_marked),
                 ] {
                     why.extend(reasons.of(family).iter().map(|r| format!("{what}: {r}")));
                 }
