@@ -1493,7 +1493,7 @@ fn a_rule_ahead_of_a_vrfs_rule_degrades_it_until_removed() {
     let degraded = |vrf: &str| vrfd.show_vrf(vrf).unwrap()["degraded"].as_bool().unwrap();
 
     // A rule at priority 500 that could send red0's traffic elsewhere: the fast path cannot know
-    // what the kernel will decide for red, so red goes to the kernel entirely.
+    // what the kernel will decide for red's IPv4, so that goes to the kernel (IPv6 does not).
     r.ip(&[
         "rule", "add", "iif", "red0", "lookup", "main", "pref", "500",
     ])
@@ -1504,8 +1504,12 @@ fn a_rule_ahead_of_a_vrfs_rule_degrades_it_until_removed() {
     });
     assert!(!degraded("blue"), "blue has no rule ahead of its own");
     for (iif, dst) in [("red0", "10.0.2.2"), ("red1", "10.0.1.2")] {
-        assert_eq!(lookup(&vrfd, "red", Some(iif), None, dst), "pass/degraded");
+        assert_eq!(
+            lookup(&vrfd, "red", Some(iif), None, dst),
+            "pass/policy_rule"
+        );
     }
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "an IPv4 rule ahead, red's IPv6");
     // The kernel forwards red's pings (main has no route, so table 110 still decides).
     let before = Snapshot::take(&topo, &vrfd);
     let p = ping(topo.host("red", 0), "10.0.2.2", PINGS).unwrap();

@@ -487,6 +487,18 @@ impl Engine {
                 paths: Vec::new(),
             });
         }
+        // A path whose link lost only its carrier (RTNH_F_LINKDOWN) keeps its share of the
+        // kernel's multipath hash unless `ignore_routes_with_linkdown` is set: rehashing over
+        // the rest would not be the kernel's choice, with the sysctl or without.
+        if paths.len() > 1
+            && paths.iter().any(|p| {
+                self.mirror
+                    .link(p.ifindex)
+                    .is_some_and(|l| l.admin_up && !l.up && !is_vrf_device(l))
+            })
+        {
+            return Some(RoutePlan::TO_KERNEL);
+        }
         let live: Vec<Path> = paths
             .iter()
             .filter(|p| {
@@ -736,6 +748,7 @@ mod tests {
         let mut e = engine();
         let mut down = link(3, "r2");
         down.up = false;
+        down.admin_up = false;
         let dirty = e.apply(KernelEvent::NewLink(down));
         assert!(dirty.links);
         let default = e.route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
@@ -745,6 +758,18 @@ mod tests {
             "the path via the down link is dropped"
         );
         assert_eq!(default.paths[0].ifindex, 2);
+    }
+
+    #[test]
+    fn a_multipath_route_with_a_path_that_lost_its_carrier_is_the_kernels() {
+        // RTNH_F_LINKDOWN keeps the path in the kernel's hash (unless
+        // ignore_routes_with_linkdown): its flows are the kernel's to drop, not ours to move.
+        let mut e = engine();
+        let mut no_carrier = link(3, "r2");
+        no_carrier.up = false;
+        e.apply(KernelEvent::NewLink(no_carrier));
+        let default = e.route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
+        assert_eq!(default, RoutePlan::TO_KERNEL);
     }
 
     #[test]
