@@ -2033,6 +2033,19 @@ fn a_postrouting_masquerade_is_left_to_the_kernel() {
         "B saw A's datagram unmasqueraded"
     );
     assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv4 nat chain");
+    // The NAT table gone: red's IPv4 takes the fast path again.
+    topo.router()
+        .exec(["nft", "delete", "table", "ip", "vx_nat"])
+        .unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "nat table removed");
     stop(vrfd, &topo);
     drop(_tables);
     finish(topo, prefix, t0);
