@@ -28,13 +28,13 @@ neighbours blue2 bb 10.0.2.1/24 10.0.2.2/24
 # tx_packets DEV: the router's TX packet counter of DEV.
 tx_packets() { ip -n router -s link show dev "$1" | awk '/TX:/ { getline; print $2; exit }'; }
 
-# ping_from_vrf: 3 pings bound to vrf-red from the router to 10.0.2.2; prints the vrf-red TX
-# delta; fails unless all are answered by rb and none reach bb.
+# ping_from_vrf [PING ARGS]: 3 pings bound to vrf-red from the router to 10.0.2.2; sets TX_DELTA
+# (vrf-red's TX delta); fails unless all are answered by rb and none reach bb.
 ping_from_vrf() {
     tx0=$(tx_packets vrf-red)
     rb0=$(snmp rb Icmp:InEchos)
     bb0=$(snmp bb Icmp:InEchos)
-    out=$(nx router ping -I vrf-red -c 3 -W 2 -w 15 10.0.2.2 2>&1)
+    out=$(nx router ping -I vrf-red "$@" -c 3 -W 2 -w 15 10.0.2.2 2>&1)
     echo "$out" | grep -Eq ', 3 (packets )?received' || fail "ping -I vrf-red 10.0.2.2: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
     rb=$(( $(snmp rb Icmp:InEchos) - rb0 ))
     bb=$(( $(snmp bb Icmp:InEchos) - bb0 ))
@@ -58,6 +58,31 @@ echo "$stats" | tr -d ' \n' | grep -q '"vrf_egress"' && {
     echo "$stats" | tr -d ' \n' | grep -Eq '"vrf_egress":\{[^}]*"forwarded_packets":[3-9]' ||
         fail "vrfctl stats shows no vrf_egress forwards: $stats"
 }
+
+# Rules ahead of the l3mdev rule (1000) can catch what the host sends: its uid, the VRF device as
+# oif, a socket's mark. Table 999 is empty, so the kernel still routes by l3mdev: the witness is
+# that vrf_xmit now transmits them (the kernel decided), and the fast path is back without it.
+for sel in "uidrange 0-0" "oif vrf-red" "fwmark 0x42"; do
+    step "a rule ahead of l3mdev ($sel): the host's pings it can catch go to the kernel"
+    nx router ip rule add pref 900 $sel lookup 999 || fail "ip rule add pref 900 $sel lookup 999"
+    sleep 1
+    case "$sel" in
+    fwmark*)
+        ping_from_vrf
+        [ "$TX_DELTA" -eq 0 ] || fail "$sel: unmarked pings went to the kernel (+$TX_DELTA)"
+        ping_from_vrf -m 0x42
+        ;;
+    *) ping_from_vrf ;;
+    esac
+    echo "vrf-red TX packets +$TX_DELTA"
+    [ "$TX_DELTA" -ge 3 ] || fail "$sel: vrf_xmit sent $TX_DELTA of 3: the fast path took what the rule can catch"
+    nx router ip rule del pref 900 || fail "ip rule del pref 900"
+    sleep 1
+    ping_from_vrf
+    [ "$TX_DELTA" -eq 0 ] || fail "$sel removed: vrf_xmit still sends (+$TX_DELTA)"
+done
+stats=$(vrfctl_r stats --vrf vrf-red --json 2>&1) || fail "vrfctl stats: $stats"
+echo "$stats" | tr -d ' \n' | grep -Eq '"policy_rule":[1-9]' || fail "no policy_rule count: $stats"
 vrfd_log_clean
 
 step "without vrfd: its qdisc is gone; with a root qdisc but no program, vrf_xmit sends it"

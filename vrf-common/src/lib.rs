@@ -65,6 +65,10 @@ pub mod map_names {
 }
 
 /// Program names in the object file.
+/// The eBPF global that turns the checks around the route lookup off, in the benchmark's copy
+/// only (`set_global`); every program vrfd loads keeps its default, 1.
+pub const KERNEL_CHECKS_GLOBAL: &str = "KERNEL_CHECKS";
+
 pub mod prog_names {
     /// The XDP fast path attached to every member.
     pub const XDP_VRF: &str = "xdp_vrf";

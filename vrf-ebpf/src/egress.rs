@@ -47,7 +47,7 @@ pub fn tc_vrf_egress(ctx: TcContext) -> i32 {
     let mark = unsafe { (*ctx.skb.skb).mark };
     let mut verdict = if switch::vrfd_gone() {
         forward::Verdict::only(Reason::PassVrfdGone, dev.vrf)
-    } else if local_rule_ahead(frame, dev.vrf, mark) {
+    } else if forward::checks() && local_rule_ahead(frame, dev.vrf, mark) {
         forward::Verdict::only(Reason::PassPolicyRule, dev.vrf)
     } else {
         forward::decide::<true>(frame, ifindex, &dev)
