@@ -1528,15 +1528,7 @@ fn a_rule_ahead_of_a_vrfs_rule_degrades_it_until_removed() {
         false => Ok(()),
         true => Err("degraded".into()),
     });
-    await_fate(
-        &vrfd,
-        "red",
-        Some("red0"),
-        "10.0.2.2",
-        "forward/forwarded via red1",
-        FOLLOW,
-    );
-    assert_ping_via_xdp(&topo, &vrfd, "red", false, "rule ahead removed");
+    assert_red4_fast_again(&topo, &vrfd, "rule ahead removed");
 
     stop(vrfd, &topo);
     finish(topo, prefix, t0);
@@ -1881,6 +1873,20 @@ impl Drop for NftTables<'_> {
     }
 }
 
+/// Red's IPv4 from red0 takes the fast path again, within a second (vrfctl lookup), and a
+/// ping proves it.
+fn assert_red4_fast_again(topo: &Topology, vrfd: &Vrfd<'_>, what: &str) {
+    await_fate(
+        vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(topo, vrfd, "red", false, what);
+}
+
 /// One ping A→B in `vrf`: did B answer?
 fn reaches(topo: &Topology, vrf: &str, v6: bool) -> bool {
     ping(topo.host(vrf, 0), topo.host_addr(vrf, 1, v6), 2)
@@ -1947,15 +1953,7 @@ fn an_nftables_forward_drop_is_honoured_live_and_bypassed_only_by_request() {
     topo.router()
         .exec(["nft", "delete", "table", "ip", "vx_fw"])
         .unwrap();
-    await_fate(
-        &vrfd,
-        "red",
-        Some("red0"),
-        "10.0.2.2",
-        "forward/forwarded via red1",
-        FOLLOW,
-    );
-    assert_ping_via_xdp(&topo, &vrfd, "red", false, "forward chain removed");
+    assert_red4_fast_again(&topo, &vrfd, "forward chain removed");
     stop(vrfd, &topo);
 
     // By request: red's firewall is skipped, and vrfd says so once.
@@ -2037,15 +2035,7 @@ fn a_postrouting_masquerade_is_left_to_the_kernel() {
     topo.router()
         .exec(["nft", "delete", "table", "ip", "vx_nat"])
         .unwrap();
-    await_fate(
-        &vrfd,
-        "red",
-        Some("red0"),
-        "10.0.2.2",
-        "forward/forwarded via red1",
-        FOLLOW,
-    );
-    assert_ping_via_xdp(&topo, &vrfd, "red", false, "nat table removed");
+    assert_red4_fast_again(&topo, &vrfd, "nat table removed");
     stop(vrfd, &topo);
     drop(_tables);
     finish(topo, prefix, t0);
@@ -2101,15 +2091,7 @@ fn an_ipsec_block_policy_is_honoured_live() {
     assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
     assert_ping_via_xdp(&topo, &vrfd, "red", true, "an IPv4 policy");
     r.ip(&["xfrm", "policy", "flush"]).unwrap();
-    await_fate(
-        &vrfd,
-        "red",
-        Some("red0"),
-        "10.0.2.2",
-        "forward/forwarded via red1",
-        FOLLOW,
-    );
-    assert_ping_via_xdp(&topo, &vrfd, "red", false, "policy removed");
+    assert_red4_fast_again(&topo, &vrfd, "policy removed");
     stop(vrfd, &topo);
     drop(_flush);
     finish(topo, prefix, t0);
