@@ -70,7 +70,7 @@ for sel in "uidrange 0-0" "oif vrf-red" "fwmark 0x42"; do
     fwmark*)
         ping_from_vrf
         [ "$TX_DELTA" -eq 0 ] || fail "$sel: unmarked pings went to the kernel (+$TX_DELTA)"
-        ping_from_vrf -m 0x42
+        ping_from_vrf -m 66 # 0x42: this ping takes decimal marks only
         ;;
     *) ping_from_vrf ;;
     esac
