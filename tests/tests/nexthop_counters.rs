@@ -202,7 +202,7 @@ fn per_nexthop_counters_add_up_to_what_the_hosts_received() {
     let text = String::from_utf8(vrfd.vrfctl(&["stats"]).unwrap().stdout).unwrap();
     assert!(
         text.lines()
-            .any(|l| l.starts_with("red") && l.contains("31") && l.contains("10.0.2.2")),
+            .any(|l| l.starts_with("nhid 31 ") && l.contains("red1") && l.contains("10.0.2.2")),
         "{text}"
     );
     let body = scrape(r, metrics_addr(&vrfd));

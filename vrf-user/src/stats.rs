@@ -354,9 +354,9 @@ pub fn nexthops_table(nexthops: &[NexthopStats]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{:<w$} {:>8}  {:<39} {:<16} {:>9} {:>9}",
-        "NEXTHOP VRF",
-        "NHID",
+        "\n{:<12} {:<w$} {:<24} {:<w$} {:>9} {:>9}",
+        "NEXTHOP",
+        "VRF",
         "GATEWAY",
         "DEV",
         "FORWARDED",
@@ -364,14 +364,14 @@ pub fn nexthops_table(nexthops: &[NexthopStats]) -> String {
         w = NAME_WIDTH
     );
     for n in nexthops {
-        let nhid = n.nhid.map_or("-".to_string(), |i| i.to_string());
+        let id = n.nhid.map_or("-".to_string(), |i| format!("nhid {i}"));
         let gw = n
             .gateway
             .map_or("(connected)".to_string(), |g| g.to_string());
         let vrf = if n.vrf.is_empty() { "-" } else { &n.vrf };
         let _ = writeln!(
             out,
-            "{vrf:<w$} {nhid:>8}  {gw:<39} {:<16} {:>9} {:>9}",
+            "{id:<12} {vrf:<w$} {gw:<24} {:<w$} {:>9} {:>9}",
             n.dev,
             human(n.packets as f64),
             human_bytes(n.bytes),
@@ -608,6 +608,42 @@ mod tests {
             Duration::from_secs(2),
         );
         assert!(first.lines().nth(2).unwrap().ends_with('-'), "{first}");
+    }
+
+    #[test]
+    fn nexthop_rows_name_the_nexthop_and_its_counts() {
+        let n = |nhid, gateway: Option<&str>, dev: &str, packets| NexthopStats {
+            vrf: "red".into(),
+            nhid,
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            dev: dev.into(),
+            ifindex: 3,
+            slot: 1,
+            packets,
+            bytes: packets * 142,
+        };
+        let rows = [
+            n(Some(31), Some("10.0.2.2"), "red1", 198),
+            n(None, None, "red0", 12_000),
+        ];
+        let out = nexthops_table(&rows);
+        println!("{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].starts_with("NEXTHOP      VRF"), "{out}");
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["nhid", "31", "red", "10.0.2.2", "red1", "198", "28.1", "kB"]
+        );
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["-", "red", "(connected)", "red0", "12.0k", "1.7", "MB"]
+        );
+        let v = serde_json::to_value(&rows[1]).unwrap();
+        assert!(v.get("nhid").is_none() && v["gateway"].is_null(), "{v}");
+        assert_eq!(
+            serde_json::to_value(&rows[0]).unwrap()["gateway"],
+            "10.0.2.2"
+        );
     }
 
     #[test]

@@ -141,6 +141,10 @@ impl MapWriter {
                 .insert(NexthopIdentity::of_info(&info), (slot, info, 0));
             w.next_nexthop_slot = w.next_nexthop_slot.max(slot + 1);
         }
+        let used: BTreeSet<u32> = w.nexthop_slots.values().map(|(s, _, _)| *s).collect();
+        w.free_nexthop_slots = (NEXTHOP_STATS_NONE + 1..w.next_nexthop_slot)
+            .filter(|s| !used.contains(s))
+            .collect();
         tracing::info!(
             vrfs = w.vrf_slots.len(),
             links = w.links.len(),
