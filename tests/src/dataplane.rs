@@ -252,6 +252,7 @@ impl Fixture {
                     mtu: MTU,
                     mac: m.mac,
                     flags: MEMBER_FLAGS,
+                    mtu6: MTU,
                 },
             )?;
         }
@@ -264,6 +265,7 @@ impl Fixture {
                 mtu: 65535,
                 mac: vblue.mac,
                 flags: LINK_UP | LINK_VRF_DEVICE,
+                mtu6: 65535,
             },
         )?;
         {
