@@ -54,6 +54,7 @@ pub fn nexthop(ifindex: u32, gateway: Option<IpAddr>) -> Nexthop {
         ifindex,
         gateway,
         weight: 1,
+        nhid: None,
     })
 }
 

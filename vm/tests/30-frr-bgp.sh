@@ -157,6 +157,10 @@ for v in "red rh rp bp r-host" "blue bh bp rp b-host"; do
     ping_vrf "$1" "$2" "$3" "$4"
     if [ "$ASSERT_NHID_XDP" = 1 ]; then
         [ "$FWD" -eq 0 ] || fail "$1: the kernel forwarded $FWD datagrams over nexthop objects (XDP should have)"
+        # The per-nexthop counters saw them: a zebra nexthop object of this VRF counted >= 5.
+        vrfctl stats --vrf "$1"
+        vrfctl stats --vrf "$1" | awk -v vrf="$1" '$1 == "nhid" && $3 == vrf && $6 + 0 >= 5' | grep -q . ||
+            fail "$1: no nexthop object of the VRF counted the 5 echo requests"
     else
         echo "$1: XDP forwarding over nexthop objects not asserted (ASSERT_NHID_XDP=0)"
     fi

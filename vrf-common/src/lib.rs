@@ -32,6 +32,10 @@ pub const FIB6_ENTRIES: u32 = 512 * 1024;
 pub const NEXTHOP_ENTRIES: u32 = 65536;
 /// Default number of neighbour entries.
 pub const NEIGH_ENTRIES: u32 = 65536;
+/// Per-nexthop counter slots (`NEXTHOP_STATS`), slot 0 included: 16 bytes each per CPU.
+pub const NEXTHOP_STATS_ENTRIES: u32 = 16384;
+/// `Nexthop::stats_slot` of a path counted nowhere of its own (never exported).
+pub const NEXTHOP_STATS_NONE: u32 = 0;
 
 /// Map names, as they appear in the object file and under the pin directory.
 pub mod map_names {
@@ -48,9 +52,27 @@ pub mod map_names {
     pub const PORTS: &str = "PORTS";
     pub const VLAN_PORTS: &str = "VLAN_PORTS";
     pub const HEARTBEAT: &str = "HEARTBEAT";
-    pub const ALL: [&str; 13] = [
-        LINKS, VRFS, FIB4, FIB6, NEXTHOPS, NEIGH, TX_PORTS, VRF_STATS, LINK_STATS, EXPLAIN, PORTS,
-        VLAN_PORTS, HEARTBEAT,
+    /// `PerCpuArray<Counter>`: what XDP and tc forwarded per kernel nexthop (`Nexthop::stats_slot`).
+    pub const NEXTHOP_STATS: &str = "NEXTHOP_STATS";
+    /// `HashMap<u32, NexthopInfo>`: which kernel nexthop each live `NEXTHOP_STATS` slot counts,
+    /// written by vrfd for vrfctl and the metrics (the programs never read it).
+    pub const NEXTHOP_INFO: &str = "NEXTHOP_INFO";
+    pub const ALL: [&str; 15] = [
+        LINKS,
+        VRFS,
+        FIB4,
+        FIB6,
+        NEXTHOPS,
+        NEIGH,
+        TX_PORTS,
+        VRF_STATS,
+        LINK_STATS,
+        EXPLAIN,
+        PORTS,
+        VLAN_PORTS,
+        HEARTBEAT,
+        NEXTHOP_STATS,
+        NEXTHOP_INFO,
     ];
     /// `Array<CaptureConfig>`, one entry: whether a capture runs, and what it wants.
     pub const CAPTURE: &str = "CAPTURE";
@@ -272,6 +294,26 @@ pub struct Nexthop {
     /// `NH_*` bits.
     pub flags: u32,
     /// Gateway, network order: IPv4 in the first 4 bytes (rest zero) unless `NH_GATEWAY6`.
+    pub gateway: [u8; 16],
+    /// Index into `NEXTHOP_STATS`, assigned by the writer per kernel nexthop (a nexthop
+    /// object's id, or a classic route's (dev, gateway)); 0 counts paths without one.
+    pub stats_slot: u32,
+    pub _pad: u32,
+}
+
+/// What one `NEXTHOP_STATS` slot counts (`NEXTHOP_INFO[slot]`): the kernel nexthop's identity
+/// and its labels, as the writer assigned the slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NexthopInfo {
+    /// The nexthop object's id (`ip nexthop`), 0 for a path of a route without one.
+    pub nhid: u32,
+    /// Egress ifindex (its VRF is the nexthop's).
+    pub ifindex: u32,
+    /// `NH_*` bits, as in `Nexthop`.
+    pub flags: u32,
+    pub _pad: u32,
+    /// Gateway, network order, as in `Nexthop`.
     pub gateway: [u8; 16],
 }
 
@@ -633,8 +675,9 @@ const _: () = assert!(core::mem::size_of::<Vrf>() == 40);
 const _: () = assert!(core::mem::size_of::<Fib4Key>() == 8);
 const _: () = assert!(core::mem::size_of::<Fib6Key>() == 20);
 const _: () = assert!(core::mem::size_of::<Route>() == 8);
-const _: () = assert!(core::mem::size_of::<Nexthop>() == 24);
-const _: () = assert!(core::mem::size_of::<NexthopGroup>() == 8 + 24 * MAX_PATHS + NEXTHOP_BUCKETS);
+const _: () = assert!(core::mem::size_of::<Nexthop>() == 32);
+const _: () = assert!(core::mem::size_of::<NexthopInfo>() == 32);
+const _: () = assert!(core::mem::size_of::<NexthopGroup>() == 8 + 32 * MAX_PATHS + NEXTHOP_BUCKETS);
 // Bucket entries are u8 path indices.
 const _: () = assert!(MAX_PATHS <= 256);
 const _: () = assert!(NEXTHOP_BUCKETS == 1 << NEXTHOP_BUCKET_BITS);
@@ -780,6 +823,8 @@ mod user {
         Fib6Key,
         Route,
         NexthopGroup,
+        Counter,
+        NexthopInfo,
         NeighKey,
         Neigh,
         Counters,
@@ -850,10 +895,13 @@ mod tests {
             ifindex: 7,
             flags: NH_GATEWAY,
             gateway: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            stats_slot: 9,
+            _pad: 0,
         };
         let b = bytemuck::bytes_of(&nh);
         assert_eq!(&b[0..4], &7u32.to_ne_bytes());
         assert_eq!(&b[8..12], &[10, 0, 0, 1]);
+        assert_eq!(&b[24..28], &9u32.to_ne_bytes());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 use aya_ebpf::maps::PerCpuArray;
 use vrf_common::{stats_index, Counters, Direction, Link, Reason, LINK_MEMBER};
 
-use crate::maps::{LINK_STATS, VRF_STATS};
+use crate::forward::Verdict;
+
+use crate::maps::{LINK_STATS, NEXTHOP_STATS, VRF_STATS};
 
 #[inline(always)]
 pub fn count(link: &Link, dir: Direction, reason: Reason, bytes: u64) {
@@ -44,5 +46,19 @@ fn add(map: &PerCpuArray<Counters>, index: u32, reason: Reason, bytes: u64) {
     if reason != Reason::Rx && r < c.len() {
         c[r].packets += 1;
         c[r].bytes += bytes;
+    }
+}
+
+/// A forwarded packet on its path's nexthop counter: one array update, no lookup.
+#[inline(always)]
+pub fn count_path(verdict: &Verdict, bytes: u64) {
+    if verdict.reason != Reason::Forwarded {
+        return;
+    }
+    if let Some(c) = NEXTHOP_STATS.get_ptr_mut(verdict.path_slot) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
     }
 }

@@ -64,6 +64,7 @@ pub fn tc_vrf_egress(ctx: TcContext) -> i32 {
         c.finish(&verdict, action as u32);
     }
     counters::count(&dev, Direction::VrfEgress, verdict.reason, bytes);
+    counters::count_path(&verdict, bytes);
     action
 }
 

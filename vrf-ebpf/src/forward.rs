@@ -38,6 +38,8 @@ pub struct Verdict {
     pub dst_mac: [u8; 6],
     /// The egress link's `LINK_*` flags (a VLAN member leaves tagged through its parent).
     pub out_flags: u16,
+    /// `NEXTHOP_STATS` slot of the path taken when forwarded.
+    pub path_slot: u32,
 }
 
 impl Verdict {
@@ -55,6 +57,7 @@ impl Verdict {
             src_mac: [0; 6],
             dst_mac: [0; 6],
             out_flags: 0,
+            path_slot: 0,
         }
     }
 }
@@ -231,6 +234,7 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
         src_mac: egress.link.mac,
         dst_mac: mac,
         out_flags: egress.link.flags,
+        path_slot: egress.path.stats_slot,
     }
 }
 
@@ -328,6 +332,7 @@ fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
         src_mac: egress.link.mac,
         dst_mac: mac,
         out_flags: egress.link.flags,
+        path_slot: egress.path.stats_slot,
     }
 }
 

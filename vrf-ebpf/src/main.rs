@@ -95,6 +95,7 @@ fn run(ctx: &XdpContext, explain: bool, capture: bool) -> u32 {
         record(&verdict);
     } else {
         counters::count(&at.link, Direction::Ingress, verdict.reason, bytes);
+        counters::count_path(&verdict, bytes);
     }
     action
 }

@@ -4,9 +4,9 @@ use aya_ebpf::{
     maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use vrf_common::{
-    Counters, Explain, Fib4Key, Fib6Key, Heartbeat, Link, Neigh, NeighKey, NexthopGroup, PortKey,
-    Route, VlanPort, Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS, MAX_VRFS,
-    NEIGH_ENTRIES, NEXTHOP_ENTRIES,
+    Counter, Counters, Explain, Fib4Key, Fib6Key, Heartbeat, Link, Neigh, NeighKey, NexthopGroup,
+    NexthopInfo, PortKey, Route, VlanPort, Vrf, DIRECTIONS, FIB4_ENTRIES, FIB6_ENTRIES, MAX_LINKS,
+    MAX_VRFS, NEIGH_ENTRIES, NEXTHOP_ENTRIES, NEXTHOP_STATS_ENTRIES,
 };
 
 #[map]
@@ -59,3 +59,14 @@ pub static VLAN_PORTS: HashMap<u32, VlanPort> = HashMap::with_max_entries(MAX_LI
 #[map]
 pub static HEARTBEAT: aya_ebpf::maps::Array<Heartbeat> =
     aya_ebpf::maps::Array::with_max_entries(1, 0);
+
+/// Packets and bytes forwarded per kernel nexthop, indexed by `Nexthop::stats_slot`: the
+/// kernel's own nexthop statistics never see what XDP forwards.
+#[map]
+pub static NEXTHOP_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(NEXTHOP_STATS_ENTRIES, 0);
+
+/// Slot → the kernel nexthop it counts, for readers only (vrfctl, metrics): never read here.
+#[map]
+pub static NEXTHOP_INFO: HashMap<u32, NexthopInfo> =
+    HashMap::with_max_entries(NEXTHOP_STATS_ENTRIES, 0);

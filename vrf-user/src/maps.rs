@@ -13,6 +13,7 @@ use vrf_common::{
     map_names as names, stats_index, table_key, Counters, Direction, Explain, Fib4Key, Fib6Key,
     Heartbeat, Link, Neigh, NeighKey, NexthopGroup, PortKey, Route, VlanPort, Vrf, FIB_TABLE_BITS,
 };
+use vrf_common::{Counter, NexthopInfo};
 
 pub struct Maps {
     pub links: HashMap<MapData, u32, Link>,
@@ -28,6 +29,8 @@ pub struct Maps {
     pub ports: HashMap<MapData, PortKey, u32>,
     pub vlan_ports: HashMap<MapData, u32, VlanPort>,
     pub heartbeat: Array<MapData, Heartbeat>,
+    pub nexthop_stats: PerCpuArray<MapData, Counter>,
+    pub nexthop_info: HashMap<MapData, u32, NexthopInfo>,
 }
 
 /// A map missing from a hash map is not an error for readers: `Ok(None)`.
@@ -98,6 +101,8 @@ impl Maps {
                 names::PORTS => IterableMap::<PortKey, u32>::map(&self.ports),
                 names::VLAN_PORTS => IterableMap::<u32, VlanPort>::map(&self.vlan_ports),
                 names::HEARTBEAT => self.heartbeat.map(),
+                names::NEXTHOP_STATS => self.nexthop_stats.map(),
+                names::NEXTHOP_INFO => IterableMap::<u32, NexthopInfo>::map(&self.nexthop_info),
                 _ => return None,
             })
         };
@@ -136,6 +141,8 @@ impl Maps {
             ports: typed!(names::PORTS),
             vlan_ports: typed!(names::VLAN_PORTS),
             heartbeat: typed!(names::HEARTBEAT),
+            nexthop_stats: typed!(names::NEXTHOP_STATS),
+            nexthop_info: typed!(names::NEXTHOP_INFO),
         })
     }
 
@@ -377,6 +384,47 @@ impl Maps {
                 .set(stats_index(stats_slot, dir), zeroed_per_cpu()?, 0)?;
         }
         Ok(())
+    }
+}
+
+impl Maps {
+    // Per-nexthop counters.
+
+    /// Claim `slot` for the nexthop `info` names: its counters start from zero.
+    pub fn set_nexthop_slot(&mut self, slot: u32, info: &NexthopInfo) -> Result<()> {
+        self.nexthop_stats.set(slot, zeroed_per_cpu()?, 0)?;
+        self.update_nexthop_info(slot, info)
+    }
+
+    /// New labels for a slot that keeps counting (a nexthop object replaced in place).
+    pub fn update_nexthop_info(&mut self, slot: u32, info: &NexthopInfo) -> Result<()> {
+        self.nexthop_info
+            .insert(slot, *info, 0)
+            .with_context(|| format!("writing nexthop counter slot {slot}"))
+    }
+
+    pub fn remove_nexthop_slot(&mut self, slot: u32) -> Result<()> {
+        Ok(gone(self.nexthop_info.remove(&slot))?)
+    }
+
+    /// Every live slot with what it counts.
+    pub fn nexthop_slots(&self) -> Result<Vec<(u32, NexthopInfo)>> {
+        let mut v = self
+            .nexthop_info
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading NEXTHOP_INFO")?;
+        v.sort_by_key(|(slot, _)| *slot);
+        Ok(v)
+    }
+
+    /// One slot's forwarded packets and bytes, summed over CPUs.
+    pub fn nexthop_counter(&self, slot: u32) -> Result<Counter> {
+        let per_cpu = self.nexthop_stats.get(&slot, 0)?;
+        Ok(per_cpu.iter().fold(Counter::default(), |t, c| Counter {
+            packets: t.packets + c.packets,
+            bytes: t.bytes + c.bytes,
+        }))
     }
 }
 

@@ -98,6 +98,19 @@ impl RouteOracle {
 
     /// `ip route get fibmatch DST from SRC iif IIF`.
     pub fn route_get(&mut self, iif: u32, src: IpAddr, dst: IpAddr) -> Result<KernelAnswer> {
+        self.get(iif, src, dst, true)
+    }
+
+    /// `ip route get DST from SRC iif IIF`: the route the kernel really hands the packet to
+    /// (its one path's egress and gateway), not the FIB entry. For IPv6 through a nexthop
+    /// object this is the only trustworthy answer: the kernel caches one dst per nexthop
+    /// (per CPU) and reports the route that first created it, for every route sharing that
+    /// nexthop, also under fibmatch (ENVIRONMENT.md).
+    pub fn route_get_egress(&mut self, iif: u32, src: IpAddr, dst: IpAddr) -> Result<KernelAnswer> {
+        self.get(iif, src, dst, false)
+    }
+
+    fn get(&mut self, iif: u32, src: IpAddr, dst: IpAddr, fibmatch: bool) -> Result<KernelAnswer> {
         let (family, len) = match dst {
             IpAddr::V4(_) => (AddressFamily::Inet, 32),
             IpAddr::V6(_) => (AddressFamily::Inet6, 128),
@@ -110,7 +123,11 @@ impl RouteOracle {
         msg.header.destination_prefix_length = len;
         msg.header.source_prefix_length = len;
         // LookupTable: report the table the match came from (without it IPv4 says "main").
-        msg.header.flags = RouteFlags::FibMatch | RouteFlags::LookupTable;
+        msg.header.flags = if fibmatch {
+            RouteFlags::FibMatch | RouteFlags::LookupTable
+        } else {
+            RouteFlags::LookupTable
+        };
         msg.attributes
             .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         msg.attributes
@@ -169,6 +186,57 @@ impl RouteOracle {
             }
         }
         Ok(out)
+    }
+}
+
+impl RouteOracle {
+    /// The FIB entry `table` holds for `dst`, from a dump of the table (the kernel's routes,
+    /// not a lookup, so no route cache is involved): the longest prefix containing `dst`, of
+    /// those the lowest metric. None when no route of the table contains it.
+    pub fn table_match(&mut self, table: u32, dst: IpAddr) -> Result<Option<KernelAnswer>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = if dst.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let routes = self
+            .netlink
+            .dump(RouteNetlinkMessage::GetRoute(msg))
+            .context("route dump")?;
+        let mut best: Option<(u8, u32, KernelAnswer)> = None;
+        for m in routes {
+            let RouteNetlinkMessage::NewRoute(m) = m else {
+                continue;
+            };
+            let metric = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Priority(p) => Some(*p),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let answer = parse_route(&m);
+            let KernelAnswer::Route {
+                table: t, prefix, ..
+            } = &answer
+            else {
+                continue;
+            };
+            if *t != table || !prefix.contains(&dst) {
+                continue;
+            }
+            let key = (prefix.prefix_len(), metric);
+            let better = match &best {
+                None => true,
+                Some((len, met, _)) => key.0 > *len || (key.0 == *len && key.1 < *met),
+            };
+            if better {
+                best = Some((key.0, key.1, answer));
+            }
+        }
+        Ok(best.map(|(_, _, a)| a))
     }
 }
 

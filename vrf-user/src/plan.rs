@@ -122,6 +122,9 @@ pub struct Path {
     pub ifindex: u32,
     pub gateway: Option<IpAddr>,
     pub weight: u32,
+    /// The nexthop object this path is (a singleton, or a group's member), if any: its
+    /// identity for the per-nexthop counters.
+    pub nhid: Option<u32>,
 }
 
 /// The mirror and everything derived from it between events.
@@ -455,8 +458,7 @@ impl Engine {
         }
         let mtu = best.mtu.map_or(0, |m| m.min(u16::MAX as u32) as u16);
         let mut kind = best.kind;
-        let resolved;
-        let paths = match best.nexthop_id {
+        let paths: Vec<(PathInfo, Option<u32>)> = match best.nexthop_id {
             // The route's own paths (compat mode 1) may lag the object: the object decides.
             Some(id) => match (self.nexthop_paths(id), kind) {
                 // The kernel drops what a blackhole nexthop carries (EINVAL) and reports such a
@@ -464,7 +466,7 @@ impl Engine {
                 // routes naming one look the same: README, Limits).
                 (Some(NexthopPaths::Blackhole), RouteKind::Unicast | RouteKind::Blackhole) => {
                     kind = RouteKind::Blackhole;
-                    &[][..]
+                    Vec::new()
                 }
                 // Reported `blackhole` but the nexthop is none (any more): a stale report (the
                 // nexthop was replaced, compat mode 0 sends no route message) or a blackhole
@@ -473,12 +475,11 @@ impl Engine {
                     return Some(RoutePlan::TO_KERNEL)
                 }
                 (Some(NexthopPaths::Paths(p)), _) => {
-                    resolved = p;
-                    &resolved[..]
+                    p.into_iter().map(|(p, id)| (p, Some(id))).collect()
                 }
                 _ => return Some(RoutePlan::TO_KERNEL),
             },
-            None => &best.paths[..],
+            None => best.paths.iter().map(|p| (p.clone(), None)).collect(),
         };
         if kind != RouteKind::Unicast {
             return Some(RoutePlan {
@@ -491,7 +492,7 @@ impl Engine {
         // kernel's multipath hash unless `ignore_routes_with_linkdown` is set: rehashing over
         // the rest would not be the kernel's choice, with the sysctl or without.
         if paths.len() > 1
-            && paths.iter().any(|p| {
+            && paths.iter().any(|(p, _)| {
                 self.mirror
                     .link(p.ifindex)
                     .is_some_and(|l| l.admin_up && !l.up && !is_vrf_device(l))
@@ -501,17 +502,18 @@ impl Engine {
         }
         let live: Vec<Path> = paths
             .iter()
-            .filter(|p| {
+            .filter(|(p, _)| {
                 !p.dead
                     && self
                         .mirror
                         .link(p.ifindex)
                         .is_some_and(|l| l.up || is_vrf_device(l))
             })
-            .map(|p| Path {
+            .map(|(p, nhid)| Path {
                 ifindex: p.ifindex,
                 gateway: p.gateway,
                 weight: p.weight,
+                nhid: *nhid,
             })
             .collect();
         if live.is_empty() {
@@ -542,7 +544,8 @@ impl Engine {
 /// What a nexthop object stands for as a route's paths.
 enum NexthopPaths {
     Blackhole,
-    Paths(Vec<PathInfo>),
+    /// Each path with the singleton nexthop it is.
+    Paths(Vec<(PathInfo, u32)>),
 }
 
 impl Engine {
@@ -562,7 +565,7 @@ impl Engine {
         };
         match &self.mirror.nexthop(id)?.kind {
             NexthopKind::Blackhole => Some(NexthopPaths::Blackhole),
-            k @ NexthopKind::Single { .. } => Some(NexthopPaths::Paths(vec![single(k, 1)?])),
+            k @ NexthopKind::Single { .. } => Some(NexthopPaths::Paths(vec![(single(k, 1)?, id)])),
             NexthopKind::Group {
                 members,
                 resilient: None,
@@ -575,7 +578,7 @@ impl Engine {
                 }
                 members
                     .iter()
-                    .map(|(m, w)| single(&self.mirror.nexthop(*m)?.kind, *w))
+                    .map(|(m, w)| Some((single(&self.mirror.nexthop(*m)?.kind, *w)?, *m)))
                     .collect::<Option<Vec<_>>>()
                     .map(NexthopPaths::Paths)
             }

@@ -5,21 +5,43 @@
 //! The top-level numbers of a VRF are its `Ingress` counters (XDP on its members). Other
 //! directions (`VrfEgress`, `MemberTx`) go under `directions` by name, each with the same fields,
 //! once a program counts them.
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr, time::Duration};
 
 use anyhow::{anyhow, Result};
 use serde::{ser::SerializeMap, Serialize, Serializer};
-use vrf_common::{Action, Counter, Counters, Direction, Reason};
+use vrf_common::{Action, Counter, Counters, Direction, Reason, NH_GATEWAY, NH_GATEWAY6};
 
 use crate::{
     inspect::{self, VrfReport},
-    maps::Maps,
+    maps::{addr_from16, Maps},
 };
 
 /// What `vrfctl stats --json` prints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub vrfs: Vec<VrfStats>,
+    /// What the data plane forwarded per kernel nexthop (the kernel's own nexthop counters
+    /// never see it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nexthops: Vec<NexthopStats>,
+}
+
+/// One kernel nexthop's forwarded packets and bytes: a nexthop object (`nhid`) or a path of a
+/// route without one, named by where it leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NexthopStats {
+    /// The VRF of the nexthop's device; empty for a device in no VRF vrfd serves.
+    pub vrf: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nhid: Option<u32>,
+    /// None for a directly connected path.
+    pub gateway: Option<IpAddr>,
+    pub dev: String,
+    pub ifindex: u32,
+    /// The counter slot (reused once the nexthop is gone).
+    pub slot: u32,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -163,9 +185,43 @@ pub fn collect(maps: &Maps, opts: &Options) -> Result<Report> {
             return Err(anyhow!("no VRF named {name:?} (vrfctl show lists them)"));
         }
     }
+    let mut nexthops = of_nexthops(maps, &vrfs)?;
+    if let Some(name) = &opts.vrf {
+        nexthops.retain(|n| &n.vrf == name);
+    }
     Ok(Report {
         vrfs: of_vrfs(maps, &vrfs, opts.interfaces)?,
+        nexthops,
     })
+}
+
+/// Every live per-nexthop counter, its VRF named from `vrfs` (as [`inspect::vrfs`] found them).
+pub fn of_nexthops(maps: &Maps, vrfs: &[VrfReport]) -> Result<Vec<NexthopStats>> {
+    let links: BTreeMap<u32, u32> = maps.links()?.into_iter().map(|(i, l)| (i, l.vrf)).collect();
+    maps.nexthop_slots()?
+        .into_iter()
+        .map(|(slot, info)| {
+            let vrf = links
+                .get(&info.ifindex)
+                .and_then(|slot| vrfs.iter().find(|v| v.slot == *slot))
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            let family = if info.flags & NH_GATEWAY6 != 0 { 6 } else { 4 };
+            let c = maps.nexthop_counter(slot)?;
+            Ok(NexthopStats {
+                vrf,
+                nhid: (info.nhid != 0).then_some(info.nhid),
+                gateway: (info.flags & NH_GATEWAY != 0)
+                    .then(|| addr_from16(family, info.gateway))
+                    .flatten(),
+                dev: inspect::ifname(info.ifindex).unwrap_or_else(|| info.ifindex.to_string()),
+                ifindex: info.ifindex,
+                slot,
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+        })
+        .collect()
 }
 
 /// The counters of `vrfs` (as [`inspect::vrfs`] found them), in the same order.
@@ -287,6 +343,41 @@ pub fn table(report: &Report) -> String {
             counts_row(&mut out, &format!("  [{dir}]"), "", t);
         }
     }
+    if !report.nexthops.is_empty() {
+        out.push_str(&nexthops_table(&report.nexthops));
+    }
+    out
+}
+
+/// The per-nexthop rows of `vrfctl stats`: what the data plane forwarded through each.
+pub fn nexthops_table(nexthops: &[NexthopStats]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<12} {:<w$} {:<24} {:<w$} {:>9} {:>9}",
+        "NEXTHOP",
+        "VRF",
+        "GATEWAY",
+        "DEV",
+        "FORWARDED",
+        "BYTES",
+        w = NAME_WIDTH
+    );
+    for n in nexthops {
+        let id = n.nhid.map_or("-".to_string(), |i| format!("nhid {i}"));
+        let gw = n
+            .gateway
+            .map_or("(connected)".to_string(), |g| g.to_string());
+        let vrf = if n.vrf.is_empty() { "-" } else { &n.vrf };
+        let _ = writeln!(
+            out,
+            "{id:<12} {vrf:<w$} {gw:<24} {:<w$} {:>9} {:>9}",
+            n.dev,
+            human(n.packets as f64),
+            human_bytes(n.bytes),
+            w = NAME_WIDTH
+        );
+    }
     out
 }
 
@@ -407,6 +498,7 @@ mod tests {
                 directions: BTreeMap::new(),
                 interfaces: None,
             }],
+            nexthops: Vec::new(),
         };
         let v = serde_json::to_value(&report).unwrap();
         let red = &v["vrfs"][0];
@@ -464,6 +556,7 @@ mod tests {
                 directions: BTreeMap::new(),
                 interfaces: Some(vec![member("red0", 4, red0), member("red1", 5, red1)]),
             }],
+            nexthops: Vec::new(),
         };
         let out = table(&report);
         println!("{out}");
@@ -493,6 +586,7 @@ mod tests {
                 directions: BTreeMap::new(),
                 interfaces: None,
             }],
+            nexthops: Vec::new(),
         };
         let out = rates_table(&report(500), &report(1500), Duration::from_secs(2));
         println!("{out}");
@@ -505,8 +599,51 @@ mod tests {
                 "bit/s"
             ]
         );
-        let first = rates_table(&Report { vrfs: vec![] }, &report(1), Duration::from_secs(2));
+        let first = rates_table(
+            &Report {
+                vrfs: vec![],
+                nexthops: vec![],
+            },
+            &report(1),
+            Duration::from_secs(2),
+        );
         assert!(first.lines().nth(2).unwrap().ends_with('-'), "{first}");
+    }
+
+    #[test]
+    fn nexthop_rows_name_the_nexthop_and_its_counts() {
+        let n = |nhid, gateway: Option<&str>, dev: &str, packets| NexthopStats {
+            vrf: "red".into(),
+            nhid,
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            dev: dev.into(),
+            ifindex: 3,
+            slot: 1,
+            packets,
+            bytes: packets * 142,
+        };
+        let rows = [
+            n(Some(31), Some("10.0.2.2"), "red1", 198),
+            n(None, None, "red0", 12_000),
+        ];
+        let out = nexthops_table(&rows);
+        println!("{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].starts_with("NEXTHOP      VRF"), "{out}");
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["nhid", "31", "red", "10.0.2.2", "red1", "198", "28.1", "kB"]
+        );
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["-", "red", "(connected)", "red0", "12.0k", "1.7", "MB"]
+        );
+        let v = serde_json::to_value(&rows[1]).unwrap();
+        assert!(v.get("nhid").is_none() && v["gateway"].is_null(), "{v}");
+        assert_eq!(
+            serde_json::to_value(&rows[0]).unwrap()["gateway"],
+            "10.0.2.2"
+        );
     }
 
     #[test]

@@ -12,17 +12,17 @@ use anyhow::{bail, Result};
 use ipnet::IpNet;
 use vrf_common::LINK_CAPTURE;
 use vrf_common::{
-    Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
-    LINK_RPF_STRICT, LINK_TAGS_HIDDEN, LINK_TRUNK, LINK_UP, LINK_V6_DISABLED, LINK_VLAN,
-    LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS, NH_GATEWAY, NH_GATEWAY6,
-    VRF_ACTIVE, VRF_DEGRADED, VRF_IPSEC4, VRF_IPSEC6, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6,
-    VRF_LOCAL_RULE4, VRF_LOCAL_RULE6, VRF_NETFILTER4, VRF_NETFILTER6, VRF_NETFILTER_BYPASS,
-    VRF_RULE4, VRF_RULE6,
+    Link, Nexthop, NexthopGroup, NexthopInfo, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER,
+    LINK_RPF_LOOSE, LINK_RPF_STRICT, LINK_TAGS_HIDDEN, LINK_TRUNK, LINK_UP, LINK_V6_DISABLED,
+    LINK_VLAN, LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS,
+    NEXTHOP_STATS_ENTRIES, NEXTHOP_STATS_NONE, NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
+    VRF_IPSEC4, VRF_IPSEC6, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6, VRF_LOCAL_RULE4, VRF_LOCAL_RULE6,
+    VRF_NETFILTER4, VRF_NETFILTER6, VRF_NETFILTER_BYPASS, VRF_RULE4, VRF_RULE6,
 };
 
 use crate::{
     errno::is_full,
-    maps::{addr16, Maps},
+    maps::{addr16, addr_from16, Maps},
     model::IpFamily,
     plan::{ChangeSet, LinkPlan, LinkRole, Path, Plan, RoutePlan},
     vrfs::VrfView,
@@ -51,6 +51,11 @@ pub struct MapWriter {
     groups: HashMap<Vec<Path>, (u32, u32)>,
     free_group_ids: Vec<u32>,
     next_group_id: u32,
+    /// Kernel nexthop → its `NEXTHOP_STATS` slot, what `NEXTHOP_INFO` says of it, and the
+    /// groups using it; a slot is freed with its last group and zeroed when reused.
+    nexthop_slots: HashMap<NexthopIdentity, (u32, NexthopInfo, u32)>,
+    free_nexthop_slots: Vec<u32>,
+    next_nexthop_slot: u32,
     neighbours: HashMap<(u32, IpAddr), [u8; 6]>,
     /// Tables whose routes did not all fit: their VRFs are degraded until a full plan fits.
     overflowed: BTreeSet<u32>,
@@ -89,6 +94,10 @@ impl MapWriter {
             groups: HashMap::new(),
             free_group_ids: Vec::new(),
             next_group_id: 1,
+            nexthop_slots: HashMap::new(),
+            free_nexthop_slots: Vec::new(),
+            // Slot 0 counts paths without a slot of their own.
+            next_nexthop_slot: NEXTHOP_STATS_NONE + 1,
             neighbours: HashMap::new(),
             overflowed: BTreeSet::new(),
             counts: HashMap::new(),
@@ -129,6 +138,16 @@ impl MapWriter {
             w.next_group_id = w.next_group_id.max(id + 1);
         }
         adopted.neighbours = w.maps.neighbour_keys()?;
+        // Nexthop slots keep counting: adopted groups name them, and equal paths get them back.
+        for (slot, info) in w.maps.nexthop_slots()? {
+            w.nexthop_slots
+                .insert(NexthopIdentity::of_info(&info), (slot, info, 0));
+            w.next_nexthop_slot = w.next_nexthop_slot.max(slot + 1);
+        }
+        let used: BTreeSet<u32> = w.nexthop_slots.values().map(|(s, _, _)| *s).collect();
+        w.free_nexthop_slots = (NEXTHOP_STATS_NONE + 1..w.next_nexthop_slot)
+            .filter(|s| !used.contains(s))
+            .collect();
         tracing::info!(
             vrfs = w.vrf_slots.len(),
             links = w.links.len(),
@@ -152,6 +171,18 @@ impl MapWriter {
         for id in adopted.groups.values() {
             self.maps.remove_nexthop_group(*id)?;
             self.free_group_ids.push(*id);
+        }
+        let unclaimed: Vec<NexthopIdentity> = self
+            .nexthop_slots
+            .iter()
+            .filter(|(_, (_, _, refs))| *refs == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in unclaimed {
+            if let Some((slot, _, _)) = self.nexthop_slots.remove(&key) {
+                self.maps.remove_nexthop_slot(slot)?;
+                self.free_nexthop_slots.push(slot);
+            }
         }
         for key in adopted.neighbours {
             if !self.neighbours.contains_key(&key) {
@@ -543,12 +574,18 @@ impl MapWriter {
             self.next_group_id += 1;
             self.next_group_id - 1
         });
-        let hops: Vec<(Nexthop, u32)> = paths.iter().map(|p| (nexthop(p), p.weight)).collect();
+        let mut hops: Vec<(Nexthop, u32)> = Vec::with_capacity(paths.len());
+        for p in paths {
+            let mut nh = nexthop(p);
+            nh.stats_slot = self.acquire_nexthop_slot(p)?;
+            hops.push((nh, p.weight));
+        }
         let group = nexthop_group(&hops);
         // The same group live in adopted maps keeps its id: no write, routes keep pointing at it.
         if let (Ok(g), Some(a)) = (&group, self.adopted.as_mut()) {
             if let Some(live) = a.groups.remove(bytemuck::bytes_of(g)) {
                 self.free_group_ids.push(id);
+                // (the path slots stay acquired: this group holds them)
                 self.groups.insert(paths.to_vec(), (live, 1));
                 return Ok(live);
             }
@@ -556,6 +593,9 @@ impl MapWriter {
         let written = group.and_then(|g| self.maps.set_nexthop_group(id, &g));
         if let Err(e) = written {
             self.free_group_ids.push(id);
+            for p in paths {
+                self.release_nexthop_slot(p)?;
+            }
             return Err(e);
         }
         self.groups.insert(paths.to_vec(), (id, 1));
@@ -572,6 +612,54 @@ impl MapWriter {
             self.groups.remove(paths);
             self.maps.remove_nexthop_group(id)?;
             self.free_group_ids.push(id);
+            for p in paths {
+                self.release_nexthop_slot(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The counter slot of the kernel nexthop `path` is, taken once more; `NEXTHOP_STATS_NONE`
+    /// when every slot is in use (the path is then counted nowhere of its own).
+    fn acquire_nexthop_slot(&mut self, path: &Path) -> Result<u32> {
+        let key = NexthopIdentity::of_path(path);
+        let info = nexthop_info(path);
+        if let Some((slot, shown, refs)) = self.nexthop_slots.get_mut(&key) {
+            *refs += 1;
+            // A nexthop object replaced in place keeps its slot; its labels follow it.
+            if *shown != info {
+                self.maps.update_nexthop_info(*slot, &info)?;
+                *shown = info;
+            }
+            return Ok(*slot);
+        }
+        let slot = match self.free_nexthop_slots.pop() {
+            Some(s) => s,
+            None if self.next_nexthop_slot < NEXTHOP_STATS_ENTRIES => {
+                self.next_nexthop_slot += 1;
+                self.next_nexthop_slot - 1
+            }
+            None => {
+                tracing::warn!(?key, "every per-nexthop counter slot is in use: this nexthop is forwarded but not counted on its own");
+                return Ok(NEXTHOP_STATS_NONE);
+            }
+        };
+        self.maps.set_nexthop_slot(slot, &info)?;
+        self.nexthop_slots.insert(key, (slot, info, 1));
+        Ok(slot)
+    }
+
+    fn release_nexthop_slot(&mut self, path: &Path) -> Result<()> {
+        let key = NexthopIdentity::of_path(path);
+        let Some((slot, _, refs)) = self.nexthop_slots.get_mut(&key) else {
+            return Ok(());
+        };
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 {
+            let slot = *slot;
+            self.nexthop_slots.remove(&key);
+            self.maps.remove_nexthop_slot(slot)?;
+            self.free_nexthop_slots.push(slot);
         }
         Ok(())
     }
@@ -638,6 +726,11 @@ impl MapWriter {
         self.groups.len()
     }
 
+    /// Per-nexthop counter slots in use.
+    pub fn nexthop_slot_count(&self) -> usize {
+        self.nexthop_slots.len()
+    }
+
     pub fn neighbour_count(&self) -> usize {
         self.neighbours.len()
     }
@@ -693,6 +786,54 @@ fn member_flags(plan: &LinkPlan) -> u16 {
         }
 }
 
+/// What one per-nexthop counter counts, in the kernel's identities: a nexthop object by its
+/// id (it keeps its counters when replaced in place), a classic route's path by where it leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NexthopIdentity {
+    Object(u32),
+    Path {
+        ifindex: u32,
+        gateway: Option<IpAddr>,
+    },
+}
+
+impl NexthopIdentity {
+    pub fn of_path(path: &Path) -> Self {
+        match path.nhid {
+            Some(id) => NexthopIdentity::Object(id),
+            None => NexthopIdentity::Path {
+                ifindex: path.ifindex,
+                gateway: path.gateway,
+            },
+        }
+    }
+
+    fn of_info(info: &NexthopInfo) -> Self {
+        if info.nhid != 0 {
+            return NexthopIdentity::Object(info.nhid);
+        }
+        let family = if info.flags & NH_GATEWAY6 != 0 { 6 } else { 4 };
+        NexthopIdentity::Path {
+            ifindex: info.ifindex,
+            gateway: (info.flags & NH_GATEWAY != 0)
+                .then(|| addr_from16(family, info.gateway))
+                .flatten(),
+        }
+    }
+}
+
+/// The `NEXTHOP_INFO` entry of a path's slot.
+fn nexthop_info(path: &Path) -> NexthopInfo {
+    let nh = nexthop(path);
+    NexthopInfo {
+        nhid: path.nhid.unwrap_or(0),
+        ifindex: nh.ifindex,
+        flags: nh.flags,
+        _pad: 0,
+        gateway: nh.gateway,
+    }
+}
+
 /// One path in the map's form.
 pub fn nexthop(path: &Path) -> Nexthop {
     match path.gateway {
@@ -700,6 +841,8 @@ pub fn nexthop(path: &Path) -> Nexthop {
             ifindex: path.ifindex,
             flags: 0,
             gateway: [0; 16],
+            stats_slot: NEXTHOP_STATS_NONE,
+            _pad: 0,
         },
         Some(gw) => {
             let (family, gateway) = addr16(gw);
@@ -708,6 +851,8 @@ pub fn nexthop(path: &Path) -> Nexthop {
                 ifindex: path.ifindex,
                 flags,
                 gateway,
+                stats_slot: NEXTHOP_STATS_NONE,
+                _pad: 0,
             }
         }
     }
@@ -802,6 +947,7 @@ mod tests {
             ifindex: 3,
             gateway: Some(gw),
             weight: 1,
+            nhid: None,
         });
         assert_eq!(nh.flags, NH_GATEWAY | NH_GATEWAY6);
         assert_eq!(nh.ifindex, 3);
@@ -821,6 +967,7 @@ mod tests {
                 ifindex: i,
                 gateway: None,
                 weight: 1,
+                nhid: None,
             })
         };
         assert_eq!(shares(&nexthop_group(&[nh(1)]).unwrap()), [1024]);

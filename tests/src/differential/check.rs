@@ -13,7 +13,7 @@ use vrf_user::{
     packet::FrameSpec,
 };
 
-use super::oracle::{KernelAnswer, RouteOracle};
+use super::oracle::{KernelAnswer, KernelPath, RouteOracle};
 use super::tables::{addr_in, gateway, host, Kind, Plan, GATEWAYS, HOSTS};
 use super::{nth4, nth6, Lab};
 use crate::invariants::{check_forwarded, hex};
@@ -260,6 +260,9 @@ pub struct Stats {
     /// Forwards by a route through a nexthop object (`nhid`).
     pub forwarded_nexthop_object: usize,
     pub dropped: usize,
+    /// IPv6 forwards where fibmatch named another route of a shared nexthop than the table's
+    /// match (the kernel's per-nexthop dst cache), judged by the forwarding outcome instead.
+    pub fibmatch_misnamed: usize,
     pub discrepancies: Vec<String>,
 }
 
@@ -267,7 +270,7 @@ impl Stats {
     pub fn summary(&self) -> String {
         let mut s = format!(
             "{} cases: {} forwarded ({} IPv6, {} multipath, {} out of another VRF's member, \
-             {} weighted, {} through a nexthop object), {} dropped\n\
+             {} weighted, {} through a nexthop object, {} misnamed by IPv6 fibmatch), {} dropped\n\
              fully resolved kernel forwards: {}, forwarded by the data plane: {}, passed: {:?}\n\
              (kernel answer, data plane reason) counts:\n",
             self.cases,
@@ -277,6 +280,7 @@ impl Stats {
             self.forwarded_leak,
             self.forwarded_weighted,
             self.forwarded_nexthop_object,
+            self.fibmatch_misnamed,
             self.dropped,
             self.resolved,
             self.resolved_forwarded,
@@ -396,13 +400,42 @@ impl<'a> Checker<'a> {
                         if self.nexthop_routes.contains(&(*table, *prefix)) {
                             self.stats.forwarded_nexthop_object += 1;
                         }
-                        let on_path = paths.iter().any(|p| {
+                        let is_ours = |p: &KernelPath| {
                             p.oif == oif
                                 && match p.gateway {
                                     Some(g) => g == neigh,
                                     None => neigh == c.dst,
                                 }
-                        });
+                        };
+                        let mut on_path = paths.iter().any(is_ours);
+                        if !on_path && v6 {
+                            // IPv6 caches one dst per nexthop object and fibmatch names the route
+                            // that created it: with a nexthop shared by several routes (a
+                            // singleton also in a group), the named route may not be the one that
+                            // matched. Judge by the forwarding outcome instead: the table's own
+                            // match (from a dump, no cache) must hold our path, and the kernel's
+                            // real egress must be one of that route's paths too.
+                            if let Some(KernelAnswer::Route {
+                                prefix: truth_prefix,
+                                paths: truth,
+                                ..
+                            }) = oracle.table_match(*table, c.dst)?
+                            {
+                                if truth_prefix != *prefix {
+                                    self.stats.fibmatch_misnamed += 1;
+                                    on_path = truth.iter().any(is_ours);
+                                    let real =
+                                        oracle.route_get_egress(ingress.ifindex, c.src, c.dst)?;
+                                    let kernel_on_truth = matches!(&real, KernelAnswer::Route { paths: p, .. }
+                                        if p.len() == 1 && truth.iter().any(|t| t.oif == p[0].oif && t.gateway == p[0].gateway));
+                                    if !kernel_on_truth {
+                                        problems.push(format!(
+                                            "fibmatch named {prefix}, the table matches {truth_prefix}, and the kernel's own egress {real:?} is on neither"
+                                        ));
+                                    }
+                                }
+                            }
+                        }
                         if !on_path {
                             problems.push(format!(
                                 "out of {} to {neigh} is none of the kernel's paths",

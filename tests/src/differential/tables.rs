@@ -358,10 +358,7 @@ impl Gen<'_> {
     fn nexthop(&mut self, vrf: usize, v6: bool) -> u32 {
         match self.rng.random_range(0..100) {
             0..35 => self.single_nexthop(vrf, v6),
-            // IPv4 only for now: with an IPv6 singleton shared by several routes, `ip route get
-            // fibmatch` answered with another route of that nexthop (seed 6163081177715982385
-            // before this change; under investigation, see the closing note of #14).
-            35..55 if !v6 => {
+            35..55 => {
                 let shared: Vec<u32> = self
                     .plan
                     .nexthops

@@ -205,7 +205,14 @@ fn watch_stats(pin_path: &Path, opts: &stats::Options, every: Duration) -> Resul
         tokio::pin!(ctrl_c);
         let mut prev = read()?;
         draw(
-            &stats::rates_table(&Report { vrfs: vec![] }, &prev.1, every),
+            &stats::rates_table(
+                &Report {
+                    vrfs: vec![],
+                    nexthops: vec![],
+                },
+                &prev.1,
+                every,
+            ),
             None,
         );
         loop {

@@ -16,6 +16,9 @@
 //!   per member (by action only, to bound the series; reasons are per VRF);
 //! - `interface_up{vrf,interface}`, `vrf_routes{vrf,family}`, `vrf_neighbours{vrf}`,
 //!   `vrf_degraded{vrf}` gauges;
+//! - `nexthop_forwarded_packets_total`, `nexthop_forwarded_bytes_total` `{vrf,nhid,gateway,dev}`:
+//!   what the data plane forwarded per kernel nexthop (`nhid` only for nexthop objects,
+//!   `gateway` empty for a connected path): the kernel's nexthop statistics never see it;
 //! - `sync_events_total{kind}`, `resyncs_total`: the daemon loop's kernel events and full resyncs;
 //! - `build_info{version}` 1.
 use std::{convert::Infallible, net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -48,7 +51,7 @@ use crate::{
     inspect::{self, VrfReport},
     maps::Maps,
     model::KernelEvent,
-    stats::{self, Totals, VrfStats},
+    stats::{self, NexthopStats, Totals, VrfStats},
 };
 
 /// What a scrape answers with.
@@ -115,6 +118,7 @@ impl DaemonMetrics {
 pub fn render(maps: &Maps, daemon: &DaemonMetrics) -> Result<String> {
     let vrfs = inspect::vrfs(maps)?;
     let stats = stats::of_vrfs(maps, &vrfs, true)?;
+    let nexthops = stats::of_nexthops(maps, &vrfs)?;
     let mut registry = Registry::with_prefix(PREFIX);
     registry.register(
         "build",
@@ -131,7 +135,11 @@ pub fn render(maps: &Maps, daemon: &DaemonMetrics) -> Result<String> {
         "Full dumps of the kernel's state after its notifications were in doubt",
         daemon.resyncs.clone(),
     );
-    registry.register_collector(Box::new(Snapshot { vrfs, stats }));
+    registry.register_collector(Box::new(Snapshot {
+        vrfs,
+        stats,
+        nexthops,
+    }));
     let mut out = String::new();
     text::encode(&mut out, &registry).context("encoding metrics")?;
     Ok(out)
@@ -142,6 +150,7 @@ pub fn render(maps: &Maps, daemon: &DaemonMetrics) -> Result<String> {
 struct Snapshot {
     vrfs: Vec<VrfReport>,
     stats: Vec<VrfStats>,
+    nexthops: Vec<NexthopStats>,
 }
 
 const DIRECTION: &str = Direction::Ingress.name();
@@ -240,6 +249,35 @@ impl Collector for Snapshot {
             "Bytes of the VRF by decision and reason",
             Some(Unit::Bytes),
             by_reason(true),
+        )?;
+
+        let nexthop = |bytes: bool| {
+            self.nexthops.iter().map(move |n| {
+                let mut labels = vec![("vrf", n.vrf.clone())];
+                if let Some(id) = n.nhid {
+                    labels.push(("nhid", id.to_string()));
+                }
+                labels.push((
+                    "gateway",
+                    n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                ));
+                labels.push(("dev", n.dev.clone()));
+                (labels, counter(if bytes { n.bytes } else { n.packets }))
+            })
+        };
+        family(
+            &mut enc,
+            "nexthop_forwarded_packets",
+            "Packets the data plane forwarded through a kernel nexthop",
+            None,
+            nexthop(false),
+        )?;
+        family(
+            &mut enc,
+            "nexthop_forwarded",
+            "Bytes the data plane forwarded through a kernel nexthop",
+            Some(Unit::Bytes),
+            nexthop(true),
         )?;
 
         let members = || {
