@@ -71,3 +71,44 @@ impl Doorbell {
         self.deadline = tokio::time::Instant::now() + self.poll;
     }
 }
+
+/// A kernel state that is re-read whenever its [`Doorbell`] rings, yielded when it changed.
+pub struct Watcher<S> {
+    bell: Doorbell,
+    read: fn() -> S,
+    last: S,
+}
+
+impl<S: Clone + PartialEq> Watcher<S> {
+    /// Subscribe (in the calling thread's network namespace, inside a tokio runtime), then take
+    /// the first reading ([`current`](Self::current)).
+    pub fn subscribe(
+        protocol: isize,
+        groups: &[u32],
+        poll: Duration,
+        read: fn() -> S,
+    ) -> Result<Watcher<S>> {
+        let bell = Doorbell::new(protocol, groups, poll)?;
+        Ok(Watcher {
+            bell,
+            read,
+            last: read(),
+        })
+    }
+
+    pub fn current(&self) -> &S {
+        &self.last
+    }
+
+    /// The next state that differs from the last one returned (cancel-safe).
+    pub async fn changed(&mut self) -> S {
+        loop {
+            self.bell.rung().await;
+            let now = (self.read)();
+            if now != self.last {
+                self.last = now.clone();
+                return now;
+            }
+        }
+    }
+}

@@ -541,31 +541,12 @@ pub fn read_sysctls(name: &str) -> LinkSysctl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PathInfo;
     use vrf_common::RouteKind;
 
     const T: u32 = 110;
 
     fn r(prefix: &str, kind: RouteKind, paths: &[(u32, Option<&str>)]) -> RouteInfo {
-        RouteInfo {
-            table: T,
-            prefix: prefix.parse().unwrap(),
-            kind,
-            metric: 0,
-            tos: 0,
-            paths: paths
-                .iter()
-                .map(|(i, gw)| PathInfo {
-                    ifindex: *i,
-                    gateway: gw.map(|g| g.parse().unwrap()),
-                    weight: 1,
-                    dead: false,
-                })
-                .collect(),
-            mtu: None,
-            nexthop_id: None,
-            unsupported: None,
-        }
+        RouteInfo::of(T, prefix, kind, paths)
     }
 
     fn mirror() -> Mirror {

@@ -272,6 +272,32 @@ impl RuleInfo {
     }
 }
 
+#[cfg(test)]
+impl RouteInfo {
+    /// A unicast-or-other route of `table` for unit tests: paths as (ifindex, gateway), weight 1.
+    pub fn of(table: u32, prefix: &str, kind: RouteKind, paths: &[(u32, Option<&str>)]) -> Self {
+        RouteInfo {
+            table,
+            prefix: prefix.parse().unwrap(),
+            kind,
+            metric: 0,
+            tos: 0,
+            paths: paths
+                .iter()
+                .map(|(i, gw)| PathInfo {
+                    ifindex: *i,
+                    gateway: gw.map(|g| g.parse().unwrap()),
+                    weight: 1,
+                    dead: false,
+                })
+                .collect(),
+            mtu: None,
+            nexthop_id: None,
+            unsupported: None,
+        }
+    }
+}
+
 /// A change the kernel reported.
 #[derive(Clone, Debug)]
 pub enum KernelEvent {

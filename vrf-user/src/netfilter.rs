@@ -16,7 +16,7 @@ use nftables::{
     types::{NfChainPolicy, NfFamily, NfHook},
 };
 
-use crate::kernelwatch::Doorbell;
+use crate::kernelwatch::Watcher;
 
 /// What netfilter could act on, for one family.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -243,39 +243,17 @@ pub const NETFILTER_POLL: Duration = Duration::from_secs(1);
 
 /// Follows [`NetfilterState`]: create it in vrfd's network namespace, then
 /// `watcher.changed().await` yields each new state.
-pub struct NetfilterWatcher {
-    bell: Doorbell,
-    last: NetfilterState,
-}
+pub type NetfilterWatcher = Watcher<NetfilterState>;
 
 impl NetfilterWatcher {
     /// Must be called inside a tokio runtime (the socket registers with its reactor).
     pub fn new() -> Result<NetfilterWatcher> {
-        let bell = Doorbell::new(
+        Watcher::subscribe(
             netlink_sys::protocols::NETLINK_NETFILTER,
             &[NFNLGRP_NFTABLES],
             NETFILTER_POLL,
-        )?;
-        Ok(NetfilterWatcher {
-            bell,
-            last: NetfilterState::read(),
-        })
-    }
-
-    pub fn current(&self) -> &NetfilterState {
-        &self.last
-    }
-
-    /// The next state that differs from the last one returned (cancel-safe).
-    pub async fn changed(&mut self) -> NetfilterState {
-        loop {
-            self.bell.rung().await;
-            let now = NetfilterState::read();
-            if now != self.last {
-                self.last = now.clone();
-                return now;
-            }
-        }
+            NetfilterState::read,
+        )
     }
 }
 

@@ -590,7 +590,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AddrInfo, FwMark, IpFamily, PathInfo, RuleAction};
+    use crate::model::{AddrInfo, FwMark, IpFamily, RuleAction};
 
     fn link(ifindex: u32, name: &str) -> LinkInfo {
         LinkInfo {
@@ -614,25 +614,7 @@ mod tests {
         kind: RouteKind,
         paths: &[(u32, Option<&str>)],
     ) -> RouteInfo {
-        RouteInfo {
-            table,
-            prefix: prefix.parse().unwrap(),
-            kind,
-            metric: 0,
-            tos: 0,
-            paths: paths
-                .iter()
-                .map(|(i, gw)| PathInfo {
-                    ifindex: *i,
-                    gateway: gw.map(|g| g.parse().unwrap()),
-                    weight: 1,
-                    dead: false,
-                })
-                .collect(),
-            mtu: None,
-            nexthop_id: None,
-            unsupported: None,
-        }
+        RouteInfo::of(table, prefix, kind, paths)
     }
 
     /// The `ip rule iif <member> lookup 110` rules vrfd adds for red, both families.

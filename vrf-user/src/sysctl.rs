@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Result;
 
-use crate::kernelwatch::Doorbell;
+use crate::kernelwatch::Watcher;
 
 /// One link's sysctls, as the forwarding decision needs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,39 +142,16 @@ pub const SYSCTL_POLL: Duration = Duration::from_millis(500);
 
 /// Follows [`SysctlState`]: create it in vrfd's network namespace, then
 /// `watcher.changed().await` in the select loop yields each new state.
-pub struct SysctlWatcher {
-    bell: Doorbell,
-    last: SysctlState,
-}
+pub type SysctlWatcher = Watcher<SysctlState>;
 
 impl SysctlWatcher {
-    /// Subscribe, then take the first reading ([`current`](Self::current)).
     /// Must be called inside a tokio runtime (the socket registers with its reactor).
     pub fn new() -> Result<SysctlWatcher> {
-        let bell = Doorbell::new(
+        Watcher::subscribe(
             netlink_sys::protocols::NETLINK_ROUTE,
             &[RTNLGRP_LINK, RTNLGRP_IPV4_NETCONF, RTNLGRP_IPV6_NETCONF],
             SYSCTL_POLL,
-        )?;
-        Ok(SysctlWatcher {
-            bell,
-            last: read_all(),
-        })
-    }
-
-    pub fn current(&self) -> &SysctlState {
-        &self.last
-    }
-
-    /// The next state that differs from the last one returned (cancel-safe).
-    pub async fn changed(&mut self) -> SysctlState {
-        loop {
-            self.bell.rung().await;
-            let now = read_all();
-            if now != self.last {
-                self.last = now.clone();
-                return now;
-            }
-        }
+            read_all,
+        )
     }
 }

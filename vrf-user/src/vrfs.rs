@@ -37,6 +37,31 @@ pub struct VrfView {
     pub local_marked: Degraded,
 }
 
+impl VrfView {
+    /// A VRF as resolved, before any check has found a reason to send its traffic to the kernel.
+    pub fn new(
+        name: String,
+        table: u32,
+        device: Option<u32>,
+        members: BTreeSet<u32>,
+        missing: Vec<String>,
+    ) -> VrfView {
+        VrfView {
+            name,
+            table,
+            device,
+            members,
+            missing,
+            degraded: Degraded::default(),
+            netfilter: Degraded::default(),
+            ipsec: Degraded::default(),
+            netfilter_bypass: false,
+            local_rules: Degraded::default(),
+            local_marked: Degraded::default(),
+        }
+    }
+}
+
 /// Why a VRF's packets of one family must go to the kernel: every reason found, in order.
 /// The data plane degrades the whole VRF while any family has a reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,19 +101,13 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
             .filter(|l| l.master == Some(dev.ifindex))
             .map(|l| l.ifindex)
             .collect();
-        out.push(VrfView {
-            name: dev.name.clone(),
-            table: dev.vrf_table.unwrap_or_default(),
-            device: Some(dev.ifindex),
+        out.push(VrfView::new(
+            dev.name.clone(),
+            dev.vrf_table.unwrap_or_default(),
+            Some(dev.ifindex),
             members,
-            missing: Vec::new(),
-            degraded: Degraded::default(),
-            netfilter: Degraded::default(),
-            ipsec: Degraded::default(),
-            netfilter_bypass: false,
-            local_rules: Degraded::default(),
-            local_marked: Degraded::default(),
-        });
+            Vec::new(),
+        ));
     }
     for d in declared {
         let mut members = BTreeSet::new();
@@ -101,19 +120,13 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
                 None => missing.push(name.clone()),
             }
         }
-        out.push(VrfView {
-            name: d.name.clone(),
-            table: d.table,
-            device: None,
+        out.push(VrfView::new(
+            d.name.clone(),
+            d.table,
+            None,
             members,
             missing,
-            degraded: Degraded::default(),
-            netfilter: Degraded::default(),
-            ipsec: Degraded::default(),
-            netfilter_bypass: false,
-            local_rules: Degraded::default(),
-            local_marked: Degraded::default(),
-        });
+        ));
     }
     for v in &mut out {
         let declared = declared

@@ -992,20 +992,8 @@ mod tests {
 
     #[test]
     fn kernel_reasons_become_per_family_vrf_flags() {
-        use crate::vrfs::Degraded;
-        let mut v = VrfView {
-            name: "red".into(),
-            table: 110,
-            device: None,
-            members: BTreeSet::new(),
-            missing: Vec::new(),
-            degraded: Degraded::default(),
-            netfilter: Degraded::default(),
-            ipsec: Degraded::default(),
-            netfilter_bypass: true,
-            local_rules: Degraded::default(),
-            local_marked: Degraded::default(),
-        };
+        let mut v = VrfView::new("red".into(), 110, None, BTreeSet::new(), Vec::new());
+        v.netfilter_bypass = true;
         v.netfilter.add(IpFamily::V4, "forward chain".into());
         v.ipsec.add(IpFamily::V6, "fwd policy".into());
         v.degraded.add(IpFamily::V6, "rule 500".into());

@@ -19,7 +19,7 @@ use netlink_packet_xfrm::{
     XFRM_USERPOLICY_BLOCK,
 };
 
-use crate::kernelwatch::Doorbell;
+use crate::kernelwatch::Watcher;
 use crate::netlink::blocking::Requester;
 
 /// Per family, why IPsec could act on forwarded traffic (`None`: it cannot).
@@ -124,38 +124,16 @@ fn read_inner() -> Result<XfrmState> {
 pub const XFRM_POLL: Duration = Duration::from_secs(1);
 
 /// Follows [`XfrmState`]: `watcher.changed().await` yields each new state.
-pub struct XfrmWatcher {
-    bell: Doorbell,
-    last: XfrmState,
-}
+pub type XfrmWatcher = Watcher<XfrmState>;
 
 impl XfrmWatcher {
     /// Must be called inside a tokio runtime (the socket registers with its reactor).
     pub fn new() -> Result<XfrmWatcher> {
-        let bell = Doorbell::new(
+        Watcher::subscribe(
             netlink_sys::protocols::NETLINK_XFRM,
             &[XFRMNLGRP_POLICY],
             XFRM_POLL,
-        )?;
-        Ok(XfrmWatcher {
-            bell,
-            last: XfrmState::read(),
-        })
-    }
-
-    pub fn current(&self) -> &XfrmState {
-        &self.last
-    }
-
-    /// The next state that differs from the last one returned (cancel-safe).
-    pub async fn changed(&mut self) -> XfrmState {
-        loop {
-            self.bell.rung().await;
-            let now = XfrmState::read();
-            if now != self.last {
-                self.last = now.clone();
-                return now;
-            }
-        }
+            XfrmState::read,
+        )
     }
 }
