@@ -256,25 +256,48 @@ impl Drop for SharedPins<'_> {
     }
 }
 
-/// `vrfd --persist` on `pins`, ready.
-fn start_persistent(ns: &NetNs, config: &Path, pins: &Path) -> BgProcess {
-    use std::ffi::OsStr;
-    let vrfd = tests::bin_path("vrfd");
-    let mut p = ns
-        .spawn([
-            vrfd.as_os_str(),
-            OsStr::new("--persist"),
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("--pin-path"),
-            pins.as_os_str(),
-            OsStr::new("--log-format"),
-            OsStr::new("json"),
-        ])
-        .unwrap();
+/// `vrfd` (persisting: the default) on `pins`, ready; `env` set for it.
+fn start_persistent_with(
+    ns: &NetNs,
+    config: &Path,
+    pins: &Path,
+    env: &[(&str, &str)],
+) -> BgProcess {
+    let mut c = ns.command(tests::bin_path("vrfd"));
+    c.arg("--config")
+        .arg(config)
+        .arg("--pin-path")
+        .arg(pins)
+        .args(["--log-format", "json"])
+        .envs(env.iter().copied());
+    let mut p = BgProcess::spawn(c).unwrap();
     p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("vrfd --persist not ready: {e:#}"));
+        .unwrap_or_else(|e| panic!("vrfd not ready: {e:#}"));
     p
+}
+
+fn start_persistent(ns: &NetNs, config: &Path, pins: &Path) -> BgProcess {
+    start_persistent_with(ns, config, pins, &[])
+}
+
+/// Every XDP link pinned under `pins/links`: ifindex → (link id, program id), as the kernel
+/// reports them for the pinned link.
+fn pinned_xdp_links(pins: &Path) -> std::collections::BTreeMap<u32, (u32, u32)> {
+    use aya::programs::links::{FdLink, PinnedLink};
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(pins.join("links")).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("xdp-") {
+            continue;
+        }
+        let ifindex: u32 = name.rsplit_once('-').unwrap().1.parse().unwrap();
+        let info = FdLink::from(PinnedLink::from_pin(&path).unwrap())
+            .info()
+            .unwrap();
+        out.insert(ifindex, (info.id(), info.program_id()));
+    }
+    out
 }
 
 /// The id of the XDP program attached to `ifname` (None: nothing attached).
@@ -482,6 +505,173 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     }
     assert!(!pins.path.exists(), "--detach left {}", pins.path.display());
     drop(maps);
+    drop(pins);
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+/// An upgrade under traffic: the second vrfd's stamp differs (VRFD_TEST_STAMP_SALT, as if its
+/// map layout had changed), so it fills fresh maps beside the old ones, moves each pinned link
+/// to its own program (bpf_link_update) and only then swaps the pins. Witnesses: every datagram
+/// A sent arrives at B (counted there), the link ids on the members stay (never detached)
+/// while the program ids change, and the counters: the old maps stop counting, the new ones
+/// count from zero.
+#[test]
+fn an_upgrade_to_a_build_with_another_layout_moves_the_links_without_loss() {
+    let prefix = "rs_upgrade";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let mut first = start_persistent(r, config.path(), &pins.path);
+    let old_maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    let red_slot = |m: &vrf_user::maps::Maps| {
+        vrf_user::inspect::vrfs(m)
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "red")
+            .expect("red is served")
+            .slot
+    };
+    let forwarded = |m: &vrf_user::maps::Maps| {
+        m.vrf_counters(red_slot(m), Direction::Ingress)
+            .unwrap()
+            .by_reason[Reason::Forwarded as usize]
+            .packets
+    };
+    assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
+    let links_before = pinned_xdp_links(&pins.path);
+    assert_eq!(links_before.len(), 4, "XDP links pinned: {links_before:?}");
+    let old_prog = xdp_prog_id(r, "red0").expect("XDP on red0");
+
+    let flow = Flow::start(&topo, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let status = first.stop_with(Duration::from_secs(5)).unwrap();
+    assert_eq!(status.code(), Some(0), "first vrfd; log:\n{}", first.log());
+    let t0 = Instant::now();
+    let second = start_persistent_with(
+        r,
+        config.path(),
+        &pins.path,
+        &[(vrf_user::dataplane::STAMP_SALT_ENV, "1")],
+    );
+    let took = t0.elapsed();
+    let log = second.log();
+    assert!(
+        log_has_message(
+            &log,
+            "upgrade done: every link runs this build, the old pins are gone"
+        ),
+        "second vrfd did not upgrade; log:\n{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let old_after_upgrade = forwarded(&old_maps);
+    let (sent, received) = flow.finish();
+    eprintln!(
+        "upgrade: second vrfd ready {took:?} after the first stopped; {sent} sent, {received} received"
+    );
+    assert!(sent > 1000, "the flow sent only {sent}");
+    assert_eq!(received, sent, "datagrams lost across the upgrade");
+
+    // Same links, new programs.
+    let links_after = pinned_xdp_links(&pins.path);
+    assert_eq!(
+        links_after.keys().collect::<Vec<_>>(),
+        links_before.keys().collect::<Vec<_>>(),
+        "members with a pinned XDP link"
+    );
+    for (ifindex, (link, prog)) in &links_before {
+        let (link2, prog2) = links_after[ifindex];
+        assert_eq!(link2, *link, "ifindex {ifindex}: the XDP link was replaced");
+        assert_ne!(prog2, *prog, "ifindex {ifindex}: still the old program");
+    }
+    let new_prog = xdp_prog_id(r, "red0").expect("XDP on red0 after the upgrade");
+    assert_ne!(new_prog, old_prog, "red0 runs the old program");
+    assert!(
+        !pins
+            .path
+            .with_file_name(format!(
+                "{}-upgrade",
+                pins.path.file_name().unwrap().to_string_lossy()
+            ))
+            .exists(),
+        "the side directory is left"
+    );
+
+    // Counters: the old maps stopped counting at the upgrade, the new ones count from zero.
+    let new_maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    assert_eq!(
+        forwarded(&old_maps),
+        old_after_upgrade,
+        "the old maps still count: an old program still runs"
+    );
+    let new_before = forwarded(&new_maps);
+    assert_xdp_path(&topo, "10.0.2.2", "upgraded vrfd");
+    let new_after = forwarded(&new_maps);
+    assert!(
+        new_after >= new_before + 8,
+        "the new maps' forwarded counter: {new_before} → {new_after}"
+    );
+    eprintln!(
+        "counters: the old maps froze at {old_after_upgrade} forwarded, the new ones counted \
+         {new_before} during the flow's tail and go on"
+    );
+    // The upgraded vrfd follows the kernel.
+    r.ip(&[
+        "route",
+        "replace",
+        "unreachable",
+        "10.9.0.0/24",
+        "table",
+        "110",
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    while ping(topo.host("red", 0), DST, 1).unwrap().received != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "route change not followed"
+        );
+    }
+
+    // A restart of the upgraded build adopts (same salted stamp): no second upgrade.
+    let mut second = second;
+    assert_eq!(
+        second.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let mut third = start_persistent_with(
+        r,
+        config.path(),
+        &pins.path,
+        &[(vrf_user::dataplane::STAMP_SALT_ENV, "1")],
+    );
+    assert!(
+        log_has_message(
+            &third.log(),
+            "adopting the pins of a previous vrfd: nothing is detached"
+        ),
+        "log:\n{}",
+        third.log()
+    );
+    assert_eq!(xdp_prog_id(r, "red0"), Some(new_prog));
+    assert_eq!(
+        third.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let out = pins.detach();
+    assert!(
+        out.status.success(),
+        "vrfd --detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for m in topo.members() {
+        assert_eq!(xdp_prog_id(r, &m.ifname), None, "{} kept XDP", m.ifname);
+    }
+    drop((old_maps, new_maps));
     drop(pins);
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
