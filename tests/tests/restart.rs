@@ -827,3 +827,116 @@ fn sighup_adds_and_removes_vrfs_refuses_a_bad_config_and_leaves_the_rest_alone()
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lease and long resyncs.
+
+/// Routes in red's table for the resync below: enough that one resync (dump, plan, diff)
+/// outlasts the switch's 1.5 s lease several times over.
+const RESYNC_ROUTES: u32 = 600_000;
+
+/// CLOCK_MONOTONIC in ns (the clock of the data plane's deadline).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// With 600k routes vrfd's main loop has long pieces of work: at rest (neighbour events that
+/// touch every route via that gateway, the sysctl poll) and above all a resync: a SIGHUP that
+/// adds a VRF makes vrfd dump and converge everything again, longer than the lease. The
+/// deadline in HEARTBEAT, read by this process all along, must stay in the future the whole
+/// time (vrfd lives), and the fast path must forward right after.
+#[test]
+fn a_resync_longer_than_the_lease_does_not_trip_the_switch_while_vrfd_lives() {
+    let prefix = "rs_resync";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let lines: Vec<String> = (0..RESYNC_ROUTES)
+        .map(|i| {
+            format!(
+                "route add 100.{}.{}.{}/32 via 10.0.2.2 dev red1 table 110",
+                64 + (i >> 16),
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
+        .collect();
+    let report = tests::differential::ip_batch(r, &lines).unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "{:?}",
+        &report.failures[..3.min(report.failures.len())]
+    );
+    let config = ConfigFile::new(&vrf_config(&topo, &["red"])).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let mut vrfd = start_persistent_with(r, config.path(), &pins.path, &[]);
+    let maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    assert_xdp_path(&topo, "10.0.2.2", "before the reload");
+
+    // At rest first: neighbour events rewrite every route via their gateway, the sysctl poll
+    // walks every route; the loop beats through that work too.
+    let lease_left = || maps.heartbeat().unwrap().deadline_ns as i64 - monotonic_ns() as i64;
+    let tq = Instant::now();
+    let mut least_at_rest = i64::MAX;
+    while tq.elapsed() < Duration::from_secs(4) {
+        least_at_rest = least_at_rest.min(lease_left());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(config.path(), vrf_config(&topo, &["red", "blue"])).unwrap();
+    // SAFETY: plain kill(2) on the vrfd this test started.
+    assert_eq!(
+        unsafe { libc::kill(vrfd.pid() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    let t0 = Instant::now();
+    let mut least = i64::MAX;
+    while !log_has_message(&vrfd.log(), "SIGHUP: configuration reloaded") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no reload; log:\n{}",
+            vrfd.log()
+        );
+        least = least.min(lease_left());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    eprintln!(
+        "{RESYNC_ROUTES} routes: at rest the lease had at least {} ms left; the resync after \
+         SIGHUP took {took:?}, the lease had at least {} ms left",
+        least_at_rest / 1_000_000,
+        least / 1_000_000
+    );
+    assert!(
+        least_at_rest > 0,
+        "at rest the lease ran out {} ms before the next beat",
+        -least_at_rest / 1_000_000
+    );
+    // The main loop's last beat came at most one refresh (250 ms) before the SIGHUP: a reload
+    // longer than lease + refresh would have tripped a switch beaten only from the loop.
+    assert!(
+        took > Duration::from_millis(1750),
+        "the resync took {took:?}, not longer than the lease: the test proves nothing (more routes)"
+    );
+    assert!(
+        least > 0,
+        "the lease ran out {} ms before the next beat while vrfd resynced",
+        -least / 1_000_000
+    );
+    assert_xdp_path(&topo, "10.0.2.2", "after the long resync");
+    assert_eq!(
+        vrfd.stop_with(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    drop(maps);
+    drop(pins);
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}

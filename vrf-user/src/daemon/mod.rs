@@ -332,7 +332,7 @@ impl Daemon {
 
     /// Dump everything again and converge the maps to it.
     async fn resync(&mut self) -> Result<()> {
-        let _beating = self.heartbeat.hold();
+        let _busy = self.heartbeat.hold();
         let snapshot = snapshot(&self.netlink, &mut self.nexthops).await?;
         self.engine.load(snapshot);
         self.apply_plan().await
@@ -357,6 +357,7 @@ impl Daemon {
     }
 
     async fn apply(&mut self, dirty: Dirty) -> Result<()> {
+        let _busy = self.heartbeat.hold();
         if dirty.resync {
             info!("resync");
             self.telemetry.resync();
@@ -375,6 +376,7 @@ impl Daemon {
 
     /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
     fn refresh_links(&mut self) -> Result<()> {
+        let _busy = self.heartbeat.hold();
         self.writer.apply_links(&self.engine.links())
     }
 

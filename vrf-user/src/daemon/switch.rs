@@ -3,7 +3,10 @@
 //! stops doing so, and within `LEASE` every program passes every packet to the kernel.
 use std::{
     os::fd::AsFd,
-    sync::{mpsc::RecvTimeoutError, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -61,7 +64,7 @@ struct Targets {
     /// maps its vrfd left) until each link has moved to ours.
     predecessor: Option<Target>,
     /// Whether our programs may decide yet: a fresh start beats only once the first full plan
-    /// is written, so the resync guard leaves an expired lease alone until then.
+    /// is written, so the beating thread leaves an expired lease alone until then.
     live: bool,
 }
 
@@ -85,8 +88,9 @@ impl Targets {
 pub struct Heartbeat {
     /// systemd asked for WATCHDOG=1 (WatchdogSec= in the unit).
     watchdog: bool,
-    /// Shared with the resync guard's thread.
+    /// Shared with the beating thread.
     targets: Arc<Mutex<Targets>>,
+    busy: Arc<Busy>,
 }
 
 fn heartbeat_map(maps: &Maps) -> Result<Array<MapData, vrf_common::Heartbeat>> {
@@ -104,7 +108,7 @@ impl Heartbeat {
     /// The heartbeat in `maps`; `live`: our programs may decide from the first beat on (an
     /// adopted or upgraded data plane), else only after [`Heartbeat::beat`] is first called.
     pub fn new(maps: &Maps, live: bool) -> Result<Self> {
-        Ok(Heartbeat {
+        let hb = Heartbeat {
             watchdog: sd_notify::watchdog_enabled().is_some(),
             targets: Arc::new(Mutex::new(Targets {
                 ours: Some(Target {
@@ -114,7 +118,10 @@ impl Heartbeat {
                 predecessor: None,
                 live,
             })),
-        })
+            busy: Arc::new(Busy::default()),
+        };
+        hb.spawn_beater();
+        Ok(hb)
     }
 
     /// Also refresh the older build's HEARTBEAT pinned under `dir` (an upgrade), keeping its
@@ -164,62 +171,90 @@ impl Heartbeat {
         }
     }
 
-    /// Keep beating while a resync runs (the dump, the plan and the writes of a million routes
-    /// outlast the lease many times over), for at most [`RESYNC_MAX`]: a vrfd that crashes or
-    /// is stopped stops this too (same process), one stuck inside a resync hands over after
-    /// that bound. The beats stop when the guard is dropped.
-    pub fn hold(&self) -> ResyncGuard {
-        self.hold_for(RESYNC_MAX)
+    /// Keep beating while the main loop works on something long (a resync: the dump, the plan
+    /// and the writes of a million routes outlast the lease many times over; a batch of
+    /// events that touches every route), for at most [`BUSY_MAX`]: a vrfd that crashes or is
+    /// stopped stops the beating thread too (same process), one stuck inside the work hands
+    /// over after that bound. The beats stop when the guard is dropped.
+    pub fn hold(&self) -> BusyGuard {
+        // One beat now: the lease left from the main loop's last tick may be short already.
+        if let Err(e) = self.lock().beat() {
+            warn!(error = %format!("{e:#}"), "heartbeat before long work");
+        }
+        let set = self
+            .busy
+            .since
+            .compare_exchange(0, monotonic_ns(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        BusyGuard {
+            busy: set.then(|| self.busy.clone()),
+        }
     }
 
-    fn hold_for(&self, max: Duration) -> ResyncGuard {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+    fn spawn_beater(&self) {
         let targets = self.targets.clone();
+        let busy = self.busy.clone();
         let watchdog = self.watchdog;
-        let thread = std::thread::Builder::new()
-            .name("vrfd-resync-beat".into())
+        let spawned = std::thread::Builder::new()
+            .name("vrfd-busy-beat".into())
             .spawn(move || {
-                let t0 = std::time::Instant::now();
-                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH) {
-                    if t0.elapsed() > max {
-                        warn!(
-                            ?max,
-                            "resync still running: no more heartbeats until it ends (the kernel decides)"
-                        );
-                        return;
+                let mut warned = false;
+                while !busy.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(REFRESH);
+                    let since = busy.since.load(Ordering::SeqCst);
+                    if since == 0 {
+                        warned = false;
+                        continue;
+                    }
+                    if monotonic_ns().saturating_sub(since) > BUSY_MAX.as_nanos() as u64 {
+                        if !warned {
+                            warn!(max = ?BUSY_MAX, "vrfd busy for too long: no more heartbeats until it is done (the kernel decides)");
+                            warned = true;
+                        }
+                        continue;
                     }
                     let mut t = targets.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) = t.beat() {
-                        warn!(error = %format!("{e:#}"), "heartbeat during a resync");
+                        warn!(error = %format!("{e:#}"), "heartbeat during long work");
                     }
                     drop(t);
                     if watchdog {
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     }
                 }
-            })
-            .ok();
-        ResyncGuard {
-            stop: Some(tx),
-            thread,
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "no beating thread: long resyncs may trip the switch");
         }
     }
 }
 
-/// The longest a resync keeps the data plane deciding by itself.
-pub const RESYNC_MAX: Duration = Duration::from_secs(30);
-
-/// See [`Heartbeat::hold`].
-pub struct ResyncGuard {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.busy.stop.store(true, Ordering::SeqCst);
+    }
 }
 
-impl Drop for ResyncGuard {
+/// The main loop's "busy since" (CLOCK_MONOTONIC ns, 0 = idle), shared with the beating thread.
+#[derive(Default)]
+struct Busy {
+    since: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// The longest one piece of work keeps the data plane deciding by itself.
+pub const BUSY_MAX: Duration = Duration::from_secs(30);
+
+/// See [`Heartbeat::hold`].
+pub struct BusyGuard {
+    /// Set when this guard marked the loop busy (a nested one leaves it to the outer).
+    busy: Option<Arc<Busy>>,
+}
+
+impl Drop for BusyGuard {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(b) = self.busy.take() {
+            b.since.store(0, Ordering::SeqCst);
         }
     }
 }
