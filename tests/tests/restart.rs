@@ -7,16 +7,14 @@
 //! route became `unreachable` behind a vrfd that cannot see it, and the router's
 //! IpForwDatagrams (the kernel forwarded it, not XDP).
 
-use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tests::daemon::{
     lock_file, log_has_message, topology_config, unique_pin_path, ConfigFile, Vrfd,
 };
 use tests::fastpath;
+use tests::flow::Flow;
 use tests::{
     forwarded_datagrams, list_own_netns, ping, require_root, BgProcess, NetNs, Topology,
     TopologySpec,
@@ -308,87 +306,6 @@ fn xdp_prog_id(ns: &NetNs, ifname: &str) -> Option<u64> {
     xdp["prog"]["id"]
         .as_u64()
         .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
-}
-
-/// UDP from red A to red B at about `pps` until stopped; returns (sent, distinct received).
-struct Flow {
-    stop: Arc<AtomicBool>,
-    tx: std::thread::JoinHandle<u64>,
-    rx: std::thread::JoinHandle<u64>,
-}
-
-impl Flow {
-    fn start(topo: &Topology, pps: u64) -> Flow {
-        let dst_ip: std::net::IpAddr = "10.0.2.2".parse().unwrap();
-        let server = topo
-            .host("red", 1)
-            .run_in(|| UdpSocket::bind(SocketAddr::new(dst_ip, 0)))
-            .unwrap();
-        let dst = server.local_addr().unwrap();
-        let client = topo
-            .host("red", 0)
-            .run_in(|| UdpSocket::bind("0.0.0.0:0"))
-            .unwrap();
-        let big: libc::c_int = 16 << 20;
-        // SAFETY: valid socket fd and option pointer/length (SO_RCVBUFFORCE: root).
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&server),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        server
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s1, s2) = (stop.clone(), stop.clone());
-        let tx = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut seq = 0u64;
-            while !s1.load(Ordering::Relaxed) {
-                let due = t0 + Duration::from_nanos(seq * 1_000_000_000 / pps);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                let mut payload = [0u8; 64];
-                payload[..8].copy_from_slice(&seq.to_be_bytes());
-                if client.send_to(&payload, dst).is_ok() {
-                    seq += 1;
-                }
-            }
-            seq
-        });
-        let rx = std::thread::spawn(move || {
-            let mut seen = std::collections::HashSet::new();
-            let mut buf = [0u8; 128];
-            let mut idle_since = None;
-            loop {
-                match server.recv(&mut buf) {
-                    Ok(n) if n >= 8 => {
-                        seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
-                        idle_since = None;
-                    }
-                    _ => {
-                        if s2.load(Ordering::Relaxed) {
-                            let t = *idle_since.get_or_insert_with(Instant::now);
-                            if t.elapsed() > Duration::from_millis(500) {
-                                return seen.len() as u64;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Flow { stop, tx, rx }
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        (self.tx.join().unwrap(), self.rx.join().unwrap())
-    }
 }
 
 #[test]
