@@ -7,7 +7,12 @@ mod pins;
 mod rules;
 pub mod switch;
 
-use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use tokio::{signal::unix::SignalKind, sync::mpsc::UnboundedReceiver};
@@ -17,19 +22,21 @@ use crate::{
     config::Config,
     dataplane::{DataPlane, LoadOptions, TcProgram, XdpAttachMode},
     mirror::{read_sysctls, Dirty},
-    model::{KernelEvent, KernelSnapshot},
+    model::{IpFamily, KernelEvent, KernelSnapshot},
+    netfilter::NetfilterWatcher,
     netlink::{
         nexthop::{NexthopEvent, NexthopSocket},
         Netlink,
     },
     plan::Engine,
+    sysctl::SysctlWatcher,
+    vrfs::VrfView,
     writer::MapWriter,
+    xfrm::XfrmWatcher,
 };
 
 pub use pins::DEFAULT_PIN_PATH;
 
-/// How often sysctls (forwarding, rp_filter), which send no events, are read again.
-const SYSCTL_POLL: Duration = Duration::from_secs(2);
 /// How often vrfd looks whether a capture holds its lease (`LINK_CAPTURE` follows it).
 const CAPTURE_WATCH: Duration = Duration::from_millis(200);
 /// Most events applied in one batch before the maps are written.
@@ -80,6 +87,28 @@ struct Daemon {
     persist: bool,
     /// Started on a previous vrfd's pins (adopted or upgraded): the rules it added are ours.
     adopted: bool,
+    /// What the kernel applies around the route lookup, followed live.
+    watch: KernelWatchers,
+    /// The reasons last logged, per (VRF, family): each change is logged once.
+    logged: BTreeMap<(String, IpFamily), Vec<String>>,
+}
+
+/// The watchers of netfilter, IPsec and the interface sysctls (kernel facts without rtnetlink
+/// objects of their own).
+struct KernelWatchers {
+    sysctl: SysctlWatcher,
+    netfilter: NetfilterWatcher,
+    xfrm: XfrmWatcher,
+}
+
+impl KernelWatchers {
+    fn new() -> Result<Self> {
+        Ok(KernelWatchers {
+            sysctl: SysctlWatcher::new().context("following the interface sysctls")?,
+            netfilter: NetfilterWatcher::new().context("following netfilter")?,
+            xfrm: XfrmWatcher::new().context("following the xfrm policies")?,
+        })
+    }
 }
 
 /// Run vrfd until SIGINT/SIGTERM; everything attached, added or pinned is undone on return.
@@ -92,7 +121,12 @@ pub async fn run(opts: Options) -> Result<()> {
     // Subscribed before its dump, like the main socket: nothing between the two is lost.
     let (mut nexthops, mut nexthop_events) = NexthopSocket::connect().await?;
     let snapshot = snapshot(&netlink, &mut nexthops).await?;
+    let watch = KernelWatchers::new()?;
     let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
+    engine.set_sysctls(watch.sysctl.current().clone());
+    engine.set_netfilter(watch.netfilter.current().clone());
+    engine.set_xfrm(watch.xfrm.current().clone());
+    set_netfilter_bypass(&mut engine, &config, &BTreeSet::new());
     engine.load(snapshot);
     for d in &config.vrf {
         for name in &d.interfaces {
@@ -165,6 +199,8 @@ pub async fn run(opts: Options) -> Result<()> {
         pins,
         persist: opts.persist,
         adopted: start != pins::Start::Fresh,
+        watch,
+        logged: BTreeMap::new(),
     };
     let result = daemon
         .serve(
@@ -189,6 +225,18 @@ async fn snapshot(netlink: &Netlink, nexthops: &mut NexthopSocket) -> Result<Ker
         .await
         .context("dumping the nexthop objects")?;
     Ok(snapshot)
+}
+
+/// The VRFs whose netfilter the configuration bypasses, logged once when the bypass begins.
+fn set_netfilter_bypass(engine: &mut Engine, config: &Config, before: &BTreeSet<String>) {
+    let bypass = config.netfilter_bypass();
+    for name in bypass.difference(before) {
+        info!(vrf = %name, "netfilter is bypassed for this VRF by the configuration: its forwarded traffic skips the firewall");
+    }
+    for name in before.difference(&bypass) {
+        info!(vrf = %name, "netfilter is honoured again for this VRF");
+    }
+    engine.set_netfilter_bypass(bypass);
 }
 
 /// A nexthop socket's event as a kernel event for the mirror.
@@ -222,7 +270,6 @@ impl Daemon {
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
-        let mut poll = tokio::time::interval(SYSCTL_POLL);
         let mut capture = tokio::time::interval(CAPTURE_WATCH);
         let mut beat = tokio::time::interval(switch::REFRESH);
         loop {
@@ -235,8 +282,19 @@ impl Daemon {
                         config = new;
                     }
                 }
-                _ = poll.tick() => self.refresh_links()?,
                 _ = capture.tick() => self.watch_capture()?,
+                state = self.watch.sysctl.changed() => {
+                    self.engine.set_sysctls(state);
+                    self.refresh_links()?;
+                }
+                state = self.watch.netfilter.changed() => {
+                    self.engine.set_netfilter(state);
+                    self.refresh_vrfs()?;
+                }
+                state = self.watch.xfrm.changed() => {
+                    self.engine.set_xfrm(state);
+                    self.refresh_vrfs()?;
+                }
                 event = events.recv() => {
                     let Some(event) = event else {
                         anyhow::bail!("the rtnetlink connection closed");
@@ -291,8 +349,12 @@ impl Daemon {
                 }
             }
         }
+        if config.netfilter_bypass() != old.netfilter_bypass() {
+            set_netfilter_bypass(&mut self.engine, &config, &old.netfilter_bypass());
+            self.refresh_vrfs()?;
+        }
         if config.vrf == old.vrf {
-            info!("SIGHUP: configuration unchanged");
+            info!("SIGHUP: VRF declarations unchanged");
             return Ok(Some(config));
         }
         self.rules.remove_unwanted(&self.netlink, &config).await;
@@ -342,15 +404,11 @@ impl Daemon {
     async fn apply_plan(&mut self) -> Result<()> {
         let plan = self.engine.plan();
         for v in &plan.vrfs {
-            for family in crate::model::IpFamily::ALL {
-                for why in v.degraded.of(family) {
-                    warn!(vrf = %v.name, ?family, reason = %why, "VRF degraded: its traffic goes to the kernel");
-                }
-            }
             for m in &v.missing {
                 warn!(vrf = %v.name, interface = %m, "declared member does not exist (yet)");
             }
         }
+        self.log_reasons(&plan.vrfs);
         self.writer.apply_plan(&plan)?;
         self.attach(plan.xdp_ports())?;
         self.attach_tc().await
@@ -374,7 +432,51 @@ impl Daemon {
         self.writer.apply_changes(&self.engine.changes(&dirty))
     }
 
-    /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
+    /// Netfilter or IPsec changed: only the VRF entries' flags follow.
+    fn refresh_vrfs(&mut self) -> Result<()> {
+        let vrfs = self.engine.vrfs().to_vec();
+        self.log_reasons(&vrfs);
+        self.writer.apply_vrfs(&vrfs)
+    }
+
+    /// Log, once per change, why each VRF's traffic of a family goes to the kernel (and when
+    /// it takes the fast path again).
+    fn log_reasons(&mut self, vrfs: &[VrfView]) {
+        let mut now = BTreeMap::new();
+        for v in vrfs {
+            for family in IpFamily::ALL {
+                let mut why = Vec::new();
+                for (what, reasons) in [
+                    ("policy rule", &v.degraded),
+                    ("netfilter", &v.netfilter),
+                    ("ipsec", &v.ipsec),
+                    ("host traffic, policy rule", &v.local_rules),
+                    ("host traffic with a mark, policy rule", &v.local_marked),
+                ] {
+                    why.extend(reasons.of(family).iter().map(|r| format!("{what}: {r}")));
+                }
+                let key = (v.name.clone(), family);
+                if self
+                    .logged
+                    .get(&key)
+                    .map_or(!why.is_empty(), |old| *old != why)
+                {
+                    if why.is_empty() {
+                        info!(vrf = %v.name, ?family, "the VRF's traffic takes the fast path again");
+                    }
+                    for r in &why {
+                        warn!(vrf = %v.name, ?family, reason = %r, "the kernel decides this VRF's traffic of this family");
+                    }
+                }
+                if !why.is_empty() {
+                    now.insert(key, why);
+                }
+            }
+        }
+        self.logged = now;
+    }
+
+    /// The sysctls changed: rewrite links whose flags changed.
     fn refresh_links(&mut self) -> Result<()> {
         let _busy = self.heartbeat.hold();
         self.writer.apply_links(&self.engine.links())
