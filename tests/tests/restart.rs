@@ -269,7 +269,7 @@ fn start_persistent_with(
         .args(["--log-format", "json"])
         .envs(env.iter().copied());
     let mut p = BgProcess::spawn(c).unwrap();
-    p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(20))
+    p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("vrfd not ready: {e:#}"));
     p
 }
