@@ -38,6 +38,15 @@ cleanup() {
     if [ -n "$VRFD_PID" ]; then
         kill -TERM "$VRFD_PID" 2>/dev/null && wait "$VRFD_PID"
     fi
+    # A stopped vrfd leaves its links and pins for the next one: the next script must not
+    # find them (its interfaces may reuse these ifindexes).
+    if [ -e "$PIN" ]; then
+        if [ -e /run/netns/router ]; then
+            nx router vrfd --detach --pin-path "$PIN" >/dev/null 2>&1
+        else
+            vrfd --detach --pin-path "$PIN" >/dev/null 2>&1
+        fi
+    fi
     for ns in $NAMESPACES; do
         ip netns del "$ns" 2>/dev/null
     done
@@ -146,10 +155,13 @@ tx_packets() { ipn "$1" -s link show dev "$2" | awk '/TX:/ { getline; print $2; 
 rx_packets() { ipn "$1" -s link show dev "$2" | awk '/RX:/ { getline; print $2; exit }'; }
 
 # vrfd in the router namespace, without a config: it discovers the kernel's VRF devices.
+# VRFD_ARGS: more arguments (e.g. --no-persist).
+VRFD_ARGS=
 vrfd_start() {
     : >"$VRFD_LOG"
     # Not through nx: $! must be vrfd's pid (nsenter execs it), not a subshell's.
-    nsenter --net=/run/netns/router vrfd --pin-path "$PIN" >"$VRFD_LOG" 2>&1 &
+    # shellcheck disable=SC2086 # VRFD_ARGS is a list of words
+    nsenter --net=/run/netns/router vrfd --pin-path "$PIN" $VRFD_ARGS >"$VRFD_LOG" 2>&1 &
     VRFD_PID=$!
     _limit=$(( $(uptime_cs) + 6000 ))
     until grep -q ' ready' "$VRFD_LOG"; do
@@ -248,7 +260,8 @@ snmp() {
         { table = $1; for (i = 2; i <= NF; i++) head[i] = $i }'
 }
 
-# vrfd_stop: SIGTERM, and vrfd must exit 0.
+# vrfd_stop: SIGTERM, and vrfd must exit 0 (it leaves its programs and pins for the next vrfd
+# unless started with VRFD_ARGS=--no-persist).
 vrfd_stop() {
     kill -TERM "$VRFD_PID" || fail "kill vrfd"
     wait "$VRFD_PID"

@@ -14,6 +14,7 @@ pub mod plot;
 pub mod profile;
 pub mod programs;
 pub mod report;
+pub mod restart;
 pub mod routes;
 pub mod system;
 
@@ -29,6 +30,7 @@ pub enum Part {
     Lookup,
     Control,
     Capture,
+    Restart,
 }
 
 pub struct Options {
@@ -51,7 +53,13 @@ impl Options {
             out_dir: root.join("target/bench"),
             report: root.join("BENCHMARKS.md"),
             docs_dir: root.join("docs/bench"),
-            parts: vec![Part::Forward, Part::Lookup, Part::Control, Part::Capture],
+            parts: vec![
+                Part::Forward,
+                Part::Lookup,
+                Part::Control,
+                Part::Capture,
+                Part::Restart,
+            ],
             profile: true,
             report_only: false,
         };
@@ -70,13 +78,14 @@ impl Options {
                 "--report" => o.report = value("a file")?.into(),
                 "--docs-dir" => o.docs_dir = value("a directory")?.into(),
                 "--only" => {
-                    o.parts = value("forward,lookup,control,capture")?
+                    o.parts = value("forward,lookup,control,capture,restart")?
                         .split(',')
                         .map(|p| match p {
                             "forward" => Ok(Part::Forward),
                             "lookup" => Ok(Part::Lookup),
                             "control" => Ok(Part::Control),
                             "capture" => Ok(Part::Capture),
+                            "restart" => Ok(Part::Restart),
                             other => bail!("unknown part {other:?}"),
                         })
                         .collect::<Result<_>>()?
@@ -93,10 +102,11 @@ impl Options {
 }
 
 pub const USAGE: &str =
-    "usage: vrf-bench [--quick] [--only forward,lookup,control,capture] [--no-profile] \
+    "usage: vrf-bench [--quick] [--only forward,lookup,control,capture,restart] [--no-profile] \
 [--out-dir DIR] [--report FILE] [--docs-dir DIR] [--report-only]\n\
 Runs as root; writes DIR/summary.json, DIR/*.png, FILE (BENCHMARKS.md) and copies the plots \
-FILE refers to into --docs-dir. --report-only rewrites them from DIR/summary.json.";
+FILE refers to into --docs-dir. --report-only rewrites them from DIR/summary.json. \
+--only restart measures that part alone and replaces its section of FILE in place.";
 
 /// Progress lines on stderr, with the time since the start.
 pub struct Progress {
@@ -152,6 +162,7 @@ pub struct Measured {
     pub lookup: Option<lookup::Results>,
     pub control: Option<control::Results>,
     pub capture: Option<capture::Results>,
+    pub restart: Option<restart::Results>,
     pub wall_seconds: f64,
 }
 
@@ -169,6 +180,7 @@ impl Measured {
             lookup: serde_json::from_value(part("lookup"))?,
             control: serde_json::from_value(part("control"))?,
             capture: serde_json::from_value(part("capture"))?,
+            restart: serde_json::from_value(part("restart")).unwrap_or(None),
             wall_seconds: v["wall_seconds"].as_f64().unwrap_or(0.0),
         })
     }
@@ -223,6 +235,17 @@ pub fn main(args: &[String]) -> Result<()> {
     } else {
         None
     };
+    let restart = if opts.parts.contains(&Part::Restart) {
+        Some(restart::run(opts.quick, &progress).context("restart and upgrade")?)
+    } else {
+        None
+    };
+    if let (Some(r), [Part::Restart]) = (&restart, opts.parts.as_slice()) {
+        // This part alone: its section of the report is replaced, the rest stays as measured.
+        report::splice_restart(&opts, r, &machine, &progress)?;
+        progress.step(&format!("done in {:.0} s", progress.elapsed()));
+        return Ok(());
+    }
     let measured = Measured {
         machine,
         quick: opts.quick,
@@ -230,6 +253,7 @@ pub fn main(args: &[String]) -> Result<()> {
         lookup,
         control,
         capture,
+        restart,
         wall_seconds: progress.elapsed(),
     };
     report::write(&opts, &measured, &progress)?;

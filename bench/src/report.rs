@@ -280,6 +280,7 @@ pub fn summary(m: &Measured) -> Value {
             "lookup": m.lookup,
             "control": m.control,
             "capture": m.capture,
+            "restart": m.restart,
         },
     })
 }
@@ -597,6 +598,9 @@ fn markdown(m: &Measured, summary: &Value, links: &BTreeMap<&str, String>) -> St
     }
     if let Some(c) = &m.capture {
         super::capture::section(&mut o, c);
+    }
+    if let Some(r) = &m.restart {
+        super::restart::section(&mut o, r);
     }
     gaps(&mut o, m);
     o
@@ -1307,4 +1311,51 @@ fn change_gap(o: &mut String, c: &control::Results) {
         );
     }
     let _ = writeln!(o, "{text}\n");
+}
+
+/// `--only restart`: replace the restart section of the existing report (or append it), and
+/// write what was measured to `out_dir/restart.json`.
+pub fn splice_restart(
+    opts: &Options,
+    r: &super::restart::Results,
+    machine: &serde_json::Value,
+    progress: &Progress,
+) -> Result<()> {
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let json = opts.out_dir.join("restart.json");
+    let v = serde_json::json!({ "machine": machine, "quick": opts.quick, "restart": r });
+    std::fs::write(&json, serde_json::to_string_pretty(&v)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    let old = std::fs::read_to_string(&opts.report).unwrap_or_default();
+    let mut section = String::new();
+    super::restart::section(&mut section, r);
+    let _ = std::fmt::Write::write_fmt(
+        &mut section,
+        format_args!(
+            "\n(Measured alone with `cargo xtask bench --only restart`{} on {}, load {} at the start.)\n",
+            if opts.quick { " --quick" } else { "" },
+            machine["cpu"].as_str().unwrap_or("?"),
+            machine["loadavg_at_start"].as_str().unwrap_or("?")
+        ),
+    );
+    let headings = [
+        "## 5. Restart, upgrade and the dead-man switch",
+        "## Restart under load and the dead-man switch",
+    ];
+    let md = match headings.iter().find_map(|h| old.find(h)) {
+        Some(start) => {
+            let rest = &old[start + 3..];
+            let end = rest.find("\n## ").map_or(old.len(), |i| start + 3 + i + 1);
+            format!("{}{}{}", &old[..start], section, &old[end..])
+        }
+        None => format!("{old}\n{section}"),
+    };
+    std::fs::write(&opts.report, md)
+        .with_context(|| format!("writing {}", opts.report.display()))?;
+    progress.step(&format!(
+        "wrote {} and {}",
+        opts.report.display(),
+        json.display()
+    ));
+    Ok(())
 }

@@ -5,8 +5,10 @@
 //! given namespace with `nsenter --net` (so the pins land on the host's bpffs, where `vrfctl` and
 //! the test process see them) and waits for its `ready` log line. [`Vrfd::vrfctl`] runs `vrfctl`
 //! in the same namespace (it names interfaces by the namespace's ifindexes) with the same pin
-//! path. [`Vrfd::stop`] is the orderly end: SIGTERM, exit status 0, pins gone. Dropping a `Vrfd`
-//! that was not stopped kills it and removes whatever it left under the pin path.
+//! path. [`Vrfd::stop`] is the orderly end: SIGTERM, exit status 0, then `vrfd --detach` on the
+//! same pin path (a plain stop leaves programs, links and pins for the next vrfd), pins gone.
+//! Dropping a `Vrfd` that was not stopped kills it and runs `vrfd --detach` the same way, so a
+//! test leaves nothing attached or pinned.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -326,8 +328,26 @@ impl<'a> Vrfd<'a> {
         vrf_user::maps::Maps::from_pins(&self.pin_path)
     }
 
-    /// SIGTERM, then: vrfd must exit with status 0 within 5 s and its pin directory must be gone.
-    /// Returns the full log.
+    /// For a vrfd started with `--no-persist`: SIGTERM, exit status 0 within 5 s, and vrfd itself
+    /// removed its pin directory (no `vrfd --detach` before the check). Returns the full log.
+    pub fn stop_removing_everything(mut self) -> Result<String> {
+        let mut proc = self.proc.take().context("vrfd was already stopped")?;
+        let status = proc.stop_with(STOP_TIMEOUT)?;
+        let log = proc.log();
+        ensure!(
+            status.code() == Some(0),
+            "vrfd exited with {status} after SIGTERM (want 0); log:\n{log}"
+        );
+        ensure!(
+            !self.pin_path.exists(),
+            "vrfd --no-persist exited but left its pin directory {}; log:\n{log}",
+            self.pin_path.display()
+        );
+        Ok(log)
+    }
+
+    /// SIGTERM, then: vrfd must exit with status 0 within 5 s; `vrfd --detach` must succeed and
+    /// leave no pin directory. Returns the full log.
     pub fn stop(mut self) -> Result<String> {
         let mut proc = self.proc.take().context("vrfd was already stopped")?;
         if let Some(st) = proc.try_wait()? {
@@ -339,9 +359,16 @@ impl<'a> Vrfd<'a> {
             status.code() == Some(0),
             "vrfd exited with {status} after SIGTERM (want 0); log:\n{log}"
         );
+        let out = detach_in(self.ns, &self.pin_path)?;
+        ensure!(
+            out.status.success(),
+            "vrfd --detach after the stop failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         ensure!(
             !self.pin_path.exists(),
-            "vrfd exited but left its pin directory {}; log:\n{log}",
+            "vrfd --detach left the pin directory {}; log:\n{log}",
             self.pin_path.display()
         );
         Ok(log)
@@ -353,12 +380,26 @@ impl Drop for Vrfd<'_> {
         // BgProcess's own drop: SIGTERM, SIGKILL after 3 s, log printed when panicking.
         drop(self.proc.take());
         if self.pin_path.exists() {
+            let _ = detach_in(self.ns, &self.pin_path);
+        }
+        if self.pin_path.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.pin_path) {
                 eprintln!("vrf-xdp tests: remove {}: {e}", self.pin_path.display());
             }
         }
         let _ = std::fs::remove_file(lock_file(&self.pin_path));
     }
+}
+
+/// `vrfd --detach --pin-path PIN` inside `ns` (the tc filters it removes are the namespace's),
+/// with any exit status.
+pub fn detach_in(ns: &NetNs, pin_path: &Path) -> Result<Output> {
+    let mut c = ns.command(crate::bin_path("vrfd"));
+    c.arg("--detach").arg("--pin-path").arg(pin_path);
+    let line = display_command(&c);
+    c.stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("failed to start `{line}`"))
 }
 
 /// `vrfctl --pin-path PIN ARGS...` inside `ns`, with any exit status.

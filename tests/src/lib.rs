@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod differential;
 pub mod fastpath;
+pub mod flow;
 pub mod frr;
 pub mod fuzzing;
 pub mod invariants;

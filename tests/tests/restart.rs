@@ -7,16 +7,14 @@
 //! route became `unreachable` behind a vrfd that cannot see it, and the router's
 //! IpForwDatagrams (the kernel forwarded it, not XDP).
 
-use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tests::daemon::{
     lock_file, log_has_message, topology_config, unique_pin_path, ConfigFile, Vrfd,
 };
 use tests::fastpath;
+use tests::flow::Flow;
 use tests::{
     forwarded_datagrams, list_own_netns, ping, require_root, BgProcess, NetNs, Topology,
     TopologySpec,
@@ -256,25 +254,48 @@ impl Drop for SharedPins<'_> {
     }
 }
 
-/// `vrfd --persist` on `pins`, ready.
-fn start_persistent(ns: &NetNs, config: &Path, pins: &Path) -> BgProcess {
-    use std::ffi::OsStr;
-    let vrfd = tests::bin_path("vrfd");
-    let mut p = ns
-        .spawn([
-            vrfd.as_os_str(),
-            OsStr::new("--persist"),
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("--pin-path"),
-            pins.as_os_str(),
-            OsStr::new("--log-format"),
-            OsStr::new("json"),
-        ])
-        .unwrap();
-    p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("vrfd --persist not ready: {e:#}"));
+/// `vrfd` (persisting: the default) on `pins`, ready; `env` set for it.
+fn start_persistent_with(
+    ns: &NetNs,
+    config: &Path,
+    pins: &Path,
+    env: &[(&str, &str)],
+) -> BgProcess {
+    let mut c = ns.command(tests::bin_path("vrfd"));
+    c.arg("--config")
+        .arg(config)
+        .arg("--pin-path")
+        .arg(pins)
+        .args(["--log-format", "json"])
+        .envs(env.iter().copied());
+    let mut p = BgProcess::spawn(c).unwrap();
+    p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("vrfd not ready: {e:#}"));
     p
+}
+
+fn start_persistent(ns: &NetNs, config: &Path, pins: &Path) -> BgProcess {
+    start_persistent_with(ns, config, pins, &[])
+}
+
+/// Every XDP link pinned under `pins/links`: ifindex → (link id, program id), as the kernel
+/// reports them for the pinned link.
+fn pinned_xdp_links(pins: &Path) -> std::collections::BTreeMap<u32, (u32, u32)> {
+    use aya::programs::links::{FdLink, PinnedLink};
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(pins.join("links")).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("xdp-") {
+            continue;
+        }
+        let ifindex: u32 = name.rsplit_once('-').unwrap().1.parse().unwrap();
+        let info = FdLink::from(PinnedLink::from_pin(&path).unwrap())
+            .info()
+            .unwrap();
+        out.insert(ifindex, (info.id(), info.program_id()));
+    }
+    out
 }
 
 /// The id of the XDP program attached to `ifname` (None: nothing attached).
@@ -285,87 +306,6 @@ fn xdp_prog_id(ns: &NetNs, ifname: &str) -> Option<u64> {
     xdp["prog"]["id"]
         .as_u64()
         .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
-}
-
-/// UDP from red A to red B at about `pps` until stopped; returns (sent, distinct received).
-struct Flow {
-    stop: Arc<AtomicBool>,
-    tx: std::thread::JoinHandle<u64>,
-    rx: std::thread::JoinHandle<u64>,
-}
-
-impl Flow {
-    fn start(topo: &Topology, pps: u64) -> Flow {
-        let dst_ip: std::net::IpAddr = "10.0.2.2".parse().unwrap();
-        let server = topo
-            .host("red", 1)
-            .run_in(|| UdpSocket::bind(SocketAddr::new(dst_ip, 0)))
-            .unwrap();
-        let dst = server.local_addr().unwrap();
-        let client = topo
-            .host("red", 0)
-            .run_in(|| UdpSocket::bind("0.0.0.0:0"))
-            .unwrap();
-        let big: libc::c_int = 16 << 20;
-        // SAFETY: valid socket fd and option pointer/length (SO_RCVBUFFORCE: root).
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&server),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        server
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s1, s2) = (stop.clone(), stop.clone());
-        let tx = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut seq = 0u64;
-            while !s1.load(Ordering::Relaxed) {
-                let due = t0 + Duration::from_nanos(seq * 1_000_000_000 / pps);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                let mut payload = [0u8; 64];
-                payload[..8].copy_from_slice(&seq.to_be_bytes());
-                if client.send_to(&payload, dst).is_ok() {
-                    seq += 1;
-                }
-            }
-            seq
-        });
-        let rx = std::thread::spawn(move || {
-            let mut seen = std::collections::HashSet::new();
-            let mut buf = [0u8; 128];
-            let mut idle_since = None;
-            loop {
-                match server.recv(&mut buf) {
-                    Ok(n) if n >= 8 => {
-                        seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
-                        idle_since = None;
-                    }
-                    _ => {
-                        if s2.load(Ordering::Relaxed) {
-                            let t = *idle_since.get_or_insert_with(Instant::now);
-                            if t.elapsed() > Duration::from_millis(500) {
-                                return seen.len() as u64;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Flow { stop, tx, rx }
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        (self.tx.join().unwrap(), self.rx.join().unwrap())
-    }
 }
 
 #[test]
@@ -482,6 +422,173 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     }
     assert!(!pins.path.exists(), "--detach left {}", pins.path.display());
     drop(maps);
+    drop(pins);
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+/// An upgrade under traffic: the second vrfd's stamp differs (VRFD_TEST_STAMP_SALT, as if its
+/// map layout had changed), so it fills fresh maps beside the old ones, moves each pinned link
+/// to its own program (bpf_link_update) and only then swaps the pins. Witnesses: every datagram
+/// A sent arrives at B (counted there), the link ids on the members stay (never detached)
+/// while the program ids change, and the counters: the old maps stop counting, the new ones
+/// count from zero.
+#[test]
+fn an_upgrade_to_a_build_with_another_layout_moves_the_links_without_loss() {
+    let prefix = "rs_upgrade";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let mut first = start_persistent(r, config.path(), &pins.path);
+    let old_maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    let red_slot = |m: &vrf_user::maps::Maps| {
+        vrf_user::inspect::vrfs(m)
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "red")
+            .expect("red is served")
+            .slot
+    };
+    let forwarded = |m: &vrf_user::maps::Maps| {
+        m.vrf_counters(red_slot(m), Direction::Ingress)
+            .unwrap()
+            .by_reason[Reason::Forwarded as usize]
+            .packets
+    };
+    assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
+    let links_before = pinned_xdp_links(&pins.path);
+    assert_eq!(links_before.len(), 4, "XDP links pinned: {links_before:?}");
+    let old_prog = xdp_prog_id(r, "red0").expect("XDP on red0");
+
+    let flow = Flow::start(&topo, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let status = first.stop_with(Duration::from_secs(5)).unwrap();
+    assert_eq!(status.code(), Some(0), "first vrfd; log:\n{}", first.log());
+    let t0 = Instant::now();
+    let second = start_persistent_with(
+        r,
+        config.path(),
+        &pins.path,
+        &[(vrf_user::dataplane::STAMP_SALT_ENV, "1")],
+    );
+    let took = t0.elapsed();
+    let log = second.log();
+    assert!(
+        log_has_message(
+            &log,
+            "upgrade done: every link runs this build, the old pins are gone"
+        ),
+        "second vrfd did not upgrade; log:\n{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let old_after_upgrade = forwarded(&old_maps);
+    let (sent, received) = flow.finish();
+    eprintln!(
+        "upgrade: second vrfd ready {took:?} after the first stopped; {sent} sent, {received} received"
+    );
+    assert!(sent > 1000, "the flow sent only {sent}");
+    assert_eq!(received, sent, "datagrams lost across the upgrade");
+
+    // Same links, new programs.
+    let links_after = pinned_xdp_links(&pins.path);
+    assert_eq!(
+        links_after.keys().collect::<Vec<_>>(),
+        links_before.keys().collect::<Vec<_>>(),
+        "members with a pinned XDP link"
+    );
+    for (ifindex, (link, prog)) in &links_before {
+        let (link2, prog2) = links_after[ifindex];
+        assert_eq!(link2, *link, "ifindex {ifindex}: the XDP link was replaced");
+        assert_ne!(prog2, *prog, "ifindex {ifindex}: still the old program");
+    }
+    let new_prog = xdp_prog_id(r, "red0").expect("XDP on red0 after the upgrade");
+    assert_ne!(new_prog, old_prog, "red0 runs the old program");
+    assert!(
+        !pins
+            .path
+            .with_file_name(format!(
+                "{}-upgrade",
+                pins.path.file_name().unwrap().to_string_lossy()
+            ))
+            .exists(),
+        "the side directory is left"
+    );
+
+    // Counters: the old maps stopped counting at the upgrade, the new ones count from zero.
+    let new_maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    assert_eq!(
+        forwarded(&old_maps),
+        old_after_upgrade,
+        "the old maps still count: an old program still runs"
+    );
+    let new_before = forwarded(&new_maps);
+    assert_xdp_path(&topo, "10.0.2.2", "upgraded vrfd");
+    let new_after = forwarded(&new_maps);
+    assert!(
+        new_after >= new_before + 8,
+        "the new maps' forwarded counter: {new_before} → {new_after}"
+    );
+    eprintln!(
+        "counters: the old maps froze at {old_after_upgrade} forwarded, the new ones counted \
+         {new_before} during the flow's tail and go on"
+    );
+    // The upgraded vrfd follows the kernel.
+    r.ip(&[
+        "route",
+        "replace",
+        "unreachable",
+        "10.9.0.0/24",
+        "table",
+        "110",
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    while ping(topo.host("red", 0), DST, 1).unwrap().received != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "route change not followed"
+        );
+    }
+
+    // A restart of the upgraded build adopts (same salted stamp): no second upgrade.
+    let mut second = second;
+    assert_eq!(
+        second.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let mut third = start_persistent_with(
+        r,
+        config.path(),
+        &pins.path,
+        &[(vrf_user::dataplane::STAMP_SALT_ENV, "1")],
+    );
+    assert!(
+        log_has_message(
+            &third.log(),
+            "adopting the pins of a previous vrfd: nothing is detached"
+        ),
+        "log:\n{}",
+        third.log()
+    );
+    assert_eq!(xdp_prog_id(r, "red0"), Some(new_prog));
+    assert_eq!(
+        third.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let out = pins.detach();
+    assert!(
+        out.status.success(),
+        "vrfd --detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for m in topo.members() {
+        assert_eq!(xdp_prog_id(r, &m.ifname), None, "{} kept XDP", m.ifname);
+    }
+    drop((old_maps, new_maps));
     drop(pins);
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
@@ -634,6 +741,119 @@ fn sighup_adds_and_removes_vrfs_refuses_a_bad_config_and_leaves_the_rest_alone()
     );
 
     vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lease and long resyncs.
+
+/// Routes in red's table for the resync below: enough that one resync (dump, plan, diff)
+/// outlasts the switch's 1.5 s lease several times over.
+const RESYNC_ROUTES: u32 = 600_000;
+
+/// CLOCK_MONOTONIC in ns (the clock of the data plane's deadline).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// With 600k routes vrfd's main loop has long pieces of work: at rest (neighbour events that
+/// touch every route via that gateway, the sysctl poll) and above all a resync: a SIGHUP that
+/// adds a VRF makes vrfd dump and converge everything again, longer than the lease. The
+/// deadline in HEARTBEAT, read by this process all along, must stay in the future the whole
+/// time (vrfd lives), and the fast path must forward right after.
+#[test]
+fn a_resync_longer_than_the_lease_does_not_trip_the_switch_while_vrfd_lives() {
+    let prefix = "rs_resync";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let lines: Vec<String> = (0..RESYNC_ROUTES)
+        .map(|i| {
+            format!(
+                "route add 100.{}.{}.{}/32 via 10.0.2.2 dev red1 table 110",
+                64 + (i >> 16),
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
+        .collect();
+    let report = tests::differential::ip_batch(r, &lines).unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "{:?}",
+        &report.failures[..3.min(report.failures.len())]
+    );
+    let config = ConfigFile::new(&vrf_config(&topo, &["red"])).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let mut vrfd = start_persistent_with(r, config.path(), &pins.path, &[]);
+    let maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+    assert_xdp_path(&topo, "10.0.2.2", "before the reload");
+
+    // At rest first: neighbour events rewrite every route via their gateway, the sysctl poll
+    // walks every route; the loop beats through that work too.
+    let lease_left = || maps.heartbeat().unwrap().deadline_ns as i64 - monotonic_ns() as i64;
+    let tq = Instant::now();
+    let mut least_at_rest = i64::MAX;
+    while tq.elapsed() < Duration::from_secs(4) {
+        least_at_rest = least_at_rest.min(lease_left());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(config.path(), vrf_config(&topo, &["red", "blue"])).unwrap();
+    // SAFETY: plain kill(2) on the vrfd this test started.
+    assert_eq!(
+        unsafe { libc::kill(vrfd.pid() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    let t0 = Instant::now();
+    let mut least = i64::MAX;
+    while !log_has_message(&vrfd.log(), "SIGHUP: configuration reloaded") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no reload; log:\n{}",
+            vrfd.log()
+        );
+        least = least.min(lease_left());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    eprintln!(
+        "{RESYNC_ROUTES} routes: at rest the lease had at least {} ms left; the resync after \
+         SIGHUP took {took:?}, the lease had at least {} ms left",
+        least_at_rest / 1_000_000,
+        least / 1_000_000
+    );
+    assert!(
+        least_at_rest > 0,
+        "at rest the lease ran out {} ms before the next beat",
+        -least_at_rest / 1_000_000
+    );
+    // The main loop's last beat came at most one refresh (250 ms) before the SIGHUP: a reload
+    // longer than lease + refresh would have tripped a switch beaten only from the loop.
+    assert!(
+        took > Duration::from_millis(1750),
+        "the resync took {took:?}, not longer than the lease: the test proves nothing (more routes)"
+    );
+    assert!(
+        least > 0,
+        "the lease ran out {} ms before the next beat while vrfd resynced",
+        -least / 1_000_000
+    );
+    assert_xdp_path(&topo, "10.0.2.2", "after the long resync");
+    assert_eq!(
+        vrfd.stop_with(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    drop(maps);
+    drop(pins);
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }

@@ -10,7 +10,7 @@
 //!
 //! The topology adds its own `iif` rules at priority 1000; unless a test says otherwise they are
 //! deleted before vrfd starts, so that the rules vrfd adds are the only ones (and a vrfd that
-//! added none would forward nothing). `on_sigterm_…` keeps some of them to check that vrfd neither
+//! added none would forward nothing). `with_no_persist_sigterm_…` keeps some of them to check that vrfd neither
 //! duplicates nor removes rules it did not add.
 //!
 //! Witnesses: the router's kernel forwarding counters (`IpForwDatagrams`, `Ip6OutForwDatagrams`)
@@ -1351,7 +1351,7 @@ fn vrfctl_lookup_agrees_with_the_packets_fate() {
 // 10.
 
 #[test]
-fn on_sigterm_vrfd_exits_0_detaches_xdp_removes_its_rules_and_pins() {
+fn with_no_persist_sigterm_exits_0_detaches_xdp_removes_its_rules_and_pins() {
     let t0 = Instant::now();
     let prefix = "vd_sigterm";
     let topo = topology(prefix);
@@ -1364,7 +1364,8 @@ fn on_sigterm_vrfd_exits_0_detaches_xdp_removes_its_rules_and_pins() {
             .map(|m| (1000, m.ifname.clone(), m.table.to_string()))
             .collect()
     };
-    let vrfd = Vrfd::start(ns, &topology_config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
+    let vrfd = Vrfd::start_with(ns, &topology_config(&topo), &["--no-persist"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let pins = vrfd.pin_path().to_path_buf();
 
     for v6 in [false, true] {
@@ -1404,7 +1405,9 @@ fn on_sigterm_vrfd_exits_0_detaches_xdp_removes_its_rules_and_pins() {
     assert!(pins.is_dir());
     assert_ping_via_xdp(&topo, &vrfd, "red", false, "vrfd's own rules");
 
-    let log = stop(vrfd, &topo);
+    let log = vrfd
+        .stop_removing_everything()
+        .unwrap_or_else(|e| panic!("stopping vrfd: {e:#}"));
     assert!(
         json_log_lines(&log)
             .iter()

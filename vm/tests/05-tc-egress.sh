@@ -43,7 +43,10 @@ ping_from_vrf() {
     TX_DELTA=$(( $(tx_packets vrf-red) - tx0 ))
 }
 
+# --no-persist: the stop below must take vrfd's qdisc and program with it.
+VRFD_ARGS=--no-persist
 vrfd_start
+VRFD_ARGS=
 step "vrfd gave vrf-red a root qdisc and tc egress programs"
 tc -n router qdisc show dev vrf-red | grep -q 'pfifo_fast' || fail "no pfifo_fast root qdisc on vrf-red: $(tc -n router qdisc show dev vrf-red)"
 has_tc router vrf-red || fail "no tc program on vrf-red egress"

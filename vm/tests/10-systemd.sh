@@ -1,7 +1,7 @@
 #!/bin/sh
 # vrfd under systemd with the packaged unit and all of its hardening: `systemctl enable --now`
 # reaches active (Type=notify: READY=1), status and journal show the startup, restart adopts
-# the pins (--persist), a stop of the enabled unit leaves them and the dead-man switch hands
+# the pins (a plain stop leaves them), a stop of the enabled unit leaves them and the dead-man switch hands
 # over, reload works, and `disable --now` leaves no program, pin, tc filter or process behind.
 . /vm/lib.sh
 VRFD_UNIT=1
@@ -73,7 +73,7 @@ has_xdp . s1 || fail "no XDP on s1 after restart"
 [ "$(journalctl -u vrfd -b --no-pager -o cat | grep -c ' ready vrfs=1')" -eq 2 ] || fail "journal: not two 'ready' lines after restart"
 
 journalctl -u vrfd -b --no-pager -o cat | grep -q 'adopting the pins of a previous vrfd' ||
-    fail "the restarted vrfd did not adopt the pins (--persist in the unit)"
+    fail "the restarted vrfd did not adopt the pins"
 
 step "systemctl stop (still enabled): everything stays for the next start; 2 s later the kernel decides"
 systemctl stop vrfd || fail "systemctl stop vrfd"

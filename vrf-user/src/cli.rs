@@ -18,21 +18,31 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 /// Kernel VRF devices (`ip link add vrf-red type vrf table 110`) are found by themselves.
 /// On kernels without vrf.ko, declare VRFs in a TOML file (see --config).
 ///
-/// vrfd runs in the foreground, pins its maps for vrfctl, signals readiness (a log line, and
-/// READY=1 to systemd when NOTIFY_SOCKET is set), and on SIGINT/SIGTERM detaches everything,
-/// removes the ip rules it added and its pins (unless --persist).
+/// vrfd runs in the foreground, pins its maps for vrfctl and signals readiness (a log line,
+/// and READY=1 to systemd when NOTIFY_SOCKET is set).
+///
+/// Stop and restart: SIGINT/SIGTERM leave programs, links (pinned under PIN_PATH/links), maps,
+/// ip rules and qdiscs in place, with 2 s of lease. The next vrfd of the same build adopts
+/// them: it rebuilds its view from the kernel, writes only the differences, detaches nothing
+/// (no gap, counters go on). If none comes, the dead-man switch hands every packet to the
+/// kernel 2 s after the stop. vrfd --detach removes what a stopped vrfd left; --no-persist
+/// makes SIGTERM remove everything itself (programs, its ip rules, its qdiscs, the pins).
+///
+/// Upgrade: a vrfd whose object stamp (kept in the pinned HEARTBEAT map) differs from the
+/// pinned one loads fresh maps under PIN_PATH-upgrade, fills them from the kernel (the full
+/// plan), moves each pinned link to its own programs in one step (bpf_link_update: the link
+/// id stays, the program id changes), then moves its pins into PIN_PATH and removes the old
+/// ones. Until a link has moved, the older build's programs keep deciding on their maps (the
+/// new vrfd keeps their lease); no program ever decides on empty maps. Counters start again
+/// from zero (they live in the old maps). On kernels without TCX (before 6.6) the tc filters
+/// are replaced by name: host traffic in a VRF takes the kernel path for that moment.
+/// VRFD_TEST_STAMP_SALT=N (tests only) perturbs the stamp, as if the layout had changed.
 ///
 /// Dead-man switch: the programs decide only while vrfd's main loop refreshes a heartbeat
 /// (every 250 ms; WATCHDOG=1 to systemd with it when WatchdogSec= is set). 1.5 s after the
 /// last one (vrfd crashed, hung, SIGSTOP, kill -9) every packet goes to the kernel, counted
-/// as vrfd_gone, until a vrfd beats again.
-///
-/// Restart (--persist): SIGTERM leaves programs, links, maps and rules in place (2 s of lease);
-/// the next vrfd --persist of the same build adopts them, rebuilds its view from the kernel,
-/// writes only the differences, and detaches nothing: no gap, counters go on. A build whose
-/// object differs (an upgrade) finds pins it cannot use and starts afresh: the old fast path
-/// is removed first, the kernel carries the traffic until the new one is attached.
-/// vrfd --detach removes what --persist left.
+/// as vrfd_gone, until a vrfd beats again. A resync (a dump of the kernel and the full plan,
+/// seconds at a million routes) beats from its own thread, for 30 s at most.
 ///
 /// Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a bad configuration.
 #[derive(Parser, Debug)]
@@ -61,7 +71,8 @@ pub struct VrfdArgs {
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub xdp_mode: Mode,
 
-    /// Directory on a bpffs where the maps are pinned for vrfctl (created 0700, removed on exit).
+    /// Directory on a bpffs where the maps and links are pinned (created 0700; left on exit
+    /// for the next vrfd, see --detach).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
 
@@ -79,16 +90,20 @@ pub struct VrfdArgs {
     #[arg(long, value_name = "ADDR", value_parser = export::parse_addr)]
     pub metrics: Option<SocketAddr>,
 
-    /// Hitless restart: on SIGTERM leave programs, links (pinned under PIN_PATH/links), maps
-    /// and ip rules in place; at start adopt what a vrfd of the same build left (its maps
-    /// converged by diff, nothing detached). A vrfd that does not come back hands every packet
-    /// to the kernel 2 s after it stopped (the dead-man switch).
+    /// On SIGTERM remove everything vrfd added (XDP and tc attachments, its ip rules and
+    /// qdiscs, the pins) instead of leaving it for the next vrfd, and start afresh rather than
+    /// adopt: for a one-off run. The next start of a vrfd then has a gap (the kernel forwards).
     #[arg(long)]
+    pub no_persist: bool,
+
+    /// Accepted for older units: persisting is the default now.
+    #[arg(long, hide = true, conflicts_with = "no_persist")]
     pub persist: bool,
 
-    /// Remove what a persisting vrfd left under PIN_PATH (programs, links, tc filters, pins)
-    /// and exit; the ip rules stay (they are the declared VRFs' kernel path).
-    #[arg(long, conflicts_with = "persist")]
+    /// Remove what a stopped vrfd left under PIN_PATH (programs, links, tc filters of
+    /// vrf-xdp in this network namespace, pins, a half-done upgrade's PIN_PATH-upgrade) and
+    /// exit; the ip rules stay (they are the declared VRFs' kernel path).
+    #[arg(long, conflicts_with_all = ["persist", "no_persist"])]
     pub detach: bool,
 }
 

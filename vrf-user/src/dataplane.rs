@@ -14,6 +14,7 @@ use aya::{
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
         tc::{self, SchedClassifierLinkId, TcAttachType},
+        xdp::XdpLink,
         xdp::XdpLinkId,
         SchedClassifier, Xdp, XdpMode,
     },
@@ -212,17 +213,34 @@ pub struct DataPlane {
     tc: BTreeMap<(TcProgram, u32), Attachment<SchedClassifierLinkId>>,
     /// Where attachments are pinned (persist mode).
     link_dir: Option<PathBuf>,
+    /// An upgrade's predecessor links, still running the old build's programs: the next
+    /// attach to the same port moves the link to our program (bpf_link_update), never detaches.
+    replace_xdp: BTreeMap<u32, (PinnedLink, AttachedMode)>,
+    replace_tc: BTreeMap<(TcProgram, u32), PinnedLink>,
 }
 
 /// The stamp of the embedded object: a vrfd adopts pins only of the very same object (same
-/// programs, same map layouts); anything else is an upgrade.
+/// programs, same map layouts); anything else is an upgrade (fresh maps, links moved over).
+/// Conservative on purpose: a program-only change is treated as a layout change too.
 pub fn object_stamp() -> u64 {
     // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
-    crate::EBPF_OBJECT
+    let stamp = crate::EBPF_OBJECT
         .iter()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-        })
+        });
+    stamp ^ stamp_salt()
+}
+
+/// Test hook: `VRFD_TEST_STAMP_SALT=N` makes this build's stamp differ from the unsalted one,
+/// so a test can upgrade between two runs of one binary as if the map layout had changed.
+pub const STAMP_SALT_ENV: &str = "VRFD_TEST_STAMP_SALT";
+
+fn stamp_salt() -> u64 {
+    std::env::var(STAMP_SALT_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn xdp_pin_name(ifindex: u32, mode: AttachedMode) -> String {
@@ -286,6 +304,8 @@ impl DataPlane {
             attached: BTreeMap::new(),
             tc: BTreeMap::new(),
             link_dir: persist_dir.map(|d| d.join("links")),
+            replace_xdp: BTreeMap::new(),
+            replace_tc: BTreeMap::new(),
         };
         if let Some(dir) = &dp.link_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -323,6 +343,17 @@ impl DataPlane {
         if let Some((_, m)) = self.attached.get(&ifindex) {
             return Ok(*m);
         }
+        if let Some((old, mode)) = self.replace_xdp.remove(&ifindex) {
+            // Upgrade: the same link (and attach mode) now runs our program, atomically.
+            let link = XdpLink::try_from(FdLink::from(old)).context("not an XDP link")?;
+            let prog = self.program(prog_names::XDP_VRF)?;
+            let id = prog
+                .attach_to_link(link)
+                .with_context(|| format!("moving the XDP link of ifindex {ifindex}"))?;
+            let attachment = self.pin_taken_xdp(id, ifindex, mode)?;
+            self.attached.insert(ifindex, (attachment, mode));
+            return Ok(mode);
+        }
         let prog = self.program(prog_names::XDP_VRF)?;
         let (id, mode) = match mode {
             XdpAttachMode::Native => (
@@ -344,20 +375,28 @@ impl DataPlane {
                 }
             },
         };
-        let attachment = match self.link_dir.clone() {
-            None => Attachment::Owned(id),
-            Some(dir) => {
-                let path = dir.join(xdp_pin_name(ifindex, mode));
-                let link = self.program(prog_names::XDP_VRF)?.take_link(id)?;
-                let fd = FdLink::try_from(link).context("XDP attached without a bpf_link")?;
-                Attachment::Pinned(
-                    fd.pin(&path)
-                        .with_context(|| format!("pinning {}", path.display()))?,
-                )
-            }
-        };
+        let attachment = self.pin_taken_xdp(id, ifindex, mode)?;
         self.attached.insert(ifindex, (attachment, mode));
         Ok(mode)
+    }
+
+    /// In persist mode the link is taken from the program and pinned under `links/`.
+    fn pin_taken_xdp(
+        &mut self,
+        id: XdpLinkId,
+        ifindex: u32,
+        mode: AttachedMode,
+    ) -> Result<Attachment<XdpLinkId>> {
+        let Some(dir) = self.link_dir.clone() else {
+            return Ok(Attachment::Owned(id));
+        };
+        let path = dir.join(xdp_pin_name(ifindex, mode));
+        let link = self.program(prog_names::XDP_VRF)?.take_link(id)?;
+        let fd = FdLink::try_from(link).context("XDP attached without a bpf_link")?;
+        Ok(Attachment::Pinned(
+            fd.pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?,
+        ))
     }
 
     /// Take over the attachments a previous vrfd pinned (persist mode): they stay attached,
@@ -367,45 +406,71 @@ impl DataPlane {
             return Ok(0);
         };
         let mut n = 0;
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
-            let path = entry?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let Some((kind, ifindex)) = name.rsplit_once('-') else {
-                continue;
-            };
-            let Ok(ifindex) = ifindex.parse::<u32>() else {
-                continue;
-            };
-            let pinned = PinnedLink::from_pin(&path)
-                .with_context(|| format!("opening pinned link {}", path.display()))?;
-            match kind {
-                "xdp-native" | "xdp-generic" => {
-                    let mode = if kind == "xdp-native" {
-                        AttachedMode::Native
-                    } else {
-                        AttachedMode::Generic
-                    };
+        for (pin, pinned) in live_link_pins(&dir)? {
+            match pin {
+                LinkPin::Xdp(ifindex, mode) => {
                     self.attached
                         .insert(ifindex, (Attachment::Pinned(pinned), mode));
                 }
-                _ => match [TcProgram::VrfEgress, TcProgram::MemberTx]
-                    .into_iter()
-                    .find(|p| p.name() == kind)
-                {
-                    Some(p) => {
-                        self.tc.insert((p, ifindex), Attachment::Pinned(pinned));
-                    }
-                    None => continue,
-                },
+                LinkPin::Tc(program, ifindex) => {
+                    self.tc
+                        .insert((program, ifindex), Attachment::Pinned(pinned));
+                }
             }
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Upgrade: the links an older build pinned under `old` are kept attached, and moved to
+    /// this build's programs as the ports are attached (after the maps are filled); the ones
+    /// no port wants any more go with the old pins.
+    pub fn take_over(&mut self, old: &Path) -> Result<usize> {
+        let mut n = 0;
+        for (pin, pinned) in live_link_pins(old)? {
+            match pin {
+                LinkPin::Xdp(ifindex, mode) => {
+                    self.replace_xdp.insert(ifindex, (pinned, mode));
+                }
+                LinkPin::Tc(program, ifindex) => {
+                    self.replace_tc.insert((program, ifindex), pinned);
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// After an upgrade moved the pin directory into place: our links are pinned under
+    /// `dir/links` now; old links no port took are let go (their pins go with the old
+    /// directory, and with them the links). Returns how many were let go.
+    pub fn relocate(&mut self, dir: &Path) -> Result<usize> {
+        let links = dir.join("links");
+        for (ifindex, (a, mode)) in self.attached.iter_mut() {
+            if let Attachment::Pinned(_) = a {
+                let pinned = PinnedLink::from_pin(links.join(xdp_pin_name(*ifindex, *mode)))?;
+                if let Attachment::Pinned(old) = std::mem::replace(a, Attachment::Pinned(pinned)) {
+                    drop(FdLink::from(old));
+                }
+            }
+        }
+        for ((program, ifindex), a) in self.tc.iter_mut() {
+            if let Attachment::Pinned(_) = a {
+                let pinned = PinnedLink::from_pin(links.join(tc_pin_name(*program, *ifindex)))?;
+                if let Attachment::Pinned(old) = std::mem::replace(a, Attachment::Pinned(pinned)) {
+                    drop(FdLink::from(old));
+                }
+            }
+        }
+        self.link_dir = Some(links);
+        let unused = self.replace_xdp.len() + self.replace_tc.len();
+        for (_, (p, _)) in std::mem::take(&mut self.replace_xdp) {
+            drop(FdLink::from(p));
+        }
+        for (_, p) in std::mem::take(&mut self.replace_tc) {
+            drop(FdLink::from(p));
+        }
+        Ok(unused)
     }
 
     /// Detach the fast path from `ifindex`; a link that is already gone counts as detached.
@@ -431,6 +496,25 @@ impl DataPlane {
             return Ok(());
         }
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if let Some(old) = self.replace_tc.remove(&(program, ifindex)) {
+            // Upgrade: the TCX link now runs our program, atomically.
+            let link =
+                SchedClassifierLink::try_from(FdLink::from(old)).context("not a TCX link")?;
+            let id = self
+                .tc_program(program)?
+                .attach_to_link(link)
+                .with_context(|| format!("moving the {} link of {ifname}", program.name()))?;
+            let dir = self.link_dir.clone().context("an upgrade pins its links")?;
+            let link = self.tc_program(program)?.take_link(id)?;
+            let path = dir.join(tc_pin_name(program, ifindex));
+            let fd = FdLink::try_from(link).context("TCX attached without a bpf_link")?;
+            let pinned = fd
+                .pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?;
+            self.tc
+                .insert((program, ifindex), Attachment::Pinned(pinned));
+            return Ok(());
+        }
         if !tcx {
             if self.link_dir.is_some() {
                 // A previous vrfd's netlink filter survived it (it is no link to pin): one
@@ -564,6 +648,126 @@ impl DataPlane {
             .ok_or_else(|| anyhow!("explain program missing"))?
             .try_into()?;
         explain_with(prog, maps, ifindex, frame)
+    }
+}
+
+/// What a pin under `links/` names.
+enum LinkPin {
+    Xdp(u32, AttachedMode),
+    Tc(TcProgram, u32),
+}
+
+impl LinkPin {
+    fn parse(name: &str) -> Option<LinkPin> {
+        let (kind, ifindex) = name.rsplit_once('-')?;
+        let ifindex = ifindex.parse::<u32>().ok()?;
+        Some(match kind {
+            "xdp-native" => LinkPin::Xdp(ifindex, AttachedMode::Native),
+            "xdp-generic" => LinkPin::Xdp(ifindex, AttachedMode::Generic),
+            _ => LinkPin::Tc(
+                [TcProgram::VrfEgress, TcProgram::MemberTx]
+                    .into_iter()
+                    .find(|p| p.name() == kind)?,
+                ifindex,
+            ),
+        })
+    }
+
+    fn ifindex(&self) -> u32 {
+        match self {
+            LinkPin::Xdp(i, _) | LinkPin::Tc(_, i) => *i,
+        }
+    }
+}
+
+/// The links pinned under `dir` that are still attached to the interface their name says.
+/// A link whose device went away (its netns deleted, the interface removed while no vrfd ran)
+/// is defunct, and its ifindex may belong to another interface by now: it is unpinned.
+fn live_link_pins(dir: &Path) -> Result<Vec<(LinkPin, PinnedLink)>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let Some(pin) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(LinkPin::parse)
+        else {
+            continue;
+        };
+        let attached_to = bpf_link::ifindex(&path);
+        let pinned = PinnedLink::from_pin(&path)
+            .with_context(|| format!("opening pinned link {}", path.display()))?;
+        match attached_to {
+            Ok(i) if i == pin.ifindex() => out.push((pin, pinned)),
+            other => {
+                tracing::warn!(link = %path.display(), attached_to = ?other.ok(), "pinned link no longer attached to its interface: removed");
+                drop(pinned.unpin());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The ifindex a pinned XDP or TCX link is attached to (0: its device is gone), from
+/// BPF_OBJ_GET_INFO_BY_FD; aya's `LinkInfo` does not expose it.
+mod bpf_link {
+    use std::{
+        ffi::CString,
+        io,
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+        path::Path,
+    };
+
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type};
+
+    fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
+        // SAFETY: the bpf(2) syscall with a zero-initialised attribute union of its full size.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd as libc::c_long,
+                attr as *mut bpf_attr,
+                std::mem::size_of::<bpf_attr>(),
+            )
+        };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    }
+
+    pub fn ifindex(pin: &Path) -> io::Result<u32> {
+        let path = CString::new(pin.as_os_str().as_encoded_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: plain-old-data unions and structs, valid when zeroed.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.__bindgen_anon_4.pathname = path.as_ptr() as u64;
+        let fd = bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
+        // SAFETY: BPF_OBJ_GET returned a new descriptor that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: as above.
+        let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.info.bpf_fd = fd.as_raw_fd() as u32;
+        attr.info.info_len = std::mem::size_of::<bpf_link_info>() as u32;
+        attr.info.info = &mut info as *mut bpf_link_info as u64;
+        bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        // SAFETY: the kernel filled the union member of the link's type.
+        Ok(unsafe {
+            match info.type_ {
+                t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => {
+                    info.__bindgen_anon_1.xdp.ifindex
+                }
+                t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => {
+                    info.__bindgen_anon_1.tcx.ifindex
+                }
+                _ => 0,
+            }
+        })
     }
 }
 

@@ -545,6 +545,8 @@ impl Vrfd {
             .arg(config)
             .arg("--pin-path")
             .arg(pin_path)
+            // The demo's stop removes everything vrfd added (a plain stop would leave it).
+            .arg("--no-persist")
             .args(["--log-format", "plain"])
             // The log goes to a file, which the demo prints trimmed.
             .env("NO_COLOR", "1");

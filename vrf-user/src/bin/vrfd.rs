@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         },
         pin_path: args.pin_path,
         metrics: args.metrics,
-        persist: args.persist,
+        persist: !args.no_persist,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

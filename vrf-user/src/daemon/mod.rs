@@ -48,7 +48,8 @@ pub struct Options {
     pub pin_path: PathBuf,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
-    /// Leave programs, links, maps and rules in place on SIGTERM; adopt them at start.
+    /// Leave programs, links, maps and rules in place on SIGTERM; adopt (or upgrade) them at
+    /// start. The default; `--no-persist` turns it off.
     pub persist: bool,
 }
 
@@ -84,7 +85,7 @@ struct Daemon {
     heartbeat: switch::Heartbeat,
     pins: pins::PinDir,
     persist: bool,
-    /// Started on a previous vrfd's pins: its rules are ours, its maps are converged by diff.
+    /// Started on a previous vrfd's pins (adopted or upgraded): the rules it added are ours.
     adopted: bool,
     /// What the kernel applies around the route lookup, followed live.
     watch: KernelWatchers,
@@ -144,27 +145,39 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(addr) => Some(export::bind(addr).await?),
         None => None,
     };
-    let (pins, adopted) = pins::PinDir::open(&opts.pin_path, opts.persist)?;
+    let (pins, start) = pins::PinDir::open(&opts.pin_path, opts.persist)?;
+    let adopted = start == pins::Start::Adopt;
     let mut dp = DataPlane::load_with(&LoadOptions {
-        pin_dir: Some(pins.path().to_path_buf()),
+        pin_dir: Some(pins.load_dir().to_path_buf()),
         persist: opts.persist,
         ..Default::default()
     })?;
-    let heartbeat = switch::Heartbeat::default();
-    if adopted {
-        let links = dp.adopt_links()?;
-        info!(
-            links,
-            "adopting the pins of a previous vrfd: nothing is detached"
-        );
-    } else {
+    let heartbeat = switch::Heartbeat::new(&dp.maps, start != pins::Start::Fresh)?;
+    match start {
+        pins::Start::Adopt => {
+            let links = dp.adopt_links()?;
+            info!(
+                links,
+                "adopting the pins of a previous vrfd: nothing is detached"
+            );
+        }
+        pins::Start::Upgrade => {
+            let links = dp.take_over(&pins.path().join("links"))?;
+            if let Err(e) = heartbeat.follow_predecessor(pins.path()) {
+                warn!(error = %format!("{e:#}"), "the older build's switch runs out meanwhile");
+            }
+            info!(
+                links,
+                "upgrade: filling fresh maps, then moving each link to this build"
+            );
+        }
         // Armed and expired: whatever gets attached passes to the kernel until the first
         // full plan is written and the first heartbeat says so.
-        heartbeat.extend(&mut dp.maps, Duration::ZERO)?;
+        pins::Start::Fresh => heartbeat.extend(&mut dp.maps, Duration::ZERO)?,
     }
     let telemetry = export::DaemonMetrics::default();
     let _exporter = match listener {
-        Some(l) => Some(export::spawn(l, pins.path(), telemetry.clone())?),
+        Some(l) => Some(export::spawn(l, pins.load_dir(), telemetry.clone())?),
         None => None,
     };
     let writer = if adopted {
@@ -185,7 +198,7 @@ pub async fn run(opts: Options) -> Result<()> {
         heartbeat,
         pins,
         persist: opts.persist,
-        adopted,
+        adopted: start != pins::Start::Fresh,
         watch,
         logged: BTreeMap::new(),
     };
@@ -250,6 +263,8 @@ impl Daemon {
         self.resync().await?;
         // The view is complete and in the maps: the fast path may decide from now on.
         self.heartbeat.beat(&mut self.dp.maps)?;
+        self.pins.finish_upgrade(&mut self.dp)?;
+        self.heartbeat.drop_predecessor();
         self.ready();
 
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -379,6 +394,7 @@ impl Daemon {
 
     /// Dump everything again and converge the maps to it.
     async fn resync(&mut self) -> Result<()> {
+        let _busy = self.heartbeat.hold();
         let snapshot = snapshot(&self.netlink, &mut self.nexthops).await?;
         self.engine.load(snapshot);
         self.apply_plan().await
@@ -399,6 +415,7 @@ impl Daemon {
     }
 
     async fn apply(&mut self, dirty: Dirty) -> Result<()> {
+        let _busy = self.heartbeat.hold();
         if dirty.resync {
             info!("resync");
             self.telemetry.resync();
@@ -461,6 +478,7 @@ impl Daemon {
 
     /// The sysctls changed: rewrite links whose flags changed.
     fn refresh_links(&mut self) -> Result<()> {
+        let _busy = self.heartbeat.hold();
         self.writer.apply_links(&self.engine.links())
     }
 

@@ -16,36 +16,107 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 pub struct PinDir {
     path: PathBuf,
     _lock: File,
-    /// Left in place on drop (persist mode's plain stop).
+    /// Left in place on drop (a plain stop: the next vrfd adopts it).
     keep: bool,
+    /// An upgrade under way: this build's maps and links are pinned here until they replace
+    /// the older build's under `path`.
+    side: Option<PathBuf>,
+}
+
+/// What a starting vrfd found under its pin path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Nothing usable: fresh maps, fresh attachments (the switch armed and expired until the
+    /// first plan is written).
+    Fresh,
+    /// Pins of this very build: its maps are converged by diff, its links kept as they are.
+    Adopt,
+    /// Pins of another build with live links: make-before-break, fresh maps filled under a
+    /// side directory, then each link moved to this build's program, then the pins swapped.
+    Upgrade,
+}
+
+/// `<dir>-<what>` next to `dir` on the same bpffs (bpffs refuses names with a dot: EPERM).
+fn sibling(dir: &Path, what: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("-{what}"));
+    dir.with_file_name(name)
+}
+
+fn has_links(dir: &Path) -> bool {
+    fs::read_dir(dir.join("links")).is_ok_and(|mut e| e.next().is_some())
 }
 
 impl PinDir {
-    /// With `adopt`, pins a previous vrfd of the very same object left (its stamp in
-    /// HEARTBEAT) are kept and `true` is returned; anything else there is removed.
-    pub fn open(path: &Path, adopt: bool) -> Result<(Self, bool)> {
-        if adopt && path.is_dir() {
+    /// With `persist`, pins a previous vrfd of the very same object left (its stamp in
+    /// HEARTBEAT) are adopted, and pins of another build with links still attached are
+    /// upgraded; anything else there is removed.
+    pub fn open(path: &Path, persist: bool) -> Result<(Self, Start)> {
+        if persist && path.is_dir() {
             let parent = path.parent().unwrap_or(Path::new("/"));
             ensure_bpffs(parent)?;
             let lock = lock(path)?;
+            let mut dir = PinDir {
+                path: path.to_path_buf(),
+                _lock: lock,
+                keep: false,
+                side: None,
+            };
             match pinned_stamp(path) {
                 Some(stamp) if stamp == crate::dataplane::object_stamp() => {
-                    return Ok((
-                        PinDir {
-                            path: path.to_path_buf(),
-                            _lock: lock,
-                            keep: false,
-                        },
-                        true,
-                    ));
+                    return Ok((dir, Start::Adopt));
+                }
+                Some(stamp) if has_links(path) => {
+                    let side = sibling(path, "upgrade");
+                    if side.exists() {
+                        // An upgrade that did not finish: its links are pinned under `path`
+                        // too, its maps go (the programs that use them hold them).
+                        fs::remove_dir_all(&side)
+                            .with_context(|| format!("removing stale {}", side.display()))?;
+                    }
+                    make_dir(&side)?;
+                    tracing::info!(path = %path.display(), old = format_args!("{stamp:#x}"), new = format_args!("{:#x}", crate::dataplane::object_stamp()), "pins of another build: upgrading make-before-break");
+                    dir.side = Some(side);
+                    return Ok((dir, Start::Upgrade));
                 }
                 other => {
-                    warn!(path = %path.display(), stamp = ?other, "pins of another build (or none readable): starting afresh")
+                    warn!(path = %path.display(), stamp = ?other, "pins of another build (or none readable), nothing attached: starting afresh")
                 }
             }
-            drop(lock);
+            dir.keep = true;
+            drop(dir);
         }
-        Ok((Self::create(path)?, false))
+        Ok((Self::create(path)?, Start::Fresh))
+    }
+
+    /// Where this vrfd loads and pins its maps (the side directory during an upgrade).
+    pub fn load_dir(&self) -> &Path {
+        self.side.as_deref().unwrap_or(&self.path)
+    }
+
+    /// The upgrade's last step, once every wanted link runs this build's program: the side
+    /// directory takes the pin path's place and the older build's pins go (links no port
+    /// wanted any more go with them, detached).
+    pub fn finish_upgrade(&mut self, dp: &mut crate::dataplane::DataPlane) -> Result<()> {
+        let Some(side) = self.side.take() else {
+            return Ok(());
+        };
+        let old = sibling(&self.path, "old");
+        if old.exists() {
+            fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+        // Two renames: vrfctl finds no pins for a moment, the data plane never notices.
+        fs::rename(&self.path, &old)
+            .with_context(|| format!("moving {} aside", self.path.display()))?;
+        fs::rename(&side, &self.path)
+            .with_context(|| format!("moving {} into place", side.display()))?;
+        let unused = dp.relocate(&self.path)?;
+        fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        tracing::info!(
+            unused_links_removed = unused,
+            "upgrade done: every link runs this build, the old pins are gone"
+        );
+        Ok(())
     }
 
     pub fn keep(&mut self) {
@@ -65,15 +136,12 @@ impl PinDir {
             fs::remove_dir_all(path)
                 .with_context(|| format!("removing stale {}", path.display()))?;
         }
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(path)
-            .with_context(|| format!("creating pin directory {}", path.display()))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        make_dir(path)?;
         Ok(PinDir {
             path: path.to_path_buf(),
             _lock: lock,
             keep: false,
+            side: None,
         })
     }
 
@@ -82,8 +150,23 @@ impl PinDir {
     }
 }
 
+fn make_dir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating pin directory {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
 impl Drop for PinDir {
     fn drop(&mut self) {
+        if let Some(side) = self.side.take() {
+            // An upgrade that did not finish: the older build's pins stay (its switch runs
+            // out), this build's go.
+            let _ = fs::remove_dir_all(side);
+            return;
+        }
         if self.keep {
             return;
         }
@@ -158,6 +241,12 @@ fn pinned_stamp(dir: &Path) -> Option<u64> {
 /// filters of vrf-xdp removed from every interface (kernels without TCX), the pins removed.
 pub fn detach(dir: &Path) -> Result<()> {
     use aya::programs::{links::PinnedLink, tc, tc::TcAttachType};
+    // An upgrade that stopped half way leaves pins next to the directory too.
+    for side in [sibling(dir, "upgrade"), sibling(dir, "old")] {
+        if side.exists() {
+            fs::remove_dir_all(&side).with_context(|| format!("removing {}", side.display()))?;
+        }
+    }
     let links = dir.join("links");
     if let Ok(entries) = fs::read_dir(&links) {
         for entry in entries {

@@ -1,9 +1,17 @@
 //! vrfd's half of the dead-man switch: while the main loop turns, it moves the data plane's
 //! deadline forward (and tells systemd's watchdog); a vrfd that crashes, hangs or is stopped
 //! stops doing so, and within `LEASE` every program passes every packet to the kernel.
-use std::time::Duration;
+use std::{
+    os::fd::AsFd,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use aya::maps::{Array, IterableMap as _, Map, MapData};
 use tracing::warn;
 
 use crate::maps::Maps;
@@ -28,23 +36,125 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-pub struct Heartbeat {
-    /// systemd asked for WATCHDOG=1 (WatchdogSec= in the unit).
-    watchdog: bool,
+/// One HEARTBEAT map this vrfd refreshes, with the stamp it writes there.
+struct Target {
+    map: Array<MapData, vrf_common::Heartbeat>,
+    stamp: u64,
 }
 
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Heartbeat {
-            watchdog: sd_notify::watchdog_enabled().is_some(),
+impl Target {
+    fn extend(&mut self, lease: Duration) -> Result<()> {
+        self.map
+            .set(
+                0,
+                vrf_common::Heartbeat {
+                    deadline_ns: monotonic_ns() + lease.as_nanos() as u64,
+                    stamp: self.stamp,
+                },
+                0,
+            )
+            .context("refreshing the heartbeat")
+    }
+}
+
+#[derive(Default)]
+struct Targets {
+    ours: Option<Target>,
+    /// During an upgrade: the older build's HEARTBEAT, so its programs keep deciding (on the
+    /// maps its vrfd left) until each link has moved to ours.
+    predecessor: Option<Target>,
+    /// Whether our programs may decide yet: a fresh start beats only once the first full plan
+    /// is written, so the beating thread leaves an expired lease alone until then.
+    live: bool,
+}
+
+impl Targets {
+    fn beat(&mut self) -> Result<()> {
+        if let Some(t) = &mut self.predecessor {
+            if let Err(e) = t.extend(LEASE) {
+                warn!(error = %format!("{e:#}"), "refreshing the older build's heartbeat");
+            }
+        }
+        if !self.live {
+            return Ok(());
+        }
+        match &mut self.ours {
+            Some(t) => t.extend(LEASE),
+            None => Ok(()),
         }
     }
 }
 
+pub struct Heartbeat {
+    /// systemd asked for WATCHDOG=1 (WatchdogSec= in the unit).
+    watchdog: bool,
+    /// Shared with the beating thread.
+    targets: Arc<Mutex<Targets>>,
+    busy: Arc<Busy>,
+}
+
+fn heartbeat_map(maps: &Maps) -> Result<Array<MapData, vrf_common::Heartbeat>> {
+    let fd = maps
+        .heartbeat
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating the HEARTBEAT map")?;
+    Ok(Map::from_map_data(MapData::from_fd(fd)?)?.try_into()?)
+}
+
 impl Heartbeat {
+    /// The heartbeat in `maps`; `live`: our programs may decide from the first beat on (an
+    /// adopted or upgraded data plane), else only after [`Heartbeat::beat`] is first called.
+    pub fn new(maps: &Maps, live: bool) -> Result<Self> {
+        let hb = Heartbeat {
+            watchdog: sd_notify::watchdog_enabled().is_some(),
+            targets: Arc::new(Mutex::new(Targets {
+                ours: Some(Target {
+                    map: heartbeat_map(maps)?,
+                    stamp: crate::dataplane::object_stamp(),
+                }),
+                predecessor: None,
+                live,
+            })),
+            busy: Arc::new(Busy::default()),
+        };
+        hb.spawn_beater();
+        Ok(hb)
+    }
+
+    /// Also refresh the older build's HEARTBEAT pinned under `dir` (an upgrade), keeping its
+    /// stamp, until [`Heartbeat::drop_predecessor`].
+    pub fn follow_predecessor(&self, dir: &std::path::Path) -> Result<()> {
+        let data = MapData::from_pin(dir.join(vrf_common::map_names::HEARTBEAT))
+            .context("opening the older build's HEARTBEAT")?;
+        let map: Array<MapData, vrf_common::Heartbeat> = Map::from_map_data(data)?
+            .try_into()
+            .context("the older build's HEARTBEAT has another layout")?;
+        let stamp = map.get(&0, 0)?.stamp;
+        let mut t = Target { map, stamp };
+        t.extend(LEASE)?;
+        self.lock().predecessor = Some(t);
+        Ok(())
+    }
+
+    pub fn drop_predecessor(&self) {
+        self.lock().predecessor = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Targets> {
+        // A panic in the guard thread leaves plain data behind: keep using it.
+        self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The loop is alive: extend the data plane's lease, pet systemd's watchdog.
-    pub fn beat(&self, maps: &mut Maps) -> Result<()> {
-        self.extend(maps, LEASE)?;
+    pub fn beat(&self, _maps: &mut Maps) -> Result<()> {
+        {
+            let mut t = self.lock();
+            t.live = true;
+            t.beat()?;
+        }
         if self.watchdog {
             if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
                 warn!(error = %e, "sd_notify WATCHDOG=1 failed");
@@ -54,10 +164,97 @@ impl Heartbeat {
     }
 
     /// Let the data plane decide for `lease` from now (and no longer).
-    pub fn extend(&self, maps: &mut Maps, lease: Duration) -> Result<()> {
-        maps.set_heartbeat(vrf_common::Heartbeat {
-            deadline_ns: monotonic_ns() + lease.as_nanos() as u64,
-            stamp: crate::dataplane::object_stamp(),
-        })
+    pub fn extend(&self, _maps: &mut Maps, lease: Duration) -> Result<()> {
+        match &mut self.lock().ours {
+            Some(t) => t.extend(lease),
+            None => Ok(()),
+        }
+    }
+
+    /// Keep beating while the main loop works on something long (a resync: the dump, the plan
+    /// and the writes of a million routes outlast the lease many times over; a batch of
+    /// events that touches every route), for at most [`BUSY_MAX`]: a vrfd that crashes or is
+    /// stopped stops the beating thread too (same process), one stuck inside the work hands
+    /// over after that bound. The beats stop when the guard is dropped.
+    pub fn hold(&self) -> BusyGuard {
+        // One beat now: the lease left from the main loop's last tick may be short already.
+        if let Err(e) = self.lock().beat() {
+            warn!(error = %format!("{e:#}"), "heartbeat before long work");
+        }
+        let set = self
+            .busy
+            .since
+            .compare_exchange(0, monotonic_ns(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        BusyGuard {
+            busy: set.then(|| self.busy.clone()),
+        }
+    }
+
+    fn spawn_beater(&self) {
+        let targets = self.targets.clone();
+        let busy = self.busy.clone();
+        let watchdog = self.watchdog;
+        let spawned = std::thread::Builder::new()
+            .name("vrfd-busy-beat".into())
+            .spawn(move || {
+                let mut warned = false;
+                while !busy.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(REFRESH);
+                    let since = busy.since.load(Ordering::SeqCst);
+                    if since == 0 {
+                        warned = false;
+                        continue;
+                    }
+                    if monotonic_ns().saturating_sub(since) > BUSY_MAX.as_nanos() as u64 {
+                        if !warned {
+                            warn!(max = ?BUSY_MAX, "vrfd busy for too long: no more heartbeats until it is done (the kernel decides)");
+                            warned = true;
+                        }
+                        continue;
+                    }
+                    let mut t = targets.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = t.beat() {
+                        warn!(error = %format!("{e:#}"), "heartbeat during long work");
+                    }
+                    drop(t);
+                    if watchdog {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "no beating thread: long resyncs may trip the switch");
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.busy.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The main loop's "busy since" (CLOCK_MONOTONIC ns, 0 = idle), shared with the beating thread.
+#[derive(Default)]
+struct Busy {
+    since: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// The longest one piece of work keeps the data plane deciding by itself.
+pub const BUSY_MAX: Duration = Duration::from_secs(30);
+
+/// See [`Heartbeat::hold`].
+pub struct BusyGuard {
+    /// Set when this guard marked the loop busy (a nested one leaves it to the outer).
+    busy: Option<Arc<Busy>>,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if let Some(b) = self.busy.take() {
+            b.since.store(0, Ordering::SeqCst);
+        }
     }
 }
