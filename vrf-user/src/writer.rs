@@ -38,6 +38,9 @@ pub struct MapWriter {
     stats_slots: BTreeMap<u32, u32>,
     links: BTreeMap<u32, Link>,
     tx_ports: BTreeSet<u32>,
+    /// Links that cannot take an XDP redirect (the kernel says so): kept out of TX_PORTS, so
+    /// the fast path passes what it would send there to the kernel.
+    no_redirect: BTreeSet<u32>,
     /// PORTS: (device, VLAN id or 0) → member or bond.
     ports: BTreeMap<(u32, u16), u32>,
     /// VLAN_PORTS: VLAN device → (parent, VLAN id).
@@ -79,6 +82,7 @@ impl MapWriter {
             stats_slots: BTreeMap::new(),
             links: BTreeMap::new(),
             tx_ports: BTreeSet::new(),
+            no_redirect: BTreeSet::new(),
             ports: BTreeMap::new(),
             vlan_ports: BTreeMap::new(),
             routes: HashMap::new(),
@@ -188,6 +192,12 @@ impl MapWriter {
         Ok(())
     }
 
+    /// The links that cannot take an XDP redirect now (see [`crate::xdp_target`]); the next
+    /// [`apply_links`](Self::apply_links) takes them out of TX_PORTS or puts them back.
+    pub fn set_redirect_refused(&mut self, refused: BTreeSet<u32>) {
+        self.no_redirect = refused;
+    }
+
     /// Converge LINKS and TX_PORTS (also alone: sysctls change without events). Links whose VRF
     /// has no slot are left out.
     pub fn apply_links(&mut self, desired: &BTreeMap<u32, LinkPlan>) -> Result<()> {
@@ -198,7 +208,10 @@ impl MapWriter {
             };
             written.insert(*ifindex);
             // A VLAN device takes no redirect: its frames go tagged to its parent.
-            if !self.tx_ports.contains(ifindex) && link.flags & (LINK_VRF_DEVICE | LINK_VLAN) == 0 {
+            if !self.tx_ports.contains(ifindex)
+                && link.flags & (LINK_VRF_DEVICE | LINK_VLAN) == 0
+                && !self.no_redirect.contains(ifindex)
+            {
                 self.maps.add_tx_port(*ifindex)?;
                 self.tx_ports.insert(*ifindex);
             }
@@ -224,7 +237,7 @@ impl MapWriter {
         let gone: Vec<u32> = self
             .tx_ports
             .iter()
-            .filter(|i| !written.contains(i))
+            .filter(|i| !written.contains(i) || self.no_redirect.contains(i))
             .copied()
             .collect();
         for ifindex in gone {

@@ -3,6 +3,7 @@
 //! netlink → [`Engine`] (mirror, VRFs, plan) → [`MapWriter`] (maps) → attach (members) →
 //! export (pins, metrics).
 pub mod export;
+mod periodic;
 mod pins;
 mod rules;
 pub mod switch;
@@ -79,6 +80,16 @@ struct Daemon {
     persist: bool,
     /// Started on a previous vrfd's pins: its rules are ours, its maps are converged by diff.
     adopted: bool,
+    neighbours: periodic::Neighbours,
+    redirect: periodic::RedirectTargets,
+    verifier: periodic::Verifier,
+}
+
+/// What only the kernel can tell against the configuration (see
+/// [`crate::config::check_against_kernel`]).
+fn check_config_against_kernel(config: &Config, engine: &Engine) -> anyhow::Result<()> {
+    let links: Vec<crate::model::LinkInfo> = engine.mirror().links().cloned().collect();
+    crate::config::check_against_kernel(config, &links)
 }
 
 /// Run vrfd until SIGINT/SIGTERM; everything attached, added or pinned is undone on return.
@@ -93,6 +104,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let snapshot = snapshot(&netlink, &mut nexthops).await?;
     let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
     engine.load(snapshot);
+    check_config_against_kernel(&config, &engine).map_err(ConfigError)?;
     for d in &config.vrf {
         for name in &d.interfaces {
             if engine.mirror().link_by_name(name).is_none() {
@@ -152,6 +164,9 @@ pub async fn run(opts: Options) -> Result<()> {
         pins,
         persist: opts.persist,
         adopted,
+        neighbours: periodic::Neighbours::new(),
+        redirect: periodic::RedirectTargets::new(),
+        verifier: periodic::Verifier::new(),
     };
     let result = daemon
         .serve(
@@ -210,13 +225,20 @@ impl Daemon {
         let mut poll = tokio::time::interval(SYSCTL_POLL);
         let mut capture = tokio::time::interval(CAPTURE_WATCH);
         let mut beat = tokio::time::interval(switch::REFRESH);
+        let mut neighbours = tokio::time::interval(crate::neigh_activity::INTERVAL);
+        let mut verify = periodic::verify_timer(config.verify_period());
         loop {
             tokio::select! {
                 _ = beat.tick() => self.heartbeat.beat(&mut self.dp.maps)?,
+                _ = neighbours.tick() => self.neighbours.tick(&mut self.dp.maps, &self.telemetry),
+                _ = verify.tick() => self.verifier.run(&mut self.dp, &self.telemetry),
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = sighup.recv() => {
                     if let Some(new) = self.reload(&config, config_path).await? {
+                        if new.verify_interval != config.verify_interval {
+                            verify = periodic::verify_timer(new.verify_period());
+                        }
                         config = new;
                     }
                 }
@@ -268,6 +290,10 @@ impl Daemon {
                 return Ok(None);
             }
         };
+        if let Err(e) = check_config_against_kernel(&config, &self.engine) {
+            error!(error = %format!("{e:#}"), "SIGHUP: configuration refused, the running one stays");
+            return Ok(None);
+        }
         for d in &config.vrf {
             for name in &d.interfaces {
                 if self.engine.mirror().link_by_name(name).is_none() {
@@ -335,6 +361,10 @@ impl Daemon {
                 warn!(vrf = %v.name, interface = %m, "declared member does not exist (yet)");
             }
         }
+        let refused = self
+            .redirect
+            .refused(self.engine.mirror(), plan.links.keys());
+        self.writer.set_redirect_refused(refused);
         self.writer.apply_plan(&plan)?;
         self.attach(plan.xdp_ports())?;
         self.attach_tc().await
@@ -359,7 +389,10 @@ impl Daemon {
 
     /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
     fn refresh_links(&mut self) -> Result<()> {
-        self.writer.apply_links(&self.engine.links())
+        let links = self.engine.links();
+        let refused = self.redirect.refused(self.engine.mirror(), links.keys());
+        self.writer.set_redirect_refused(refused);
+        self.writer.apply_links(&links)
     }
 
     /// `LINK_CAPTURE` on while `vrfctl capture` renews its lease, off once it stopped or died.
