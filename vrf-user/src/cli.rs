@@ -19,8 +19,10 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 /// On kernels without vrf.ko, declare VRFs in a TOML file (see --config).
 ///
 /// vrfd runs in the foreground, pins its maps for vrfctl, signals readiness (a log line, and
-/// READY=1 to systemd when NOTIFY_SOCKET is set), and on SIGINT/SIGTERM detaches everything,
-/// removes the ip rules it added and its pins (unless --persist).
+/// READY=1 to systemd when NOTIFY_SOCKET is set), and on SIGINT/SIGTERM detaches everything
+/// and removes its pins (unless --persist). The ip rules it adds for declared VRFs (tagged
+/// `proto 246`) stay: they are the VRFs' kernel path; vrfd removes one when its VRF leaves the
+/// configuration, and `vrfd --detach --remove-rules` all of them.
 ///
 /// Dead-man switch: the programs decide only while vrfd's main loop refreshes a heartbeat
 /// (every 250 ms; WATCHDOG=1 to systemd with it when WatchdogSec= is set). 1.5 s after the
@@ -82,6 +84,11 @@ pub struct VrfdArgs {
     /// and exit; the ip rules stay (they are the declared VRFs' kernel path).
     #[arg(long, conflicts_with = "persist")]
     pub detach: bool,
+
+    /// With --detach: remove the ip rules vrfd added too (tagged `proto 246`), for a full
+    /// removal. Without them the declared VRFs' traffic is routed by the main table.
+    #[arg(long, requires = "detach")]
+    pub remove_rules: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -230,7 +230,7 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = beat.tick() => self.heartbeat.beat(&mut self.dp.maps)?,
-                _ = neighbours.tick() => self.neighbours.tick(&mut self.dp.maps, &self.telemetry),
+                _ = neighbours.tick() => self.neighbours.tick(&mut self.dp.maps, self.engine.mirror(), &self.telemetry),
                 _ = verify.tick() => self.verifier.run(&mut self.dp, &self.telemetry),
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
@@ -496,7 +496,7 @@ impl Daemon {
                 warn!(ifindex, error = %format!("{e:#}"), "removing the root qdisc vrfd added");
             }
         }
-        self.rules.remove_all(&self.netlink).await;
-        info!("stopped: programs detached, rules and pins removed");
+        // The declared VRFs' rules stay: they keep each VRF's traffic in its table without vrfd.
+        info!("stopped: programs detached and pins removed; the VRFs' ip rules stay");
     }
 }

@@ -10,8 +10,14 @@ use tracing::{debug, info, warn};
 
 use super::export::DaemonMetrics;
 use crate::{
-    dataplane::DataPlane, maps::Maps, mirror::Mirror, neigh_activity::NeighActivity,
-    oracle::RouteOracle, verify, xdp_target::XdpFeatureProbe,
+    dataplane::DataPlane,
+    maps::Maps,
+    mirror::Mirror,
+    model::{NUD_NOARP, NUD_PERMANENT},
+    neigh_activity::NeighActivity,
+    oracle::RouteOracle,
+    verify,
+    xdp_target::XdpFeatureProbe,
 };
 
 /// Routes asked about per VRF on each periodic verify (drawn at random each run): bounds the
@@ -32,11 +38,22 @@ impl Neighbours {
         Neighbours { activity }
     }
 
-    pub fn tick(&mut self, maps: &mut Maps, metrics: &DaemonMetrics) {
+    pub fn tick(&mut self, maps: &mut Maps, mirror: &Mirror, metrics: &DaemonMetrics) {
         let Some(activity) = &mut self.activity else {
             return;
         };
-        match activity.tick(maps) {
+        // Only entries the kernel itself revalidates: NTF_USE would demote a PERMANENT one to a
+        // learnt one (and NOARP ones are never probed).
+        let dynamic = |key: &vrf_common::NeighKey| {
+            let addr = match key.family {
+                4 => std::net::IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]),
+                _ => std::net::IpAddr::from(key.addr),
+            };
+            mirror
+                .neighbour(key.ifindex, addr)
+                .is_some_and(|n| n.state & (NUD_PERMANENT | NUD_NOARP) == 0)
+        };
+        match activity.tick_where(maps, dynamic) {
             Ok(t) => {
                 metrics.neighbour_reports(t.reported as u64);
                 if !t.refused.is_empty() {
