@@ -27,10 +27,13 @@ const SETTLE: Duration = Duration::from_secs(3);
 const VRFS: [(&str, u32); 2] = [("red", 110), ("blue", 120)];
 
 fn gateways(vrf: &str) -> Vec<(String, &'static str, &'static str)> {
-    [("1", "10.0.2.2", "fd00:2::2"), ("2", "10.0.3.2", "fd00:3::2")]
-        .into_iter()
-        .map(|(i, g4, g6)| (format!("{vrf}{i}"), g4, g6))
-        .collect()
+    [
+        ("1", "10.0.2.2", "fd00:2::2"),
+        ("2", "10.0.3.2", "fd00:3::2"),
+    ]
+    .into_iter()
+    .map(|(i, g4, g6)| (format!("{vrf}{i}"), g4, g6))
+    .collect()
 }
 
 /// One random operation as `ip -batch` lines (errors such as EEXIST or ESRCH are the kernel's
@@ -184,7 +187,8 @@ fn the_data_plane_follows_the_kernel_under_random_churn() {
                  disagrees with the kernel:\n{report:#}\nlast operations:\n{history}\n\
                  kernel table 110:\n{}\ntable 120:\n{}",
                 r.ip(&["route", "show", "table", "110"]).unwrap_or_default()
-                    + &r.ip(&["-6", "route", "show", "table", "110"]).unwrap_or_default(),
+                    + &r.ip(&["-6", "route", "show", "table", "110"])
+                        .unwrap_or_default(),
                 r.ip(&["route", "show", "table", "120"]).unwrap_or_default(),
             );
             std::thread::sleep(Duration::from_millis(100));

@@ -59,6 +59,9 @@ pub struct MapWriter {
     capture: bool,
     /// What a previous vrfd left in the maps, until the first full plan converged them.
     adopted: Option<Adopted>,
+    /// VRFs and links left to the kernel for want of a slot (reported once each).
+    unserved_vrfs: BTreeSet<String>,
+    unserved_links: BTreeSet<u32>,
 }
 
 /// The live entries of adopted maps that no plan has claimed yet. The first full plan
@@ -94,6 +97,8 @@ impl MapWriter {
             counts: HashMap::new(),
             capture: false,
             adopted: None,
+            unserved_vrfs: BTreeSet::new(),
+            unserved_links: BTreeSet::new(),
         }
     }
 
@@ -327,9 +332,19 @@ impl MapWriter {
             },
         };
         let capture = if self.capture { LINK_CAPTURE } else { 0 };
+        let Some(stats_slot) = self.stats_slot_of(ifindex)? else {
+            if self.unserved_links.insert(ifindex) {
+                tracing::warn!(
+                    ifindex,
+                    "more than {MAX_LINKS} links: this one is left to the kernel"
+                );
+            }
+            return Ok(None);
+        };
+        self.unserved_links.remove(&ifindex);
         Ok(Some(Link {
             vrf,
-            stats_slot: self.stats_slot_of(ifindex)?,
+            stats_slot,
             mtu: plan.mtu,
             mac: plan.mac,
             flags: flags | capture,
@@ -354,17 +369,39 @@ impl MapWriter {
         Ok(())
     }
 
-    fn stats_slot_of(&mut self, ifindex: u32) -> Result<u32> {
+    /// The stats slot of `ifindex`; None when every slot is held by a link in LINKS (that link
+    /// is then left to the kernel). Slots of links no longer in LINKS are kept (a member that
+    /// comes back keeps its counters) until they are needed: then they are reclaimed, so links
+    /// that come and go thousands of times never run out.
+    fn stats_slot_of(&mut self, ifindex: u32) -> Result<Option<u32>> {
         if let Some(s) = self.stats_slots.get(&ifindex) {
-            return Ok(*s);
+            return Ok(Some(*s));
         }
         let used: BTreeSet<u32> = self.stats_slots.values().copied().collect();
-        let Some(s) = (0..MAX_LINKS).find(|s| !used.contains(s)) else {
-            bail!("more than {MAX_LINKS} links");
+        let s = match (0..MAX_LINKS).find(|s| !used.contains(s)) {
+            Some(s) => s,
+            None => {
+                let stale: Vec<u32> = self
+                    .stats_slots
+                    .keys()
+                    .filter(|i| !self.links.contains_key(i))
+                    .copied()
+                    .collect();
+                for i in &stale {
+                    self.stats_slots.remove(i);
+                }
+                let Some(s) = stale
+                    .first()
+                    .and((0..MAX_LINKS).find(|s| !self.stats_slots.values().any(|u| u == s)))
+                else {
+                    return Ok(None);
+                };
+                s
+            }
         };
         self.maps.reset_link_counters(s)?;
         self.stats_slots.insert(ifindex, s);
-        Ok(s)
+        Ok(Some(s))
     }
 
     /// Give every VRF a slot (new slots start with zeroed counters) and free the slots of VRFs
@@ -389,11 +426,13 @@ impl MapWriter {
             }
             let used: BTreeSet<u32> = self.vrf_slots.values().copied().collect();
             let Some(slot) = (0..MAX_VRFS).find(|s| !used.contains(s)) else {
-                bail!(
-                    "more than {MAX_VRFS} VRFs: VRF {} is left to the kernel",
-                    v.name
-                );
+                // Not served (its links get no entry): the kernel routes it; vrfd goes on.
+                if self.unserved_vrfs.insert(v.name.clone()) {
+                    tracing::warn!(vrf = %v.name, "more than {MAX_VRFS} VRFs: this one is not served, the kernel routes it");
+                }
+                continue;
             };
+            self.unserved_vrfs.remove(&v.name);
             self.maps.reset_vrf_counters(slot)?;
             self.vrf_slots.insert(v.name.clone(), slot);
         }
