@@ -550,6 +550,7 @@ pub fn child(args: &[String]) -> Result<()> {
         table: table.context("--table")?,
         interfaces: members,
         rule_priority: 1000,
+        netfilter: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

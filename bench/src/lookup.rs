@@ -367,6 +367,7 @@ pub(super) fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
                 mtu: 1500,
                 mac: m.router_mac,
                 flags: LINK_UP | LINK_MEMBER | LINK_FWD4 | LINK_FWD6,
+                mtu6: 1500,
             },
         )?;
         maps.add_tx_port(m.ifindex)?;

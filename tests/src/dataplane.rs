@@ -251,6 +251,7 @@ impl Fixture {
                     mtu: MTU,
                     mac: m.mac,
                     flags: MEMBER_FLAGS,
+                    mtu6: MTU,
                 },
             )?;
         }
@@ -263,6 +264,7 @@ impl Fixture {
                 mtu: 65535,
                 mac: vblue.mac,
                 flags: LINK_UP | LINK_VRF_DEVICE,
+                mtu6: 65535,
             },
         )?;
         {

@@ -102,6 +102,7 @@ fn program_member(
             mtu,
             mac: m.router_mac,
             flags: LINK_UP | LINK_MEMBER | LINK_FWD4 | LINK_FWD6,
+            mtu6: mtu,
         },
     )?;
     dp.maps.reset_link_counters(stats_slot)?;

@@ -393,6 +393,7 @@ fn ipv6_forwarding_follows_all_forwarding_not_the_members_flag() {
         table: 110,
         interfaces: vec!["red0".into(), "red1".into()],
         rule_priority: 1000,
+        netfilter: Default::default(),
     }];
     let (mut dp, _) = router.run_in(|| sync_data_plane(declared)).expect("sync");
     let a = topo.member("red", 0);

@@ -236,3 +236,70 @@ fn member_tx_ignores_links_that_are_not_members() {
         assert_eq!(counted(&fx, slot, Direction::MemberTx, Reason::Rx), (0, 0));
     }
 }
+
+/// The host's own traffic when a rule ahead of blue's `l3mdev` rule could catch it (vrfd sets
+/// these flags from the kernel's rules: an `oif`/`iif lo` rule, a uid range, a mark).
+#[test]
+fn a_rule_ahead_that_can_catch_host_traffic_sends_it_to_the_kernel() {
+    let mut fx = Fixture::new();
+    let frame = host_frame(&fx, "10.2.0.1", "10.200.3.4", 64);
+    let vblue = fx.vblue.ifindex;
+    fx.update_vrf(BLUE, |v| v.flags |= vrf_common::VRF_LOCAL_RULE4);
+    let out = run_tc(&mut fx, TcProgram::VrfEgress, vblue, &frame);
+    assert_eq!(out.action, TC_ACT_OK, "the kernel's output lookup decides");
+    assert_eq!(out.frame, frame, "untouched for the kernel");
+    assert_eq!(
+        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassPolicyRule).0,
+        1
+    );
+    // The IPv6 flag is IPv6's alone.
+    fx.update_vrf(BLUE, |v| {
+        v.flags = (v.flags & !vrf_common::VRF_LOCAL_RULE4) | vrf_common::VRF_LOCAL_RULE6
+    });
+    let out = run_tc(&mut fx, TcProgram::VrfEgress, vblue, &frame);
+    assert_eq!(
+        out.action, TC_ACT_REDIRECT,
+        "an IPv6 rule does not concern IPv4"
+    );
+}
+
+#[test]
+fn a_rule_ahead_that_matches_only_marks_passes_marked_host_traffic_only() {
+    let mut fx = Fixture::new();
+    let frame = host_frame(&fx, "10.2.0.1", "10.200.3.4", 64);
+    let vblue = fx.vblue.ifindex;
+    fx.update_vrf(BLUE, |v| v.flags |= vrf_common::VRF_LOCAL_MARKED4);
+    let run = |fx: &mut Fixture, mark: u32| {
+        let Fixture { ns, dp, .. } = fx;
+        ns.run_in(|| dp.run_tc_marked(TcProgram::VrfEgress, vblue, mark, &frame))
+            .expect("tc run")
+    };
+    assert_eq!(
+        run(&mut fx, 0).action,
+        TC_ACT_REDIRECT,
+        "unmarked: fast path"
+    );
+    let marked = run(&mut fx, 0x42);
+    assert_eq!(marked.action, TC_ACT_OK, "SO_MARK 0x42: the kernel's rules");
+    assert_eq!(marked.frame, frame);
+    assert_eq!(
+        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassPolicyRule).0,
+        1
+    );
+}
+
+#[test]
+fn host_ipv6_larger_than_the_members_ipv6_mtu_is_left_to_the_kernel() {
+    // bpf_check_mtu knows the device MTU only; `net.ipv6.conf.<member>.mtu` is tighter.
+    let mut fx = Fixture::new();
+    let frame = host_frame(&fx, "fd00:2::1", "fd00:200::5", 64);
+    let b1 = fx.b1;
+    fx.update_link(b1, |l| l.mtu6 = 1280);
+    let vblue = fx.vblue.ifindex;
+    let out = run_tc(&mut fx, TcProgram::VrfEgress, vblue, &frame);
+    assert_eq!(out.action, TC_ACT_OK);
+    assert_eq!(
+        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassMtu).0,
+        1
+    );
+}

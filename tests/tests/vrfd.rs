@@ -1523,7 +1523,7 @@ fn a_rule_ahead_of_a_vrfs_rule_degrades_it_until_removed() {
     let degraded = |vrf: &str| vrfd.show_vrf(vrf).unwrap()["degraded"].as_bool().unwrap();
 
     // A rule at priority 500 that could send red0's traffic elsewhere: the fast path cannot know
-    // what the kernel will decide for red, so red goes to the kernel entirely.
+    // what the kernel will decide for red's IPv4, so that goes to the kernel (IPv6 does not).
     r.ip(&[
         "rule", "add", "iif", "red0", "lookup", "main", "pref", "500",
     ])
@@ -1534,8 +1534,12 @@ fn a_rule_ahead_of_a_vrfs_rule_degrades_it_until_removed() {
     });
     assert!(!degraded("blue"), "blue has no rule ahead of its own");
     for (iif, dst) in [("red0", "10.0.2.2"), ("red1", "10.0.1.2")] {
-        assert_eq!(lookup(&vrfd, "red", Some(iif), None, dst), "pass/degraded");
+        assert_eq!(
+            lookup(&vrfd, "red", Some(iif), None, dst),
+            "pass/policy_rule"
+        );
     }
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "an IPv4 rule ahead, red's IPv6");
     // The kernel forwards red's pings (main has no route, so table 110 still decides).
     let before = Snapshot::take(&topo, &vrfd);
     let p = ping(topo.host("red", 0), "10.0.2.2", PINGS).unwrap();
@@ -1865,6 +1869,441 @@ fn deleting_one_ipv4_alias_keeps_the_other_as_the_kernel_does() {
     );
     await_fate(&vrfd, "red", Some("red0"), dst, "pass/unreachable", FOLLOW);
 
+    stop(vrfd, &topo);
+    finish(topo, prefix, t0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's whole decision (issue #11): for each case the kernel alone refuses (the
+// oracle), with vrfd the refused traffic does not arrive at the receiving host, traffic the
+// case does not concern keeps the fast path, and a change made while vrfd runs is followed.
+
+/// `nft -f -` in the router namespace.
+fn nft(topo: &Topology, script: &str) {
+    let mut cmd = topo.router().command("nft");
+    cmd.args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn nft");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "nft -f - <<{script}>>: {out:?}");
+}
+
+/// Deletes the nftables tables named in `tables` ("ip NAME") however the test ends.
+struct NftTables<'a>(&'a Topology, &'static [&'static str]);
+
+impl Drop for NftTables<'_> {
+    fn drop(&mut self) {
+        for t in self.1 {
+            let args: Vec<&str> = ["delete", "table"]
+                .into_iter()
+                .chain(t.split(' '))
+                .collect();
+            let _ = self.0.router().exec(std::iter::once("nft").chain(args));
+        }
+    }
+}
+
+/// One ping A→B in `vrf`: did B answer?
+fn reaches(topo: &Topology, vrf: &str, v6: bool) -> bool {
+    ping(topo.host(vrf, 0), topo.host_addr(vrf, 1, v6), 2)
+        .unwrap()
+        .received
+        > 0
+}
+
+const FWD_DROP: &str = "table ip vx_fw {
+  chain vx_forward { type filter hook forward priority 0; policy accept;
+    iifname \"red0\" ip daddr 10.0.2.2 drop; }
+}";
+
+#[test]
+fn an_nftables_forward_drop_is_honoured_live_and_bypassed_only_by_request() {
+    let t0 = Instant::now();
+    let prefix = "vd_nftdrop";
+    let topo = topology(prefix);
+    let _tables = NftTables(&topo, &["ip vx_fw"]);
+    // The oracle: the kernel alone drops red A→B; blue's identical traffic passes.
+    nft(&topo, FWD_DROP);
+    assert!(
+        !reaches(&topo, "red", false),
+        "the kernel alone forwards it?"
+    );
+    assert!(
+        reaches(&topo, "blue", false),
+        "the kernel alone drops blue?"
+    );
+    topo.router()
+        .exec(["nft", "delete", "table", "ip", "vx_fw"])
+        .unwrap();
+    // Added while vrfd runs: followed within a second.
+    let vrfd = start_on(&topo);
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "before the chain");
+    nft(&topo, FWD_DROP);
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "pass/netfilter",
+        FOLLOW,
+    );
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", false),
+        "B received what nftables drops"
+    );
+    assert!(
+        reaches(&topo, "blue", false),
+        "the rule does not concern blue"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert!(
+        d.packets("red", Reason::PassNetfilter) >= 2,
+        "{}",
+        d.describe()
+    );
+    // IPv6 is no concern of an `ip` table: still the fast path.
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv4 forward chain");
+    // Gone: the fast path comes back within a second.
+    topo.router()
+        .exec(["nft", "delete", "table", "ip", "vx_fw"])
+        .unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "forward chain removed");
+    stop(vrfd, &topo);
+
+    // By request: red's firewall is skipped, and vrfd says so once.
+    nft(&topo, FWD_DROP);
+    let bypass = topology_config(&topo).replace(
+        "name = \"red\"\n",
+        "name = \"red\"\nnetfilter = \"bypass\"\n",
+    );
+    let vrfd = Vrfd::start(topo.router(), &bypass).unwrap();
+    assert_ping_via_xdp(
+        &topo,
+        &vrfd,
+        "red",
+        false,
+        "netfilter bypassed for red by request",
+    );
+    assert_eq!(
+        lookup(&vrfd, "blue", Some("blue0"), None, "10.0.2.2"),
+        "pass/netfilter",
+        "blue still honours netfilter"
+    );
+    let log = stop(vrfd, &topo);
+    let said = json_log_lines(&log)
+        .iter()
+        .filter(|l| log_message(l).is_some_and(|m| m.contains("bypass")))
+        .count();
+    assert_eq!(said, 1, "the bypass is logged once: {log}");
+    drop(_tables);
+    finish(topo, prefix, t0);
+}
+
+#[test]
+fn a_postrouting_masquerade_is_left_to_the_kernel() {
+    let t0 = Instant::now();
+    let prefix = "vd_masq";
+    let topo = topology(prefix);
+    let _tables = NftTables(&topo, &["ip vx_nat"]);
+    let vrfd = start_on(&topo);
+    nft(
+        &topo,
+        "table ip vx_nat {
+           chain post { type nat hook postrouting priority 100; oifname \"red1\" masquerade; }
+         }",
+    );
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "pass/netfilter",
+        FOLLOW,
+    );
+    // B sees what the kernel's NAT makes of A's datagram: the router's address on red1.
+    let b = topo.host_addr4("red", 1);
+    let server = topo
+        .member("red", 1)
+        .host
+        .run_in(|| UdpSocket::bind(SocketAddr::new(b.into(), 0)))
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let client = topo
+        .host("red", 0)
+        .run_in(|| UdpSocket::bind("0.0.0.0:0"))
+        .unwrap();
+    client
+        .send_to(b"masq", server.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (_, from) = server.recv_from(&mut buf).expect("B received nothing");
+    assert_eq!(
+        from.ip(),
+        IpAddr::from(topo.router_addr4("red", 1)),
+        "B saw A's datagram unmasqueraded"
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv4 nat chain");
+    // The NAT table gone: red's IPv4 takes the fast path again.
+    topo.router()
+        .exec(["nft", "delete", "table", "ip", "vx_nat"])
+        .unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "nat table removed");
+    stop(vrfd, &topo);
+    drop(_tables);
+    finish(topo, prefix, t0);
+}
+
+/// Deletes every xfrm policy of the router namespace however the test ends.
+struct XfrmFlush<'a>(&'a Topology);
+
+impl Drop for XfrmFlush<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.router().ip(&["xfrm", "policy", "flush"]);
+    }
+}
+
+#[test]
+fn an_ipsec_block_policy_is_honoured_live() {
+    let t0 = Instant::now();
+    let prefix = "vd_xfrm";
+    let topo = topology(prefix);
+    let _flush = XfrmFlush(&topo);
+    let r = topo.router();
+    let block = [
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "10.0.1.0/24",
+        "dst",
+        "10.0.2.0/24",
+        "dir",
+        "fwd",
+        "action",
+        "block",
+    ];
+    // The oracle: the kernel alone blocks it.
+    r.ip(&block).unwrap();
+    assert!(
+        !reaches(&topo, "red", false),
+        "the kernel alone forwards it?"
+    );
+    r.ip(&["xfrm", "policy", "flush"]).unwrap();
+    let vrfd = start_on(&topo);
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "before the policy");
+    r.ip(&block).unwrap();
+    await_fate(&vrfd, "red", Some("red0"), "10.0.2.2", "pass/ipsec", FOLLOW);
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", false),
+        "B received what IPsec blocks"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert!(d.packets("red", Reason::PassIpsec) >= 2, "{}", d.describe());
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "an IPv4 policy");
+    r.ip(&["xfrm", "policy", "flush"]).unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "policy removed");
+    stop(vrfd, &topo);
+    drop(_flush);
+    finish(topo, prefix, t0);
+}
+
+#[test]
+fn a_rule_of_equal_priority_listed_before_the_vrfs_rule_decides_first() {
+    let t0 = Instant::now();
+    let prefix = "vd_rulesame";
+    let topo = topology(prefix);
+    let r = topo.router();
+    // Listed before the rules vrfd adds at the same priority 1000 (a new rule goes after the
+    // existing ones of its priority), so the kernel evaluates it first: A's traffic to B's
+    // subnet hits a blackhole in table 300, in both VRFs (A has the same address in each).
+    r.ip(&["route", "add", "blackhole", "10.0.2.0/24", "table", "300"])
+        .unwrap();
+    r.ip(&[
+        "rule", "add", "from", "10.0.1.2", "lookup", "300", "pref", "1000",
+    ])
+    .unwrap();
+    let vrfd = start_on(&topo);
+    let rules = r.ip(&["rule", "show", "pref", "1000"]).unwrap();
+    assert!(
+        rules.find("from 10.0.1.2").unwrap() < rules.find("iif red0").unwrap(),
+        "the test's premise: {rules}"
+    );
+    assert_eq!(
+        lookup(&vrfd, "red", Some("red0"), None, "10.0.2.2"),
+        "pass/policy_rule"
+    );
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", false),
+        "B received what table 300 blackholes"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "an IPv4 rule");
+    // Removed: the fast path again within a second; a rule that excludes mark 0 (forwarded
+    // packets carry none) added ahead while vrfd runs changes nothing.
+    r.ip(&[
+        "rule", "del", "from", "10.0.1.2", "lookup", "300", "pref", "1000",
+    ])
+    .unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "10.0.2.2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    r.ip(&[
+        "rule", "add", "fwmark", "0x1", "lookup", "300", "pref", "900",
+    ])
+    .unwrap();
+    std::thread::sleep(FOLLOW);
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "a fwmark rule ahead");
+    r.ip(&["rule", "del", "pref", "900"]).unwrap();
+    stop(vrfd, &topo);
+    finish(topo, prefix, t0);
+}
+
+#[test]
+fn disable_ipv6_on_the_ingress_member_sends_its_ipv6_to_the_kernel() {
+    let t0 = Instant::now();
+    let prefix = "vd_noipv6";
+    let topo = topology(prefix);
+    let vrfd = start_on(&topo);
+    let r = topo.router();
+    r.sysctl("net.ipv6.conf.red0.disable_ipv6", "1").unwrap();
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "fd00:2::2",
+        "pass/ipv6_disabled",
+        FOLLOW,
+    );
+    let before = Snapshot::take(&topo, &vrfd);
+    assert!(
+        !reaches(&topo, "red", true),
+        "B received IPv6 the kernel drops in ip6_rcv"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    assert_ping_via_xdp(&topo, &vrfd, "red", false, "IPv6 off on red0");
+    assert_ping_via_xdp(&topo, &vrfd, "blue", true, "IPv6 off on red0 only");
+    r.sysctl("net.ipv6.conf.red0.disable_ipv6", "0").unwrap();
+    topo.restore_member("red", 0);
+    await_fate(
+        &vrfd,
+        "red",
+        Some("red0"),
+        "fd00:2::2",
+        "forward/forwarded via red1",
+        FOLLOW,
+    );
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv6 on again");
+    stop(vrfd, &topo);
+    finish(topo, prefix, t0);
+}
+
+/// A 1400-byte don't-fragment IPv6 ping from red's A to B (after A forgets what it learnt of
+/// the path): the "Packet too big: mtu=N" that came back, if any, and whether B answered.
+fn big_ping6(topo: &Topology) -> (Option<u32>, bool) {
+    let a = topo.host("red", 0);
+    a.exec(["ip", "-6", "route", "flush", "cache"]).unwrap();
+    let b = topo.host_addr("red", 1, true).to_string();
+    // ping exits 1 on a loss: the output is what matters.
+    let out = a
+        .command("ping")
+        .args(["-6", "-n", "-c1", "-W2", "-M", "do", "-s", "1400", &b])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mtu = text
+        .split("Packet too big: mtu=")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    (mtu, text.contains(" 0% packet loss"))
+}
+
+#[test]
+fn the_ipv6_mtu_of_the_egress_link_is_the_kernels_and_the_sender_learns_it() {
+    let t0 = Instant::now();
+    let prefix = "vd_mtu6";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let mtu6 = "net.ipv6.conf.red1.mtu";
+    // The oracle: the kernel alone answers Packet Too Big with red1's IPv6 MTU, not its 1500.
+    // The router's own ICMP errors are routed by main (rules send only members' ingress to
+    // table 110): give main the way back to red's A, as a router that answers would have.
+    let a_net = format!("{}/64", topo.host_addr("red", 0, true));
+    r.exec_ok(&["ip", "-6", "route", "add", &a_net, "dev", "red0"])
+        .unwrap();
+    r.sysctl(mtu6, "1300").unwrap();
+    assert_eq!(big_ping6(&topo), (Some(1300), false), "the kernel alone");
+    r.sysctl(mtu6, "1500").unwrap();
+    assert_eq!(big_ping6(&topo), (None, true), "the kernel alone, 1500");
+
+    let vrfd = start_on(&topo);
+    // While vrfd runs: a tighter IPv6 MTU is followed within a second.
+    r.sysctl(mtu6, "1300").unwrap();
+    std::thread::sleep(FOLLOW);
+    let before = Snapshot::take(&topo, &vrfd);
+    assert_eq!(
+        big_ping6(&topo),
+        (Some(1300), false),
+        "a packet over red1's IPv6 MTU must meet the kernel's Packet Too Big, not leave by XDP"
+    );
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert!(d.packets("red", Reason::PassMtu) >= 1, "{}", d.describe());
+    assert_eq!(d.packets("red", Reason::Forwarded), 0, "{}", d.describe());
+    // Packets that fit still take the fast path.
+    assert_ping_via_xdp(&topo, &vrfd, "red", true, "IPv6 MTU 1300, small packets");
+    // Back to 1500: the big ping is forwarded again (by XDP: nothing is too big now).
+    r.sysctl(mtu6, "1500").unwrap();
+    std::thread::sleep(FOLLOW);
+    let before = Snapshot::take(&topo, &vrfd);
+    assert_eq!(big_ping6(&topo), (None, true), "IPv6 MTU 1500 again");
+    let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
+    assert!(d.packets("red", Reason::Forwarded) >= 1, "{}", d.describe());
     stop(vrfd, &topo);
     finish(topo, prefix, t0);
 }

@@ -189,6 +189,7 @@ fn frame_on_known_link_without_member_flag_passes_untouched_and_uncounted() {
                 mtu: MTU,
                 mac: o.mac,
                 flags: LINK_UP | LINK_FWD4 | LINK_FWD6,
+                mtu6: MTU,
             },
         )
         .unwrap();
@@ -578,6 +579,7 @@ fn egress_only_link(fx: &mut Fixture) -> [u8; 6] {
                 mtu: MTU,
                 mac: o.mac,
                 flags: LINK_UP,
+                mtu6: MTU,
             },
         )
         .unwrap();
@@ -904,6 +906,7 @@ fn chained_vrf_device_hops_pass_as_unsupported() {
                 mtu: 65535,
                 mac: o.mac,
                 flags: LINK_UP | LINK_VRF_DEVICE,
+                mtu6: 65535,
             },
         )
         .unwrap();

@@ -147,12 +147,38 @@ fn route_mtu(fam: Family) -> u16 {
     fam.pick(800, 1300)
 }
 
+/// r1's MTU as the writer writes it: the device's, and IPv6's never above it.
+fn set_link_mtu(fx: &mut Fixture, mtu: u32) {
+    fx.update_link(fx.r1, |l| {
+        l.mtu = mtu;
+        l.mtu6 = l.mtu6.min(mtu);
+    });
+}
+
+#[test]
+fn ipv6_forwarding_uses_the_links_ipv6_mtu_and_ipv4_ignores_it() {
+    // `net.ipv6.conf.r1.mtu = 1280` under a 1500 device MTU: ip6_forward checks 1280.
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        fx.update_link(fx.r1, |l| l.mtu6 = 1280);
+        let big = fam.udp_of_ip_len(&fx, fam.red_remote, 1281);
+        let fits = fam.udp_of_ip_len(&fx, fam.red_remote, 1280);
+        let mac = fam.mac(fx.r1, 1);
+        if fam.v6 {
+            fx.expect_pass(fx.r0, &big, Reason::PassMtu);
+        } else {
+            fx.expect_forward(fx.r0, &big, fx.r1, fam.red_gw, mac, RED);
+        }
+        fx.expect_forward(fx.r0, &fits, fx.r1, fam.red_gw, mac, RED);
+    });
+}
+
 #[test]
 fn larger_than_the_egress_mtu_passes_as_mtu() {
     for_each_family(|fam| {
         let mut fx = Fixture::new();
         let mtu = small_link_mtu(fam);
-        fx.update_link(fx.r1, |l| l.mtu = mtu);
+        set_link_mtu(&mut fx, mtu);
         let frame = fam.udp_of_ip_len(&fx, fam.red_remote, mtu as usize + 1);
         fx.expect_pass(fx.r0, &frame, Reason::PassMtu);
     });
@@ -163,7 +189,7 @@ fn exactly_the_egress_mtu_is_forwarded() {
     for_each_family(|fam| {
         let mut fx = Fixture::new();
         let mtu = small_link_mtu(fam);
-        fx.update_link(fx.r1, |l| l.mtu = mtu);
+        set_link_mtu(&mut fx, mtu);
         let frame = fam.udp_of_ip_len(&fx, fam.red_remote, mtu as usize);
         let mac = fam.mac(fx.r1, 1);
         fx.expect_forward(fx.r0, &frame, fx.r1, fam.red_gw, mac, RED);
@@ -211,7 +237,7 @@ fn route_mtu_looser_than_the_link_does_not_raise_it() {
     for_each_family(|fam| {
         let mut fx = Fixture::new();
         let mtu = small_link_mtu(fam);
-        fx.update_link(fx.r1, |l| l.mtu = mtu);
+        set_link_mtu(&mut fx, mtu);
         route_with_mtu(&mut fx, fam, 1400);
         let dst = fam.pick("10.42.0.5", "fd00:42::5");
         let frame = fam.udp_of_ip_len(&fx, dst, mtu as usize + 1);

@@ -58,6 +58,7 @@ impl Vlans {
                 mtu: MTU,
                 mac: m.mac,
                 flags: VLAN_FLAGS,
+                mtu6: MTU,
             };
             fx.dp.maps.set_link(m.ifindex, &link).unwrap();
             fx.dp.maps.set_port(trunk.ifindex, vid, m.ifindex).unwrap();

@@ -93,6 +93,9 @@ pub struct Link {
     pub mac: [u8; 6],
     /// `LINK_*` bits.
     pub flags: u16,
+    /// The MTU IPv6 forwarding uses out of this link: `net.ipv6.conf.<link>.mtu` (set by router
+    /// advertisements too, never above `mtu`), which `ip6_forward` checks instead of the device's.
+    pub mtu6: u32,
 }
 
 pub const LINK_UP: u16 = 1 << 0;
@@ -158,6 +161,16 @@ pub const VRF_RULE6: u32 = 1 << 7;
 /// Any reason the kernel must decide this VRF's IPv4 (IPv6) traffic itself.
 pub const VRF_KERNEL4: u32 = VRF_NETFILTER4 | VRF_IPSEC4 | VRF_RULE4;
 pub const VRF_KERNEL6: u32 = VRF_NETFILTER6 | VRF_IPSEC6 | VRF_RULE6;
+/// The operator bypassed netfilter for this VRF (`netfilter = "bypass"`): for `vrfctl show`
+/// only, the data plane does not read it.
+pub const VRF_NETFILTER_BYPASS: u32 = 1 << 8;
+/// A rule ahead of the VRF's `l3mdev` rule could catch what the host itself sends in the VRF
+/// (an `oif`/`iif lo` rule, a uid range, a mark 0 would match…): the tc egress path passes it.
+pub const VRF_LOCAL_RULE4: u32 = 1 << 9;
+pub const VRF_LOCAL_RULE6: u32 = 1 << 10;
+/// Such a rule matches only marked packets (`SO_MARK`): the tc path passes those with a mark.
+pub const VRF_LOCAL_MARKED4: u32 = 1 << 11;
+pub const VRF_LOCAL_MARKED6: u32 = 1 << 12;
 
 /// Why a VRF's traffic of one family (4 or 6) goes to the kernel, if it does: netfilter first,
 /// then IPsec, then rules (the order the kernel meets them does not matter, only that one is
@@ -611,7 +624,7 @@ pub const fn table_key(table: u32) -> [u8; 4] {
 }
 
 // Sizes fixed by the maps and by the program's bounds.
-const _: () = assert!(core::mem::size_of::<Link>() == 20);
+const _: () = assert!(core::mem::size_of::<Link>() == 24);
 const _: () = assert!(core::mem::size_of::<Vrf>() == 40);
 const _: () = assert!(core::mem::size_of::<Fib4Key>() == 8);
 const _: () = assert!(core::mem::size_of::<Fib6Key>() == 20);

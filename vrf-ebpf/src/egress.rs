@@ -13,12 +13,15 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use vrf_common::{Action, Direction, Reason, LINK_MEMBER, LINK_VRF_DEVICE};
+use vrf_common::{
+    Action, Direction, Reason, LINK_MEMBER, LINK_VRF_DEVICE, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6,
+    VRF_LOCAL_RULE4, VRF_LOCAL_RULE6,
+};
 
 use crate::{
     capture, counters, forward,
-    maps::LINKS,
-    parse::{Frame, ETH_LEN, IPV6_LEN},
+    maps::{LINKS, VRFS},
+    parse::{self, EthHdr, Frame, ETH_LEN, IPV6_LEN},
     rewrite, switch,
 };
 
@@ -41,8 +44,11 @@ pub fn tc_vrf_egress(ctx: TcContext) -> i32 {
         data: ctx.data(),
         data_end: ctx.data_end(),
     };
+    let mark = unsafe { (*ctx.skb.skb).mark };
     let mut verdict = if switch::vrfd_gone() {
         forward::Verdict::only(Reason::PassVrfdGone, dev.vrf)
+    } else if local_rule_ahead(frame, dev.vrf, mark) {
+        forward::Verdict::only(Reason::PassPolicyRule, dev.vrf)
     } else {
         forward::decide::<true>(frame, ifindex, &dev)
     };
@@ -59,6 +65,24 @@ pub fn tc_vrf_egress(ctx: TcContext) -> i32 {
     }
     counters::count(&dev, Direction::VrfEgress, verdict.reason, bytes);
     action
+}
+
+/// Could a rule ahead of the VRF's `l3mdev` rule catch this host-sent packet (its family, its
+/// `SO_MARK`)? Then the kernel's output route lookup decides, not the VRF's table.
+#[inline(always)]
+fn local_rule_ahead(frame: Frame, vrf: u32, mark: u32) -> bool {
+    let Some(v) = VRFS.get(vrf) else {
+        return false;
+    };
+    let Some(eth) = frame.ptr_at::<EthHdr>(0) else {
+        return false;
+    };
+    let (any, marked) = if unsafe { (*eth).proto } == parse::ETH_P_IPV6 {
+        (VRF_LOCAL_RULE6, VRF_LOCAL_MARKED6)
+    } else {
+        (VRF_LOCAL_RULE4, VRF_LOCAL_MARKED4)
+    };
+    v.flags & any != 0 || (mark != 0 && v.flags & marked != 0)
 }
 
 /// MTU (GSO-aware), redirect, rewrite — the redirect only records its target until we return,

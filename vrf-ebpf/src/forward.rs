@@ -191,7 +191,7 @@ fn ipv4<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
     if (!LOCAL_OUT && ttl <= 1) || ttl == 0 {
         return only(Reason::PassTtl);
     }
-    if !fits(LOCAL_OUT, tot_len, &route, &egress.link) {
+    if !fits(LOCAL_OUT, false, tot_len, &route, &egress.link) {
         return only(Reason::PassMtu);
     }
     let (family, neighbour) = if egress.path.flags & NH_GATEWAY == 0 {
@@ -288,7 +288,13 @@ fn ipv6<const LOCAL_OUT: bool>(frame: Frame, ifindex: u32, member: &Link, vrf: &
     if egress.link.flags & LINK_V6_DISABLED != 0 {
         return Verdict::only(Reason::PassIpv6Disabled, egress.vrf);
     }
-    if !fits(LOCAL_OUT, IPV6_LEN + payload_len, &route, &egress.link) {
+    if !fits(
+        LOCAL_OUT,
+        true,
+        IPV6_LEN + payload_len,
+        &route,
+        &egress.link,
+    ) {
         return only(Reason::PassMtu);
     }
     let neighbour = if egress.path.flags & NH_GATEWAY == 0 {
@@ -452,18 +458,19 @@ fn egress(
 /// super-packet: the tc entry checks the egress MTU GSO-aware (bpf_check_mtu) instead, and only
 /// a route MTU metric, which that helper does not know, sends the packet to the kernel here.
 #[inline(always)]
-fn fits(local_out: bool, ip_len: usize, route: &Route, link: &Link) -> bool {
+fn fits(local_out: bool, v6: bool, ip_len: usize, route: &Route, link: &Link) -> bool {
     if local_out {
-        route.mtu == 0
+        // bpf_check_mtu knows the device MTU only: a tighter IPv6 one is the kernel's to apply.
+        route.mtu == 0 && (!v6 || link.mtu6 >= link.mtu)
     } else {
-        ip_len <= mtu(route, link)
+        ip_len <= mtu(route, link, v6)
     }
 }
 
-/// The route's MTU metric when it is tighter than the link's.
+/// The route's MTU metric when it is tighter than the link's (for IPv6, the link's IPv6 MTU).
 #[inline(always)]
-fn mtu(route: &Route, link: &Link) -> usize {
-    let m = link.mtu as usize;
+fn mtu(route: &Route, link: &Link, v6: bool) -> usize {
+    let m = if v6 { link.mtu6 } else { link.mtu } as usize;
     if route.mtu != 0 && (route.mtu as usize) < m {
         route.mtu as usize
     } else {

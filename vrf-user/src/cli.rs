@@ -47,6 +47,14 @@ pub struct VrfdArgs {
     ///   table = 110                # kernel routing table id
     ///   interfaces = ["r1", "r2"]  # member interfaces
     ///   rule_priority = 1000       # optional: priority of `ip rule iif <member> lookup 110`
+    ///   netfilter = "bypass"       # optional: skip the firewall for this VRF (default "honour")
+    ///
+    ///   [[kernel_vrf]]             # settings for a kernel VRF device, by its name
+    ///   name = "vrf-blue"
+    ///   netfilter = "bypass"
+    ///
+    /// By default a netfilter chain or IPsec policy that could act on a VRF's forwarded traffic,
+    /// or a policy rule ahead of the VRF's own, sends that family's packets to the kernel.
     #[arg(long, value_name = "FILE", verbatim_doc_comment)]
     pub config: Option<PathBuf>,
 

@@ -22,6 +22,30 @@ pub struct Config {
     pub verify_interval: Option<u64>,
     #[serde(default)]
     pub vrf: Vec<DeclaredVrf>,
+    /// Settings for kernel VRF devices (which need no declaration), by device name.
+    #[serde(default)]
+    pub kernel_vrf: Vec<KernelVrf>,
+}
+
+/// Whether netfilter's rules are honoured for a VRF's forwarded traffic.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Netfilter {
+    /// A chain that could act on the VRF's traffic sends it to the kernel (the default).
+    #[default]
+    Honour,
+    /// The operator says the firewall does not concern this VRF: the fast path skips it.
+    Bypass,
+}
+
+/// Settings for a kernel VRF device.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KernelVrf {
+    /// The VRF device's name (`ip link add <name> type vrf table N`).
+    pub name: String,
+    #[serde(default)]
+    pub netfilter: Netfilter,
 }
 
 /// A VRF made of policy routing: members whose lookups an `ip rule` sends to `table`.
@@ -39,6 +63,8 @@ pub struct DeclaredVrf {
     /// Priority of the `ip rule iif <member> lookup <table>` rules.
     #[serde(default = "default_priority")]
     pub rule_priority: u32,
+    #[serde(default)]
+    pub netfilter: Netfilter,
 }
 
 fn default_priority() -> u32 {
@@ -99,9 +125,38 @@ impl Config {
         self.verify_interval.map(std::time::Duration::from_secs)
     }
 
+    /// Names of the VRFs (declared or kernel devices) whose netfilter is bypassed.
+    pub fn netfilter_bypass(&self) -> std::collections::BTreeSet<String> {
+        let declared = self.vrf.iter().map(|v| (&v.name, v.netfilter));
+        let kernel = self.kernel_vrf.iter().map(|v| (&v.name, v.netfilter));
+        declared
+            .chain(kernel)
+            .filter(|(_, n)| *n == Netfilter::Bypass)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     fn validate(&self) -> Result<()> {
         if self.verify_interval == Some(0) {
             bail!("verify_interval = 0: give seconds (at least 1), or leave it out for no periodic verify");
+        }
+        let mut kernel_names = HashMap::new();
+        for k in &self.kernel_vrf {
+            if k.name.is_empty() || k.name.len() > 15 || k.name.contains(['/', ' ']) {
+                bail!(
+                    "[[kernel_vrf]] name {:?} is not a valid interface name",
+                    k.name
+                );
+            }
+            if kernel_names.insert(k.name.as_str(), ()).is_some() {
+                bail!("[[kernel_vrf]] {:?} is listed twice", k.name);
+            }
+            if self.vrf.iter().any(|v| v.name == k.name) {
+                bail!(
+                    "{:?} is both a declared [[vrf]] and a [[kernel_vrf]]: one name, one VRF",
+                    k.name
+                );
+            }
         }
         let mut names = HashMap::new();
         let mut tables = HashMap::new();
@@ -188,6 +243,18 @@ impl Config {
 pub fn check_against_kernel(config: &Config, links: &[crate::model::LinkInfo]) -> Result<()> {
     let by_index: HashMap<u32, &crate::model::LinkInfo> =
         links.iter().map(|l| (l.ifindex, l)).collect();
+    for k in &config.kernel_vrf {
+        // Absent is fine (it may be created later); present as something else is a mistake.
+        if let Some(l) = links.iter().find(|l| l.name == k.name) {
+            if l.kind.as_deref() != Some("vrf") {
+                bail!(
+                    "[[kernel_vrf]] {:?}: that interface is a {} device, not a VRF",
+                    k.name,
+                    l.kind.as_deref().unwrap_or("plain")
+                );
+            }
+        }
+    }
     for vrf in &config.vrf {
         if let Some(dev) = links
             .iter()
@@ -374,5 +441,24 @@ mod tests {
         .unwrap();
         assert_eq!(on.verify_period(), Some(std::time::Duration::from_secs(30)));
         assert!(err("verify_interval = 0\n").contains("verify_interval = 0"));
+    }
+
+    #[test]
+    fn netfilter_bypass_for_declared_and_kernel_vrfs() {
+        let c = Config::parse(
+            "[[vrf]]\nname = \"red\"\ntable = 110\ninterfaces = [\"r1\"]\nnetfilter = \"bypass\"\n\n[[kernel_vrf]]\nname = \"vrf-blue\"\nnetfilter = \"bypass\"\n\n[[kernel_vrf]]\nname = \"vrf-green\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.netfilter_bypass(),
+            ["red".to_string(), "vrf-blue".to_string()].into()
+        );
+        assert!(
+            err("[[kernel_vrf]]\nname = \"v\"\nnetfilter = \"off\"\n").contains("unknown variant")
+        );
+        assert!(
+            err("[[kernel_vrf]]\nname = \"v\"\n\n[[kernel_vrf]]\nname = \"v\"\n")
+                .contains("listed twice")
+        );
     }
 }

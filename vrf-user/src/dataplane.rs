@@ -521,9 +521,21 @@ impl DataPlane {
         ifindex: u32,
         packet: &[u8],
     ) -> Result<RunResult<TcAction>> {
+        self.run_tc_marked(program, ifindex, 0, packet)
+    }
+
+    /// [`run_tc`](Self::run_tc) for a packet carrying `skb->mark` (a socket's `SO_MARK`).
+    pub fn run_tc_marked(
+        &mut self,
+        program: TcProgram,
+        ifindex: u32,
+        mark: u32,
+        packet: &[u8],
+    ) -> Result<RunResult<TcAction>> {
         let prog = self.tc_program(program)?;
-        // struct __sk_buff is 192 bytes; ifindex is its 11th u32 (offset 40).
+        // struct __sk_buff is 192 bytes; mark is its 3rd u32 (offset 8), ifindex its 11th (40).
         let mut ctx = [0u32; 48];
+        ctx[2] = mark;
         ctx[10] = ifindex;
         test_run(prog, bytemuck::cast_slice(&ctx), packet).with_context(|| {
             format!(

@@ -43,7 +43,44 @@ pub struct VrfReport {
     pub routes4: u32,
     pub routes6: u32,
     pub neighbours: u32,
+    /// Some or all of the VRF's traffic goes to the kernel (a map overflowed, or a reason below).
     pub degraded: bool,
+    /// Why the kernel decides the VRF's IPv4 / IPv6 traffic ("netfilter", "ipsec", "rule").
+    pub kernel4: Vec<&'static str>,
+    pub kernel6: Vec<&'static str>,
+    /// Netfilter is bypassed for this VRF by the configuration.
+    pub netfilter_bypass: bool,
+}
+
+/// The per-family kernel reasons a VRF entry carries, by the names `vrfctl show` prints.
+fn kernel_reasons(flags: u32, v6: bool) -> Vec<&'static str> {
+    use vrf_common::{
+        VRF_IPSEC4, VRF_IPSEC6, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6, VRF_LOCAL_RULE4,
+        VRF_LOCAL_RULE6, VRF_NETFILTER4, VRF_NETFILTER6, VRF_RULE4, VRF_RULE6,
+    };
+    // "host rule": the host's own traffic (tc egress) goes to the kernel; "host marked rule":
+    // only its marked packets do.
+    let bits = if v6 {
+        [
+            (VRF_NETFILTER6, "netfilter"),
+            (VRF_IPSEC6, "ipsec"),
+            (VRF_RULE6, "rule"),
+            (VRF_LOCAL_RULE6, "host rule"),
+            (VRF_LOCAL_MARKED6, "host marked rule"),
+        ]
+    } else {
+        [
+            (VRF_NETFILTER4, "netfilter"),
+            (VRF_IPSEC4, "ipsec"),
+            (VRF_RULE4, "rule"),
+            (VRF_LOCAL_RULE4, "host rule"),
+            (VRF_LOCAL_MARKED4, "host marked rule"),
+        ]
+    };
+    bits.iter()
+        .filter(|(b, _)| flags & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -84,7 +121,11 @@ pub fn vrfs(maps: &Maps) -> Result<Vec<VrfReport>> {
             routes4: v.routes4,
             routes6: v.routes6,
             neighbours: v.neighbours,
-            degraded: v.flags & VRF_DEGRADED != 0,
+            degraded: v.flags & (VRF_DEGRADED | vrf_common::VRF_KERNEL4 | vrf_common::VRF_KERNEL6)
+                != 0,
+            kernel4: kernel_reasons(v.flags, false),
+            kernel6: kernel_reasons(v.flags, true),
+            netfilter_bypass: v.flags & vrf_common::VRF_NETFILTER_BYPASS != 0,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -11,6 +11,9 @@ use tokio::io::{unix::AsyncFd, Interest};
 pub struct Doorbell {
     fd: AsyncFd<Socket>,
     poll: Duration,
+    /// When the poll period ends: kept across calls, so a select loop whose other branches
+    /// fire more often than `poll` (the heartbeat) does not starve the re-read.
+    deadline: tokio::time::Instant,
 }
 
 impl Doorbell {
@@ -27,14 +30,18 @@ impl Doorbell {
         let fd = unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }
             .map_err(io::Error::from)
             .context("registering with tokio")?;
-        Ok(Doorbell { fd, poll })
+        Ok(Doorbell {
+            fd,
+            poll,
+            deadline: tokio::time::Instant::now() + poll,
+        })
     }
 
     /// Wait until the kernel announces something (all queued messages are drained) or the poll
     /// period has passed. Errors of the socket count as announcements: the caller re-reads.
     pub async fn rung(&mut self) {
-        let poll = self.poll;
-        let _ = tokio::time::timeout(poll, async {
+        let deadline = self.deadline;
+        let _ = tokio::time::timeout_at(deadline, async {
             loop {
                 let Ok(mut guard) = self.fd.readable().await else {
                     return;
@@ -61,5 +68,6 @@ impl Doorbell {
             }
         })
         .await;
+        self.deadline = tokio::time::Instant::now() + self.poll;
     }
 }

@@ -499,8 +499,8 @@ pub fn is_host(p: IpNet) -> bool {
     p.prefix_len() == p.max_prefix_len()
 }
 
-/// Per-link sysctls that change the kernel's forwarding decision (no netlink event carries
-/// them here: they are read from /proc).
+/// Per-link sysctls that change the kernel's forwarding decision, as the plan uses them (from
+/// [`crate::sysctl`], which reads and follows them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkSysctl {
     pub forwarding4: bool,
@@ -510,27 +510,32 @@ pub struct LinkSysctl {
     /// rx-vlan-offload (ethtool): the driver may strip VLAN tags before XDP sees the frame.
     /// Not a sysctl, but like them it sends no event and is read with them.
     pub rx_vlan_offload: bool,
+    /// `disable_ipv6` (link or all): IPv6 neither in nor out of this link.
+    pub disable_ipv6: bool,
+    /// `net.ipv6.conf.<if>.mtu`; 0 when unknown (the link MTU then applies).
+    pub mtu6: u32,
 }
 
-/// Reads a link's sysctls; replaced by a fixed table in unit tests.
+impl From<&crate::sysctl::LinkSysctls> for LinkSysctl {
+    fn from(s: &crate::sysctl::LinkSysctls) -> Self {
+        LinkSysctl {
+            forwarding4: s.forwarding4,
+            forwarding6: s.forwarding6,
+            rp_filter: s.rp_filter,
+            disable_ipv6: s.disable_ipv6,
+            mtu6: s.mtu6,
+            rx_vlan_offload: s.rx_vlan_offload,
+        }
+    }
+}
+
+/// Reads a link's sysctls by name, for engines without a [`crate::sysctl::SysctlWatcher`]
+/// (tools, benches, unit tests).
 pub type SysctlReader = Box<dyn Fn(&str) -> LinkSysctl + Send>;
 
 /// The real sysctls of a link, from /proc/sys of the calling thread's network namespace.
 pub fn read_sysctls(name: &str) -> LinkSysctl {
-    let read =
-        |path: String| -> Option<u8> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-    let rp = read(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter")).unwrap_or(0);
-    let rp_all = read("/proc/sys/net/ipv4/conf/all/rp_filter".to_string()).unwrap_or(0);
-    LinkSysctl {
-        forwarding4: read(format!("/proc/sys/net/ipv4/conf/{name}/forwarding")) == Some(1),
-        // ip6_forward checks all.forwarding (or the ingress link's force_forwarding, 6.17+),
-        // never the link's own forwarding flag.
-        forwarding6: read("/proc/sys/net/ipv6/conf/all/forwarding".to_string()) == Some(1)
-            || read(format!("/proc/sys/net/ipv6/conf/{name}/force_forwarding")) == Some(1),
-        rp_filter: rp.max(rp_all),
-        // Unreadable (no such device any more): assume stripping, the safe side for a trunk.
-        rx_vlan_offload: crate::ethtool::rx_vlan_offload(name).unwrap_or(true),
-    }
+    LinkSysctl::from(&crate::sysctl::LinkSysctls::read(name))
 }
 
 #[cfg(test)]

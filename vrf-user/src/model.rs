@@ -250,6 +250,19 @@ impl RuleInfo {
             && self.iif.as_deref().is_none_or(|i| i == iif)
     }
 
+    /// Could this rule catch what the host sends inside the kernel VRF `vrf_device`? The
+    /// kernel's output lookup carries `iif lo`, the VRF device as oif, the socket's mark and
+    /// uid: `Some(true)` when an unmarked packet could match (uid ranges, addresses, ports…
+    /// count as a possible match), `Some(false)` when only a marked one could, None when
+    /// none could.
+    pub fn could_match_local_out(&self, vrf_device: &str) -> Option<bool> {
+        let catches = self.action != RuleAction::Nop
+            && !self.l3mdev
+            && self.iif.as_deref().is_none_or(|i| i == "lo")
+            && self.oif.as_deref().is_none_or(|o| o == vrf_device);
+        catches.then(|| self.fwmark.matches(0))
+    }
+
     /// `lookup local` for every packet: rule 0, mirrored into every VRF's FIB.
     pub fn is_local_lookup(&self, local_table: u32) -> bool {
         self.table == local_table

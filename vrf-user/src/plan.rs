@@ -17,7 +17,10 @@ use crate::{
         KernelEvent, KernelSnapshot, LinkInfo, NexthopKind, PathInfo, RouteInfo, RouteKind,
         RuleInfo, VlanProtocol,
     },
-    vrfs::{self, is_vrf_device, VrfView},
+    netfilter::NetfilterState,
+    sysctl::SysctlState,
+    vrfs::{self, is_vrf_device, KernelFacts, VrfView},
+    xfrm::XfrmState,
 };
 
 /// Everything the maps should hold.
@@ -126,6 +129,11 @@ pub struct Engine {
     declared: Vec<DeclaredVrf>,
     mirror: Mirror,
     sysctl: SysctlReader,
+    /// The followed sysctls by ifindex; when set, they replace `sysctl` (a link missing from
+    /// them, e.g. created since the last reading, gets the values that pass to the kernel).
+    sysctls: Option<SysctlState>,
+    /// Netfilter, IPsec and the operator's bypasses: kernel facts like links and routes.
+    facts: KernelFacts,
     vrfs: Vec<VrfView>,
     /// Member ifindex → its VRF's table.
     member_tables: HashMap<u32, u32>,
@@ -137,6 +145,8 @@ impl Engine {
             declared,
             mirror: Mirror::default(),
             sysctl,
+            sysctls: None,
+            facts: KernelFacts::default(),
             vrfs: Vec::new(),
             member_tables: HashMap::new(),
         }
@@ -173,8 +183,32 @@ impl Engine {
         self.resolve();
     }
 
+    /// Follow the sysctls from here on (the watcher's state); the links' plans change.
+    pub fn set_sysctls(&mut self, state: SysctlState) {
+        self.sysctls = Some(state);
+    }
+
+    /// A new netfilter reading: the VRFs' netfilter reasons follow.
+    pub fn set_netfilter(&mut self, state: NetfilterState) {
+        self.facts.netfilter = state;
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
+    }
+
+    /// A new xfrm reading: the VRFs' IPsec reasons follow.
+    pub fn set_xfrm(&mut self, state: XfrmState) {
+        self.facts.xfrm = state;
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
+    }
+
+    /// VRFs (by name) whose netfilter the operator bypassed.
+    pub fn set_netfilter_bypass(&mut self, names: BTreeSet<String>) {
+        self.facts.netfilter_bypass = names;
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
+    }
+
     fn resolve(&mut self) {
         self.vrfs = vrfs::resolve(&self.declared, &self.mirror);
+        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
         self.member_tables = self
             .vrfs
             .iter()
@@ -336,7 +370,18 @@ impl Engine {
             up: l.up,
             mtu: l.mtu,
             mac: l.mac.unwrap_or_default(),
-            sysctl: (self.sysctl)(&l.name),
+            sysctl: match &self.sysctls {
+                Some(state) => state.get(&l.ifindex).map_or(
+                    // Not read yet: forwarding off and IPv6 disabled both pass to the kernel.
+                    LinkSysctl {
+                        disable_ipv6: true,
+                        rx_vlan_offload: true,
+                        ..LinkSysctl::default()
+                    },
+                    LinkSysctl::from,
+                ),
+                None => (self.sysctl)(&l.name),
+            },
             vlan: None,
             trunk: false,
             tags_hidden: false,
@@ -441,6 +486,18 @@ impl Engine {
                 mtu,
                 paths: Vec::new(),
             });
+        }
+        // A path whose link lost only its carrier (RTNH_F_LINKDOWN) keeps its share of the
+        // kernel's multipath hash unless `ignore_routes_with_linkdown` is set: rehashing over
+        // the rest would not be the kernel's choice, with the sysctl or without.
+        if paths.len() > 1
+            && paths.iter().any(|p| {
+                self.mirror
+                    .link(p.ifindex)
+                    .is_some_and(|l| l.admin_up && !l.up && !is_vrf_device(l))
+            })
+        {
+            return Some(RoutePlan::TO_KERNEL);
         }
         let live: Vec<Path> = paths
             .iter()
@@ -602,6 +659,7 @@ mod tests {
             table: 110,
             interfaces: vec!["r1".into(), "r2".into()],
             rule_priority: 1000,
+            netfilter: Default::default(),
         };
         let mut e = Engine::new(
             vec![red],
@@ -609,7 +667,7 @@ mod tests {
                 forwarding4: true,
                 forwarding6: true,
                 rp_filter: 0,
-                rx_vlan_offload: false,
+                ..Default::default()
             }),
         );
         e.load(KernelSnapshot {
@@ -690,6 +748,7 @@ mod tests {
         let mut e = engine();
         let mut down = link(3, "r2");
         down.up = false;
+        down.admin_up = false;
         let dirty = e.apply(KernelEvent::NewLink(down));
         assert!(dirty.links);
         let default = e.route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
@@ -699,6 +758,18 @@ mod tests {
             "the path via the down link is dropped"
         );
         assert_eq!(default.paths[0].ifindex, 2);
+    }
+
+    #[test]
+    fn a_multipath_route_with_a_path_that_lost_its_carrier_is_the_kernels() {
+        // RTNH_F_LINKDOWN keeps the path in the kernel's hash (unless
+        // ignore_routes_with_linkdown): its flows are the kernel's to drop, not ours to move.
+        let mut e = engine();
+        let mut no_carrier = link(3, "r2");
+        no_carrier.up = false;
+        e.apply(KernelEvent::NewLink(no_carrier));
+        let default = e.route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
+        assert_eq!(default, RoutePlan::TO_KERNEL);
     }
 
     #[test]
@@ -781,6 +852,78 @@ mod tests {
             .unwrap()
             .contains("priority 500"));
         assert!(e.vrfs()[0].degraded.of(IpFamily::V6).is_empty());
+    }
+
+    #[test]
+    fn rules_ahead_of_l3mdev_that_can_catch_host_traffic_are_flagged_per_family() {
+        let mut e = Engine::new(Vec::new(), Box::new(|_| LinkSysctl::default()));
+        let mut dev = link(9, "vrf-red");
+        dev.kind = Some("vrf".into());
+        dev.vrf_table = Some(110);
+        let mut m = link(2, "r1");
+        m.master = Some(9);
+        e.apply(KernelEvent::NewLink(dev));
+        e.apply(KernelEvent::NewLink(m));
+        let l3mdev = |family| RuleInfo {
+            family,
+            priority: 1000,
+            table: 0,
+            action: RuleAction::ToTable,
+            iif: None,
+            oif: None,
+            l3mdev: true,
+            has_other_selectors: false,
+            fwmark: Default::default(),
+        };
+        let ahead = |oif: Option<&str>, iif: Option<&str>, mark: u32| RuleInfo {
+            family: IpFamily::V4,
+            priority: 900,
+            table: 300,
+            action: RuleAction::ToTable,
+            iif: iif.map(Into::into),
+            oif: oif.map(Into::into),
+            l3mdev: false,
+            has_other_selectors: mark != 0,
+            fwmark: FwMark {
+                mark,
+                mask: if mark != 0 { u32::MAX } else { 0 },
+            },
+        };
+        let judge = |e: &mut Engine, r: RuleInfo| {
+            e.load_rules(vec![r, l3mdev(IpFamily::V4), l3mdev(IpFamily::V6)]);
+            let v = &e.vrfs()[0];
+            (
+                !v.local_rules.of(IpFamily::V4).is_empty(),
+                !v.local_marked.of(IpFamily::V4).is_empty(),
+                v.local_rules.of(IpFamily::V6).is_empty()
+                    && v.local_marked.of(IpFamily::V6).is_empty(),
+            )
+        };
+        // `oif vrf-red`, `iif lo`: the output lookup carries both.
+        assert_eq!(
+            judge(&mut e, ahead(Some("vrf-red"), None, 0)),
+            (true, false, true)
+        );
+        assert_eq!(
+            judge(&mut e, ahead(None, Some("lo"), 0)),
+            (true, false, true)
+        );
+        // Another VRF's device, a member as iif: not the host's traffic in red.
+        assert_eq!(
+            judge(&mut e, ahead(Some("vrf-blue"), None, 0)),
+            (false, false, true)
+        );
+        assert_eq!(
+            judge(&mut e, ahead(None, Some("r1"), 0)),
+            (false, false, true)
+        );
+        // A mark: only what a socket marks.
+        assert_eq!(judge(&mut e, ahead(None, None, 0x42)), (false, true, true));
+        // After the l3mdev rule: never reached.
+        let mut late = ahead(None, None, 0);
+        late.priority = 2000;
+        e.load_rules(vec![l3mdev(IpFamily::V4), late]);
+        assert!(e.vrfs()[0].local_rules.of(IpFamily::V4).is_empty());
     }
 
     /// A rule matching every packet from r1 (table 300), with the given priority and mark.
@@ -1233,5 +1376,49 @@ mod tests {
             plan.paths.iter().map(|p| p.weight).collect::<Vec<_>>(),
             [1, 3]
         );
+    }
+
+    #[test]
+    fn netfilter_and_ipsec_send_one_family_to_the_kernel_unless_bypassed() {
+        use crate::netfilter::{NetfilterState, Reach};
+        let mut e = engine();
+        e.set_netfilter(NetfilterState {
+            v4: Reach::All("inet filter forward".into()),
+            v6: Reach::None,
+        });
+        let red = &e.vrfs()[0];
+        assert_eq!(red.netfilter.of(IpFamily::V4), ["inet filter forward"]);
+        assert!(red.netfilter.of(IpFamily::V6).is_empty());
+        e.set_netfilter_bypass(BTreeSet::from(["red".to_string()]));
+        assert!(e.vrfs()[0].netfilter.of(IpFamily::V4).is_empty());
+        assert!(e.vrfs()[0].netfilter_bypass);
+        e.set_netfilter_bypass(BTreeSet::new());
+        // A netdev chain on a link of no VRF may be any VRF's egress; one on another VRF's
+        // member is not ours.
+        e.set_netfilter(NetfilterState {
+            v4: Reach::Devices(BTreeSet::from(["other".into()]), "netdev t egress".into()),
+            v6: Reach::None,
+        });
+        assert!(!e.vrfs()[0].netfilter.of(IpFamily::V4).is_empty());
+        e.set_netfilter(NetfilterState::default());
+        e.set_xfrm(crate::xfrm::XfrmState {
+            v4: None,
+            v6: Some("fwd policy".into()),
+            interfaces: BTreeSet::new(),
+        });
+        assert!(e.vrfs()[0].ipsec.of(IpFamily::V4).is_empty());
+        assert_eq!(e.vrfs()[0].ipsec.of(IpFamily::V6), ["fwd policy"]);
+    }
+
+    #[test]
+    fn followed_sysctls_replace_the_reader_and_unknown_links_pass() {
+        let mut e = engine();
+        let mut s = crate::sysctl::LinkSysctls::read("no-such-link");
+        s.forwarding4 = true;
+        s.disable_ipv6 = true;
+        e.set_sysctls(crate::sysctl::SysctlState::from([(2, s)]));
+        let links = e.links();
+        assert!(links[&2].sysctl.forwarding4 && links[&2].sysctl.disable_ipv6);
+        assert!(!links[&3].sysctl.forwarding4 && links[&3].sysctl.disable_ipv6);
     }
 }

@@ -31,6 +31,9 @@ pub struct LinkSysctls {
     pub ignore_routes_with_linkdown6: bool,
     /// `net.ipv4.conf.<if>.accept_local` (or `all`): local source addresses accepted.
     pub accept_local: bool,
+    /// rx-vlan-offload (ethtool): the driver may strip VLAN tags before XDP sees the frame.
+    /// Not a sysctl, but like the unannounced ones it is re-read every poll.
+    pub rx_vlan_offload: bool,
     /// Names of the values that could not be read (and so took their kernel-sending value).
     pub unreadable: Vec<&'static str>,
 }
@@ -99,6 +102,8 @@ impl LinkSysctls {
             ignore_routes_with_linkdown4: linkdown4,
             ignore_routes_with_linkdown6: linkdown6,
             accept_local,
+            // Unreadable (no such device any more): assume stripping, the safe side for a trunk.
+            rx_vlan_offload: crate::ethtool::rx_vlan_offload(name).unwrap_or(true),
             unreadable,
         }
     }

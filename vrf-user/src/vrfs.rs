@@ -7,6 +7,8 @@ use crate::{
     config::DeclaredVrf,
     mirror::{Mirror, LOCAL_TABLE},
     model::{IpFamily, LinkInfo, RuleInfo},
+    netfilter::{NetfilterState, Reach},
+    xfrm::XfrmState,
 };
 
 /// A VRF as vrfd serves it.
@@ -20,8 +22,19 @@ pub struct VrfView {
     pub members: BTreeSet<u32>,
     /// Declared members whose interface does not exist (yet).
     pub missing: Vec<String>,
-    /// Why this VRF's packets must go to the kernel, per family.
+    /// Why the kernel's policy rules make this VRF's packets go to the kernel, per family.
     pub degraded: Degraded,
+    /// Netfilter chains that could act on this VRF's traffic, per family.
+    pub netfilter: Degraded,
+    /// xfrm (IPsec) policies that could match this VRF's forwarded traffic, per family.
+    pub ipsec: Degraded,
+    /// The operator bypassed netfilter for this VRF (`netfilter = "bypass"`).
+    pub netfilter_bypass: bool,
+    /// Rules ahead of a kernel VRF's `l3mdev` rule that could catch any packet the host sends
+    /// in it (the tc egress path leaves those to the kernel), per family.
+    pub local_rules: Degraded,
+    /// Rules ahead of it that only marked (`SO_MARK`) packets could match.
+    pub local_marked: Degraded,
 }
 
 /// Why a VRF's packets of one family must go to the kernel: every reason found, in order.
@@ -70,6 +83,11 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
             members,
             missing: Vec::new(),
             degraded: Degraded::default(),
+            netfilter: Degraded::default(),
+            ipsec: Degraded::default(),
+            netfilter_bypass: false,
+            local_rules: Degraded::default(),
+            local_marked: Degraded::default(),
         });
     }
     for d in declared {
@@ -90,6 +108,11 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
             members,
             missing,
             degraded: Degraded::default(),
+            netfilter: Degraded::default(),
+            ipsec: Degraded::default(),
+            netfilter_bypass: false,
+            local_rules: Degraded::default(),
+            local_marked: Degraded::default(),
         });
     }
     for v in &mut out {
@@ -97,8 +120,85 @@ pub fn resolve(declared: &[DeclaredVrf], mirror: &Mirror) -> Vec<VrfView> {
             .iter()
             .find(|d| d.name == v.name && v.device.is_none());
         v.degraded = rule_checks(v, declared, mirror);
+        if let Some(dev) = v.device.and_then(|i| mirror.link(i)) {
+            (v.local_rules, v.local_marked) = local_rule_checks(&dev.name, mirror);
+        }
     }
     out
+}
+
+/// The host's own traffic in a kernel VRF: per family, the rules the kernel evaluates before
+/// the first `l3mdev` rule that could catch it — any packet, or marked ones only.
+fn local_rule_checks(vrf_device: &str, mirror: &Mirror) -> (Degraded, Degraded) {
+    let (mut any, mut marked) = (Degraded::default(), Degraded::default());
+    for family in IpFamily::ALL {
+        let rules = mirror.rules().iter().filter(|r| r.family == family);
+        for r in rules.take_while(|r| !r.l3mdev) {
+            if r.is_local_lookup(LOCAL_TABLE) {
+                continue;
+            }
+            let why = || {
+                format!(
+                    "ip rule priority {} (table {}) can catch the host's own traffic",
+                    r.priority, r.table
+                )
+            };
+            match r.could_match_local_out(vrf_device) {
+                Some(true) => any.add(family, why()),
+                Some(false) => marked.add(family, why()),
+                None => {}
+            }
+        }
+    }
+    (any, marked)
+}
+
+/// What the kernel applies around the route lookup, as vrfd last read it.
+#[derive(Clone, Debug, Default)]
+pub struct KernelFacts {
+    pub netfilter: NetfilterState,
+    pub xfrm: XfrmState,
+    /// VRF names whose netfilter the operator bypassed.
+    pub netfilter_bypass: BTreeSet<String>,
+}
+
+/// Netfilter and IPsec per family for every VRF: a chain reaching all traffic of a family, or a
+/// device the VRF's traffic can cross (a member, the VRF device, or any link outside every VRF,
+/// which may be an egress of any of them), sends that family to the kernel.
+pub fn kernel_checks(vrfs: &mut [VrfView], facts: &KernelFacts, mirror: &Mirror) {
+    let members: BTreeSet<u32> = vrfs
+        .iter()
+        .flat_map(|v| v.members.iter().copied())
+        .collect();
+    let devices: BTreeSet<u32> = vrfs.iter().filter_map(|v| v.device).collect();
+    for v in vrfs.iter_mut() {
+        v.netfilter = Degraded::default();
+        v.ipsec = Degraded::default();
+        v.netfilter_bypass = facts.netfilter_bypass.contains(&v.name);
+        for family in IpFamily::ALL {
+            let (reach, ipsec) = match family {
+                IpFamily::V4 => (&facts.netfilter.v4, &facts.xfrm.v4),
+                IpFamily::V6 => (&facts.netfilter.v6, &facts.xfrm.v6),
+            };
+            if let Some(why) = ipsec {
+                v.ipsec.add(family, why.clone());
+            }
+            let Some(why) = reach.reason() else { continue };
+            if v.netfilter_bypass {
+                continue;
+            }
+            let crosses = |l: &LinkInfo| {
+                v.members.contains(&l.ifindex)
+                    || v.device == Some(l.ifindex)
+                    || !(members.contains(&l.ifindex) || devices.contains(&l.ifindex))
+            };
+            if matches!(reach, Reach::All(_))
+                || mirror.links().any(|l| reach.covers(&l.name) && crosses(l))
+            {
+                v.netfilter.add(family, why.to_string());
+            }
+        }
+    }
 }
 
 pub fn is_vrf_device(l: &LinkInfo) -> bool {

@@ -13,13 +13,17 @@ use ipnet::IpNet;
 use vrf_common::LINK_CAPTURE;
 use vrf_common::{
     Link, Nexthop, NexthopGroup, Route, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_RPF_LOOSE,
-    LINK_RPF_STRICT, LINK_TAGS_HIDDEN, LINK_TRUNK, LINK_UP, LINK_VLAN, LINK_VRF_DEVICE, MAX_LINKS,
-    MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS, NH_GATEWAY, NH_GATEWAY6, VRF_ACTIVE, VRF_DEGRADED,
+    LINK_RPF_STRICT, LINK_TAGS_HIDDEN, LINK_TRUNK, LINK_UP, LINK_V6_DISABLED, LINK_VLAN,
+    LINK_VRF_DEVICE, MAX_LINKS, MAX_PATHS, MAX_VRFS, NEXTHOP_BUCKETS, NH_GATEWAY, NH_GATEWAY6,
+    VRF_ACTIVE, VRF_DEGRADED, VRF_IPSEC4, VRF_IPSEC6, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6,
+    VRF_LOCAL_RULE4, VRF_LOCAL_RULE6, VRF_NETFILTER4, VRF_NETFILTER6, VRF_NETFILTER_BYPASS,
+    VRF_RULE4, VRF_RULE6,
 };
 
 use crate::{
     errno::is_full,
     maps::{addr16, Maps},
+    model::IpFamily,
     plan::{ChangeSet, LinkPlan, LinkRole, Path, Plan, RoutePlan},
     vrfs::VrfView,
 };
@@ -321,7 +325,7 @@ impl MapWriter {
             up |= LINK_TAGS_HIDDEN;
         }
         let (vrf, flags) = match &plan.role {
-            LinkRole::Egress => (u32::MAX, up),
+            LinkRole::Egress => (u32::MAX, up | v6_disabled(plan)),
             LinkRole::VrfDevice { vrf } => match self.vrf_slots.get(vrf) {
                 Some(slot) => (*slot, LINK_VRF_DEVICE | up),
                 None => return Ok(None),
@@ -348,6 +352,11 @@ impl MapWriter {
             mtu: plan.mtu,
             mac: plan.mac,
             flags: flags | capture,
+            // The kernel keeps it within [1280, mtu]; 0 (not known) means the device's.
+            mtu6: match plan.sysctl.mtu6 {
+                0 => plan.mtu,
+                m => m.min(plan.mtu),
+            },
         }))
     }
 
@@ -439,14 +448,21 @@ impl MapWriter {
         Ok(())
     }
 
+    /// Only the VRFs' kernel reasons changed (netfilter, IPsec, rules): write their entries.
+    /// Their names and members are those of the last full plan, so slots stay as they are.
+    pub fn apply_vrfs(&mut self, vrfs: &[VrfView]) -> Result<()> {
+        self.planned_vrfs = vrfs.to_vec();
+        self.publish_vrfs()
+    }
+
     /// Write each planned VRF's table, state and counts.
     fn publish_vrfs(&mut self) -> Result<()> {
         for v in &self.planned_vrfs {
             let Some(slot) = self.vrf_slots.get(&v.name).copied() else {
                 continue;
             };
-            let mut flags = VRF_ACTIVE;
-            if v.degraded.is_degraded() || self.overflowed.contains(&v.table) {
+            let mut flags = VRF_ACTIVE | kernel_flags(v);
+            if self.overflowed.contains(&v.table) {
                 flags |= VRF_DEGRADED;
             }
             let (routes4, routes6) = self.counts.get(&v.table).copied().unwrap_or_default();
@@ -679,10 +695,42 @@ impl MapWriter {
     }
 }
 
+/// The per-family VRF flags that send a family to the kernel, from the plan's reasons.
+fn kernel_flags(v: &VrfView) -> u32 {
+    let mut flags = 0;
+    for (reasons, f4, f6) in [
+        (&v.netfilter, VRF_NETFILTER4, VRF_NETFILTER6),
+        (&v.ipsec, VRF_IPSEC4, VRF_IPSEC6),
+        (&v.degraded, VRF_RULE4, VRF_RULE6),
+        (&v.local_rules, VRF_LOCAL_RULE4, VRF_LOCAL_RULE6),
+        (&v.local_marked, VRF_LOCAL_MARKED4, VRF_LOCAL_MARKED6),
+    ] {
+        if !reasons.of(IpFamily::V4).is_empty() {
+            flags |= f4;
+        }
+        if !reasons.of(IpFamily::V6).is_empty() {
+            flags |= f6;
+        }
+    }
+    if v.netfilter_bypass {
+        flags |= VRF_NETFILTER_BYPASS;
+    }
+    flags
+}
+
+/// `disable_ipv6` on a link: IPv6 neither arrives nor leaves there.
+fn v6_disabled(plan: &LinkPlan) -> u16 {
+    if plan.sysctl.disable_ipv6 {
+        LINK_V6_DISABLED
+    } else {
+        0
+    }
+}
+
 /// A member's flags from its sysctls (UP is added by the caller).
 fn member_flags(plan: &LinkPlan) -> u16 {
     let s = plan.sysctl;
-    let mut flags = LINK_MEMBER;
+    let mut flags = LINK_MEMBER | v6_disabled(plan);
     if s.forwarding4 {
         flags |= LINK_FWD4;
     }
@@ -787,7 +835,7 @@ mod tests {
                 forwarding4: true,
                 forwarding6: false,
                 rp_filter,
-                rx_vlan_offload: false,
+                ..Default::default()
             },
             vlan: None,
             trunk: false,
@@ -845,5 +893,32 @@ mod tests {
         }
         assert!(nexthop_group(&[(nh(1), 0)]).is_err());
         assert!(nexthop_group(&vec![nh(1); MAX_PATHS + 1]).is_err());
+    }
+
+    #[test]
+    fn kernel_reasons_become_per_family_vrf_flags() {
+        use crate::vrfs::Degraded;
+        let mut v = VrfView {
+            name: "red".into(),
+            table: 110,
+            device: None,
+            members: BTreeSet::new(),
+            missing: Vec::new(),
+            degraded: Degraded::default(),
+            netfilter: Degraded::default(),
+            ipsec: Degraded::default(),
+            netfilter_bypass: true,
+            local_rules: Degraded::default(),
+            local_marked: Degraded::default(),
+        };
+        v.netfilter.add(IpFamily::V4, "forward chain".into());
+        v.ipsec.add(IpFamily::V6, "fwd policy".into());
+        v.degraded.add(IpFamily::V6, "rule 500".into());
+        v.local_marked
+            .add(IpFamily::V4, "rule 900 fwmark 0x42".into());
+        assert_eq!(
+            kernel_flags(&v),
+            VRF_NETFILTER4 | VRF_IPSEC6 | VRF_RULE6 | VRF_NETFILTER_BYPASS | VRF_LOCAL_MARKED4
+        );
     }
 }

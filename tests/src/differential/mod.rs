@@ -418,6 +418,7 @@ impl Lab {
                     .map(|m| self.members[*m].name.clone())
                     .collect(),
                 rule_priority: RULE_PREF,
+                netfilter: Default::default(),
             })
             .collect()
     }

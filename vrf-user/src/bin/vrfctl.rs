@@ -68,7 +68,21 @@ fn run(args: Args) -> Result<()> {
                         }
                     })
                     .collect();
-                let state = if v.degraded { "degraded" } else { "ok" };
+                // Per family, what sends traffic to the kernel: "ipv4:netfilter ipv6:rule".
+                let mut why: Vec<String> = Vec::new();
+                for (family, reasons) in [("ipv4", &v.kernel4), ("ipv6", &v.kernel6)] {
+                    if !reasons.is_empty() {
+                        why.push(format!("{family}:{}", reasons.join(",")));
+                    }
+                }
+                if v.netfilter_bypass {
+                    why.push("netfilter-bypassed".into());
+                }
+                let state = match (v.degraded, why.is_empty()) {
+                    (false, true) => "ok".to_string(),
+                    (true, true) => "degraded".to_string(),
+                    (_, false) => why.join(" "),
+                };
                 println!(
                     "{:<16} {:>10} {:>8} {:>8} {:>10}  {:<9} {}",
                     v.name,

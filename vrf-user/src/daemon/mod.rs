@@ -8,7 +8,12 @@ mod pins;
 mod rules;
 pub mod switch;
 
-use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use tokio::{signal::unix::SignalKind, sync::mpsc::UnboundedReceiver};
@@ -18,19 +23,21 @@ use crate::{
     config::Config,
     dataplane::{DataPlane, LoadOptions, TcProgram, XdpAttachMode},
     mirror::{read_sysctls, Dirty},
-    model::{KernelEvent, KernelSnapshot},
+    model::{IpFamily, KernelEvent, KernelSnapshot},
+    netfilter::NetfilterWatcher,
     netlink::{
         nexthop::{NexthopEvent, NexthopSocket},
         Netlink,
     },
     plan::Engine,
+    sysctl::SysctlWatcher,
+    vrfs::VrfView,
     writer::MapWriter,
+    xfrm::XfrmWatcher,
 };
 
 pub use pins::DEFAULT_PIN_PATH;
 
-/// How often sysctls (forwarding, rp_filter), which send no events, are read again.
-const SYSCTL_POLL: Duration = Duration::from_secs(2);
 /// How often vrfd looks whether a capture holds its lease (`LINK_CAPTURE` follows it).
 const CAPTURE_WATCH: Duration = Duration::from_millis(200);
 /// Most events applied in one batch before the maps are written.
@@ -83,6 +90,10 @@ struct Daemon {
     neighbours: periodic::Neighbours,
     redirect: periodic::RedirectTargets,
     verifier: periodic::Verifier,
+    /// What the kernel applies around the route lookup, followed live.
+    watch: KernelWatchers,
+    /// The reasons last logged, per (VRF, family): each change is logged once.
+    logged: BTreeMap<(String, IpFamily), Vec<String>>,
 }
 
 /// What only the kernel can tell against the configuration (see
@@ -90,6 +101,24 @@ struct Daemon {
 fn check_config_against_kernel(config: &Config, engine: &Engine) -> anyhow::Result<()> {
     let links: Vec<crate::model::LinkInfo> = engine.mirror().links().cloned().collect();
     crate::config::check_against_kernel(config, &links)
+}
+
+/// The watchers of netfilter, IPsec and the interface sysctls (kernel facts without rtnetlink
+/// objects of their own).
+struct KernelWatchers {
+    sysctl: SysctlWatcher,
+    netfilter: NetfilterWatcher,
+    xfrm: XfrmWatcher,
+}
+
+impl KernelWatchers {
+    fn new() -> Result<Self> {
+        Ok(KernelWatchers {
+            sysctl: SysctlWatcher::new().context("following the interface sysctls")?,
+            netfilter: NetfilterWatcher::new().context("following netfilter")?,
+            xfrm: XfrmWatcher::new().context("following the xfrm policies")?,
+        })
+    }
 }
 
 /// Run vrfd until SIGINT/SIGTERM; everything attached, added or pinned is undone on return.
@@ -102,7 +131,12 @@ pub async fn run(opts: Options) -> Result<()> {
     // Subscribed before its dump, like the main socket: nothing between the two is lost.
     let (mut nexthops, mut nexthop_events) = NexthopSocket::connect().await?;
     let snapshot = snapshot(&netlink, &mut nexthops).await?;
+    let watch = KernelWatchers::new()?;
     let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
+    engine.set_sysctls(watch.sysctl.current().clone());
+    engine.set_netfilter(watch.netfilter.current().clone());
+    engine.set_xfrm(watch.xfrm.current().clone());
+    set_netfilter_bypass(&mut engine, &config, &BTreeSet::new());
     engine.load(snapshot);
     check_config_against_kernel(&config, &engine).map_err(ConfigError)?;
     for d in &config.vrf {
@@ -167,6 +201,8 @@ pub async fn run(opts: Options) -> Result<()> {
         neighbours: periodic::Neighbours::new(),
         redirect: periodic::RedirectTargets::new(),
         verifier: periodic::Verifier::new(),
+        watch,
+        logged: BTreeMap::new(),
     };
     let result = daemon
         .serve(
@@ -191,6 +227,18 @@ async fn snapshot(netlink: &Netlink, nexthops: &mut NexthopSocket) -> Result<Ker
         .await
         .context("dumping the nexthop objects")?;
     Ok(snapshot)
+}
+
+/// The VRFs whose netfilter the configuration bypasses, logged once when the bypass begins.
+fn set_netfilter_bypass(engine: &mut Engine, config: &Config, before: &BTreeSet<String>) {
+    let bypass = config.netfilter_bypass();
+    for name in bypass.difference(before) {
+        info!(vrf = %name, "netfilter is bypassed for this VRF by the configuration: its forwarded traffic skips the firewall");
+    }
+    for name in before.difference(&bypass) {
+        info!(vrf = %name, "netfilter is honoured again for this VRF");
+    }
+    engine.set_netfilter_bypass(bypass);
 }
 
 /// A nexthop socket's event as a kernel event for the mirror.
@@ -222,11 +270,12 @@ impl Daemon {
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
-        let mut poll = tokio::time::interval(SYSCTL_POLL);
         let mut capture = tokio::time::interval(CAPTURE_WATCH);
         let mut beat = tokio::time::interval(switch::REFRESH);
         let mut neighbours = tokio::time::interval(crate::neigh_activity::INTERVAL);
         let mut verify = periodic::verify_timer(config.verify_period());
+        // A veth takes redirects only while its peer has GRO or XDP: no rtnetlink event says so.
+        let mut redirect_poll = tokio::time::interval(periodic::REDIRECT_POLL);
         loop {
             tokio::select! {
                 _ = beat.tick() => self.heartbeat.beat(&mut self.dp.maps)?,
@@ -242,8 +291,20 @@ impl Daemon {
                         config = new;
                     }
                 }
-                _ = poll.tick() => self.refresh_links()?,
                 _ = capture.tick() => self.watch_capture()?,
+                _ = redirect_poll.tick() => self.refresh_links()?,
+                state = self.watch.sysctl.changed() => {
+                    self.engine.set_sysctls(state);
+                    self.refresh_links()?;
+                }
+                state = self.watch.netfilter.changed() => {
+                    self.engine.set_netfilter(state);
+                    self.refresh_vrfs()?;
+                }
+                state = self.watch.xfrm.changed() => {
+                    self.engine.set_xfrm(state);
+                    self.refresh_vrfs()?;
+                }
                 event = events.recv() => {
                     let Some(event) = event else {
                         anyhow::bail!("the rtnetlink connection closed");
@@ -302,8 +363,12 @@ impl Daemon {
                 }
             }
         }
+        if config.netfilter_bypass() != old.netfilter_bypass() {
+            set_netfilter_bypass(&mut self.engine, &config, &old.netfilter_bypass());
+            self.refresh_vrfs()?;
+        }
         if config.vrf == old.vrf {
-            info!("SIGHUP: configuration unchanged");
+            info!("SIGHUP: VRF declarations unchanged");
             return Ok(Some(config));
         }
         self.rules.remove_unwanted(&self.netlink, &config).await;
@@ -352,11 +417,6 @@ impl Daemon {
     async fn apply_plan(&mut self) -> Result<()> {
         let plan = self.engine.plan();
         for v in &plan.vrfs {
-            for family in crate::model::IpFamily::ALL {
-                for why in v.degraded.of(family) {
-                    warn!(vrf = %v.name, ?family, reason = %why, "VRF degraded: its traffic goes to the kernel");
-                }
-            }
             for m in &v.missing {
                 warn!(vrf = %v.name, interface = %m, "declared member does not exist (yet)");
             }
@@ -365,6 +425,7 @@ impl Daemon {
             .redirect
             .refused(self.engine.mirror(), plan.links.keys());
         self.writer.set_redirect_refused(refused);
+        self.log_reasons(&plan.vrfs);
         self.writer.apply_plan(&plan)?;
         self.attach(plan.xdp_ports())?;
         self.attach_tc().await
@@ -387,7 +448,51 @@ impl Daemon {
         self.writer.apply_changes(&self.engine.changes(&dirty))
     }
 
-    /// Sysctls send no netlink events: read them again and rewrite links whose flags changed.
+    /// Netfilter or IPsec changed: only the VRF entries' flags follow.
+    fn refresh_vrfs(&mut self) -> Result<()> {
+        let vrfs = self.engine.vrfs().to_vec();
+        self.log_reasons(&vrfs);
+        self.writer.apply_vrfs(&vrfs)
+    }
+
+    /// Log, once per change, why each VRF's traffic of a family goes to the kernel (and when
+    /// it takes the fast path again).
+    fn log_reasons(&mut self, vrfs: &[VrfView]) {
+        let mut now = BTreeMap::new();
+        for v in vrfs {
+            for family in IpFamily::ALL {
+                let mut why = Vec::new();
+                for (what, reasons) in [
+                    ("policy rule", &v.degraded),
+                    ("netfilter", &v.netfilter),
+                    ("ipsec", &v.ipsec),
+                    ("host traffic, policy rule", &v.local_rules),
+                    ("host traffic with a mark, policy rule", &v.local_marked),
+                ] {
+                    why.extend(reasons.of(family).iter().map(|r| format!("{what}: {r}")));
+                }
+                let key = (v.name.clone(), family);
+                if self
+                    .logged
+                    .get(&key)
+                    .map_or(!why.is_empty(), |old| *old != why)
+                {
+                    if why.is_empty() {
+                        info!(vrf = %v.name, ?family, "the VRF's traffic takes the fast path again");
+                    }
+                    for r in &why {
+                        warn!(vrf = %v.name, ?family, reason = %r, "the kernel decides this VRF's traffic of this family");
+                    }
+                }
+                if !why.is_empty() {
+                    now.insert(key, why);
+                }
+            }
+        }
+        self.logged = now;
+    }
+
+    /// The sysctls or the redirect targets changed: rewrite links whose entries changed.
     fn refresh_links(&mut self) -> Result<()> {
         let links = self.engine.links();
         let refused = self.redirect.refused(self.engine.mirror(), links.keys());

@@ -24,6 +24,9 @@ use crate::{
 /// time one run holds the event loop on large tables; every route is drawn in time.
 pub const VERIFY_SAMPLE: usize = 1024;
 
+/// How often the redirect targets are asked again (see [`RedirectTargets`]).
+pub const REDIRECT_POLL: Duration = Duration::from_secs(2);
+
 /// The fast path's neighbour marks, reported to the kernel (NTF_USE) every
 /// [`crate::neigh_activity::INTERVAL`].
 pub struct Neighbours {
