@@ -411,3 +411,37 @@ pub fn vrfctl_in<S: AsRef<OsStr>>(ns: &NetNs, pin_path: &Path, args: &[S]) -> Re
         .output()
         .with_context(|| format!("failed to start `{line}`"))
 }
+
+impl Vrfd<'_> {
+    /// The address vrfd serves metrics on (started with `--metrics 127.0.0.1:0`), from its
+    /// `serving metrics` log line.
+    pub fn metrics_addr(&self) -> Result<std::net::SocketAddr> {
+        let log = self.log();
+        json_log_lines(&log)
+            .iter()
+            .find(|l| log_message(l).is_some_and(|m| m.starts_with("serving metrics")))
+            .and_then(|l| l["fields"]["address"].as_str()?.parse().ok())
+            .with_context(|| format!("no `serving metrics` line with an address in:\n{log}"))
+    }
+
+    /// The value of the sample `name` (exact, labels included) in one scrape of `/metrics`.
+    pub fn metric(&self, name: &str) -> Result<Option<f64>> {
+        use std::io::{Read as _, Write as _};
+        let addr = self.metrics_addr()?;
+        let body = self.ns.run_in(|| -> Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })?;
+        Ok(body.lines().find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse().ok()).flatten()
+        }))
+    }
+}

@@ -170,3 +170,89 @@ fn verify_agrees_with_the_kernel_then_reports_a_corrupted_fib_entry() {
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }
+
+/// vrfd runs the same differential itself with `verify_interval`: clean, its gauges say so and
+/// when it ran; a corrupted FIB entry shows up in `vrf_xdp_verify_mismatches` and its log.
+#[test]
+fn vrfd_verifies_periodically_and_exports_the_mismatches() {
+    let prefix = "vf_period";
+    let topo = topology3(prefix);
+    topo.remove_all_rules();
+    let config = format!(
+        "verify_interval = 1\n\n{}",
+        tests::daemon::topology_config(&topo)
+    );
+    let vrfd = Vrfd::start_with(topo.router(), &config, &["--metrics", "127.0.0.1:0"])
+        .unwrap_or_else(|e| panic!("starting vrfd: {e:#}"));
+    let r = topo.router();
+    for route in [
+        ["10.9.0.0/16", "via", "10.0.2.2", "dev", "red1"],
+        ["10.7.0.0/16", "via", "10.0.3.2", "dev", "red2"],
+    ] {
+        let mut args = vec!["route", "add"];
+        args.extend(route);
+        args.extend(["table", "110"]);
+        r.ip(&args).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    await_lookup(&vrfd, "red", "10.9.128.1", "red1");
+    await_lookup(&vrfd, "red", "10.7.0.1", "red2");
+    let metric = |name: &str| vrfd.metric(name).unwrap_or_else(|e| panic!("{e:#}"));
+    // A run that started after the routes were mirrored.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let t0 = Instant::now();
+    while metric("vrf_xdp_verify_last_run_seconds").unwrap_or(0.0) <= since {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no periodic verify ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric("vrf_xdp_verify_mismatches"),
+        Some(0.0),
+        "{}",
+        vrfd.log()
+    );
+
+    let mut maps = vrfd.maps().unwrap();
+    let routes = maps.routes().unwrap();
+    let find = |p: &str| {
+        routes
+            .iter()
+            .find(|(t, prefix, _)| *t == 110 && prefix.to_string() == p)
+            .unwrap_or_else(|| panic!("no {p} in table 110 of the maps"))
+            .2
+    };
+    let (r9, r7) = (find("10.9.0.0/16"), find("10.7.0.0/16"));
+    maps.insert_route(
+        110,
+        "10.9.0.0/16".parse().unwrap(),
+        &vrf_common::Route {
+            nexthop: r7.nexthop,
+            ..r9
+        },
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while metric("vrf_xdp_verify_mismatches") != Some(1.0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the corrupted entry was not found: {:?}\n{}",
+            metric("vrf_xdp_verify_mismatches"),
+            vrfd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = vrfd.log();
+    assert!(
+        log.contains("the fast path disagrees with the kernel") && log.contains("10.9.0.0/16"),
+        "{log}"
+    );
+
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}

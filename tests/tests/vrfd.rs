@@ -662,8 +662,14 @@ fn a_neighbour_whose_mac_changes_is_followed() {
         let p = ping(topo.host("red", 0), addr, 2).unwrap();
         let d = Delta::between(&before, &Snapshot::take(&topo, &vrfd));
         assert_eq!(
-            p.received, 0,
-            "{fam}: frames to the fake MAC reached B: {p:?}"
+            p.received,
+            0,
+            "{fam}: frames to the fake MAC reached B: {p:?}\n{}\nmap {:?}\nkernel {}",
+            d.describe(),
+            map_mac(red_b.ifindex, addr).map(mac_to_string),
+            topo.router()
+                .ip(&["neigh", "show", "dev", &red_b.ifname])
+                .unwrap()
         );
         assert!(
             d.packets("red", Reason::Forwarded) >= 2,
@@ -1351,7 +1357,7 @@ fn vrfctl_lookup_agrees_with_the_packets_fate() {
 // 10.
 
 #[test]
-fn with_no_persist_sigterm_exits_0_detaches_xdp_removes_its_rules_and_pins() {
+fn with_no_persist_sigterm_exits_0_detaches_xdp_removes_its_pins_and_leaves_the_vrfs_rules() {
     let t0 = Instant::now();
     let prefix = "vd_sigterm";
     let topo = topology(prefix);
@@ -1418,17 +1424,41 @@ fn with_no_persist_sigterm_exits_0_detaches_xdp_removes_its_rules_and_pins() {
         let d = ns.ip(&["-d", "link", "show", "dev", &m.ifname]).unwrap();
         assert!(!d.contains("xdp"), "ip -d link show {}: {d}", m.ifname);
     }
+    // The declared VRFs' rules are the VRFs (#13): they stay, or red's traffic would be routed
+    // by the main table.
+    for v6 in [false, true] {
+        let got = iif_rules(ns, v6);
+        assert_eq!(
+            got.iter().cloned().collect::<BTreeSet<_>>(),
+            want_rules(true),
+            "{} rules after vrfd stopped: {got:?}",
+            family(v6)
+        );
+        assert_eq!(got.len(), 4, "{got:?}");
+    }
+    assert!(!pins.exists(), "pins left at {}", pins.display());
+    // The explicit full removal takes vrfd's own (red's) and leaves the topology's (blue's).
+    let out = ns
+        .command(tests::bin_path("vrfd"))
+        .args(["--detach", "--remove-rules", "--pin-path"])
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vrfd --detach --remove-rules: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for v6 in [false, true] {
         let got = iif_rules(ns, v6);
         assert_eq!(
             got.iter().cloned().collect::<BTreeSet<_>>(),
             want_rules(false),
-            "{} rules after vrfd stopped: {got:?}",
+            "{} rules after vrfd --detach --remove-rules: {got:?}",
             family(v6)
         );
         assert_eq!(got.len(), 2, "{got:?}");
     }
-    assert!(!pins.exists(), "pins left at {}", pins.display());
     finish(topo, prefix, t0);
 }
 

@@ -26,7 +26,12 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 /// them: it rebuilds its view from the kernel, writes only the differences, detaches nothing
 /// (no gap, counters go on). If none comes, the dead-man switch hands every packet to the
 /// kernel 2 s after the stop. vrfd --detach removes what a stopped vrfd left; --no-persist
-/// makes SIGTERM remove everything itself (programs, its ip rules, its qdiscs, the pins).
+/// makes SIGTERM remove it itself (programs, its qdiscs, the pins).
+///
+/// Rules: the ip rules vrfd adds for declared VRFs (tagged `proto 246`) stay whatever the
+/// stop: they are the VRFs' kernel path (without them, the main table would route a VRF's
+/// traffic). vrfd removes one when its VRF leaves the configuration, and
+/// `vrfd --detach --remove-rules` all of them.
 ///
 /// Upgrade: a vrfd whose object stamp (kept in the pinned HEARTBEAT map) differs from the
 /// pinned one loads fresh maps under PIN_PATH-upgrade, fills them from the kernel (the full
@@ -90,8 +95,8 @@ pub struct VrfdArgs {
     #[arg(long, value_name = "ADDR", value_parser = export::parse_addr)]
     pub metrics: Option<SocketAddr>,
 
-    /// On SIGTERM remove everything vrfd added (XDP and tc attachments, its ip rules and
-    /// qdiscs, the pins) instead of leaving it for the next vrfd, and start afresh rather than
+    /// On SIGTERM remove what vrfd attached (XDP and tc attachments, its qdiscs, the pins;
+    /// the declared VRFs' ip rules stay) instead of leaving it for the next vrfd, and start afresh rather than
     /// adopt: for a one-off run. The next start of a vrfd then has a gap (the kernel forwards).
     #[arg(long)]
     pub no_persist: bool,
@@ -105,6 +110,11 @@ pub struct VrfdArgs {
     /// exit; the ip rules stay (they are the declared VRFs' kernel path).
     #[arg(long, conflicts_with_all = ["persist", "no_persist"])]
     pub detach: bool,
+
+    /// With --detach: remove the ip rules vrfd added too (tagged `proto 246`), for a full
+    /// removal. Without them the declared VRFs' traffic is routed by the main table.
+    #[arg(long, requires = "detach")]
+    pub remove_rules: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

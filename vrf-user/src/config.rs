@@ -16,6 +16,10 @@ pub const MAIN_RULE_PRIORITY: u32 = 32766;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Seconds between vrfd's own runs of `vrfctl verify`'s differential (a sample of each VRF's
+    /// routes); absent: never. A top-level key, before the `[[vrf]]` tables.
+    #[serde(default)]
+    pub verify_interval: Option<u64>,
     #[serde(default)]
     pub vrf: Vec<DeclaredVrf>,
     /// Settings for kernel VRF devices (which need no declaration), by device name.
@@ -116,6 +120,11 @@ impl Config {
         Ok(config)
     }
 
+    /// The periodic verify's period, if on.
+    pub fn verify_period(&self) -> Option<std::time::Duration> {
+        self.verify_interval.map(std::time::Duration::from_secs)
+    }
+
     /// Names of the VRFs (declared or kernel devices) whose netfilter is bypassed.
     pub fn netfilter_bypass(&self) -> std::collections::BTreeSet<String> {
         let declared = self.vrf.iter().map(|v| (&v.name, v.netfilter));
@@ -128,6 +137,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        if self.verify_interval == Some(0) {
+            bail!("verify_interval = 0: give seconds (at least 1), or leave it out for no periodic verify");
+        }
         let mut kernel_names = HashMap::new();
         for k in &self.kernel_vrf {
             if k.name.is_empty() || k.name.len() > 15 || k.name.contains(['/', ' ']) {
@@ -416,6 +428,19 @@ mod tests {
     #[test]
     fn an_empty_file_declares_no_vrfs() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn verify_interval_is_seconds_and_off_by_default() {
+        let off =
+            Config::parse("[[vrf]]\nname = \"red\"\ntable = 110\ninterfaces = [\"r1\"]\n").unwrap();
+        assert_eq!(off.verify_period(), None);
+        let on = Config::parse(
+            "verify_interval = 30\n[[vrf]]\nname = \"red\"\ntable = 110\ninterfaces = [\"r1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(on.verify_period(), Some(std::time::Duration::from_secs(30)));
+        assert!(err("verify_interval = 0\n").contains("verify_interval = 0"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod netlink;
 pub mod oracle;
 pub mod packet;
 pub mod plan;
+pub mod rule_tag;
 pub mod stats;
 pub mod sysctl;
 pub mod verify;

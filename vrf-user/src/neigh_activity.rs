@@ -52,11 +52,26 @@ impl NeighActivity {
 
     /// Report every neighbour the data plane used since the last tick, and clear the marks.
     pub fn tick(&mut self, maps: &mut Maps) -> Result<Tick> {
+        self.tick_where(maps, |_| true)
+    }
+
+    /// [`tick`](Self::tick), reporting only the entries `reportable` accepts (the marks of all
+    /// are cleared). vrfd reports only dynamic entries: NTF_USE on a PERMANENT one makes the
+    /// kernel drop NUD_PERMANENT (`__neigh_update` with NEIGH_UPDATE_F_USE) and resolve it
+    /// afresh, so a static entry would silently become a learnt one.
+    pub fn tick_where(
+        &mut self,
+        maps: &mut Maps,
+        reportable: impl Fn(&NeighKey) -> bool,
+    ) -> Result<Tick> {
         let mut tick = Tick::default();
         for (key, seen) in maps.used_neighbours()? {
             tick.used += 1;
             // Clear first: a frame sent after this is reported next time, not lost.
             maps.clear_neighbour_used(&key, &seen)?;
+            if !reportable(&key) {
+                continue;
+            }
             match self.send_use(&key)? {
                 0 => tick.reported += 1,
                 errno => tick.refused.push(errno),

@@ -42,6 +42,9 @@ pub struct MapWriter {
     stats_slots: BTreeMap<u32, u32>,
     links: BTreeMap<u32, Link>,
     tx_ports: BTreeSet<u32>,
+    /// Links that cannot take an XDP redirect (the kernel says so): kept out of TX_PORTS, so
+    /// the fast path passes what it would send there to the kernel.
+    no_redirect: BTreeSet<u32>,
     /// PORTS: (device, VLAN id or 0) → member or bond.
     ports: BTreeMap<(u32, u16), u32>,
     /// VLAN_PORTS: VLAN device → (parent, VLAN id).
@@ -65,6 +68,9 @@ pub struct MapWriter {
     capture: bool,
     /// What a previous vrfd left in the maps, until the first full plan converged them.
     adopted: Option<Adopted>,
+    /// VRFs and links left to the kernel for want of a slot (reported once each).
+    unserved_vrfs: BTreeSet<String>,
+    unserved_links: BTreeSet<u32>,
 }
 
 /// The live entries of adopted maps that no plan has claimed yet. The first full plan
@@ -88,6 +94,7 @@ impl MapWriter {
             stats_slots: BTreeMap::new(),
             links: BTreeMap::new(),
             tx_ports: BTreeSet::new(),
+            no_redirect: BTreeSet::new(),
             ports: BTreeMap::new(),
             vlan_ports: BTreeMap::new(),
             routes: HashMap::new(),
@@ -103,6 +110,8 @@ impl MapWriter {
             counts: HashMap::new(),
             capture: false,
             adopted: None,
+            unserved_vrfs: BTreeSet::new(),
+            unserved_links: BTreeSet::new(),
         }
     }
 
@@ -223,6 +232,12 @@ impl MapWriter {
         Ok(())
     }
 
+    /// The links that cannot take an XDP redirect now (see [`crate::xdp_target`]); the next
+    /// [`apply_links`](Self::apply_links) takes them out of TX_PORTS or puts them back.
+    pub fn set_redirect_refused(&mut self, refused: BTreeSet<u32>) {
+        self.no_redirect = refused;
+    }
+
     /// Converge LINKS and TX_PORTS (also alone: sysctls change without events). Links whose VRF
     /// has no slot are left out.
     pub fn apply_links(&mut self, desired: &BTreeMap<u32, LinkPlan>) -> Result<()> {
@@ -233,7 +248,10 @@ impl MapWriter {
             };
             written.insert(*ifindex);
             // A VLAN device takes no redirect: its frames go tagged to its parent.
-            if !self.tx_ports.contains(ifindex) && link.flags & (LINK_VRF_DEVICE | LINK_VLAN) == 0 {
+            if !self.tx_ports.contains(ifindex)
+                && link.flags & (LINK_VRF_DEVICE | LINK_VLAN) == 0
+                && !self.no_redirect.contains(ifindex)
+            {
                 self.maps.add_tx_port(*ifindex)?;
                 self.tx_ports.insert(*ifindex);
             }
@@ -259,7 +277,7 @@ impl MapWriter {
         let gone: Vec<u32> = self
             .tx_ports
             .iter()
-            .filter(|i| !written.contains(i))
+            .filter(|i| !written.contains(i) || self.no_redirect.contains(i))
             .copied()
             .collect();
         for ifindex in gone {
@@ -349,9 +367,19 @@ impl MapWriter {
             },
         };
         let capture = if self.capture { LINK_CAPTURE } else { 0 };
+        let Some(stats_slot) = self.stats_slot_of(ifindex)? else {
+            if self.unserved_links.insert(ifindex) {
+                tracing::warn!(
+                    ifindex,
+                    "more than {MAX_LINKS} links: this one is left to the kernel"
+                );
+            }
+            return Ok(None);
+        };
+        self.unserved_links.remove(&ifindex);
         Ok(Some(Link {
             vrf,
-            stats_slot: self.stats_slot_of(ifindex)?,
+            stats_slot,
             mtu: plan.mtu,
             mac: plan.mac,
             flags: flags | capture,
@@ -381,17 +409,39 @@ impl MapWriter {
         Ok(())
     }
 
-    fn stats_slot_of(&mut self, ifindex: u32) -> Result<u32> {
+    /// The stats slot of `ifindex`; None when every slot is held by a link in LINKS (that link
+    /// is then left to the kernel). Slots of links no longer in LINKS are kept (a member that
+    /// comes back keeps its counters) until they are needed: then they are reclaimed, so links
+    /// that come and go thousands of times never run out.
+    fn stats_slot_of(&mut self, ifindex: u32) -> Result<Option<u32>> {
         if let Some(s) = self.stats_slots.get(&ifindex) {
-            return Ok(*s);
+            return Ok(Some(*s));
         }
         let used: BTreeSet<u32> = self.stats_slots.values().copied().collect();
-        let Some(s) = (0..MAX_LINKS).find(|s| !used.contains(s)) else {
-            bail!("more than {MAX_LINKS} links");
+        let s = match (0..MAX_LINKS).find(|s| !used.contains(s)) {
+            Some(s) => s,
+            None => {
+                let stale: Vec<u32> = self
+                    .stats_slots
+                    .keys()
+                    .filter(|i| !self.links.contains_key(i))
+                    .copied()
+                    .collect();
+                for i in &stale {
+                    self.stats_slots.remove(i);
+                }
+                let Some(s) = stale
+                    .first()
+                    .and((0..MAX_LINKS).find(|s| !self.stats_slots.values().any(|u| u == s)))
+                else {
+                    return Ok(None);
+                };
+                s
+            }
         };
         self.maps.reset_link_counters(s)?;
         self.stats_slots.insert(ifindex, s);
-        Ok(s)
+        Ok(Some(s))
     }
 
     /// Give every VRF a slot (new slots start with zeroed counters) and free the slots of VRFs
@@ -416,11 +466,13 @@ impl MapWriter {
             }
             let used: BTreeSet<u32> = self.vrf_slots.values().copied().collect();
             let Some(slot) = (0..MAX_VRFS).find(|s| !used.contains(s)) else {
-                bail!(
-                    "more than {MAX_VRFS} VRFs: VRF {} is left to the kernel",
-                    v.name
-                );
+                // Not served (its links get no entry): the kernel routes it; vrfd goes on.
+                if self.unserved_vrfs.insert(v.name.clone()) {
+                    tracing::warn!(vrf = %v.name, "more than {MAX_VRFS} VRFs: this one is not served, the kernel routes it");
+                }
+                continue;
             };
+            self.unserved_vrfs.remove(&v.name);
             self.maps.reset_vrf_counters(slot)?;
             self.vrf_slots.insert(v.name.clone(), slot);
         }

@@ -41,10 +41,14 @@ fn run(args: Args) -> Result<()> {
         Command::Show { json } => {
             let maps = inspect::open(&args.pin_path)?;
             let vrfs = inspect::vrfs(&maps)?;
+            // The ip rules vrfd added (they outlive it), from the kernel.
+            let rules = vrf_user::rule_tag::tagged()?;
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "vrfs": vrfs }))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "vrfs": vrfs, "rules_added_by_vrfd": rules })
+                    )?
                 );
                 return Ok(());
             }
@@ -89,6 +93,21 @@ fn run(args: Args) -> Result<()> {
                     state,
                     members.join(" ")
                 );
+            }
+            if !rules.is_empty() {
+                println!(
+                    "\nip rules added by vrfd (proto {}):",
+                    vrf_user::rule_tag::RULE_PROTOCOL
+                );
+                for r in &rules {
+                    println!(
+                        "  {} pref {} iif {} lookup {}",
+                        r.family,
+                        r.priority,
+                        r.iif.as_deref().unwrap_or("*"),
+                        r.table
+                    );
+                }
             }
             Ok(())
         }

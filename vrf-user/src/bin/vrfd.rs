@@ -30,7 +30,16 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     if args.detach {
-        return match daemon::detach(&args.pin_path) {
+        let removed = daemon::detach(&args.pin_path).and_then(|()| {
+            if !args.remove_rules {
+                return Ok(());
+            }
+            for r in vrf_user::rule_tag::remove_tagged()? {
+                tracing::info!(family = r.family, iif = ?r.iif, table = r.table, priority = r.priority, "removed ip rule");
+            }
+            Ok(())
+        });
+        return match removed {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("vrfd --detach: {e:#}");

@@ -20,6 +20,9 @@
 //!   what the data plane forwarded per kernel nexthop (`nhid` only for nexthop objects,
 //!   `gateway` empty for a connected path): the kernel's nexthop statistics never see it;
 //! - `sync_events_total{kind}`, `resyncs_total`: the daemon loop's kernel events and full resyncs;
+//! - `neighbour_activity_reports_total`: NTF_USE updates for neighbours the fast path used;
+//! - `verify_mismatches`, `verify_last_run_seconds` gauges: the last periodic verify
+//!   (`verify_interval` in the configuration; off by default);
 //! - `build_info{version}` 1.
 use std::{convert::Infallible, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -37,7 +40,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
         info::Info,
         MetricType,
     },
@@ -67,6 +70,11 @@ type EventLabels = [(&'static str, &'static str); 1];
 pub struct DaemonMetrics {
     sync_events: Family<EventLabels, Counter>,
     resyncs: Counter,
+    /// NTF_USE updates the kernel accepted for neighbours the fast path used.
+    neighbour_reports: Counter,
+    /// Disagreements found by the last periodic verify, and when it ran (Unix seconds).
+    verify_mismatches: Gauge,
+    verify_last_run: Gauge,
 }
 
 /// Kernel event kinds, as the `kind` label of `sync_events_total`.
@@ -77,6 +85,9 @@ impl Default for DaemonMetrics {
         let m = DaemonMetrics {
             sync_events: Family::default(),
             resyncs: Counter::default(),
+            neighbour_reports: Counter::default(),
+            verify_mismatches: Gauge::default(),
+            verify_last_run: Gauge::default(),
         };
         // Every kind from the start, so that rate() sees the first event.
         for kind in EVENT_KINDS {
@@ -112,6 +123,16 @@ impl DaemonMetrics {
     pub fn resyncs(&self) -> u64 {
         self.resyncs.get()
     }
+
+    pub fn neighbour_reports(&self, n: u64) {
+        self.neighbour_reports.inc_by(n);
+    }
+
+    /// One periodic verify finished at `at` (since the Unix epoch) with `mismatches`.
+    pub fn verified(&self, mismatches: u64, at: Duration) {
+        self.verify_mismatches.set(mismatches as i64);
+        self.verify_last_run.set(at.as_secs() as i64);
+    }
 }
 
 /// The whole exposition for the data plane behind `maps`, read now.
@@ -134,6 +155,21 @@ pub fn render(maps: &Maps, daemon: &DaemonMetrics) -> Result<String> {
         "resyncs",
         "Full dumps of the kernel's state after its notifications were in doubt",
         daemon.resyncs.clone(),
+    );
+    registry.register(
+        "neighbour_activity_reports",
+        "Neighbours the fast path used, reported to the kernel (NTF_USE) so it revalidates them",
+        daemon.neighbour_reports.clone(),
+    );
+    registry.register(
+        "verify_mismatches",
+        "Destinations on which the fast path disagreed with the kernel in the last periodic verify",
+        daemon.verify_mismatches.clone(),
+    );
+    registry.register(
+        "verify_last_run_seconds",
+        "When the last periodic verify finished (Unix time; 0: never ran)",
+        daemon.verify_last_run.clone(),
     );
     registry.register_collector(Box::new(Snapshot {
         vrfs,

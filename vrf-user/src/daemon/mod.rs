@@ -3,6 +3,7 @@
 //! netlink → [`Engine`] (mirror, VRFs, plan) → [`MapWriter`] (maps) → attach (members) →
 //! export (pins, metrics).
 pub mod export;
+mod periodic;
 mod pins;
 mod rules;
 pub mod switch;
@@ -87,10 +88,20 @@ struct Daemon {
     persist: bool,
     /// Started on a previous vrfd's pins (adopted or upgraded): the rules it added are ours.
     adopted: bool,
+    neighbours: periodic::Neighbours,
+    redirect: periodic::RedirectTargets,
+    verifier: periodic::Verifier,
     /// What the kernel applies around the route lookup, followed live.
     watch: KernelWatchers,
     /// The reasons last logged, per (VRF, family): each change is logged once.
     logged: BTreeMap<(String, IpFamily), Vec<String>>,
+}
+
+/// What only the kernel can tell against the configuration (see
+/// [`crate::config::check_against_kernel`]).
+fn check_config_against_kernel(config: &Config, engine: &Engine) -> anyhow::Result<()> {
+    let links: Vec<crate::model::LinkInfo> = engine.mirror().links().cloned().collect();
+    crate::config::check_against_kernel(config, &links)
 }
 
 /// The watchers of netfilter, IPsec and the interface sysctls (kernel facts without rtnetlink
@@ -128,6 +139,7 @@ pub async fn run(opts: Options) -> Result<()> {
     engine.set_xfrm(watch.xfrm.current().clone());
     set_netfilter_bypass(&mut engine, &config, &BTreeSet::new());
     engine.load(snapshot);
+    check_config_against_kernel(&config, &engine).map_err(ConfigError)?;
     for d in &config.vrf {
         for name in &d.interfaces {
             if engine.mirror().link_by_name(name).is_none() {
@@ -199,6 +211,9 @@ pub async fn run(opts: Options) -> Result<()> {
         pins,
         persist: opts.persist,
         adopted: start != pins::Start::Fresh,
+        neighbours: periodic::Neighbours::new(),
+        redirect: periodic::RedirectTargets::new(),
+        verifier: periodic::Verifier::new(),
         watch,
         logged: BTreeMap::new(),
     };
@@ -272,17 +287,27 @@ impl Daemon {
         let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
         let mut capture = tokio::time::interval(CAPTURE_WATCH);
         let mut beat = tokio::time::interval(switch::REFRESH);
+        let mut neighbours = tokio::time::interval(crate::neigh_activity::INTERVAL);
+        let mut verify = periodic::verify_timer(config.verify_period());
+        // A veth takes redirects only while its peer has GRO or XDP: no rtnetlink event says so.
+        let mut redirect_poll = tokio::time::interval(periodic::REDIRECT_POLL);
         loop {
             tokio::select! {
                 _ = beat.tick() => self.heartbeat.beat(&mut self.dp.maps)?,
+                _ = neighbours.tick() => self.neighbours.tick(&mut self.dp.maps, self.engine.mirror(), &self.telemetry),
+                _ = verify.tick() => self.verifier.run(&mut self.dp, &self.telemetry),
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = sighup.recv() => {
                     if let Some(new) = self.reload(&config, config_path).await? {
+                        if new.verify_interval != config.verify_interval {
+                            verify = periodic::verify_timer(new.verify_period());
+                        }
                         config = new;
                     }
                 }
                 _ = capture.tick() => self.watch_capture()?,
+                _ = redirect_poll.tick() => self.refresh_links()?,
                 state = self.watch.sysctl.changed() => {
                     self.engine.set_sysctls(state);
                     self.refresh_links()?;
@@ -341,6 +366,10 @@ impl Daemon {
                 return Ok(None);
             }
         };
+        if let Err(e) = check_config_against_kernel(&config, &self.engine) {
+            error!(error = %format!("{e:#}"), "SIGHUP: configuration refused, the running one stays");
+            return Ok(None);
+        }
         for d in &config.vrf {
             for name in &d.interfaces {
                 if self.engine.mirror().link_by_name(name).is_none() {
@@ -408,6 +437,10 @@ impl Daemon {
                 warn!(vrf = %v.name, interface = %m, "declared member does not exist (yet)");
             }
         }
+        let refused = self
+            .redirect
+            .refused(self.engine.mirror(), plan.links.keys());
+        self.writer.set_redirect_refused(refused);
         self.log_reasons(&plan.vrfs);
         self.writer.apply_plan(&plan)?;
         self.attach(plan.xdp_ports())?;
@@ -476,10 +509,13 @@ impl Daemon {
         self.logged = now;
     }
 
-    /// The sysctls changed: rewrite links whose flags changed.
+    /// The sysctls or the redirect targets changed: rewrite links whose entries changed.
     fn refresh_links(&mut self) -> Result<()> {
         let _busy = self.heartbeat.hold();
-        self.writer.apply_links(&self.engine.links())
+        let links = self.engine.links();
+        let refused = self.redirect.refused(self.engine.mirror(), links.keys());
+        self.writer.set_redirect_refused(refused);
+        self.writer.apply_links(&links)
     }
 
     /// `LINK_CAPTURE` on while `vrfctl capture` renews its lease, off once it stopped or died.
@@ -583,7 +619,7 @@ impl Daemon {
                 warn!(ifindex, error = %format!("{e:#}"), "removing the root qdisc vrfd added");
             }
         }
-        self.rules.remove_all(&self.netlink).await;
-        info!("stopped: programs detached, rules and pins removed");
+        // The declared VRFs' rules stay: they keep each VRF's traffic in its table without vrfd.
+        info!("stopped: programs detached and pins removed; the VRFs' ip rules stay");
     }
 }

@@ -265,7 +265,21 @@ impl Netlink {
         .await
     }
 
-    /// `ip rule add iif IIF lookup TABLE pref PRIORITY` (fails with EEXIST if that exact rule
+    /// The rules vrfd added (tagged with [`crate::rule_tag::RULE_PROTOCOL`]), by any vrfd.
+    pub async fn tagged_rules(&self) -> Result<Vec<RuleInfo>> {
+        let request = |family| {
+            let mut msg = RuleMessage::default();
+            msg.header.family = family;
+            RouteNetlinkMessage::GetRule(msg)
+        };
+        self.dump_families("rule", request, |m| match m {
+            RouteNetlinkMessage::NewRule(r) if crate::rule_tag::is_ours(r) => convert::rule(r),
+            _ => None,
+        })
+        .await
+    }
+
+    /// `ip rule add iif IIF lookup TABLE pref PRIORITY proto 246` (fails with EEXIST if that exact rule
     /// exists).
     pub async fn add_rule(
         &self,
@@ -593,6 +607,8 @@ fn rule_message(family: IpFamily, iif: &str, table: u32, priority: u32) -> RuleM
     msg.attributes.push(RuleAttribute::Priority(priority));
     msg.attributes.push(RuleAttribute::Iifname(iif.to_string()));
     msg.attributes.push(RuleAttribute::Table(table));
+    // vrfd's own: it outlives vrfd, and the next one (and vrfctl) must know it.
+    msg.attributes.push(crate::rule_tag::attribute());
     msg
 }
 
