@@ -41,10 +41,8 @@ fn systemd_unit_starts_vrfd_with_the_config() {
     let unit = dist_file("vrfd.service");
     let has = |line: &str| unit.lines().any(|l| l.trim() == line);
     assert!(has("Type=notify"));
-    // --persist: a stop leaves the fast path to the next start (the dead-man switch guards it).
-    assert!(has(
-        "ExecStart=/usr/sbin/vrfd --persist --config /etc/vrf-xdp.toml"
-    ));
+    // A plain stop leaves the fast path to the next start (the dead-man switch guards it).
+    assert!(has("ExecStart=/usr/sbin/vrfd --config /etc/vrf-xdp.toml"));
     assert!(has("ExecReload=/bin/kill -HUP $MAINPID"));
     // ProtectSystem=strict makes /run read-only; vrfd's lock lives in /run/vrf-xdp.
     assert!(has("ProtectSystem=strict"));
