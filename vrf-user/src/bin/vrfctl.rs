@@ -44,12 +44,18 @@ fn run(args: Args) -> Result<()> {
             // The ip rules vrfd added (they outlive it), from the kernel.
             let rules = vrf_user::rule_tag::tagged()?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "vrfs": vrfs, "rules_added_by_vrfd": rules })
-                    )?
-                );
+                // A struct, not json!: its fields keep this order (the VM lane's reader and
+                // people expect "vrfs" first; a json! map sorts its keys).
+                #[derive(serde::Serialize)]
+                struct Show<V, R> {
+                    vrfs: V,
+                    rules_added_by_vrfd: R,
+                }
+                let show = Show {
+                    vrfs,
+                    rules_added_by_vrfd: rules,
+                };
+                println!("{}", serde_json::to_string_pretty(&show)?);
                 return Ok(());
             }
             println!(
