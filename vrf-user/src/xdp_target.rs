@@ -54,12 +54,14 @@ pub struct RedirectTarget {
     pub source: Source,
 }
 
-/// The fallback for kernels before 6.3, by IFLA_INFO_KIND: veth implements `ndo_xdp_xmit`; a
-/// device without a kind is a physical NIC, whose XDP drivers implement it; tun only while a
-/// reader has a queue attached, and every virtual kind known to lack it (bridge, macvlan, vlan,
-/// bond, tunnels, …) and every kind not known is refused, so the kernel routes through it.
+/// The fallback for kernels before 6.3, by IFLA_INFO_KIND: veth implements `ndo_xdp_xmit`, and
+/// so does a bond (`bond_xdp_xmit`, 5.15+, the kernels where vrf-xdp runs a bond natively: it
+/// hands the frames to the slave the bond picks); a device without a kind is a physical NIC,
+/// whose XDP drivers implement it; tun only while a reader has a queue attached, and every
+/// virtual kind known to lack it (bridge, macvlan, vlan, tunnels, …) and every kind not known
+/// is refused, so the kernel routes through it.
 pub fn accepts_by_kind(kind: Option<&str>) -> bool {
-    matches!(kind, None | Some("veth"))
+    matches!(kind, None | Some("veth") | Some("bond"))
 }
 
 /// netdev family command and attribute numbers (include/uapi/linux/netdev.h).
@@ -290,7 +292,6 @@ mod tests {
             "bridge",
             "macvlan",
             "vlan",
-            "bond",
             "vxlan",
             "gre",
             "wireguard",
@@ -300,6 +301,7 @@ mod tests {
             assert!(!accepts_by_kind(Some(kind)), "{kind}");
         }
         assert!(accepts_by_kind(Some("veth")) && !accepts_by_kind(Some("tun")));
+        assert!(accepts_by_kind(Some("bond")), "bond_xdp_xmit (5.15+)");
         assert!(accepts_by_kind(None));
     }
 }
