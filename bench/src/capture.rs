@@ -13,16 +13,13 @@ use anyhow::{anyhow, Context, Result};
 use aya::{programs::Xdp, EbpfLoader};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use vrf_common::{
-    prog_names, Route, RouteKind, KERNEL_CHECKS_GLOBAL, LINK_CAPTURE, NEXTHOP_STATS_ENTRIES,
-};
+use vrf_common::{prog_names, KERNEL_CHECKS_GLOBAL, LINK_CAPTURE, NEXTHOP_STATS_ENTRIES};
 use vrf_user::capture::{CaptureMaps, Settings};
 use vrf_user::maps::Maps;
 
 use super::lookup::{self, Stats};
 use super::programs::run_repeated;
 use super::{system, Progress};
-use tests::topology::{MemberSpec, TopologySpec, VrfSpec};
 
 /// The modes, in the order they are measured and reported.
 pub const MODES: [(&str, &str); 7] = [
@@ -67,21 +64,9 @@ impl Results {
 
 pub fn run(quick: bool, progress: &Progress) -> Result<Results> {
     progress.step("capture cost: building the namespace topology");
-    let spec = TopologySpec {
-        prefix: "bcap".into(),
-        vrfs: vec![VrfSpec {
-            name: "blook".into(),
-            table: lookup::TABLE,
-            members: vec![
-                MemberSpec::dual("10.0.1.0/24", "fd00:1::/64"),
-                MemberSpec::dual("10.0.2.0/24", "fd00:2::/64"),
-            ],
-        }],
-    };
-    let topo = spec.build().context("building the capture topology")?;
+    let topo = lookup::cost_topology("bcap")?;
     let router = topo.router();
-    let (m0, m1) = (topo.member("blook", 0), topo.member("blook", 1));
-    tests::add_permanent_neigh(router, &m1.ifname, lookup::GATEWAY_V4, m0.router_mac)?;
+    let m0 = topo.member("blook", 0);
 
     let mut ebpf = EbpfLoader::new()
         .load(vrf_user::EBPF_OBJECT)
@@ -97,18 +82,7 @@ pub fn run(quick: bool, progress: &Progress) -> Result<Results> {
     let mut maps = Maps::take(&mut ebpf, None)?;
     let mut cap = CaptureMaps::take(&mut ebpf, None)?;
     let routes = super::routes::v4_table(1_000, lookup::SEED);
-    let fill = |maps: &mut Maps| -> Result<()> {
-        router.run_in(|| lookup::program(maps, &topo))?;
-        let route = Route {
-            kind: RouteKind::Unicast as u16,
-            mtu: 0,
-            nexthop: lookup::GROUP_V4,
-        };
-        for p in &routes {
-            maps.insert_route(lookup::TABLE, IpNet::V4(*p), &route)?;
-        }
-        Ok(())
-    };
+    let fill = |maps: &mut Maps| lookup::fill_cost_table(maps, &topo, &routes);
     fill(&mut maps)?;
     // The same object with the checks around the route lookup off, its own maps filled alike.
     let mut bare = EbpfLoader::new()

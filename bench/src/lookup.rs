@@ -398,3 +398,44 @@ pub(super) fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
     }
     Ok(())
 }
+
+/// The per-packet cost parts' topology (capture, the dead-man switch): one VRF of two members,
+/// the gateway behind member 1 answering with member 0's MAC (as in the per-packet part).
+pub(super) fn cost_topology(prefix: &str) -> Result<Topology> {
+    let spec = TopologySpec {
+        prefix: prefix.into(),
+        vrfs: vec![VrfSpec {
+            name: "blook".into(),
+            table: TABLE,
+            members: vec![
+                MemberSpec::dual("10.0.1.0/24", "fd00:1::/64"),
+                MemberSpec::dual("10.0.2.0/24", "fd00:2::/64"),
+            ],
+        }],
+    };
+    let topo = spec
+        .build()
+        .context("building the per-packet cost topology")?;
+    let (m0, m1) = (topo.member("blook", 0), topo.member("blook", 1));
+    tests::add_permanent_neigh(topo.router(), &m1.ifname, GATEWAY_V4, m0.router_mac)?;
+    Ok(topo)
+}
+
+/// The cost parts' table in `maps`: the program's links and nexthops, and `routes` via the
+/// gateway.
+pub(super) fn fill_cost_table(
+    maps: &mut Maps,
+    topo: &Topology,
+    routes: &[ipnet::Ipv4Net],
+) -> Result<()> {
+    topo.router().run_in(|| program(maps, topo))?;
+    let route = Route {
+        kind: RouteKind::Unicast as u16,
+        mtu: 0,
+        nexthop: GROUP_V4,
+    };
+    for p in routes {
+        maps.insert_route(TABLE, IpNet::V4(*p), &route)?;
+    }
+    Ok(())
+}

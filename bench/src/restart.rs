@@ -13,7 +13,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use aya::{programs::Xdp, EbpfLoader};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use vrf_common::{prog_names, Heartbeat, Route, RouteKind};
+use vrf_common::{prog_names, Heartbeat};
 use vrf_user::maps::Maps;
 
 use super::lookup::{self, Stats};
@@ -21,7 +21,7 @@ use super::programs::run_repeated;
 use super::{system, Progress};
 use tests::daemon::{log_has_message, topology_config, unique_pin_path, ConfigFile};
 use tests::flow::Flow;
-use tests::topology::{MemberSpec, TopologySpec, VrfSpec};
+use tests::topology::TopologySpec;
 use tests::{BgProcess, NetNs};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,21 +63,9 @@ pub fn run(quick: bool, progress: &Progress) -> Result<Results> {
 
 fn switch_cost(quick: bool, progress: &Progress) -> Result<SwitchCost> {
     progress.step("dead-man switch cost: building the namespace topology");
-    let spec = TopologySpec {
-        prefix: "bsw".into(),
-        vrfs: vec![VrfSpec {
-            name: "blook".into(),
-            table: lookup::TABLE,
-            members: vec![
-                MemberSpec::dual("10.0.1.0/24", "fd00:1::/64"),
-                MemberSpec::dual("10.0.2.0/24", "fd00:2::/64"),
-            ],
-        }],
-    };
-    let topo = spec.build().context("building the switch topology")?;
+    let topo = lookup::cost_topology("bsw")?;
     let router = topo.router();
-    let (m0, m1) = (topo.member("blook", 0), topo.member("blook", 1));
-    tests::add_permanent_neigh(router, &m1.ifname, lookup::GATEWAY_V4, m0.router_mac)?;
+    let m0 = topo.member("blook", 0);
     let mut ebpf = EbpfLoader::new()
         .load(vrf_user::EBPF_OBJECT)
         .context("loading vrf-xdp's object")?;
@@ -87,16 +75,8 @@ fn switch_cost(quick: bool, progress: &Progress) -> Result<SwitchCost> {
         .try_into()?;
     prog.load().context("verifier rejected xdp_vrf")?;
     let mut maps = Maps::take(&mut ebpf, None)?;
-    router.run_in(|| lookup::program(&mut maps, &topo))?;
     let routes = super::routes::v4_table(1_000, lookup::SEED);
-    let route = Route {
-        kind: RouteKind::Unicast as u16,
-        mtu: 0,
-        nexthop: lookup::GROUP_V4,
-    };
-    for p in &routes {
-        maps.insert_route(lookup::TABLE, IpNet::V4(*p), &route)?;
-    }
+    lookup::fill_cost_table(&mut maps, &topo, &routes)?;
     let dst = IpNet::V4(routes[routes.len() / 2]);
     let frame = lookup::frame(m0, dst.addr())?;
     let rounds = if quick { 200 } else { 1000 };
