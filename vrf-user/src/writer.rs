@@ -238,6 +238,15 @@ impl MapWriter {
         self.no_redirect = refused;
     }
 
+    pub fn redirect_refused(&self) -> &BTreeSet<u32> {
+        &self.no_redirect
+    }
+
+    /// The links written to LINKS (the ones a redirect target can matter for).
+    pub fn link_ifindexes(&self) -> Vec<u32> {
+        self.links.keys().copied().collect()
+    }
+
     /// Converge LINKS and TX_PORTS (also alone: sysctls change without events). Links whose VRF
     /// has no slot are left out.
     pub fn apply_links(&mut self, desired: &BTreeMap<u32, LinkPlan>) -> Result<()> {

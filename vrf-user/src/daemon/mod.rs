@@ -307,7 +307,7 @@ impl Daemon {
                     }
                 }
                 _ = capture.tick() => self.watch_capture()?,
-                _ = redirect_poll.tick() => self.refresh_links()?,
+                _ = redirect_poll.tick() => self.poll_redirect_targets()?,
                 state = self.watch.sysctl.changed() => {
                     self.engine.set_sysctls(state);
                     self.refresh_links()?;
@@ -516,6 +516,19 @@ impl Daemon {
         let refused = self.redirect.refused(self.engine.mirror(), links.keys());
         self.writer.set_redirect_refused(refused);
         self.writer.apply_links(&links)
+    }
+
+    /// Ask the kernel again which written links take redirects; only when an answer changed
+    /// are the links planned and written again (planning them walks the routes).
+    fn poll_redirect_targets(&mut self) -> Result<()> {
+        let written = self.writer.link_ifindexes();
+        let refused = self.redirect.refused(self.engine.mirror(), written.iter());
+        if refused == *self.writer.redirect_refused() {
+            return Ok(());
+        }
+        self.writer.set_redirect_refused(refused);
+        let _busy = self.heartbeat.hold();
+        self.writer.apply_links(&self.engine.links())
     }
 
     /// `LINK_CAPTURE` on while `vrfctl capture` renews its lease, off once it stopped or died.
