@@ -36,7 +36,10 @@ use vrf_common::{
     CAPTURE_ANY_VRF, CAPTURE_SNAP_MAX, LINK_CAPTURE, LINK_MEMBER, LINK_VRF_DEVICE,
 };
 
-use crate::{inspect, maps::Maps};
+use crate::{
+    inspect,
+    maps::{typed, Maps},
+};
 
 /// How long a capture holds without renewal: what a killed reader leaves behind at most.
 pub const LEASE: Duration = Duration::from_secs(3);
@@ -58,17 +61,7 @@ pub struct CaptureMaps {
 impl CaptureMaps {
     /// Take the capture maps out of a loaded object, pinning them under `pin_dir` when given.
     pub fn take(ebpf: &mut aya::Ebpf, pin_dir: Option<&Path>) -> Result<Self> {
-        Self::from_maps(&mut |name| {
-            let map = ebpf
-                .take_map(name)
-                .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
-            if let Some(dir) = pin_dir {
-                let path = dir.join(name);
-                map.pin(&path)
-                    .with_context(|| format!("pinning map {}", path.display()))?;
-            }
-            Ok(map)
-        })
+        Self::from_maps(&mut |name| crate::maps::take_map(ebpf, pin_dir, name))
     }
 
     /// Open the capture maps a running vrfd pinned under `dir`.
@@ -89,19 +82,11 @@ impl CaptureMaps {
     }
 
     fn from_maps(get: &mut dyn FnMut(&str) -> Result<Map>) -> Result<Self> {
-        macro_rules! typed {
-            ($name:expr) => {{
-                let name = $name;
-                get(name)?
-                    .try_into()
-                    .with_context(|| format!("map {name} has an unexpected type"))?
-            }};
-        }
         Ok(CaptureMaps {
-            config: typed!(names::CAPTURE),
-            state: typed!(names::CAPTURE_STATE),
-            stats: typed!(names::CAPTURE_STATS),
-            ring: typed!(names::CAPTURE_RING),
+            config: typed(get, names::CAPTURE)?,
+            state: typed(get, names::CAPTURE_STATE)?,
+            stats: typed(get, names::CAPTURE_STATS)?,
+            ring: typed(get, names::CAPTURE_RING)?,
         })
     }
 

@@ -53,22 +53,35 @@ fn gone(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// Take map `name` out of a loaded object, pinning it under `pin_dir` when given (the
+/// directory must exist on a bpffs).
+pub(crate) fn take_map(ebpf: &mut aya::Ebpf, pin_dir: Option<&Path>, name: &str) -> Result<Map> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    if let Some(dir) = pin_dir {
+        let path = dir.join(name);
+        map.pin(&path)
+            .with_context(|| format!("pinning map {}", path.display()))?;
+    }
+    Ok(map)
+}
+
+/// Map `name` from `get`, as the typed map the caller holds.
+pub(crate) fn typed<T>(get: &mut dyn FnMut(&str) -> Result<Map>, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    get(name)?
+        .try_into()
+        .with_context(|| format!("map {name} has an unexpected type"))
+}
+
 impl Maps {
     /// Take the maps out of a loaded object, pinning each under `pin_dir` when given (the
     /// directory must exist on a bpffs).
     pub fn take(ebpf: &mut aya::Ebpf, pin_dir: Option<&Path>) -> Result<Self> {
-        let mut take = |name: &str| -> Result<Map> {
-            let map = ebpf
-                .take_map(name)
-                .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
-            if let Some(dir) = pin_dir {
-                let path = dir.join(name);
-                map.pin(&path)
-                    .with_context(|| format!("pinning map {}", path.display()))?;
-            }
-            Ok(map)
-        };
-        Self::from_maps(&mut take)
+        Self::from_maps(&mut |name| take_map(ebpf, pin_dir, name))
     }
 
     /// Open the maps a running vrfd pinned under `dir`.
@@ -119,30 +132,22 @@ impl Maps {
     }
 
     fn from_maps(get: &mut dyn FnMut(&str) -> Result<Map>) -> Result<Self> {
-        macro_rules! typed {
-            ($name:expr) => {{
-                let name = $name;
-                get(name)?
-                    .try_into()
-                    .with_context(|| format!("map {name} has an unexpected type"))?
-            }};
-        }
         Ok(Maps {
-            links: typed!(names::LINKS),
-            vrfs: typed!(names::VRFS),
-            fib4: typed!(names::FIB4),
-            fib6: typed!(names::FIB6),
-            nexthops: typed!(names::NEXTHOPS),
-            neigh: typed!(names::NEIGH),
-            tx_ports: typed!(names::TX_PORTS),
-            vrf_stats: typed!(names::VRF_STATS),
-            link_stats: typed!(names::LINK_STATS),
-            explain: typed!(names::EXPLAIN),
-            ports: typed!(names::PORTS),
-            vlan_ports: typed!(names::VLAN_PORTS),
-            heartbeat: typed!(names::HEARTBEAT),
-            nexthop_stats: typed!(names::NEXTHOP_STATS),
-            nexthop_info: typed!(names::NEXTHOP_INFO),
+            links: typed(get, names::LINKS)?,
+            vrfs: typed(get, names::VRFS)?,
+            fib4: typed(get, names::FIB4)?,
+            fib6: typed(get, names::FIB6)?,
+            nexthops: typed(get, names::NEXTHOPS)?,
+            neigh: typed(get, names::NEIGH)?,
+            tx_ports: typed(get, names::TX_PORTS)?,
+            vrf_stats: typed(get, names::VRF_STATS)?,
+            link_stats: typed(get, names::LINK_STATS)?,
+            explain: typed(get, names::EXPLAIN)?,
+            ports: typed(get, names::PORTS)?,
+            vlan_ports: typed(get, names::VLAN_PORTS)?,
+            heartbeat: typed(get, names::HEARTBEAT)?,
+            nexthop_stats: typed(get, names::NEXTHOP_STATS)?,
+            nexthop_info: typed(get, names::NEXTHOP_INFO)?,
         })
     }
 
