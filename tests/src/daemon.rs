@@ -162,7 +162,17 @@ impl<'a> Vrfd<'a> {
 
     /// [`start`](Self::start) with extra command-line arguments.
     pub fn start_with(ns: &'a NetNs, config: &str, extra: &[&str]) -> Result<Vrfd<'a>> {
-        let mut d = Self::spawn(ns, config, "json", extra)?;
+        Self::start_with_env(ns, config, extra, &[])
+    }
+
+    /// [`start_with`](Self::start_with), `env` set for vrfd (its test hooks).
+    pub fn start_with_env(
+        ns: &'a NetNs,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Vrfd<'a>> {
+        let mut d = Self::spawn_env(ns, config, "json", extra, env)?;
         let proc = d.proc.as_mut().expect("just spawned");
         proc.wait_for_log(|log| log_has_message(log, "ready"), READY_TIMEOUT)
             .context("vrfd did not become ready")?;
@@ -181,6 +191,16 @@ impl<'a> Vrfd<'a> {
         log_format: &str,
         extra: &[&str],
     ) -> Result<Vrfd<'a>> {
+        Self::spawn_env(ns, config, log_format, extra, &[])
+    }
+
+    fn spawn_env(
+        ns: &'a NetNs,
+        config: &str,
+        log_format: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Vrfd<'a>> {
         let config = ConfigFile::new(config)?;
         let pin_path = unique_pin_path()?;
         let mut args: Vec<&OsStr> = vec![
@@ -192,8 +212,9 @@ impl<'a> Vrfd<'a> {
             OsStr::new(log_format),
         ];
         args.extend(extra.iter().map(OsStr::new));
-        let vrfd = crate::bin_path("vrfd");
-        let proc = ns.spawn(std::iter::once(vrfd.as_os_str()).chain(args))?;
+        let mut command = ns.command(crate::bin_path("vrfd"));
+        command.args(args).envs(env.iter().copied());
+        let proc = crate::BgProcess::spawn(command)?;
         Ok(Vrfd {
             ns,
             proc: Some(proc),
@@ -233,6 +254,14 @@ impl<'a> Vrfd<'a> {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for a log line whose message is `message`; fails after
+    /// `timeout`.
+    pub fn wait_for_message(&mut self, message: &str, timeout: Duration) -> Result<()> {
+        let proc = self.proc.as_mut().context("vrfd is not running")?;
+        proc.wait_for_log(|log| log_has_message(log, message), timeout)
+            .with_context(|| format!("vrfd never logged {message:?}"))
     }
 
     pub fn pin_path(&self) -> &Path {

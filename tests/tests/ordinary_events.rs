@@ -1,8 +1,9 @@
 //! Ordinary events are never fatal (#13): more declared VRFs than the data plane has slots
-//! (the extras are reported and left to the kernel, the rest served), and links that come and
-//! go thousands of times with routes through them (stats slots reclaimed, resyncs bounded). In
-//! both, vrfd stays up and a served VRF still forwards on the XDP path (the kernel's own
-//! IpForwDatagrams stays put).
+//! (the extras are reported and left to the kernel, the rest served), links that come and go
+//! thousands of times with routes through them (stats slots reclaimed, resyncs bounded), and
+//! dumps the kernel interrupts many times in a row (the VRFs go to the kernel until one
+//! succeeds). In each, vrfd stays up and a served VRF forwards on the XDP path afterwards (the
+//! kernel's own IpForwDatagrams stays put).
 use std::time::{Duration, Instant};
 
 use tests::daemon::{json_log_lines, log_message, topology_config, vrf_toml, Vrfd};
@@ -10,6 +11,7 @@ use tests::{
     fastpath, forwarded_datagrams, list_own_netns, ping, require_root, Topology, TopologySpec,
 };
 use vrf_common::{Direction, Reason, MAX_VRFS};
+use vrf_user::netlink::FAIL_DUMPS_ENV;
 
 fn forwarded(vrfd: &Vrfd<'_>, vrf: &str) -> u64 {
     let maps = vrfd.maps().unwrap();
@@ -158,6 +160,80 @@ fn links_that_come_and_go_thousands_of_times_are_not_fatal() {
     let links = vrfd.maps().unwrap().links().unwrap();
     assert!(links.len() <= 8, "links left in the maps: {}", links.len());
     red_forwards_on_xdp(&topo, &vrfd, "after the link cycles");
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+/// Removes the test hook's flag file even when the test fails.
+struct FlagFile(std::path::PathBuf);
+
+impl Drop for FlagFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Dumps the kernel interrupts many times in a row (forced with the VRFD_TEST_FAIL_DUMPS
+/// hook: every attempt of a resync fails while the flag file exists): vrfd stays up, every
+/// VRF goes to the kernel meanwhile (the kernel's IpForwDatagrams witness it), the retries
+/// back off, and the first dump that succeeds serves the VRFs on the XDP path again.
+#[test]
+fn dumps_interrupted_many_times_in_a_row_leave_the_vrfs_to_the_kernel_until_one_succeeds() {
+    let prefix = "oe_dumps";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let flag = FlagFile(std::env::temp_dir().join(format!(
+        "vrf-xdp-fail-dumps-{}-{prefix}",
+        std::process::id()
+    )));
+    let _ = std::fs::remove_file(&flag.0);
+    let mut vrfd = Vrfd::start_with_env(
+        r,
+        &topology_config(&topo),
+        &[],
+        &[(FAIL_DUMPS_ENV, flag.0.to_str().unwrap())],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    red_forwards_on_xdp(&topo, &vrfd, "before");
+
+    std::fs::write(&flag.0, b"").unwrap();
+    // An IPv4 address that goes takes routes with it silently: only a dump tells which.
+    let member = topo.member_ifname("red", 0).to_string();
+    r.ip(&["addr", "add", "10.254.0.1/32", "dev", &member])
+        .unwrap();
+    r.ip(&["addr", "del", "10.254.0.1/32", "dev", &member])
+        .unwrap();
+    vrfd.wait_for_message(
+        "the kernel's tables could not be read: every VRF goes to the kernel until a dump succeeds",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", vrfd.log()));
+    vrfd.wait_for_message(
+        "the kernel's tables still cannot be read",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", vrfd.log()));
+    vrfd.check_running().unwrap();
+    // Meanwhile red is the kernel's: every packet delivered, by the kernel.
+    let (xdp, kernel) = (forwarded(&vrfd, "red"), forwarded_datagrams(r).unwrap().0);
+    let p = ping(topo.host("red", 0), topo.host_addr("red", 1, false), 3).unwrap();
+    assert!(p.all_received(), "while the kernel is unread: {p:?}");
+    assert_eq!(forwarded(&vrfd, "red"), xdp, "XDP forwarded while unread");
+    assert!(
+        forwarded_datagrams(r).unwrap().0 >= kernel + 6,
+        "the kernel did not forward red's traffic while unread"
+    );
+    let shown = vrfd.show_vrf("red").unwrap();
+    assert_eq!(shown["degraded"], true, "{shown}");
+
+    drop(flag);
+    vrfd.wait_for_message(
+        "the kernel's tables are read again: the VRFs are served",
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", vrfd.log()));
+    red_forwards_on_xdp(&topo, &vrfd, "after the dumps succeed again");
     vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());

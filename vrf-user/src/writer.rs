@@ -62,6 +62,9 @@ pub struct MapWriter {
     neighbours: HashMap<(u32, IpAddr), [u8; 6]>,
     /// Tables whose routes did not all fit: their VRFs are degraded until a full plan fits.
     overflowed: BTreeSet<u32>,
+    /// The kernel's tables could not be read (a resync's dump failed): every VRF is degraded
+    /// until one succeeds, since the maps may no longer hold the kernel's answer.
+    kernel_unread: bool,
     /// Table → (IPv4, IPv6) entries in the shadow.
     counts: HashMap<u32, (u32, u32)>,
     /// `LINK_CAPTURE` on every link: a capture holds its lease.
@@ -107,6 +110,7 @@ impl MapWriter {
             next_nexthop_slot: NEXTHOP_STATS_NONE + 1,
             neighbours: HashMap::new(),
             overflowed: BTreeSet::new(),
+            kernel_unread: false,
             counts: HashMap::new(),
             capture: false,
             adopted: None,
@@ -495,6 +499,21 @@ impl MapWriter {
         self.publish_vrfs()
     }
 
+    /// Degrade every VRF now: the kernel's tables cannot be read.
+    pub fn degrade_all_unread(&mut self) -> Result<()> {
+        if self.kernel_unread {
+            return Ok(());
+        }
+        self.kernel_unread = true;
+        self.publish_vrfs()
+    }
+
+    /// The kernel was read again: the next full plan, written before the VRF entries, serves
+    /// the VRFs again.
+    pub fn lift_unread(&mut self) {
+        self.kernel_unread = false;
+    }
+
     /// Write each planned VRF's table, state and counts.
     fn publish_vrfs(&mut self) -> Result<()> {
         for v in &self.planned_vrfs {
@@ -502,7 +521,7 @@ impl MapWriter {
                 continue;
             };
             let mut flags = VRF_ACTIVE | kernel_flags(v);
-            if self.overflowed.contains(&v.table) {
+            if self.overflowed.contains(&v.table) || self.kernel_unread {
                 flags |= VRF_DEGRADED;
             }
             let (routes4, routes6) = self.counts.get(&v.table).copied().unwrap_or_default();

@@ -95,6 +95,26 @@ struct Daemon {
     watch: KernelWatchers,
     /// The reasons last logged, per (VRF, family): each change is logged once.
     logged: BTreeMap<(String, IpFamily), Vec<String>>,
+    /// Set while the kernel's tables could not be read: when to dump again.
+    resync_retry: Option<ResyncRetry>,
+}
+
+#[derive(Clone, Copy)]
+struct ResyncRetry {
+    at: tokio::time::Instant,
+    failures: u32,
+}
+
+/// Backoff between resyncs whose dump failed: doubling from the first to the last.
+const RESYNC_RETRY_FIRST: Duration = Duration::from_millis(500);
+const RESYNC_RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Sleeps until `at`, or forever without one (a select branch that is off).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What only the kernel can tell against the configuration (see
@@ -216,6 +236,7 @@ pub async fn run(opts: Options) -> Result<()> {
         verifier: periodic::Verifier::new(),
         watch,
         logged: BTreeMap::new(),
+        resync_retry: None,
     };
     let result = daemon
         .serve(
@@ -306,6 +327,7 @@ impl Daemon {
                         config = new;
                     }
                 }
+                _ = sleep_until(self.resync_retry.map(|r| r.at)) => self.resync().await?,
                 _ = capture.tick() => self.watch_capture()?,
                 _ = redirect_poll.tick() => self.poll_redirect_targets()?,
                 state = self.watch.sysctl.changed() => {
@@ -422,11 +444,43 @@ impl Daemon {
     }
 
     /// Dump everything again and converge the maps to it.
+    /// Dump the kernel and write the whole plan. A dump the kernel keeps interrupting is not
+    /// fatal: every VRF goes to the kernel until a later attempt (backing off) succeeds.
     async fn resync(&mut self) -> Result<()> {
         let _busy = self.heartbeat.hold();
-        let snapshot = snapshot(&self.netlink, &mut self.nexthops).await?;
+        let snapshot = match snapshot(&self.netlink, &mut self.nexthops).await {
+            Err(e) if crate::netlink::is_interrupted(&e) => return self.kernel_unread(e),
+            other => other?,
+        };
+        if let Some(retry) = self.resync_retry.take() {
+            info!(
+                failures = retry.failures,
+                "the kernel's tables are read again: the VRFs are served"
+            );
+        }
+        self.writer.lift_unread();
         self.engine.load(snapshot);
         self.apply_plan().await
+    }
+
+    /// A resync's dump failed: hand every VRF to the kernel and try again later.
+    fn kernel_unread(&mut self, e: anyhow::Error) -> Result<()> {
+        let failures = self.resync_retry.map_or(0, |r| r.failures) + 1;
+        let wait = RESYNC_RETRY_FIRST
+            .saturating_mul(1 << (failures - 1).min(5))
+            .min(RESYNC_RETRY_MAX);
+        if failures == 1 {
+            error!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64,
+                "the kernel's tables could not be read: every VRF goes to the kernel until a dump succeeds");
+        } else {
+            warn!(failures, retry_in_ms = wait.as_millis() as u64, error = %format!("{e:#}"),
+                "the kernel's tables still cannot be read");
+        }
+        self.resync_retry = Some(ResyncRetry {
+            at: tokio::time::Instant::now() + wait,
+            failures,
+        });
+        self.writer.degrade_all_unread()
     }
 
     /// The whole plan into the maps, then XDP and tc where the VRFs now need them.
@@ -449,6 +503,10 @@ impl Daemon {
 
     async fn apply(&mut self, dirty: Dirty) -> Result<()> {
         let _busy = self.heartbeat.hold();
+        if self.resync_retry.is_some() {
+            // The mirror follows, the maps wait for the resync the retry timer runs.
+            return Ok(());
+        }
         if dirty.resync {
             info!("resync");
             self.telemetry.resync();

@@ -122,6 +122,37 @@ enum Dump {
     Retry(&'static str),
 }
 
+/// The kernel kept interrupting (or cutting short) a dump, [`DUMP_ATTEMPTS`] times in a row:
+/// nothing is wrong with the connection, a later dump may succeed.
+#[derive(Debug)]
+pub struct DumpInterrupted {
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for DumpInterrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, {DUMP_ATTEMPTS} times in a row", self.why)
+    }
+}
+
+impl std::error::Error for DumpInterrupted {}
+
+/// Was `e` (anywhere in its chain) a dump the kernel kept interrupting?
+pub fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<DumpInterrupted>())
+}
+
+/// Test hook: while the file `VRFD_TEST_FAIL_DUMPS` names exists, every dump attempt counts as
+/// interrupted (the kernel cannot be made to interrupt ten dumps in a row on demand).
+pub const FAIL_DUMPS_ENV: &str = "VRFD_TEST_FAIL_DUMPS";
+
+fn dump_failure_injected() -> bool {
+    static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| std::env::var_os(FAIL_DUMPS_ENV).map(Into::into))
+        .as_ref()
+        .is_some_and(|p| p.exists())
+}
+
 impl Netlink {
     /// Opens the socket, sizes its receive buffer, joins the link, address, route, neighbour and
     /// rule groups of both families, and starts the connection and the event forwarder on the
@@ -379,11 +410,12 @@ impl Netlink {
                 tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
             }
             match self.dump_once(req.clone()).await? {
+                _ if dump_failure_injected() => why = "test hook: VRFD_TEST_FAIL_DUMPS exists",
                 Dump::Complete(msgs) => return Ok(msgs),
                 Dump::Retry(reason) => why = reason,
             }
         }
-        bail!("{why}, {DUMP_ATTEMPTS} times in a row")
+        Err(DumpInterrupted { why }.into())
     }
 
     async fn dump_once(&self, req: RouteNetlinkMessage) -> Result<Dump> {
