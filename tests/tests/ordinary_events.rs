@@ -238,3 +238,76 @@ fn dumps_interrupted_many_times_in_a_row_leave_the_vrfs_to_the_kernel_until_one_
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }
+
+/// The netlink socket overruns (a 4 KiB receive buffer, and a burst of 20,000 routes while vrfd
+/// is stopped for a moment with SIGSTOP, shorter than the dead-man switch's lease): the
+/// notifications lost are made good by a resync, vrfd stays up, and the maps then hold the
+/// kernel's answer for every route (`vrfctl verify`, the kernel asked with RTM_GETROUTE).
+#[test]
+fn a_netlink_overrun_is_made_good_by_a_resync() {
+    let prefix = "oe_overrun";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let mut vrfd = Vrfd::start_with(
+        r,
+        &topology_config(&topo),
+        &[
+            "--netlink-receive-buffer",
+            "4096",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    red_forwards_on_xdp(&topo, &vrfd, "before");
+    let table = topo.vrf("red").table.to_string();
+    let gateway = topo.host_addr4("red", 1).to_string();
+    let lines: Vec<String> = (0..20_000u32)
+        .map(|i| {
+            format!(
+                "route add 10.{}.{}.0/24 via {gateway} table {table}",
+                100 + i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    // vrfd stopped while the burst arrives: nothing reads the socket, so it must overrun.
+    let pid = vrfd.pid().expect("vrfd runs") as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    batch(r, &lines);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let t0 = Instant::now();
+    let resyncs = loop {
+        let n = vrfd.metric("vrf_xdp_resyncs_total").unwrap().unwrap_or(0.0);
+        if n >= 1.0 || t0.elapsed() > Duration::from_secs(20) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        resyncs >= 1.0,
+        "no overrun, no resync: the test proves nothing"
+    );
+    vrfd.check_running().unwrap();
+    // Every route of red, asked of the kernel and of the loaded program.
+    let t0 = Instant::now();
+    loop {
+        let out = vrfd
+            .vrfctl(&["verify", "--vrf", "red", "--json"])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        if out.status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the maps never agreed with the kernel after the overrun: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    red_forwards_on_xdp(&topo, &vrfd, "after the overrun");
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}

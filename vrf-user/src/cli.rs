@@ -49,6 +49,11 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 /// as vrfd_gone, until a vrfd beats again. A resync (a dump of the kernel and the full plan,
 /// seconds at a million routes) beats from its own thread, for 30 s at most.
 ///
+/// Ordinary events are not fatal: a netlink overrun is made good by a resync; a dump the
+/// kernel interrupts ten times in a row sends every VRF to the kernel until a retry (0.5 s,
+/// doubling to 15 s) succeeds. VRFD_TEST_FAIL_DUMPS=FILE (tests only) fails every dump while
+/// FILE exists.
+///
 /// Exit status: 0 after a clean shutdown, 1 on a runtime error, 2 on a bad configuration.
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
@@ -94,6 +99,13 @@ pub struct VrfdArgs {
     /// port alone for 127.0.0.1 (port 0: any free port, logged at startup).
     #[arg(long, value_name = "ADDR", value_parser = export::parse_addr)]
     pub metrics: Option<SocketAddr>,
+
+    /// Receive buffer of vrfd's rtnetlink socket (SO_RCVBUFFORCE), in bytes. A burst of
+    /// changes larger than it (a full BGP table arriving at once) overruns it; vrfd then reads
+    /// the kernel's tables again (a resync), so a larger buffer only saves that work.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::netlink::RECEIVE_BUFFER as u32,
+          value_parser = clap::value_parser!(u32).range(4096..))]
+    pub netlink_receive_buffer: u32,
 
     /// On SIGTERM remove what vrfd attached (XDP and tc attachments, its qdiscs, the pins;
     /// the declared VRFs' ip rules stay) instead of leaving it for the next vrfd, and start afresh rather than

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         pin_path: args.pin_path,
         metrics: args.metrics,
         persist: !args.no_persist,
+        netlink_receive_buffer: args.netlink_receive_buffer as usize,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

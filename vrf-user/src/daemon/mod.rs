@@ -52,6 +52,8 @@ pub struct Options {
     /// Leave programs, links, maps and rules in place on SIGTERM; adopt (or upgrade) them at
     /// start. The default; `--no-persist` turns it off.
     pub persist: bool,
+    /// Bytes asked for the rtnetlink socket's receive buffer.
+    pub netlink_receive_buffer: usize,
 }
 
 /// `vrfd --detach`: remove what a persisting vrfd left (links, tc filters, pins).
@@ -148,7 +150,9 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(path) => Config::load(path).map_err(ConfigError)?,
         None => Config::default(),
     };
-    let (netlink, mut events) = Netlink::connect().await.context("opening rtnetlink")?;
+    let (netlink, mut events) = Netlink::connect_with_receive_buffer(opts.netlink_receive_buffer)
+        .await
+        .context("opening rtnetlink")?;
     // Subscribed before its dump, like the main socket: nothing between the two is lost.
     let (mut nexthops, mut nexthop_events) = NexthopSocket::connect().await?;
     let snapshot = snapshot(&netlink, &mut nexthops).await?;
