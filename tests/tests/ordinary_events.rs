@@ -311,3 +311,57 @@ fn a_netlink_overrun_is_made_good_by_a_resync() {
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }
+
+/// A FIB map that fills (`--fib4-entries 64`, then 100 more routes in red's table): red's
+/// table is degraded (its traffic goes to the kernel, which forwards it), blue, whose routes are
+/// in, stays on the XDP path, vrfd stays up; once red's table shrinks again it is served again.
+#[test]
+fn a_full_map_degrades_the_table_that_does_not_fit_until_it_fits_again() {
+    let prefix = "oe_full";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let mut vrfd = Vrfd::start_with(r, &topology_config(&topo), &["--fib4-entries", "64"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    red_forwards_on_xdp(&topo, &vrfd, "before");
+    let table = topo.vrf("red").table.to_string();
+    let gateway = topo.host_addr4("red", 1).to_string();
+    let route =
+        |verb: &str, i: u32| format!("route {verb} 10.200.{i}.0/24 via {gateway} table {table}");
+    batch(r, &(0..100).map(|i| route("add", i)).collect::<Vec<_>>());
+    vrfd.wait_for_message(
+        "a map is full: the VRF is degraded, its traffic goes to the kernel",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", vrfd.log()));
+    vrfd.check_running().unwrap();
+    assert_eq!(vrfd.show_vrf("red").unwrap()["degraded"], true);
+    assert_eq!(vrfd.show_vrf("blue").unwrap()["degraded"], false);
+    // Red is the kernel's now: delivered, by the kernel.
+    let (xdp, kernel) = (forwarded(&vrfd, "red"), forwarded_datagrams(r).unwrap().0);
+    let p = ping(topo.host("red", 0), topo.host_addr("red", 1, false), 3).unwrap();
+    assert!(p.all_received(), "red while degraded: {p:?}");
+    assert_eq!(forwarded(&vrfd, "red"), xdp, "XDP forwarded a degraded VRF");
+    assert!(forwarded_datagrams(r).unwrap().0 >= kernel + 6);
+    // Blue's routes are in: still on the XDP path.
+    let blue = forwarded(&vrfd, "blue");
+    let p = ping(topo.host("blue", 0), topo.host_addr("blue", 1, false), 3).unwrap();
+    assert!(p.all_received(), "blue: {p:?}");
+    assert!(
+        forwarded(&vrfd, "blue") >= blue + 6,
+        "blue left the XDP path"
+    );
+
+    batch(r, &(0..100).map(|i| route("del", i)).collect::<Vec<_>>());
+    let t0 = Instant::now();
+    while vrfd.show_vrf("red").unwrap()["degraded"] != false {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "red never served again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    red_forwards_on_xdp(&topo, &vrfd, "after red's table shrank");
+    vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}

@@ -107,6 +107,17 @@ pub struct VrfdArgs {
           value_parser = clap::value_parser!(u32).range(4096..))]
     pub netlink_receive_buffer: u32,
 
+    /// Capacity of the IPv4 FIB map: routes of every VRF together (an LPM trie, allocated as
+    /// used). The routes of a table that do not fit degrade its VRFs: the kernel forwards them.
+    #[arg(long, value_name = "ROUTES", default_value_t = vrf_common::FIB4_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub fib4_entries: u32,
+
+    /// Capacity of the IPv6 FIB map, as --fib4-entries.
+    #[arg(long, value_name = "ROUTES", default_value_t = vrf_common::FIB6_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub fib6_entries: u32,
+
     /// On SIGTERM remove what vrfd attached (XDP and tc attachments, its qdiscs, the pins;
     /// the declared VRFs' ip rules stay) instead of leaving it for the next vrfd, and start afresh rather than
     /// adopt: for a one-off run. The next start of a vrfd then has a gap (the kernel forwards).

@@ -65,6 +65,8 @@ pub struct MapWriter {
     /// The kernel's tables could not be read (a resync's dump failed): every VRF is degraded
     /// until one succeeds, since the maps may no longer hold the kernel's answer.
     kernel_unread: bool,
+    /// An overflowed table lost a route: the next full plan may fit (see `wants_refit`).
+    refit: bool,
     /// Table → (IPv4, IPv6) entries in the shadow.
     counts: HashMap<u32, (u32, u32)>,
     /// `LINK_CAPTURE` on every link: a capture holds its lease.
@@ -111,6 +113,7 @@ impl MapWriter {
             neighbours: HashMap::new(),
             overflowed: BTreeSet::new(),
             kernel_unread: false,
+            refit: false,
             counts: HashMap::new(),
             capture: false,
             adopted: None,
@@ -564,25 +567,42 @@ impl MapWriter {
 
     /// Converge the FIBs to `desired`: changed and new entries first, stale ones after.
     fn sync_routes(&mut self, desired: &HashMap<(u32, IpNet), RoutePlan>) -> Result<()> {
-        self.overflowed.clear();
-        for ((table, prefix), entry) in desired {
-            self.set_route(*table, *prefix, Some(entry.clone()))?;
-        }
         let stale: Vec<(u32, IpNet)> = self
             .routes
             .keys()
             .filter(|k| !desired.contains_key(k))
             .copied()
             .collect();
-        for (table, prefix) in stale {
-            self.set_route(table, prefix, None)?;
+        // A full map: the space the stale entries hold is what the new ones need.
+        let full = !std::mem::take(&mut self.overflowed).is_empty();
+        if full {
+            for (table, prefix) in &stale {
+                self.set_route(*table, *prefix, None)?;
+            }
         }
+        for ((table, prefix), entry) in desired {
+            self.set_route(*table, *prefix, Some(entry.clone()))?;
+        }
+        if !full {
+            for (table, prefix) in stale {
+                self.set_route(table, prefix, None)?;
+            }
+        }
+        self.refit = false;
         Ok(())
+    }
+
+    /// A degraded (overflowed) table lost routes since the last full plan: one may fit now.
+    pub fn wants_refit(&self) -> bool {
+        self.refit
     }
 
     /// Set or remove one FIB entry. A full map marks the table overflowed (its VRFs degrade)
     /// instead of failing: the kernel keeps forwarding that VRF correctly.
     fn set_route(&mut self, table: u32, prefix: IpNet, entry: Option<RoutePlan>) -> Result<()> {
+        if entry.is_none() && self.overflowed.contains(&table) {
+            self.refit = true;
+        }
         match self.try_set_route(table, prefix, entry) {
             Err(e) if is_full(&e) => {
                 if self.overflowed.insert(table) {

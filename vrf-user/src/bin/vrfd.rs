@@ -58,6 +58,8 @@ fn main() -> ExitCode {
         metrics: args.metrics,
         persist: !args.no_persist,
         netlink_receive_buffer: args.netlink_receive_buffer as usize,
+        fib4_entries: args.fib4_entries,
+        fib6_entries: args.fib6_entries,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -54,6 +54,9 @@ pub struct Options {
     pub persist: bool,
     /// Bytes asked for the rtnetlink socket's receive buffer.
     pub netlink_receive_buffer: usize,
+    /// Capacity of the FIB maps (routes of every VRF together), per family.
+    pub fib4_entries: u32,
+    pub fib6_entries: u32,
 }
 
 /// `vrfd --detach`: remove what a persisting vrfd left (links, tc filters, pins).
@@ -186,6 +189,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut dp = DataPlane::load_with(&LoadOptions {
         pin_dir: Some(pins.load_dir().to_path_buf()),
         persist: opts.persist,
+        fib4_entries: opts.fib4_entries,
+        fib6_entries: opts.fib6_entries,
         ..Default::default()
     })?;
     let heartbeat = switch::Heartbeat::new(&dp.maps, start != pins::Start::Fresh)?;
@@ -524,7 +529,12 @@ impl Daemon {
         if dirty.links || dirty.rules {
             return self.apply_plan().await;
         }
-        self.writer.apply_changes(&self.engine.changes(&dirty))
+        self.writer.apply_changes(&self.engine.changes(&dirty))?;
+        if self.writer.wants_refit() {
+            // A degraded table shrank: a full plan serves its VRFs again if it now fits.
+            return self.apply_plan().await;
+        }
+        Ok(())
     }
 
     /// Netfilter or IPsec changed: only the VRF entries' flags follow.
