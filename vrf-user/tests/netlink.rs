@@ -368,11 +368,12 @@ fn changes_arrive_as_events() {
             "-6 route add 2001:db8:77::/64 table 110 \
              nexthop via 2001:db8:1::2 dev va nexthop via 2001:db8:2::2 dev vb weight 2",
         );
-        let ev = expect_event(&mut rx, "NewRoute 2001:db8:77::/64", |e| {
-            matches!(e, KernelEvent::NewRoute(r) if r.prefix == net("2001:db8:77::/64"))
+        // An IPv6 add is an append: IPv6 keeps every route of one prefix and metric.
+        let ev = expect_event(&mut rx, "AppendRoute 2001:db8:77::/64", |e| {
+            matches!(e, KernelEvent::AppendRoute(r) if r.prefix == net("2001:db8:77::/64"))
         })
         .await;
-        let KernelEvent::NewRoute(r) = ev else { unreachable!() };
+        let KernelEvent::AppendRoute(r) = ev else { unreachable!() };
         assert_eq!(r.table, 110);
         assert_eq!(r.paths.len(), 2, "{r:?}");
 
