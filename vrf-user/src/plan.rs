@@ -3,6 +3,7 @@
 //! [`Engine`] keeps the mirror and derives a full [`Plan`] or, after events, a [`ChangeSet`];
 //! [`crate::writer::MapWriter`] turns either into map writes.
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
@@ -140,6 +141,11 @@ pub struct Engine {
     vrfs: Vec<VrfView>,
     /// Member ifindex → its VRF's table.
     member_tables: HashMap<u32, u32>,
+    /// Paths of mirrored routes per egress ifindex, kept as route events come and go so that
+    /// planning the links (every sysctl poll) is proportional to the links, not the routes;
+    /// `None` after an event that changes routes wholesale (a link or nexthop going away):
+    /// the next [`links`](Engine::links) counts them again, once.
+    route_oifs: RefCell<Option<HashMap<u32, u32>>>,
 }
 
 impl Engine {
@@ -152,6 +158,7 @@ impl Engine {
             facts: KernelFacts::default(),
             vrfs: Vec::new(),
             member_tables: HashMap::new(),
+            route_oifs: RefCell::new(None),
         }
     }
 
@@ -161,11 +168,50 @@ impl Engine {
         self.resolve();
         let tables = self.vrfs.iter().map(|v| v.table).collect();
         self.mirror.load_routes(tables, snap.routes);
+        *self.route_oifs.get_mut() = None;
     }
 
     /// Apply one kernel event to the mirror and say what must be planned again.
     pub fn apply(&mut self, event: KernelEvent) -> Dirty {
+        // A route event changes the routes at its own key only: count their paths before and
+        // after. Events that may drop routes elsewhere (a link down or gone, a nexthop gone)
+        // leave the count to be taken again.
+        let key = match &event {
+            KernelEvent::NewRoute(r)
+            | KernelEvent::AppendRoute(r)
+            | KernelEvent::PrependRoute(r)
+            | KernelEvent::DelRoute(r) => Some((r.table, r.prefix)),
+            _ => None,
+        };
+        let wholesale = match &event {
+            // The mirror evicts routes and flushes nexthops of a link that goes (admin) down.
+            KernelEvent::NewLink(l) => self
+                .mirror
+                .link(l.ifindex)
+                .is_some_and(|o| o.admin_up && (!l.admin_up || (o.up && !l.up))),
+            KernelEvent::DelLink(_) | KernelEvent::DelNexthop(_) => true,
+            _ => false,
+        };
+        let before = key.map(|(t, p)| self.oifs_at(t, p)).unwrap_or_default();
         let mut dirty = self.mirror.apply(event);
+        if wholesale {
+            *self.route_oifs.get_mut() = None;
+        } else if let Some((t, p)) = key.filter(|_| self.route_oifs.get_mut().is_some()) {
+            let after = self.oifs_at(t, p);
+            if let Some(counts) = self.route_oifs.get_mut() {
+                for i in before {
+                    if let Some(n) = counts.get_mut(&i) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(&i);
+                        }
+                    }
+                }
+                for i in after {
+                    *counts.entry(i).or_default() += 1;
+                }
+            }
+        }
         if dirty.links {
             self.resolve();
             if self.tables() != *self.mirror.tables() {
@@ -285,11 +331,14 @@ impl Engine {
             NexthopKind::Single { oif, .. } => Some(oif),
             _ => None,
         });
-        let route_oifs = self
-            .mirror
-            .routes()
-            .flat_map(|r| r.paths.iter().map(|p| p.ifindex));
-        for ifindex in route_oifs.chain(nexthop_oifs) {
+        let route_oifs: Vec<u32> = self
+            .route_oifs
+            .borrow_mut()
+            .get_or_insert_with(|| self.count_route_oifs())
+            .keys()
+            .copied()
+            .collect();
+        for ifindex in route_oifs.into_iter().chain(nexthop_oifs) {
             if out.contains_key(&ifindex) || vrf_of_member.contains_key(&ifindex) {
                 continue;
             }
@@ -305,6 +354,25 @@ impl Engine {
         }
         self.plan_ports(&mut out);
         out
+    }
+
+    /// The egress ifindex of every path of the routes mirrored at (table, prefix).
+    fn oifs_at(&self, table: u32, prefix: IpNet) -> Vec<u32> {
+        self.mirror
+            .routes_at(table, prefix)
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.paths.iter().map(|p| p.ifindex))
+            .collect()
+    }
+
+    /// Paths per egress ifindex over every mirrored route (after a load or a wholesale change).
+    fn count_route_oifs(&self) -> HashMap<u32, u32> {
+        let mut counts = HashMap::new();
+        for p in self.mirror.routes().flat_map(|r| r.paths.iter()) {
+            *counts.entry(p.ifindex).or_default() += 1;
+        }
+        counts
     }
 
     /// VLAN devices leave through their parent (so it must be a redirect target too); the
@@ -1212,6 +1280,40 @@ mod tests {
         assert!(
             !links.contains_key(&4),
             "a link no served route uses is not needed"
+        );
+    }
+
+    #[test]
+    fn egress_links_follow_route_events_without_walking_the_routes() {
+        let mut e = engine();
+        assert!(!e.links().contains_key(&4));
+        let via4 = route(
+            110,
+            "10.9.0.0/16",
+            RouteKind::Unicast,
+            &[(4, Some("10.0.1.7"))],
+        );
+        e.apply(KernelEvent::NewRoute(via4.clone()));
+        assert_eq!(e.links()[&4].role, LinkRole::Egress);
+        // A second route through it, then both gone: the link goes with the last.
+        let also = route(110, "10.8.0.0/16", RouteKind::Unicast, &[(4, None)]);
+        e.apply(KernelEvent::NewRoute(also.clone()));
+        e.apply(KernelEvent::DelRoute(via4));
+        assert!(e.links().contains_key(&4));
+        e.apply(KernelEvent::DelRoute(also));
+        assert!(!e.links().contains_key(&4));
+        // A replace moves the path: the count follows the route at its key.
+        e.apply(KernelEvent::NewRoute(route(
+            110,
+            "10.0.1.0/24",
+            RouteKind::Unicast,
+            &[(4, None)],
+        )));
+        assert!(e.links().contains_key(&4));
+        assert_eq!(
+            e.route_oifs.borrow().clone(),
+            Some(e.count_route_oifs()),
+            "the kept count is the one a walk gives"
         );
     }
 
