@@ -1,74 +1,14 @@
 //! The machine: what it is, where threads run, how busy each CPU was, kernel memory.
-use std::collections::BTreeSet;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use tests::netns::NetNs;
-
-/// Pin the calling thread (`pid` 0) or task `pid` to one CPU.
-pub fn pin(pid: i32, cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("sched_setaffinity(pid {pid}, CPU {cpu})"));
-        }
-    }
-    Ok(())
-}
+/// Where threads run (shared with the restart tests).
+pub use tests::livegen::{pin, pin_napi};
 
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn napi_threads(ifname: &str) -> Result<BTreeSet<i32>> {
-    let want = format!("napi/{ifname}-");
-    let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            if comm.trim_end().starts_with(&want) {
-                out.insert(pid);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Give `ifname` in `ns` a NAPI kernel thread of its own (`threaded` NAPI; a veth has NAPI
-/// while GRO or XDP is on) and pin that thread to `cpu`. The thread is recognised as the
-/// `napi/<ifname>-*` thread that appears when threading is switched on.
-pub fn pin_napi(ns: &NetNs, ifname: &str, cpu: usize) -> Result<i32> {
-    let path = format!("/sys/class/net/{ifname}/threaded");
-    let set = |v: &str| {
-        tests::cmd::run(Command::new("ip").args([
-            "netns",
-            "exec",
-            ns.name(),
-            "sh",
-            "-c",
-            &format!("echo {v} > {path}"),
-        ]))
-    };
-    set("0")?;
-    let before = napi_threads(ifname)?;
-    set("1")?;
-    for _ in 0..100 {
-        let after = napi_threads(ifname)?;
-        let new: Vec<i32> = after.difference(&before).copied().collect();
-        if let [pid] = new[..] {
-            pin(pid, cpu)?;
-            return Ok(pid);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    bail!("no napi/{ifname}-* thread appeared after threaded NAPI was switched on")
 }
 
 /// Nanoseconds task `pid` has run on a CPU (`/proc/PID/schedstat`; `thread-self` for the

@@ -17,6 +17,7 @@ pub mod frr;
 pub mod fuzzing;
 pub mod invariants;
 pub mod link;
+pub mod livegen;
 pub mod netns;
 pub mod nstat;
 pub mod topology;

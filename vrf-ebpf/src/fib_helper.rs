@@ -7,6 +7,9 @@
 //! - `xdp_bench_gen`: the traffic source for XDP live frames (BPF_PROG_TEST_RUN): writes the
 //!   template headers of `BENCH_TEMPLATE[0]` over the frame (a recycled frame comes back as the
 //!   router left it) and transmits it (XDP_TX) out of the test run's ingress device;
+//!   Paced (`BENCH_GEN_KEEP[0]` between 1 and 65535): only that share of the frames, in
+//!   1/65536, goes out, spread evenly over the run; the rest are dropped before they leave.
+//!   `BENCH_GEN_STATE[1]` (per CPU) counts what went out;
 //! - `xdp_bench_sink`: counts into `BENCH_SINK_COUNT` (per CPU) and drops.
 #![no_std]
 #![no_main]
@@ -42,6 +45,17 @@ static FIB_HELPER_TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);
 /// The generator's frame headers.
 #[map]
 static BENCH_TEMPLATE: Array<[u8; TEMPLATE_LEN]> = Array::with_max_entries(1, 0);
+
+/// The generator's share of frames sent, in 1/65536 (0 or more than 65535: every one).
+#[map]
+static BENCH_GEN_KEEP: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per CPU: [0] the generator's credit (1/65536 frames), [1] frames it sent.
+#[map]
+static BENCH_GEN_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// One frame's worth of credit.
+const GEN_UNIT: u64 = 65536;
 
 /// Frames the sink received, per CPU.
 #[map]
@@ -195,6 +209,20 @@ pub fn xdp_bench_gen(ctx: XdpContext) -> u32 {
     let Some(head) = ptr_at::<[u8; TEMPLATE_LEN]>(&ctx, 0) else {
         return XDP_DROP;
     };
+    let keep = BENCH_GEN_KEEP.get(0).map_or(0, |k| u64::from(*k));
+    if keep != 0 && keep < GEN_UNIT {
+        if let Some(credit) = BENCH_GEN_STATE.get_ptr_mut(0) {
+            let c = unsafe { *credit } + keep;
+            if c < GEN_UNIT {
+                unsafe { *credit = c };
+                return XDP_DROP;
+            }
+            unsafe { *credit = c - GEN_UNIT };
+        }
+    }
+    if let Some(n) = BENCH_GEN_STATE.get_ptr_mut(1) {
+        unsafe { *n += 1 };
+    }
     unsafe { *head = *template };
     XDP_TX
 }

@@ -23,6 +23,10 @@ pub mod map_names {
     pub const TX_PORTS: &str = "FIB_HELPER_TX_PORTS";
     /// `Array<[u8; 42]>`, one entry: Ethernet, IPv4 and UDP headers the generator writes.
     pub const TEMPLATE: &str = "BENCH_TEMPLATE";
+    /// `Array<u32>`, one entry: the share of frames the generator sends, in 1/65536.
+    pub const GEN_KEEP: &str = "BENCH_GEN_KEEP";
+    /// `PerCpuArray<u64>`, two entries: the generator's credit, frames it sent.
+    pub const GEN_STATE: &str = "BENCH_GEN_STATE";
     /// `PerCpuArray<u64>`, one entry: frames the sink dropped.
     pub const SINK_COUNT: &str = "BENCH_SINK_COUNT";
 }

@@ -1,0 +1,599 @@
+//! Live-frame load: the bench's own XDP programs (`vrf_user::bench::FIB_HELPER_OBJECT`) and what
+//! drives them, shared by the bench (`bench/`) and the restart tests.
+//!
+//! - [`BenchPrograms`]: the `bpf_fib_lookup` forwarder, the live-frame traffic source
+//!   (`xdp_bench_gen`: BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX out of the
+//!   test run's ingress device, as xdp-trafficgen does) and the counting sink
+//!   (`xdp_bench_sink`: count, drop);
+//! - [`pin`], [`pin_napi`], [`set_fifo`]: where the threads that carry the load run;
+//! - [`Load`]: host A → router → host B through one VRF of a [`Topology`], offered unpaced
+//!   (what the router carries at most) or paced at a rate, counted by the sink at host B.
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, DevMapHash, MapData, PerCpuArray},
+    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    Ebpf, TestRun, TestRunAttrs, TestRunOptions,
+};
+use vrf_user::bench::{map_names, prog_names, FIB_HELPER_OBJECT, TEMPLATE_LEN};
+use vrf_user::packet::FrameSpec;
+
+use crate::netns::NetNs;
+use crate::topology::{Topology, HOST_IFNAME};
+
+/// Frames per batch of a live-frame test run (xdp-trafficgen's default is 64; 256 is the most).
+pub const LIVE_BATCH: u32 = 256;
+
+pub struct BenchPrograms {
+    ebpf: Ebpf,
+    table: Array<MapData, u32>,
+    tx_ports: DevMapHash<MapData>,
+    template: Array<MapData, [u8; TEMPLATE_LEN]>,
+    sink: PerCpuArray<MapData, u64>,
+    gen_keep: Array<MapData, u32>,
+    gen_state: PerCpuArray<MapData, u64>,
+}
+
+/// What one non-live test run reported.
+pub struct Run {
+    pub action: vrf_user::dataplane::XdpAction,
+    pub frame: Vec<u8>,
+    /// Average per repetition, as the kernel measured it.
+    pub per_run: Duration,
+}
+
+impl BenchPrograms {
+    pub fn load() -> Result<Self> {
+        let mut ebpf = Ebpf::load(FIB_HELPER_OBJECT).context("loading the bench's eBPF object")?;
+        for name in [prog_names::FIB_HELPER, prog_names::GEN, prog_names::SINK] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {name}"))?;
+        }
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing"))
+        };
+        let table = take(map_names::TABLE)?.try_into()?;
+        let tx_ports = take(map_names::TX_PORTS)?.try_into()?;
+        let template = take(map_names::TEMPLATE)?.try_into()?;
+        let sink = take(map_names::SINK_COUNT)?.try_into()?;
+        let gen_keep = take(map_names::GEN_KEEP)?.try_into()?;
+        let gen_state = take(map_names::GEN_STATE)?.try_into()?;
+        Ok(BenchPrograms {
+            ebpf,
+            table,
+            tx_ports,
+            template,
+            sink,
+            gen_keep,
+            gen_state,
+        })
+    }
+
+    fn prog(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?)
+    }
+
+    /// The table `xdp_fib_helper` looks up.
+    pub fn set_table(&mut self, table: u32) -> Result<()> {
+        Ok(self.table.set(0, table, 0)?)
+    }
+
+    /// Make `ifindex` (in the calling thread's namespace) a redirect target of the helper.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        Ok(self.tx_ports.insert(ifindex, ifindex, None, 0)?)
+    }
+
+    /// The first [`TEMPLATE_LEN`] bytes of `frame` become the generator's headers.
+    pub fn set_template(&mut self, frame: &[u8]) -> Result<()> {
+        let mut t = [0u8; TEMPLATE_LEN];
+        t.copy_from_slice(&frame[..TEMPLATE_LEN]);
+        Ok(self.template.set(0, t, 0)?)
+    }
+
+    /// Frames the sink has dropped so far, all CPUs.
+    pub fn sink_count(&self) -> Result<u64> {
+        Ok(self.sink.get(&0, 0)?.iter().sum())
+    }
+
+    /// The share of frames a test run of the generator sends, in 1/65536 (0: every one),
+    /// spread evenly over the run; the others are dropped before they leave.
+    pub fn set_gen_keep(&mut self, keep: u32) -> Result<()> {
+        Ok(self.gen_keep.set(0, keep, 0)?)
+    }
+
+    /// Frames the generator has sent so far, all CPUs.
+    pub fn gen_sent(&self) -> Result<u64> {
+        Ok(self.gen_state.get(&1, 0)?.iter().sum())
+    }
+
+    /// Attach program `name` natively to `ifindex` (in the calling thread's namespace).
+    pub fn attach(&mut self, name: &str, ifindex: u32) -> Result<XdpLinkId> {
+        self.prog(name)?
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+            .with_context(|| format!("attaching {name} to ifindex {ifindex}"))
+    }
+
+    /// Attach program `name` to `ifindex` in `mode` (in the calling thread's namespace).
+    pub fn attach_mode(&mut self, name: &str, ifindex: u32, mode: XdpMode) -> Result<XdpLinkId> {
+        self.prog(name)?
+            .attach_to_if_index(ifindex, mode)
+            .with_context(|| format!("attaching {name} to ifindex {ifindex} ({mode:?})"))
+    }
+
+    pub fn detach(&mut self, name: &str, id: XdpLinkId) -> Result<()> {
+        Ok(self.prog(name)?.detach(id)?)
+    }
+
+    /// Transmit `count` copies of `frame` out of `ifindex` (in the calling thread's namespace)
+    /// as XDP live frames; returns how long the kernel took.
+    pub fn generate(&mut self, ifindex: u32, frame: &[u8], count: u32) -> Result<Duration> {
+        self.generate_batched(ifindex, frame, count, LIVE_BATCH)
+    }
+
+    /// [`generate`](Self::generate) in batches of `batch` frames (each batch is flushed to
+    /// the device at once: a small batch keeps the receiver's ring from overflowing in bursts).
+    pub fn generate_batched(
+        &mut self,
+        ifindex: u32,
+        frame: &[u8],
+        count: u32,
+        batch: u32,
+    ) -> Result<Duration> {
+        let ctx = xdp_md(ifindex, frame.len());
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.ctx_in = Some(bytemuck::cast_slice(&ctx));
+        opts.repeat = count;
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(batch);
+        let prog = self.prog(prog_names::GEN)?;
+        let start = Instant::now();
+        prog.test_run(opts)
+            .context("BPF_PROG_TEST_RUN with XDP live frames")?;
+        Ok(start.elapsed())
+    }
+
+    /// Run the helper `repeat` times on `frame` arriving on `ifindex`.
+    pub fn run_helper(&mut self, ifindex: u32, frame: &[u8], repeat: u32) -> Result<Run> {
+        let prog = self.prog(prog_names::FIB_HELPER)?;
+        run_repeated(prog, ifindex, frame, repeat)
+    }
+}
+
+/// struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+fn xdp_md(ifindex: u32, len: usize) -> [u32; 6] {
+    [0, len as u32, 0, ifindex, 0, 0]
+}
+
+/// BPF_PROG_TEST_RUN of an XDP program with `repeat`: the kernel times the loop and reports
+/// the average. The frame is not restored between repetitions.
+pub fn run_repeated(prog: &Xdp, ifindex: u32, frame: &[u8], repeat: u32) -> Result<Run> {
+    let ctx = xdp_md(ifindex, frame.len());
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(bytemuck::cast_slice(&ctx));
+    opts.repeat = repeat;
+    let r = prog
+        .test_run(opts)
+        .with_context(|| format!("BPF_PROG_TEST_RUN on ifindex {ifindex}"))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(Run {
+        action: r.return_value.into(),
+        frame: out,
+        per_run: r.duration,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads.
+
+/// Pin the calling thread (`pid` 0) or task `pid` to one CPU.
+pub fn pin(pid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sched_setaffinity(pid {pid}, CPU {cpu})"));
+        }
+    }
+    Ok(())
+}
+
+/// SCHED_FIFO at `priority` for the calling thread (`pid` 0) or task `pid`: ahead of every
+/// ordinary task on its CPU (builds of other users of a shared machine), so that what it
+/// carries is not measured against them. The kernel's RT throttling still leaves 5% to others.
+pub fn set_fifo(pid: i32, priority: i32) -> Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: a valid sched_param we own.
+    if unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("sched_setscheduler(pid {pid}, SCHED_FIFO {priority})"));
+    }
+    Ok(())
+}
+
+fn napi_threads(ifname: &str) -> Result<BTreeSet<i32>> {
+    let want = format!("napi/{ifname}-");
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            if comm.trim_end().starts_with(&want) {
+                out.insert(pid);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Give `ifname` in `ns` a NAPI kernel thread of its own (`threaded` NAPI; a veth has NAPI
+/// while GRO or XDP is on) and pin that thread to `cpu`. The thread is recognised as the
+/// `napi/<ifname>-*` thread that appears when threading is switched on.
+pub fn pin_napi(ns: &NetNs, ifname: &str, cpu: usize) -> Result<i32> {
+    let path = format!("/sys/class/net/{ifname}/threaded");
+    let set = |v: &str| {
+        crate::cmd::run(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns.name(),
+            "sh",
+            "-c",
+            &format!("echo {v} > {path}"),
+        ]))
+    };
+    set("0")?;
+    let before = napi_threads(ifname)?;
+    set("1")?;
+    for _ in 0..100 {
+        let after = napi_threads(ifname)?;
+        let new: Vec<i32> = after.difference(&before).copied().collect();
+        if let [pid] = new[..] {
+            pin(pid, cpu)?;
+            return Ok(pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("no napi/{ifname}-* thread appeared after threaded NAPI was switched on")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load through a VRF.
+
+/// The generator thread and host B's NAPI thread (the sink) share this CPU ...
+pub const GEN_CPU: usize = 0;
+/// ... and the router's NAPI thread of member 0 (all of the router's work) has this one.
+pub const ROUTER_CPU: usize = 1;
+/// SCHED_FIFO priority of the two NAPI threads (the generator is an ordinary task).
+const NAPI_PRIO: i32 = 50;
+/// Paced: frames per flush (live-frame batch): of 256 frames run, the share sent leaves at
+/// once (at 20% about 50 frames: the router's ring holds 256).
+const PACED_BATCH: u32 = 256;
+/// Length of one generator test run.
+const RUN_SECONDS: f64 = 0.02;
+/// `BENCH_GEN_KEEP`'s unit: one frame in 65536.
+const GEN_UNIT: f64 = 65536.0;
+
+/// One measured window of load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Window {
+    /// Frames host A's generator sent.
+    pub sent: u64,
+    /// Frames host B's sink counted.
+    pub received: u64,
+    pub seconds: f64,
+    /// Share of a CPU the router's NAPI thread ran (0 before [`Load::pin_threads`]).
+    pub router_busy: f64,
+    /// Frames that found the router member's receive ring full (host A's veth counts them as
+    /// `tx_queue_0_xdp_xmit_errors`): the router's thread was not there to take them.
+    pub ring_full_in: u64,
+    /// Frames the router sent that found host B's receive ring full (the router's member 1
+    /// counts them the same way): the sink's thread was not there.
+    pub ring_full_out: u64,
+}
+
+impl Window {
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.received)
+    }
+    pub fn offered_pps(&self) -> f64 {
+        self.sent as f64 / self.seconds.max(1e-9)
+    }
+    pub fn received_pps(&self) -> f64 {
+        self.received as f64 / self.seconds.max(1e-9)
+    }
+    /// Lost anywhere but in a full receive ring at either end: what the router itself lost.
+    pub fn lost_in_router(&self) -> u64 {
+        self.lost()
+            .saturating_sub(self.ring_full_in + self.ring_full_out)
+    }
+    pub fn loss_percent(&self) -> f64 {
+        100.0 * self.lost() as f64 / (self.sent as f64).max(1.0)
+    }
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.2} s: {} sent ({:.0} pps), {} received at B ({:.0} pps), {} lost ({:.2}%: {} at a full ring into the router, {} into B); router thread {:.0}% busy",
+            self.seconds,
+            self.sent,
+            self.offered_pps(),
+            self.received,
+            self.received_pps(),
+            self.lost(),
+            self.loss_percent(),
+            self.ring_full_in,
+            self.ring_full_out,
+            self.router_busy * 100.0
+        )
+    }
+}
+
+/// 64-byte UDP frames (60 without the FCS) from host A (member 0 of `vrf`) to host B
+/// (member 1), out of A's veth as XDP live frames, counted by `xdp_bench_sink` on B's veth.
+/// Whatever the router does in between (vrf-xdp, the kernel alone) is the caller's.
+///
+/// The router's members get GRO (so that the kernel path has NAPI to receive what A's veth
+/// transmits with XDP attached or not); [`pin_threads`](Self::pin_threads) must follow every
+/// attach or detach of XDP on the router's member 0.
+pub struct Load<'t> {
+    topo: &'t Topology,
+    vrf: String,
+    bp: BenchPrograms,
+    sink: Option<XdpLinkId>,
+    gen: Option<XdpLinkId>,
+    frame: Vec<u8>,
+    router_thread: Option<i32>,
+}
+
+impl<'t> Load<'t> {
+    pub fn new(topo: &'t Topology, vrf: &str) -> Result<Load<'t>> {
+        let (m0, m1) = (topo.member(vrf, 0), topo.member(vrf, 1));
+        crate::set_gro(topo.router(), &m0.ifname, true)?;
+        crate::set_gro(topo.router(), &m1.ifname, true)?;
+        let mut bp = BenchPrograms::load()?;
+        let sink = m1
+            .host
+            .run_in(|| bp.attach(prog_names::SINK, m1.host_ifindex))?;
+        // A test run with repeat > 1 puts its program into the kernel's XDP dispatcher and
+        // takes it out again, each a dispatcher update (an RCU grace period: milliseconds on a
+        // busy machine). Attached somewhere for the whole run, the program stays in it and a
+        // test run costs microseconds. A's `lo` (generic XDP) sees no traffic of the load.
+        let gen = m0
+            .host
+            .run_in(|| bp.attach_mode(prog_names::GEN, 1, XdpMode::Skb))?;
+        let mut spec = FrameSpec::new(IpAddr::V4(m0.host4()), IpAddr::V4(m1.host4()));
+        spec.src_mac = m0.host_mac;
+        spec.dst_mac = m0.router_mac;
+        spec.payload_len = 18;
+        let frame = spec.udp()?;
+        bp.set_template(&frame)?;
+        Ok(Load {
+            topo,
+            vrf: vrf.into(),
+            bp,
+            sink: Some(sink),
+            gen: Some(gen),
+            frame,
+            router_thread: None,
+        })
+    }
+
+    /// Threaded NAPI for the router's member 0 (on [`ROUTER_CPU`]) and host B's veth (on
+    /// [`GEN_CPU`]), both SCHED_FIFO. Returns their pids (router, sink).
+    pub fn pin_threads(&mut self) -> Result<(i32, i32)> {
+        let (m0, m1) = (
+            self.topo.member(&self.vrf, 0),
+            self.topo.member(&self.vrf, 1),
+        );
+        let router = pin_napi(self.topo.router(), &m0.ifname, ROUTER_CPU)?;
+        set_fifo(router, NAPI_PRIO)?;
+        let sink = pin_napi(&m1.host, HOST_IFNAME, GEN_CPU)?;
+        set_fifo(sink, NAPI_PRIO)?;
+        self.router_thread = Some(router);
+        std::thread::sleep(Duration::from_millis(50));
+        Ok((router, sink))
+    }
+
+    pub fn sink_count(&self) -> Result<u64> {
+        self.bp.sink_count()
+    }
+
+    /// Offered as fast as the generator goes for `seconds`: `received_pps` is what the
+    /// router carries at most.
+    pub fn saturate(&mut self, seconds: f64) -> Result<Window> {
+        let (w, ()) = self.window(
+            None,
+            Duration::from_secs_f64(seconds),
+            || (),
+            Duration::ZERO,
+        )?;
+        Ok(w)
+    }
+
+    /// Paced at `pps` for `pre`, then while `during` runs on the calling thread, then for
+    /// `post`; counted from the first frame to the last one's arrival.
+    pub fn paced<T>(
+        &mut self,
+        pps: f64,
+        pre: Duration,
+        during: impl FnOnce() -> T,
+        post: Duration,
+    ) -> Result<(Window, T)> {
+        self.window(Some(pps), pre, during, post)
+    }
+
+    fn window<T>(
+        &mut self,
+        pps: Option<f64>,
+        pre: Duration,
+        during: impl FnOnce() -> T,
+        post: Duration,
+    ) -> Result<(Window, T)> {
+        let m0 = self.topo.member(&self.vrf, 0);
+        let ifindex = m0.host_ifindex;
+        let host = &m0.host;
+        let received0 = self.bp.sink_count()?;
+        let router_ns = || self.router_thread.map_or(Ok(0), thread_ns);
+        let busy0 = router_ns()?;
+        let m1 = self.topo.member(&self.vrf, 1);
+        let ring_in = || xmit_errors(host, HOST_IFNAME);
+        let ring_out = || xmit_errors(self.topo.router(), &m1.ifname);
+        let (in0, out0) = (ring_in()?, ring_out()?);
+        let stop = AtomicBool::new(false);
+        let (bp, frame) = (&mut self.bp, &self.frame);
+        let (gen, out) = std::thread::scope(|s| {
+            let stop = &stop;
+            let gen = s.spawn(move || {
+                host.run_in(|| -> Result<(u64, Duration)> {
+                    pin(0, GEN_CPU)?;
+                    // An ordinary task: paced, the generator runs all the time (it drops the
+                    // frames it does not send), and vrfd, starting on these CPUs, must get its
+                    // share; the pacing makes up for a slower generator.
+                    match pps {
+                        Some(pps) => paced(bp, ifindex, frame, pps, stop),
+                        None => unpaced(bp, ifindex, frame, stop),
+                    }
+                })
+            });
+            // Stops the generator however this thread leaves (a panic in `during` too).
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let guard = Stop(stop);
+            std::thread::sleep(pre);
+            let out = during();
+            std::thread::sleep(post);
+            drop(guard);
+            (gen.join(), out)
+        });
+        let (sent, elapsed) = gen.map_err(|_| anyhow!("the generator panicked"))??;
+        // The last frames in flight.
+        std::thread::sleep(Duration::from_millis(100));
+        let received = self.bp.sink_count()? - received0;
+        let busy = (self.router_thread.map_or(Ok(0), thread_ns)? - busy0) as f64 / 1e9;
+        let m1 = self.topo.member(&self.vrf, 1);
+        let ring_full_in = xmit_errors(&m0.host, HOST_IFNAME)? - in0;
+        let ring_full_out = xmit_errors(self.topo.router(), &m1.ifname)? - out0;
+        Ok((
+            Window {
+                sent,
+                received,
+                seconds: elapsed.as_secs_f64(),
+                router_busy: busy / (elapsed.as_secs_f64() + 0.1),
+                ring_full_in,
+                ring_full_out,
+            },
+            out,
+        ))
+    }
+}
+
+/// A veth's `tx_queue_0_xdp_xmit_errors` (ethtool -S): XDP frames it could not put into its
+/// peer's receive ring because it was full.
+fn xmit_errors(ns: &NetNs, ifname: &str) -> Result<u64> {
+    let out = ns.exec(["ethtool", "-S", ifname])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("tx_queue_0_xdp_xmit_errors:"))
+        .with_context(|| format!("no tx_queue_0_xdp_xmit_errors in ethtool -S {ifname}"))?
+        .trim()
+        .parse()
+        .context("tx_queue_0_xdp_xmit_errors")
+}
+
+/// Nanoseconds task `pid` has run on a CPU (/proc/PID/schedstat).
+fn thread_ns(pid: i32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .with_context(|| format!("/proc/{pid}/schedstat"))?;
+    text.split_whitespace()
+        .next()
+        .context("empty schedstat")?
+        .parse()
+        .context("schedstat")
+}
+
+/// Test runs of about 20 ms until `stop`, every frame sent: (sent, elapsed).
+fn unpaced(
+    bp: &mut BenchPrograms,
+    ifindex: u32,
+    frame: &[u8],
+    stop: &AtomicBool,
+) -> Result<(u64, Duration)> {
+    bp.set_gen_keep(0)?;
+    let sent0 = bp.gen_sent()?;
+    let mut chunk: u32 = 16384;
+    let start = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let took = bp.generate(ifindex, frame, chunk)?;
+        let rate = f64::from(chunk) / took.as_secs_f64().max(1e-6);
+        chunk = (rate * RUN_SECONDS).clamp(1024.0, 1e6) as u32;
+    }
+    Ok((bp.gen_sent()? - sent0, start.elapsed()))
+}
+
+/// `pps` on average until `stop`: test runs of about [`RUN_SECONDS`], each sending the share
+/// of its frames that keeps the total on `pps` (the generator's own speed measured on the run
+/// before), spread evenly over the run by the program: no bursts. Few runs per second: each
+/// one registers an XDP memory model, whose ids (64k) are freed only some time after the run.
+/// Returns (sent, elapsed).
+fn paced(
+    bp: &mut BenchPrograms,
+    ifindex: u32,
+    frame: &[u8],
+    pps: f64,
+    stop: &AtomicBool,
+) -> Result<(u64, Duration)> {
+    let sent0 = bp.gen_sent()?;
+    let mut speed = 4e6_f64;
+    let start = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let sent = bp.gen_sent()? - sent0;
+        let chunk = (speed * RUN_SECONDS).clamp(1024.0, 1e6);
+        // What is due by the end of this run, with half of any deficit made up.
+        let elapsed = start.elapsed().as_secs_f64();
+        let want = pps * RUN_SECONDS + 0.5 * (pps * elapsed - sent as f64);
+        let keep = (want / chunk * GEN_UNIT).clamp(1.0, GEN_UNIT - 1.0);
+        bp.set_gen_keep(keep as u32)?;
+        let took = bp.generate_batched(ifindex, frame, chunk as u32, PACED_BATCH)?;
+        speed = chunk / took.as_secs_f64().max(1e-6);
+    }
+    bp.set_gen_keep(0)?;
+    Ok((bp.gen_sent()? - sent0, start.elapsed()))
+}
+
+impl Drop for Load<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.sink.take() {
+            let host = &self.topo.member(&self.vrf, 1).host;
+            let bp = &mut self.bp;
+            let _ = host.run_in(|| bp.detach(prog_names::SINK, id));
+        }
+        if let Some(id) = self.gen.take() {
+            let host = &self.topo.member(&self.vrf, 0).host;
+            let bp = &mut self.bp;
+            let _ = host.run_in(|| bp.detach(prog_names::GEN, id));
+        }
+    }
+}
