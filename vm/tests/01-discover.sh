@@ -46,3 +46,28 @@ lookup_is vrf-red r1 10.1.2.2 forward forwarded r2 || fail "lookup 10.1.2.2 from
 # The local route the kernel moved into table 110: local delivery is the kernel's.
 lookup_is vrf-red r2 10.1.1.1 pass local || fail "lookup 10.1.1.1 (local in table 110): not pass/local"
 vrfd_log_clean
+
+# refused CONFIG WORDS: vrfd with CONFIG exits 2 before touching anything, naming WORDS.
+refused() {
+    printf '%s\n' "$1" >/tmp/refused.toml
+    _out=$(nx router vrfd --pin-path /sys/fs/bpf/vrf-xdp-refused --config /tmp/refused.toml 2>&1)
+    _rc=$?
+    echo "$_out" | tail -n 2
+    [ "$_rc" -eq 2 ] || fail "vrfd with $(tr '\n' ' ' </tmp/refused.toml) exited $_rc, not 2"
+    echo "$_out" | grep -q "$2" || fail "vrfd's refusal does not say \"$2\": $_out"
+    [ ! -e /sys/fs/bpf/vrf-xdp-refused ] || fail "a refused vrfd left pins"
+}
+
+step "configurations the kernel makes unsafe are refused (exit 2), the running vrfd undisturbed"
+rules_before=$(ip -n router rule show)
+refused '[[vrf]]
+name = "vrf-red"
+table = 120
+interfaces = ["r9"]' "kernel VRF device of that name"
+refused '[[vrf]]
+name = "green"
+table = 120
+interfaces = ["r1"]' "r1"
+[ "$(ip -n router rule show)" = "$rules_before" ] || fail "a refused vrfd changed the rules"
+alive "$VRFD_PID" || fail "the running vrfd died"
+lookup_is vrf-red r2 10.1.1.2 forward forwarded r1 || fail "after the refusals: lookup 10.1.1.2 from r2 not forwarded"

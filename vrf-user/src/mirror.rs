@@ -666,6 +666,32 @@ mod tests {
     }
 
     #[test]
+    fn per_device_ipv6_routes_of_one_prefix_and_metric_are_each_kept() {
+        // The kernel adds `multicast ff00::/8 dev X` for every link, with one id.
+        let mut m = mirror();
+        for dev in [3, 4, 5] {
+            m.apply(KernelEvent::AppendRoute(r(
+                "ff00::/8",
+                RouteKind::Multicast,
+                &[(dev, None)],
+            )));
+        }
+        assert_eq!(at(&m, "ff00::/8").len(), 3);
+        // The link that goes takes its route, and only it: no dump needed.
+        let d = m.apply(KernelEvent::DelRoute(r(
+            "ff00::/8",
+            RouteKind::Multicast,
+            &[(4, None)],
+        )));
+        assert!(!d.resync);
+        let left: Vec<u32> = at(&m, "ff00::/8")
+            .iter()
+            .map(|r| r.paths[0].ifindex)
+            .collect();
+        assert_eq!(left, [3, 5]);
+    }
+
+    #[test]
     fn an_ipv6_prepend_is_an_append() {
         let six = "2001:db8:9::/48";
         let mut m = mirror();

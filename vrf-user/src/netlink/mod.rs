@@ -502,6 +502,29 @@ impl Netlink {
     }
 }
 
+/// A route notification says with its flags what the kernel did: append, prepend, replace.
+fn by_flags(event: KernelEvent, flags: u16) -> KernelEvent {
+    match event {
+        KernelEvent::NewRoute(r) if flags & NLM_F_APPEND != 0 => KernelEvent::AppendRoute(r),
+        // Only `ip route prepend` is announced with NLM_F_CREATE alone (an add carries
+        // CREATE|EXCL, a replace REPLACE; seen on 6.18). IPv6 announces a plain add that way
+        // too and has no prepend.
+        KernelEvent::NewRoute(r)
+            if r.prefix.addr().is_ipv4()
+                && flags & (NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE) == NLM_F_CREATE =>
+        {
+            KernelEvent::PrependRoute(r)
+        }
+        // IPv6 has no alias to replace: a route of an existing id that is not a replace is
+        // another route at that metric (the per-device `ff00::/8` the kernel adds with every
+        // link, a dev-only route beside a gateway one) or a sibling announcement.
+        KernelEvent::NewRoute(r) if r.prefix.addr().is_ipv6() && flags & NLM_F_REPLACE == 0 => {
+            KernelEvent::AppendRoute(r)
+        }
+        e => e,
+    }
+}
+
 async fn forward_events(
     mut messages: impl Stream<Item = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr)> + Unpin,
     tx: mpsc::UnboundedSender<KernelEvent>,
@@ -514,20 +537,7 @@ async fn forward_events(
             // colliding notification ended (already reported, and the dump restarted).
             _ if msg.header.flags & NLM_F_MULTIPART != 0 => continue,
             NetlinkPayload::InnerMessage(m) => match convert::event(&m) {
-                Some(KernelEvent::NewRoute(r)) if msg.header.flags & NLM_F_APPEND != 0 => {
-                    KernelEvent::AppendRoute(r)
-                }
-                // Only `ip route prepend` is announced with NLM_F_CREATE alone (an add carries
-                // CREATE|EXCL, a replace REPLACE; seen on 6.18). IPv6 announces a plain add that
-                // way too and has no prepend: its routes stay NewRoute.
-                Some(KernelEvent::NewRoute(r))
-                    if r.prefix.addr().is_ipv4()
-                        && msg.header.flags & (NLM_F_CREATE | NLM_F_EXCL | NLM_F_REPLACE)
-                            == NLM_F_CREATE =>
-                {
-                    KernelEvent::PrependRoute(r)
-                }
-                Some(e) => e,
+                Some(e) => by_flags(e, msg.header.flags),
                 None => continue,
             },
             NetlinkPayload::Overrun(_) if undecodable => KernelEvent::Overrun(format!(
@@ -628,4 +638,39 @@ fn root_qdisc_message(ifindex: u32, with_kind: bool) -> netlink_packet_route::tc
             .push(TcAttribute::Kind("pfifo_fast".to_string()));
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RouteInfo;
+    use vrf_common::RouteKind;
+
+    fn event(prefix: &str, flags: u16) -> KernelEvent {
+        let r = RouteInfo::of(255, prefix, RouteKind::Multicast, &[(7, None)]);
+        by_flags(KernelEvent::NewRoute(r), flags)
+    }
+
+    #[test]
+    fn route_notifications_are_read_by_their_flags() {
+        let kind = |e: KernelEvent| match e {
+            KernelEvent::NewRoute(_) => "new",
+            KernelEvent::AppendRoute(_) => "append",
+            KernelEvent::PrependRoute(_) => "prepend",
+            _ => "other",
+        };
+        let add = NLM_F_CREATE | NLM_F_EXCL;
+        assert_eq!(kind(event("10.0.0.0/8", add)), "new");
+        assert_eq!(kind(event("10.0.0.0/8", NLM_F_REPLACE)), "new");
+        assert_eq!(kind(event("10.0.0.0/8", NLM_F_CREATE)), "prepend");
+        assert_eq!(
+            kind(event("10.0.0.0/8", NLM_F_CREATE | NLM_F_APPEND)),
+            "append"
+        );
+        // The kernel's own per-device routes (no flags), IPv6 adds and prepends: appends.
+        assert_eq!(kind(event("ff00::/8", 0)), "append");
+        assert_eq!(kind(event("ff00::/8", NLM_F_CREATE)), "append");
+        assert_eq!(kind(event("ff00::/8", add)), "append");
+        assert_eq!(kind(event("ff00::/8", NLM_F_REPLACE)), "new");
+    }
 }
