@@ -20,6 +20,7 @@ use vrf_common::{
     prog_names, Link, Route, RouteKind, Vrf, LINK_FWD4, LINK_FWD6, LINK_MEMBER, LINK_UP, VRF_ACTIVE,
 };
 use vrf_user::dataplane::XDP_REDIRECT;
+use vrf_user::flat4::Flat4;
 use vrf_user::maps::Maps;
 use vrf_user::packet::FrameSpec;
 
@@ -148,10 +149,12 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Results> {
         .try_into()?;
     prog.load()?;
     let mut maps = Maps::take(&mut ebpf, None)?;
+    // The flat IPv4 FIB filled as the map writer fills it: each FIB4 write followed by its own.
+    let mut flat = Flat4::new(maps.flat4.sizes());
     let mut bp = BenchPrograms::load()?;
     bp.set_table(TABLE)?;
     router.run_in(|| -> Result<()> {
-        program(&mut maps, &topo)?;
+        program(&mut maps, &mut flat, &topo)?;
         bp.add_tx_port(m1.ifindex)
     })?;
 
@@ -210,7 +213,7 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Results> {
             nexthop: group,
         };
         for p in new {
-            maps.insert_route(TABLE, *p, &route)?;
+            insert_route(&mut maps, &mut flat, *p, &route)?;
         }
         let fill_map_s = t.elapsed().as_secs_f64();
         let kmem1 = system::kernel_memory()?;
@@ -345,7 +348,17 @@ pub(super) fn check(r: &super::programs::Run, who: &str, p: IpNet) -> Result<()>
 
 /// vrf-xdp's maps for the lookup topology: the VRF, both members, their connected routes and
 /// the gateway routes' nexthop groups and neighbours (in the router namespace: TX_PORTS).
-pub(super) fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
+/// Insert a route into FIB4/FIB6 and, for IPv4, the flat FIB, as the map writer does.
+fn insert_route(maps: &mut Maps, flat: &mut Flat4, net: IpNet, route: &Route) -> Result<()> {
+    maps.insert_route(TABLE, net, route)?;
+    if let IpNet::V4(p) = net {
+        flat.set(TABLE, p, Some(*route));
+        maps.flat4.sync(flat)?;
+    }
+    Ok(())
+}
+
+pub(super) fn program(maps: &mut Maps, flat: &mut Flat4, topo: &Topology) -> Result<()> {
     let (m0, m1) = (topo.member("blook", 0), topo.member("blook", 1));
     let mut name = [0u8; 16];
     name[..5].copy_from_slice(b"blook");
@@ -385,7 +398,7 @@ pub(super) fn program(maps: &mut Maps, topo: &Topology) -> Result<()> {
             IpNet::new(m.subnet4.expect("v4").network().into(), 24)?,
             IpNet::new(m.subnet6.expect("v6").network().into(), 64)?,
         ] {
-            maps.insert_route(TABLE, net, &connected)?;
+            insert_route(maps, flat, net, &connected)?;
         }
     }
     for (group, gw) in [(GROUP_V4, GATEWAY_V4), (GROUP_V6, GATEWAY_V6)] {
@@ -428,14 +441,15 @@ pub(super) fn fill_cost_table(
     topo: &Topology,
     routes: &[ipnet::Ipv4Net],
 ) -> Result<()> {
-    topo.router().run_in(|| program(maps, topo))?;
+    let mut flat = Flat4::new(maps.flat4.sizes());
+    topo.router().run_in(|| program(maps, &mut flat, topo))?;
     let route = Route {
         kind: RouteKind::Unicast as u16,
         mtu: 0,
         nexthop: GROUP_V4,
     };
     for p in routes {
-        maps.insert_route(TABLE, IpNet::V4(*p), &route)?;
+        insert_route(maps, &mut flat, IpNet::V4(*p), &route)?;
     }
     Ok(())
 }

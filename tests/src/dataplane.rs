@@ -133,6 +133,9 @@ pub struct Fixture {
     /// `r0p`: a real device the data plane does not know.
     pub outsider: Iface,
     next_group: u32,
+    /// IPv4 routes go into the flat FIB too, as the map writer puts them: the decisions are
+    /// those of the flat lookup (tables the flat FIB does not hold stay in the trie).
+    flat4: vrf_user::flat4::Flat4,
     // Dropped last: the data plane's maps hold references to the devices in TX_PORTS.
     pub ns: NetNs,
 }
@@ -215,7 +218,9 @@ impl Fixture {
             id: 0x10,
         };
         let dp = load_data_plane()?;
+        let flat4 = vrf_user::flat4::Flat4::new(dp.maps.flat4.sizes());
         let mut fx = Fixture {
+            flat4,
             dp,
             r0: ifaces[0],
             r1: ifaces[1],
@@ -415,6 +420,14 @@ impl Fixture {
             .maps
             .insert_route(table, net, &route)
             .expect("insert route");
+        if let IpNet::V4(net) = net {
+            self.flat4.set(table, net, Some(route));
+            self.dp
+                .maps
+                .flat4
+                .sync(&mut self.flat4)
+                .expect("flat IPv4 FIB");
+        }
     }
 
     /// Store `group` under a fresh id, bypassing the library's checks; returns the id.

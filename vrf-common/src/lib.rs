@@ -837,6 +837,73 @@ mod user {
     );
 }
 
+// The flat IPv4 FIB (DIR-16-8-8, VPP-mtrie style): per flat table a 2^16-entry first level
+// indexed by the address's top 16 bits; an entry is 0 (no route), a route value id, or
+// `FLAT4_CHUNK | chunk`: a 256-entry chunk of the pool indexed by the next 8 bits (a chunk's
+// entries are the same three kinds, so /25–/32 take a third read). Tables without a flat slot
+// (and IPv6) stay in the LPM tries, which userspace keeps complete for every table.
+
+/// Tables that get a flat first level (256 KiB each): the rest use the LPM trie.
+pub const FLAT4_SLOTS: u32 = 64;
+/// Default chunk pool (1 KiB each, 64 MiB): a full Internet table needs ~55 000 (one per /16
+/// holding a longer prefix); the loader may change it.
+pub const FLAT4_CHUNKS: u32 = 65536;
+/// Distinct route values (`Route`) the flat tables can name at once (value id 0 is "none").
+pub const FLAT4_VALUES: u32 = 65536;
+/// Buckets of the table directory (`FLAT4_DIR`), indexed by [`flat4_bucket`].
+pub const FLAT4_DIR_BUCKETS: u32 = 1024;
+/// Tables one directory bucket holds: a sixth table hashing there stays in the trie.
+pub const FLAT4_BUCKET_WAYS: usize = 4;
+/// Entries of a first level.
+pub const FLAT4_L1_ENTRIES: u32 = 1 << 16;
+/// Entries of a chunk.
+pub const FLAT4_CHUNK_ENTRIES: u32 = 256;
+/// Set in an entry that names a chunk; clear in one that names a route value.
+pub const FLAT4_CHUNK: u32 = 1 << 31;
+
+/// One table → flat slot pair of the directory: `slot` is the slot + 1, 0 when the way is free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Flat4Way {
+    pub table: u32,
+    pub slot: u32,
+}
+
+/// A directory bucket: up to `FLAT4_BUCKET_WAYS` tables hashing to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Flat4Bucket {
+    pub ways: [Flat4Way; FLAT4_BUCKET_WAYS],
+}
+
+/// The directory bucket of `table` (a multiplicative hash: VRF tables are often consecutive).
+#[inline(always)]
+pub const fn flat4_bucket(table: u32) -> u32 {
+    table.wrapping_mul(0x9e37_79b1) >> (32 - FLAT4_DIR_BUCKET_BITS)
+}
+/// log2(FLAT4_DIR_BUCKETS).
+pub const FLAT4_DIR_BUCKET_BITS: u32 = 10;
+
+/// The flat FIB's map names (pinned with the others; not in `map_names::ALL`).
+pub mod flat4_names {
+    /// `Array<Flat4Bucket>`: table → flat slot.
+    pub const DIR: &str = "FLAT4_DIR";
+    /// `Array<[u32; 256]>`, mmapable: `FLAT4_SLOTS` first levels of 256 rows.
+    pub const L1: &str = "FLAT4_L1";
+    /// `Array<[u32; 256]>`, mmapable: the chunk pool, one chunk per element.
+    pub const CHUNKS: &str = "FLAT4_CHUNKS";
+    /// `Array<Route>`: route values by id.
+    pub const ROUTES: &str = "FLAT4_ROUTES";
+    pub const ALL: [&str; 4] = [DIR, L1, CHUNKS, ROUTES];
+}
+
+const _: () = assert!(core::mem::size_of::<Flat4Bucket>() == 8 * FLAT4_BUCKET_WAYS);
+const _: () = assert!(FLAT4_DIR_BUCKETS == 1 << FLAT4_DIR_BUCKET_BITS);
+const _: () = assert!(FLAT4_VALUES < FLAT4_CHUNK);
+#[cfg(feature = "user")]
+// SAFETY: bytemuck's Pod above proves the layout.
+unsafe impl aya::Pod for Flat4Bucket {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

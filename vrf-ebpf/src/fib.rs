@@ -1,13 +1,18 @@
-//! Per-VRF FIB lookups: one LPM trie per family, keyed `table ‖ address`, and multipath choice.
+//! Per-VRF FIB lookups: one LPM trie per family, keyed `table ‖ address`, a flat table in front
+//! of the IPv4 trie for the tables that have one, and multipath choice.
 use aya_ebpf::maps::lpm_trie::Key;
 use vrf_common::{
-    table_key, Fib4Key, Fib6Key, Nexthop, Route, FIB_TABLE_BITS, MAX_PATHS, NEXTHOP_BUCKET_BITS,
+    flat4_bucket, table_key, Fib4Key, Fib6Key, Nexthop, Route, FIB_TABLE_BITS, FLAT4_BUCKET_WAYS,
+    FLAT4_CHUNK, FLAT4_L1_ENTRIES, MAX_PATHS, NEXTHOP_BUCKET_BITS,
 };
 
-use crate::maps::{FIB4, FIB6, NEXTHOPS};
+use crate::maps::{FIB4, FIB6, FLAT4_CHUNKS, FLAT4_DIR, FLAT4_L1, FLAT4_ROUTES, NEXTHOPS};
 
 #[inline(always)]
 pub fn lookup4(table: u32, addr: [u8; 4]) -> Option<Route> {
+    if let Some(slot) = flat4_slot(table) {
+        return flat4(slot, u32::from_be_bytes(addr));
+    }
     let key = Key::new(
         FIB_TABLE_BITS + 32,
         Fib4Key {
@@ -16,6 +21,47 @@ pub fn lookup4(table: u32, addr: [u8; 4]) -> Option<Route> {
         },
     );
     FIB4.get(&key).copied()
+}
+
+/// The flat slot of `table`, if it has one. Table 0 never has one: a way being written may
+/// be read with its slot set before its table.
+#[inline(always)]
+fn flat4_slot(table: u32) -> Option<u32> {
+    let bucket = FLAT4_DIR.get(flat4_bucket(table))?;
+    let mut i = 0;
+    while i < FLAT4_BUCKET_WAYS {
+        let way = bucket.ways[i];
+        if way.table == table && way.slot != 0 && table != 0 {
+            return Some(way.slot - 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Two or three array reads (16 bits, then 8, then 8) and the route value. A slot's first
+/// level is the table's complete answer: no entry is no route, as a trie miss would be.
+#[inline(always)]
+fn flat4(slot: u32, addr: u32) -> Option<Route> {
+    // The first level is 256 rows of 256: row = slot's rows + top 8 bits, then the next 8.
+    let row = FLAT4_L1.get(slot.wrapping_mul(FLAT4_L1_ENTRIES >> 8) | (addr >> 24))?;
+    let mut e = *row.get(((addr >> 16) & 0xff) as usize)?;
+    if e & FLAT4_CHUNK != 0 {
+        let chunk = FLAT4_CHUNKS.get(e & !FLAT4_CHUNK)?;
+        e = *chunk.get(((addr >> 8) & 0xff) as usize)?;
+        if e & FLAT4_CHUNK != 0 {
+            let chunk = FLAT4_CHUNKS.get(e & !FLAT4_CHUNK)?;
+            e = *chunk.get((addr & 0xff) as usize)?;
+            if e & FLAT4_CHUNK != 0 {
+                // No fourth level: userspace never writes this.
+                return None;
+            }
+        }
+    }
+    if e == 0 {
+        return None;
+    }
+    FLAT4_ROUTES.get(e).copied()
 }
 
 #[inline(always)]

@@ -70,3 +70,29 @@ pub static NEXTHOP_STATS: PerCpuArray<Counter> =
 #[map]
 pub static NEXTHOP_INFO: HashMap<u32, NexthopInfo> =
     HashMap::with_max_entries(NEXTHOP_STATS_ENTRIES, 0);
+
+/// The flat IPv4 FIB (see vrf-common): table → flat slot, first levels, chunk pool, route
+/// values. Tables the directory does not name are looked up in `FIB4`.
+#[map]
+pub static FLAT4_DIR: aya_ebpf::maps::Array<vrf_common::Flat4Bucket> =
+    aya_ebpf::maps::Array::with_max_entries(vrf_common::FLAT4_DIR_BUCKETS, 0);
+
+/// Rows of 256 entries (the array's element: BPF arrays round each element up to 8 bytes, a
+/// u32 element would waste half and break the dense mmap layout).
+#[map]
+pub static FLAT4_L1: aya_ebpf::maps::Array<[u32; 256]> = aya_ebpf::maps::Array::with_max_entries(
+    vrf_common::FLAT4_SLOTS * vrf_common::FLAT4_L1_ENTRIES / vrf_common::FLAT4_CHUNK_ENTRIES,
+    BPF_F_MMAPABLE,
+);
+
+/// One chunk per element.
+#[map]
+pub static FLAT4_CHUNKS: aya_ebpf::maps::Array<[u32; 256]> =
+    aya_ebpf::maps::Array::with_max_entries(vrf_common::FLAT4_CHUNKS, BPF_F_MMAPABLE);
+
+/// linux/bpf.h: the array can be mmap()ed, so vrfd stores entries as plain atomic u32 writes.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+#[map]
+pub static FLAT4_ROUTES: aya_ebpf::maps::Array<Route> =
+    aya_ebpf::maps::Array::with_max_entries(vrf_common::FLAT4_VALUES, 0);

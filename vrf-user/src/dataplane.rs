@@ -77,6 +77,8 @@ pub struct LoadOptions {
     /// FIB capacities (routes over all VRFs).
     pub fib4_entries: u32,
     pub fib6_entries: u32,
+    /// Chunks of the flat IPv4 FIB's pool (1 KiB each, preallocated).
+    pub flat4_chunks: u32,
     /// Pin the maps and the explain program here (an existing directory on a bpffs).
     pub pin_dir: Option<PathBuf>,
     /// With `pin_dir`: reuse the maps already pinned there (a previous vrfd's, of the same
@@ -90,6 +92,7 @@ impl Default for LoadOptions {
         LoadOptions {
             fib4_entries: FIB4_ENTRIES,
             fib6_entries: FIB6_ENTRIES,
+            flat4_chunks: vrf_common::FLAT4_CHUNKS,
             pin_dir: None,
             persist: false,
         }
@@ -266,12 +269,17 @@ impl DataPlane {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::FIB4, opts.fib4_entries)
-            .map_max_entries(map_names::FIB6, opts.fib6_entries);
+            .map_max_entries(map_names::FIB6, opts.fib6_entries)
+            .map_max_entries(vrf_common::flat4_names::CHUNKS, opts.flat4_chunks);
         let persist_dir = opts.pin_dir.as_ref().filter(|_| opts.persist);
         if let Some(dir) = persist_dir {
             // Opened when pinned already (adopting a previous vrfd's maps), created and pinned
             // otherwise.
-            for name in map_names::ALL.iter().chain(&map_names::CAPTURE_ALL) {
+            for name in map_names::ALL
+                .iter()
+                .chain(&map_names::CAPTURE_ALL)
+                .chain(&vrf_common::flat4_names::ALL)
+            {
                 loader.map_pin_path(name, dir.join(name));
             }
         }

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod errno;
 pub mod ethtool;
+pub mod flat4;
 pub mod generate;
 pub mod inspect;
 pub mod kernelwatch;

@@ -1,7 +1,12 @@
 //! Typed access to every map of the data plane, in the kernel's terms (table, prefix, nexthop,
 //! neighbour, link). Owned `MapData` so the same code serves a freshly loaded object and the pins
 //! a running vrfd left for vrfctl.
-use std::{net::IpAddr, os::fd::AsFd as _, path::Path};
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+    sync::atomic::{fence, AtomicU32, Ordering},
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::{
@@ -10,10 +15,15 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use vrf_common::{
+    flat4_bucket, flat4_names, Counter, Flat4Bucket, NexthopInfo, FLAT4_CHUNK, FLAT4_CHUNK_ENTRIES,
+    FLAT4_L1_ENTRIES,
+};
+use vrf_common::{
     map_names as names, stats_index, table_key, Counters, Direction, Explain, Fib4Key, Fib6Key,
     Heartbeat, Link, Neigh, NeighKey, NexthopGroup, PortKey, Route, VlanPort, Vrf, FIB_TABLE_BITS,
 };
-use vrf_common::{Counter, NexthopInfo};
+
+use crate::flat4::{Flat4Sizes, Flat4Writes};
 
 pub struct Maps {
     pub links: HashMap<MapData, u32, Link>,
@@ -31,6 +41,172 @@ pub struct Maps {
     pub heartbeat: Array<MapData, Heartbeat>,
     pub nexthop_stats: PerCpuArray<MapData, Counter>,
     pub nexthop_info: HashMap<MapData, u32, NexthopInfo>,
+    pub flat4: Flat4Maps,
+}
+
+/// The flat IPv4 FIB's maps: the two u32 levels mapped into vrfd's memory (each entry one
+/// atomic store), the directory and the route values written through the syscall.
+pub struct Flat4Maps {
+    pub dir: Array<MapData, Flat4Bucket>,
+    pub routes: Array<MapData, Route>,
+    /// Rows of 256 entries: the dense u32 layout the global indices name.
+    pub l1: Array<MapData, [u32; 256]>,
+    pub chunks: Array<MapData, [u32; 256]>,
+    l1_mem: Mmap,
+    chunks_mem: Mmap,
+}
+
+/// A shared, writable mapping of an mmapable BPF array of `[u32; 256]`, as u32 entries.
+struct Mmap {
+    ptr: *mut AtomicU32,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for Mmap {}
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    fn of(map: &Array<MapData, [u32; 256]>, name: &str) -> Result<Self> {
+        let len = map.len() as usize * 256;
+        let bytes = len * 4;
+        // SAFETY: a new shared mapping of the map's fd; the kernel checks size and flags.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                aya::maps::IterableMap::<u32, [u32; 256]>::map(map)
+                    .fd()
+                    .as_fd()
+                    .as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mapping {name} (needs BPF_F_MMAPABLE)"));
+        }
+        Ok(Mmap {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn slots(&self) -> &[AtomicU32] {
+        // SAFETY: `len` u32s mapped at `ptr` for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `of`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len * 4) };
+    }
+}
+
+impl Flat4Maps {
+    fn from_maps(get: &mut dyn FnMut(&str) -> Result<Map>) -> Result<Self> {
+        let l1: Array<MapData, [u32; 256]> = typed(get, flat4_names::L1)?;
+        let chunks: Array<MapData, [u32; 256]> = typed(get, flat4_names::CHUNKS)?;
+        Ok(Flat4Maps {
+            dir: typed(get, flat4_names::DIR)?,
+            routes: typed(get, flat4_names::ROUTES)?,
+            l1_mem: Mmap::of(&l1, flat4_names::L1)?,
+            chunks_mem: Mmap::of(&chunks, flat4_names::CHUNKS)?,
+            l1,
+            chunks,
+        })
+    }
+
+    /// The pools' sizes as loaded.
+    pub fn sizes(&self) -> Flat4Sizes {
+        Flat4Sizes {
+            slots: self.l1.len() * FLAT4_CHUNK_ENTRIES / FLAT4_L1_ENTRIES,
+            chunks: self.chunks.len(),
+            values: self.routes.len(),
+        }
+    }
+
+    /// Apply one step's writes in their phases; a release fence between phases makes every
+    /// store of one visible before any of the next (x86 orders them anyway; arm64 does not).
+    pub fn apply(&mut self, w: &Flat4Writes) -> Result<()> {
+        for (b, bucket) in &w.dir_clear {
+            self.dir
+                .set(*b, *bucket, 0)
+                .context("clearing a FLAT4_DIR way")?;
+        }
+        for (id, route) in &w.routes {
+            self.routes
+                .set(*id, *route, 0)
+                .context("writing a FLAT4_ROUTES value")?;
+        }
+        let store = |mem: &Mmap, writes: &[(u32, u32)], name: &str| -> Result<()> {
+            let slots = mem.slots();
+            for (i, v) in writes {
+                slots
+                    .get(*i as usize)
+                    .ok_or_else(|| anyhow!("{name} index {i} out of range"))?
+                    .store(*v, Ordering::Relaxed);
+            }
+            fence(Ordering::Release);
+            Ok(())
+        };
+        fence(Ordering::Release);
+        store(&self.chunks_mem, &w.new_chunks, flat4_names::CHUNKS)?;
+        store(&self.chunks_mem, &w.live_chunks, flat4_names::CHUNKS)?;
+        store(&self.l1_mem, &w.l1, flat4_names::L1)?;
+        for (b, bucket) in &w.dir_set {
+            self.dir
+                .set(*b, *bucket, 0)
+                .context("setting a FLAT4_DIR way")?;
+        }
+        Ok(())
+    }
+
+    /// Flush `flat`'s pending writes into the maps.
+    pub fn sync(&mut self, flat: &mut crate::flat4::Flat4) -> Result<()> {
+        let w = flat.flush(std::time::Instant::now());
+        if w.is_empty() {
+            return Ok(());
+        }
+        self.apply(&w)
+    }
+
+    /// The flat answer for `addr` in `table`, read from the maps as the program reads them
+    /// (the kernel's copy, through the syscall):
+    /// `None` when the table has no flat slot, `Some(None)` when it has no route there.
+    pub fn lookup(&self, table: u32, addr: std::net::Ipv4Addr) -> Result<Option<Option<Route>>> {
+        let bucket = self.dir.get(&flat4_bucket(table), 0)?;
+        let Some(way) = bucket
+            .ways
+            .iter()
+            .find(|w| w.table == table && w.slot != 0 && table != 0)
+        else {
+            return Ok(None);
+        };
+        // Through the syscall, not the mapping: the kernel's view of the entries.
+        let a = u32::from(addr);
+        let entry = |m: &Array<MapData, [u32; 256]>, row: u32, col: u32| -> Result<u32> {
+            Ok(m.get(&row, 0).with_context(|| format!("flat row {row}"))?[col as usize & 0xff])
+        };
+        let mut e = entry(&self.l1, (way.slot - 1) * 256 + (a >> 24), (a >> 16) & 0xff)?;
+        if e & FLAT4_CHUNK != 0 {
+            e = entry(&self.chunks, e & !FLAT4_CHUNK, (a >> 8) & 0xff)?;
+            if e & FLAT4_CHUNK != 0 {
+                e = entry(&self.chunks, e & !FLAT4_CHUNK, a & 0xff)?;
+                if e & FLAT4_CHUNK != 0 {
+                    bail!("a fourth flat level in table {table}");
+                }
+            }
+        }
+        if e == 0 {
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(self.routes.get(&e, 0)?)))
+    }
 }
 
 /// A map missing from a hash map is not an error for readers: `Ok(None)`.
@@ -116,6 +292,10 @@ impl Maps {
                 names::HEARTBEAT => self.heartbeat.map(),
                 names::NEXTHOP_STATS => self.nexthop_stats.map(),
                 names::NEXTHOP_INFO => IterableMap::<u32, NexthopInfo>::map(&self.nexthop_info),
+                flat4_names::DIR => self.flat4.dir.map(),
+                flat4_names::ROUTES => self.flat4.routes.map(),
+                flat4_names::L1 => self.flat4.l1.map(),
+                flat4_names::CHUNKS => self.flat4.chunks.map(),
                 _ => return None,
             })
         };
@@ -148,6 +328,7 @@ impl Maps {
             heartbeat: typed(get, names::HEARTBEAT)?,
             nexthop_stats: typed(get, names::NEXTHOP_STATS)?,
             nexthop_info: typed(get, names::NEXTHOP_INFO)?,
+            flat4: Flat4Maps::from_maps(get)?,
         })
     }
 

@@ -22,6 +22,7 @@ use vrf_common::{
 
 use crate::{
     errno::is_full,
+    flat4::Flat4,
     maps::{addr16, addr_from16, Maps},
     model::IpFamily,
     plan::{ChangeSet, LinkPlan, LinkRole, Path, Plan, RoutePlan},
@@ -76,6 +77,8 @@ pub struct MapWriter {
     /// VRFs and links left to the kernel for want of a slot (reported once each).
     unserved_vrfs: BTreeSet<String>,
     unserved_links: BTreeSet<u32>,
+    /// The flat IPv4 FIB's shadow, kept in step with every FIB4 write.
+    flat4: Flat4,
 }
 
 /// The live entries of adopted maps that no plan has claimed yet. The first full plan
@@ -91,7 +94,9 @@ struct Adopted {
 
 impl MapWriter {
     pub fn new(maps: Maps) -> Self {
+        let flat4 = Flat4::new(maps.flat4.sizes());
         MapWriter {
+            flat4,
             maps,
             vrf_slots: BTreeMap::new(),
             planned_vrfs: Vec::new(),
@@ -127,6 +132,11 @@ impl MapWriter {
     /// routes, groups and neighbours are reconciled by the first [`apply_plan`](Self::apply_plan).
     pub fn adopt(maps: Maps) -> Result<Self> {
         let mut w = MapWriter::new(maps);
+        // The previous vrfd's flat tables are unknown here: the trie (complete) serves every
+        // table until the new shadow rebuilds them, out of ids quarantined from now.
+        let (flat4, clear) = Flat4::adopt(w.maps.flat4.sizes(), std::time::Instant::now());
+        w.flat4 = flat4;
+        w.maps.flat4.apply(&clear)?;
         for slot in 0..MAX_VRFS {
             let v = w.maps.vrf(slot)?;
             if v.flags & VRF_ACTIVE != 0 {
@@ -183,6 +193,7 @@ impl MapWriter {
         };
         for (table, prefix) in adopted.routes.keys() {
             self.maps.remove_route(*table, *prefix)?;
+            self.set_flat4(*table, *prefix, None)?;
         }
         for id in adopted.groups.values() {
             self.maps.remove_nexthop_group(*id)?;
@@ -644,6 +655,8 @@ impl MapWriter {
                     }
                     return Err(e);
                 }
+                // Before the old group can go: no flat entry may still name it.
+                self.set_flat4(table, prefix, Some(route))?;
                 let old = self.routes.insert(key, (entry, group));
                 if old.is_none() {
                     self.count(table, prefix, 1);
@@ -654,6 +667,7 @@ impl MapWriter {
             }
             None => {
                 self.maps.remove_route(table, prefix)?;
+                self.set_flat4(table, prefix, None)?;
                 if let Some((old_entry, _)) = self.routes.remove(&key) {
                     self.count(table, prefix, -1);
                     if old_group.is_some() {
@@ -663,6 +677,21 @@ impl MapWriter {
             }
         }
         Ok(())
+    }
+
+    /// The flat IPv4 FIB follows each FIB4 write at once (its stores are plain memory writes;
+    /// only a new route value or a table's directory way costs a syscall).
+    fn set_flat4(&mut self, table: u32, prefix: IpNet, route: Option<Route>) -> Result<()> {
+        if let IpNet::V4(net) = prefix {
+            self.flat4.set(table, net, route);
+            self.maps.flat4.sync(&mut self.flat4)?;
+        }
+        Ok(())
+    }
+
+    /// Tables served by the flat IPv4 FIB: (table, flat slot).
+    pub fn flat4_tables(&self) -> Vec<(u32, u32)> {
+        self.flat4.flat_tables()
     }
 
     fn acquire_group(&mut self, paths: &[Path]) -> Result<u32> {
