@@ -79,6 +79,9 @@ pub struct MapWriter {
     unserved_links: BTreeSet<u32>,
     /// The flat IPv4 FIB's shadow, kept in step with every FIB4 write.
     flat4: Flat4,
+    /// During a full plan: the flat FIB is written once at the end, and the nexthop groups its
+    /// entries may still name are released only after that (their ids must not be reused first).
+    flat4_batch: Option<Vec<Vec<Path>>>,
 }
 
 /// The live entries of adopted maps that no plan has claimed yet. The first full plan
@@ -97,6 +100,7 @@ impl MapWriter {
         let flat4 = Flat4::new(maps.flat4.sizes());
         MapWriter {
             flat4,
+            flat4_batch: None,
             maps,
             vrf_slots: BTreeMap::new(),
             planned_vrfs: Vec::new(),
@@ -591,16 +595,49 @@ impl MapWriter {
                 self.set_route(*table, *prefix, None)?;
             }
         }
+        self.flat4_batch = Some(Vec::new());
+        let written = self.write_routes(desired, if full { &[] } else { &stale });
+        // Flushed whatever happened: later writes must not wait for a batch that ended.
+        let flushed = self.flush_flat4_batch();
+        self.refit = false;
+        written.and(flushed)
+    }
+
+    fn write_routes(
+        &mut self,
+        desired: &HashMap<(u32, IpNet), RoutePlan>,
+        stale: &[(u32, IpNet)],
+    ) -> Result<()> {
         for ((table, prefix), entry) in desired {
             self.set_route(*table, *prefix, Some(entry.clone()))?;
         }
-        if !full {
-            for (table, prefix) in stale {
-                self.set_route(table, prefix, None)?;
-            }
+        for (table, prefix) in stale {
+            self.set_route(*table, *prefix, None)?;
         }
-        self.refit = false;
         Ok(())
+    }
+
+    /// The end of a full plan's routes: the flat FIB's writes, then the groups they freed.
+    fn flush_flat4_batch(&mut self) -> Result<()> {
+        let Some(released) = self.flat4_batch.take() else {
+            return Ok(());
+        };
+        self.maps.flat4.sync(&mut self.flat4)?;
+        for paths in released {
+            self.release_group(&paths)?;
+        }
+        Ok(())
+    }
+
+    /// Release a replaced or removed route's group once no flat entry can name it.
+    fn release_after_flat4(&mut self, paths: Vec<Path>) -> Result<()> {
+        match &mut self.flat4_batch {
+            Some(later) => {
+                later.push(paths);
+                Ok(())
+            }
+            None => self.release_group(&paths),
+        }
     }
 
     /// A degraded (overflowed) table lost routes since the last full plan: one may fit now.
@@ -662,7 +699,7 @@ impl MapWriter {
                     self.count(table, prefix, 1);
                 }
                 if let (Some(_), Some((old_entry, _))) = (old_group, old) {
-                    self.release_group(&old_entry.paths)?;
+                    self.release_after_flat4(old_entry.paths)?;
                 }
             }
             None => {
@@ -671,7 +708,7 @@ impl MapWriter {
                 if let Some((old_entry, _)) = self.routes.remove(&key) {
                     self.count(table, prefix, -1);
                     if old_group.is_some() {
-                        self.release_group(&old_entry.paths)?;
+                        self.release_after_flat4(old_entry.paths)?;
                     }
                 }
             }
@@ -684,7 +721,9 @@ impl MapWriter {
     fn set_flat4(&mut self, table: u32, prefix: IpNet, route: Option<Route>) -> Result<()> {
         if let IpNet::V4(net) = prefix {
             self.flat4.set(table, net, route);
-            self.maps.flat4.sync(&mut self.flat4)?;
+            if self.flat4_batch.is_none() {
+                self.maps.flat4.sync(&mut self.flat4)?;
+            }
         }
         Ok(())
     }

@@ -191,6 +191,7 @@ pub async fn run(opts: Options) -> Result<()> {
         persist: opts.persist,
         fib4_entries: opts.fib4_entries,
         fib6_entries: opts.fib6_entries,
+        ..Default::default()
     })?;
     let heartbeat = switch::Heartbeat::new(&dp.maps, start != pins::Start::Fresh)?;
     match start {
