@@ -42,6 +42,33 @@ fn verify(vrfd: &Vrfd<'_>, args: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), report)
 }
 
+/// Corrupt what the program reads for red's `victim`: its nexthop group (which no other route
+/// shares) gets the paths of `donor`'s group. Both FIBs (the flat IPv4 table and the trie) name
+/// the group, so the program's answer changes whichever it reads.
+fn corrupt(vrfd: &Vrfd<'_>, victim: &str, donor: &str) {
+    let mut maps = vrfd.maps().unwrap();
+    let routes = maps.routes().unwrap();
+    let find = |p: &str| {
+        routes
+            .iter()
+            .find(|(t, prefix, _)| *t == 110 && prefix.to_string() == p)
+            .unwrap_or_else(|| panic!("no {p} in table 110 of the maps"))
+            .2
+    };
+    let (victim, donor) = (find(victim), find(donor));
+    assert_ne!(victim.nexthop, donor.nexthop);
+    let groups = maps.nexthop_groups().unwrap();
+    let group = |id: u32| {
+        groups
+            .iter()
+            .find(|(g, _)| *g == id)
+            .unwrap_or_else(|| panic!("no nexthop group {id}"))
+            .1
+    };
+    maps.set_nexthop_group(victim.nexthop, &group(donor.nexthop))
+        .unwrap();
+}
+
 fn await_lookup(vrfd: &Vrfd<'_>, vrf: &str, dst: &str, want_oif: &str) {
     let t0 = Instant::now();
     loop {
@@ -110,27 +137,8 @@ fn verify_agrees_with_the_kernel_then_reports_a_corrupted_fib_entry() {
         "the unreachable route is passed to the kernel: {report:#}"
     );
 
-    // Corrupt red's 10.9.0.0/16: point it at 10.7.0.0/16's nexthops (via host C, out of red2).
-    let mut maps = vrfd.maps().unwrap();
-    let routes = maps.routes().unwrap();
-    let find = |p: &str| {
-        routes
-            .iter()
-            .find(|(t, prefix, _)| *t == 110 && prefix.to_string() == p)
-            .unwrap_or_else(|| panic!("no {p} in table 110 of the maps"))
-            .2
-    };
-    let (r9, r7) = (find("10.9.0.0/16"), find("10.7.0.0/16"));
-    assert_ne!(r9.nexthop, r7.nexthop);
-    maps.insert_route(
-        110,
-        "10.9.0.0/16".parse().unwrap(),
-        &vrf_common::Route {
-            nexthop: r7.nexthop,
-            ..r9
-        },
-    )
-    .unwrap();
+    // Corrupt red's 10.9.0.0/16: its nexthops become 10.7.0.0/16's (via host C, out of red2).
+    corrupt(&vrfd, "10.9.0.0/16", "10.7.0.0/16");
 
     let (code, report) = verify(&vrfd, &[]);
     assert_eq!(code, 1, "{report:#}");
@@ -217,25 +225,7 @@ fn vrfd_verifies_periodically_and_exports_the_mismatches() {
         vrfd.log()
     );
 
-    let mut maps = vrfd.maps().unwrap();
-    let routes = maps.routes().unwrap();
-    let find = |p: &str| {
-        routes
-            .iter()
-            .find(|(t, prefix, _)| *t == 110 && prefix.to_string() == p)
-            .unwrap_or_else(|| panic!("no {p} in table 110 of the maps"))
-            .2
-    };
-    let (r9, r7) = (find("10.9.0.0/16"), find("10.7.0.0/16"));
-    maps.insert_route(
-        110,
-        "10.9.0.0/16".parse().unwrap(),
-        &vrf_common::Route {
-            nexthop: r7.nexthop,
-            ..r9
-        },
-    )
-    .unwrap();
+    corrupt(&vrfd, "10.9.0.0/16", "10.7.0.0/16");
     let t0 = Instant::now();
     while metric("vrf_xdp_verify_mismatches") != Some(1.0) {
         assert!(
