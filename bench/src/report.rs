@@ -335,8 +335,14 @@ fn aims_list(m: &Measured) -> Vec<Aim> {
     }
     // Not measured by any part yet: listed so that the report says so.
     for (what, target) in [
-        ("packets/s vs the raw XDP redirect ceiling (no lookup)", "≥ 80%"),
-        ("ns/packet growth from 1 to 256 VRFs of 10k routes", "≤ 1.2×"),
+        (
+            "packets/s vs the raw XDP redirect ceiling (no lookup)",
+            "≥ 80%",
+        ),
+        (
+            "ns/packet growth from 1 to 256 VRFs of 10k routes",
+            "≤ 1.2×",
+        ),
     ] {
         out.push(Aim {
             what: what.into(),
@@ -347,7 +353,11 @@ fn aims_list(m: &Measured) -> Vec<Aim> {
     }
     if let Some(l) = &m.lookup {
         for (key, what, aim) in [
-            ("1M", "ns/packet at 1M routes vs bpf_fib_lookup", AIM_1M_VS_HELPER),
+            (
+                "1M",
+                "ns/packet at 1M routes vs bpf_fib_lookup",
+                AIM_1M_VS_HELPER,
+            ),
             (
                 "v6_100k",
                 "ns/packet, IPv6 at 100k routes vs bpf_fib_lookup",

@@ -26,21 +26,29 @@ fn forwarded(vrfd: &Vrfd<'_>, vrf: &str) -> u64 {
         .packets
 }
 
+/// A→B in `vrf`: every packet delivered, and each forwarded by XDP (`on_xdp`: none by the
+/// kernel) or each by the kernel (none by XDP).
+fn forwards(topo: &Topology, vrfd: &Vrfd<'_>, vrf: &str, on_xdp: bool, what: &str) {
+    let r = topo.router();
+    let (xdp, kernel) = (forwarded(vrfd, vrf), forwarded_datagrams(r).unwrap().0);
+    let p = ping(topo.host(vrf, 0), topo.host_addr(vrf, 1, false), 3).unwrap();
+    assert!(p.all_received(), "{what}: {p:?}");
+    let (xdp_now, kernel_now) = (forwarded(vrfd, vrf), forwarded_datagrams(r).unwrap().0);
+    if on_xdp {
+        assert!(xdp_now >= xdp + 6, "{what}: not on the XDP path");
+        assert_eq!(kernel_now, kernel, "{what}: the kernel forwarded");
+    } else {
+        assert_eq!(xdp_now, xdp, "{what}: XDP forwarded");
+        assert!(
+            kernel_now >= kernel + 6,
+            "{what}: the kernel did not forward"
+        );
+    }
+}
+
 /// A→B in red: every packet on the XDP path, none forwarded by the kernel.
 fn red_forwards_on_xdp(topo: &Topology, vrfd: &Vrfd<'_>, what: &str) {
-    let r = topo.router();
-    let (before, kernel) = (forwarded(vrfd, "red"), forwarded_datagrams(r).unwrap().0);
-    let p = ping(topo.host("red", 0), topo.host_addr("red", 1, false), 3).unwrap();
-    assert!(p.all_received(), "{what}: {p:?}");
-    assert!(
-        forwarded(vrfd, "red") >= before + 6,
-        "{what}: not on the XDP path"
-    );
-    assert_eq!(
-        forwarded_datagrams(r).unwrap().0,
-        kernel,
-        "{what}: the kernel forwarded"
-    );
+    forwards(topo, vrfd, "red", true, what);
 }
 
 fn topology(prefix: &str) -> Topology {
@@ -216,14 +224,7 @@ fn dumps_interrupted_many_times_in_a_row_leave_the_vrfs_to_the_kernel_until_one_
     .unwrap_or_else(|e| panic!("{e:#}\n{}", vrfd.log()));
     vrfd.check_running().unwrap();
     // Meanwhile red is the kernel's: every packet delivered, by the kernel.
-    let (xdp, kernel) = (forwarded(&vrfd, "red"), forwarded_datagrams(r).unwrap().0);
-    let p = ping(topo.host("red", 0), topo.host_addr("red", 1, false), 3).unwrap();
-    assert!(p.all_received(), "while the kernel is unread: {p:?}");
-    assert_eq!(forwarded(&vrfd, "red"), xdp, "XDP forwarded while unread");
-    assert!(
-        forwarded_datagrams(r).unwrap().0 >= kernel + 6,
-        "the kernel did not forward red's traffic while unread"
-    );
+    forwards(&topo, &vrfd, "red", false, "while the kernel is unread");
     let shown = vrfd.show_vrf("red").unwrap();
     assert_eq!(shown["degraded"], true, "{shown}");
 
@@ -337,19 +338,9 @@ fn a_full_map_degrades_the_table_that_does_not_fit_until_it_fits_again() {
     assert_eq!(vrfd.show_vrf("red").unwrap()["degraded"], true);
     assert_eq!(vrfd.show_vrf("blue").unwrap()["degraded"], false);
     // Red is the kernel's now: delivered, by the kernel.
-    let (xdp, kernel) = (forwarded(&vrfd, "red"), forwarded_datagrams(r).unwrap().0);
-    let p = ping(topo.host("red", 0), topo.host_addr("red", 1, false), 3).unwrap();
-    assert!(p.all_received(), "red while degraded: {p:?}");
-    assert_eq!(forwarded(&vrfd, "red"), xdp, "XDP forwarded a degraded VRF");
-    assert!(forwarded_datagrams(r).unwrap().0 >= kernel + 6);
+    forwards(&topo, &vrfd, "red", false, "red while degraded");
     // Blue's routes are in: still on the XDP path.
-    let blue = forwarded(&vrfd, "blue");
-    let p = ping(topo.host("blue", 0), topo.host_addr("blue", 1, false), 3).unwrap();
-    assert!(p.all_received(), "blue: {p:?}");
-    assert!(
-        forwarded(&vrfd, "blue") >= blue + 6,
-        "blue left the XDP path"
-    );
+    forwards(&topo, &vrfd, "blue", true, "blue while red is degraded");
 
     batch(r, &(0..100).map(|i| route("del", i)).collect::<Vec<_>>());
     let t0 = Instant::now();
