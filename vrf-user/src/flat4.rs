@@ -535,14 +535,7 @@ impl Flat4 {
             }
             self.collapse_in_l1(table, slot, i);
         } else if let Some((v, l)) = rule.apply(raw, len_e) {
-            let f = self
-                .tables
-                .get_mut(&table)
-                .and_then(|t| t.flat.as_mut())
-                .expect("flat");
-            f.raw[i as usize] = v;
-            f.len[i as usize] = l;
-            self.dirty_l1.insert(slot * FLAT4_L1_ENTRIES + i);
+            self.set_l1(table, slot, i, v, l);
         }
     }
 
@@ -563,6 +556,18 @@ impl Flat4 {
         }
     }
 
+    /// Write first-level entry `i` of `table` (flat slot `slot`) and mark it for the next flush.
+    fn set_l1(&mut self, table: u32, slot: u32, i: u32, raw: u32, len: u8) {
+        let f = self
+            .tables
+            .get_mut(&table)
+            .and_then(|t| t.flat.as_mut())
+            .expect("flat");
+        f.raw[i as usize] = raw;
+        f.len[i as usize] = len;
+        self.dirty_l1.insert(slot * FLAT4_L1_ENTRIES + i);
+    }
+
     /// The chunk under first-level entry `i`, made from its leaf if it is one.
     fn chunk_of_l1(&mut self, table: u32, slot: u32, i: u32) -> Result<u32, Full> {
         let f = self.tables[&table].flat.as_ref().expect("flat");
@@ -571,14 +576,7 @@ impl Flat4 {
             return Ok(raw & !FLAT4_CHUNK);
         }
         let c = self.alloc_chunk(raw, len_e)?;
-        let f = self
-            .tables
-            .get_mut(&table)
-            .and_then(|t| t.flat.as_mut())
-            .expect("flat");
-        f.raw[i as usize] = FLAT4_CHUNK | c;
-        f.len[i as usize] = 0;
-        self.dirty_l1.insert(slot * FLAT4_L1_ENTRIES + i);
+        self.set_l1(table, slot, i, FLAT4_CHUNK | c, 0);
         Ok(c)
     }
 
@@ -617,14 +615,7 @@ impl Flat4 {
         }
         let c = raw & !FLAT4_CHUNK;
         if let Some((v, l)) = self.uniform(c, 16) {
-            let f = self
-                .tables
-                .get_mut(&table)
-                .and_then(|t| t.flat.as_mut())
-                .expect("flat");
-            f.raw[i as usize] = v;
-            f.len[i as usize] = l;
-            self.dirty_l1.insert(slot * FLAT4_L1_ENTRIES + i);
+            self.set_l1(table, slot, i, v, l);
             self.free_chunk(c);
         }
     }
