@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::{
@@ -153,6 +153,10 @@ pub struct Results {
     pub changes: Vec<Changes>,
     /// `ip -batch` time to add routes to the kernel's table, by range.
     pub kernel_fill_s: BTreeMap<String, f64>,
+    /// The floor for any sync: `ip route show table T` of the whole table (the kernel's own
+    /// dump, formatted, into /dev/null), by table size.
+    #[serde(default)]
+    pub kernel_dump_s: BTreeMap<usize, f64>,
     /// The time limit of a sync run and of vrfd's start.
     pub limit_s: f64,
 }
@@ -185,6 +189,7 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Results> {
         extrapolation: String::new(),
         changes: Vec::new(),
         kernel_fill_s: BTreeMap::new(),
+        kernel_dump_s: BTreeMap::new(),
         limit_s: cfg.sync_timeout.as_secs_f64(),
     };
     let mut in_kernel = 0;
@@ -192,6 +197,9 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Results> {
     for &n in &cfg.sync_sizes {
         progress.step(&format!("sync by phase at {n} routes"));
         fill(router, &table, &m1.ifname, &mut in_kernel, n, &mut results)?;
+        let dump = kernel_dump(router)?;
+        progress.detail(&format!("{n} routes: `ip route show` took {dump:.2} s"));
+        results.kernel_dump_s.insert(n, dump);
         let largest = n == max;
         let run = sync_phases(router, &members, n, cfg, largest && cfg.profile, progress)?;
         progress.detail(&format!(
@@ -277,6 +285,30 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Results> {
         drop(vrfd);
     }
     Ok(results)
+}
+
+/// Seconds `ip route show table TABLE` takes in `ns`, its output thrown away (best of two:
+/// the first also faults in iproute2 and the route cache lines).
+fn kernel_dump(ns: &tests::netns::NetNs) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let status = Command::new("ip")
+            .args([
+                "-n",
+                ns.name(),
+                "route",
+                "show",
+                "table",
+                &TABLE.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("ip route show")?;
+        ensure!(status.success(), "ip route show table {TABLE}: {status}");
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
 /// Back to the table the topology made: the members' connected routes and the VRF's

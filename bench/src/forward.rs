@@ -39,18 +39,26 @@ pub enum Mode {
     VrfXdp,
     Kernel,
     FibHelper,
+    /// The ceiling of any XDP forwarder here: no lookup, fixed MACs, TTL − 1, redirect.
+    RedirectCeiling,
     /// No router: the generator into a drop-everything sink on member 0.
     GeneratorCeiling,
 }
 
 impl Mode {
-    pub const ROUTERS: [Mode; 3] = [Mode::VrfXdp, Mode::Kernel, Mode::FibHelper];
+    pub const ROUTERS: [Mode; 4] = [
+        Mode::VrfXdp,
+        Mode::Kernel,
+        Mode::FibHelper,
+        Mode::RedirectCeiling,
+    ];
 
     pub fn key(self) -> &'static str {
         match self {
             Mode::VrfXdp => "vrf_xdp",
             Mode::Kernel => "kernel",
             Mode::FibHelper => "fib_helper",
+            Mode::RedirectCeiling => "redirect_ceiling",
             Mode::GeneratorCeiling => "generator_ceiling",
         }
     }
@@ -60,6 +68,7 @@ impl Mode {
             Mode::VrfXdp => "vrf-xdp",
             Mode::Kernel => "kernel (no XDP)",
             Mode::FibHelper => "bpf_fib_lookup XDP",
+            Mode::RedirectCeiling => "raw XDP redirect (no lookup)",
             Mode::GeneratorCeiling => "generator → sink",
         }
     }
@@ -172,6 +181,12 @@ impl Rig {
             bp.add_tx_port(m0.ifindex)?;
             bp.add_tx_port(m1.ifindex)
         })?;
+        // The ceiling sends every frame where the lookup would: out of member 1 to host B.
+        bp.set_redirect(vrf_common::BenchRedirect {
+            dst_mac: m1.host_mac,
+            src_mac: m1.router_mac,
+            oif: m1.ifindex,
+        })?;
         let sink_b = Some(
             m1.host
                 .run_in(|| bp.attach(prog_names::SINK, m1.host_ifindex))?,
@@ -209,10 +224,15 @@ impl Rig {
                     dp.attach(m1.ifindex, XdpAttachMode::Native)?;
                 }
                 Mode::Kernel => {}
-                Mode::FibHelper => {
+                Mode::FibHelper | Mode::RedirectCeiling => {
+                    let prog = if mode == Mode::FibHelper {
+                        prog_names::FIB_HELPER
+                    } else {
+                        prog_names::REDIRECT
+                    };
                     for m in [m0, m1] {
-                        let id = bp.attach(prog_names::FIB_HELPER, m.ifindex)?;
-                        router_links.push((prog_names::FIB_HELPER, id));
+                        let id = bp.attach(prog, m.ifindex)?;
+                        router_links.push((prog, id));
                     }
                 }
                 Mode::GeneratorCeiling => {

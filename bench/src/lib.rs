@@ -4,6 +4,7 @@
 //! - [`forward`]: packets per second through one VRF: vrf-xdp, the kernel, an XDP program on
 //!   the kernel's `bpf_fib_lookup` helper;
 //! - [`lookup`]: ns per packet against table size (BPF_PROG_TEST_RUN with repeat);
+//! - [`vrfs`]: ns per packet against the number of VRFs (1 → 256 of 10k routes each);
 //! - [`control`]: syncing 1M routes, route-change latency under churn, map memory per route;
 //! - [`report`] and [`plot`]: BENCHMARKS.md, `summary.json` and the PNG plots.
 pub mod capture;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod restart;
 pub mod routes;
 pub mod system;
+pub mod vrfs;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -28,6 +30,7 @@ use anyhow::{bail, Context, Result};
 pub enum Part {
     Forward,
     Lookup,
+    Vrfs,
     Control,
     Capture,
     Restart,
@@ -56,6 +59,7 @@ impl Options {
             parts: vec![
                 Part::Forward,
                 Part::Lookup,
+                Part::Vrfs,
                 Part::Control,
                 Part::Capture,
                 Part::Restart,
@@ -78,11 +82,12 @@ impl Options {
                 "--report" => o.report = value("a file")?.into(),
                 "--docs-dir" => o.docs_dir = value("a directory")?.into(),
                 "--only" => {
-                    o.parts = value("forward,lookup,control,capture,restart")?
+                    o.parts = value("forward,lookup,vrfs,control,capture,restart")?
                         .split(',')
                         .map(|p| match p {
                             "forward" => Ok(Part::Forward),
                             "lookup" => Ok(Part::Lookup),
+                            "vrfs" => Ok(Part::Vrfs),
                             "control" => Ok(Part::Control),
                             "capture" => Ok(Part::Capture),
                             "restart" => Ok(Part::Restart),
@@ -102,7 +107,7 @@ impl Options {
 }
 
 pub const USAGE: &str =
-    "usage: vrf-bench [--quick] [--only forward,lookup,control,capture,restart] [--no-profile] \
+    "usage: vrf-bench [--quick] [--only forward,lookup,vrfs,control,capture,restart] [--no-profile] \
 [--out-dir DIR] [--report FILE] [--docs-dir DIR] [--report-only]\n\
 Runs as root; writes DIR/summary.json, DIR/*.png, FILE (BENCHMARKS.md) and copies the plots \
 FILE refers to into --docs-dir. --report-only rewrites them from DIR/summary.json. \
@@ -160,6 +165,7 @@ pub struct Measured {
     pub quick: bool,
     pub forward: Option<forward::Results>,
     pub lookup: Option<lookup::Results>,
+    pub vrfs: Option<vrfs::Results>,
     pub control: Option<control::Results>,
     pub capture: Option<capture::Results>,
     pub restart: Option<restart::Results>,
@@ -178,6 +184,7 @@ impl Measured {
             quick: v["quick"].as_bool().unwrap_or(false),
             forward: serde_json::from_value(part("forward"))?,
             lookup: serde_json::from_value(part("lookup"))?,
+            vrfs: serde_json::from_value(part("vrfs")).unwrap_or(None),
             control: serde_json::from_value(part("control"))?,
             capture: serde_json::from_value(part("capture"))?,
             restart: serde_json::from_value(part("restart")).unwrap_or(None),
@@ -224,6 +231,12 @@ pub fn main(args: &[String]) -> Result<()> {
     } else {
         None
     };
+    let vrfs = if opts.parts.contains(&Part::Vrfs) {
+        let cfg = vrfs::Config::new(opts.quick);
+        Some(vrfs::run(&cfg, &progress).context("per-packet cost against VRFs")?)
+    } else {
+        None
+    };
     let control = if opts.parts.contains(&Part::Control) {
         let cfg = control::Config::new(opts.quick, opts.profile);
         Some(control::run(&cfg, &progress).context("control plane")?)
@@ -251,6 +264,7 @@ pub fn main(args: &[String]) -> Result<()> {
         quick: opts.quick,
         forward,
         lookup,
+        vrfs,
         control,
         capture,
         restart,

@@ -63,11 +63,7 @@ pub fn forward(r: &forward::Results, path: &Path) -> Result<PathBuf> {
     let root = BitMapBackend::new(path, (SIZE.0, SIZE.1 + 60)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (left, right) = root.split_horizontally(SIZE.0 / 2);
-    let modes = [
-        forward::Mode::VrfXdp,
-        forward::Mode::Kernel,
-        forward::Mode::FibHelper,
-    ];
+    let modes = forward::Mode::ROUTERS;
     for (area, table, title) in [
         (&left, &r.median_pps, "received packets/s (median)"),
         (
@@ -129,8 +125,8 @@ pub fn forward(r: &forward::Results, path: &Path) -> Result<PathBuf> {
                     .and_then(|t| t.get(*size))
                     .copied()
                     .unwrap_or(0.0);
-                let x0 = g as f64 + 0.1 + i as f64 * 0.27;
-                let bar = Rectangle::new([(x0, 0.0), (x0 + 0.24, v)], COLORS[i].filled());
+                let x0 = g as f64 + 0.1 + i as f64 * 0.2;
+                let bar = Rectangle::new([(x0, 0.0), (x0 + 0.18, v)], COLORS[i].filled());
                 let s = chart.draw_series(std::iter::once(bar)).map_err(err)?;
                 if g == 0 {
                     s.label(m.label()).legend(move |(x, y)| {
@@ -140,7 +136,7 @@ pub fn forward(r: &forward::Results, path: &Path) -> Result<PathBuf> {
                 chart
                     .draw_series(std::iter::once(Text::new(
                         si(v),
-                        (x0 + 0.12, v + top * 0.01),
+                        (x0 + 0.09, v + top * 0.01),
                         above.clone(),
                     )))
                     .map_err(err)?;

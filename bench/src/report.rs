@@ -12,8 +12,10 @@ use super::{control, forward, lookup, plot, profile::Hot, Measured, Options, Pro
 /// The aims of issue #15 (reported, never asserted).
 const AIM_VS_KERNEL: f64 = 5.0;
 const AIM_PPS_VS_HELPER: f64 = 1.25;
+const AIM_OF_CEILING: f64 = 0.8;
 const AIM_1M_VS_HELPER: f64 = 0.7;
 const AIM_1K_TO_1M: f64 = 1.2;
+const AIM_VRFS_GROWTH: f64 = 1.2;
 const AIM_V6_VS_HELPER: f64 = 1.0;
 const AIM_SYNC_S: f64 = 2.0;
 const AIM_CHANGE_P99_MS: f64 = 5.0;
@@ -244,6 +246,16 @@ pub fn summary(m: &Measured) -> Value {
             );
         }
     }
+    if let Some(v) = &m.vrfs {
+        let mut a = serde_json::Map::new();
+        for c in &v.counts {
+            a.insert(format!("vrfs_{}", c.vrfs), json!(round(c.ns.mean, 1)));
+        }
+        ns["vrf_xdp_by_vrfs"] = Value::Object(a);
+        if let Some(g) = v.growth() {
+            ratios.insert("ns_vrf_xdp_most_vs_1_vrfs".into(), json!(round(g, 2)));
+        }
+    }
     let (sync_s, sync_how, sync_floor) = m
         .control
         .as_ref()
@@ -254,6 +266,11 @@ pub fn summary(m: &Measured) -> Value {
         "forward_pps": forward_pps,
         "ns_per_packet": ns,
         "sync_1m_routes_s": sync_s.map(|s| round(s, 2)),
+        "kernel_dump_1m_routes_s": m
+            .control
+            .as_ref()
+            .and_then(|c| c.kernel_dump_s.get(&FULL))
+            .map(|s| round(*s, 2)),
         "route_change_ms": {
             "p50": change.map(|c| round(c.p50_ms, 3)),
             "p99": change.map(|c| round(c.p99_ms, 3)),
@@ -280,6 +297,7 @@ pub fn summary(m: &Measured) -> Value {
         "details": {
             "forward": m.forward,
             "lookup": m.lookup,
+            "vrfs": m.vrfs,
             "control": m.control,
             "capture": m.capture,
             "restart": m.restart,
@@ -332,23 +350,34 @@ fn aims_list(m: &Measured) -> Vec<Aim> {
                 met: raw.map(|r| r >= AIM_PPS_VS_HELPER),
             });
         }
-    }
-    // Not measured by any part yet: listed so that the report says so.
-    for (what, target) in [
-        (
-            "packets/s vs the raw XDP redirect ceiling (no lookup)",
-            "≥ 80%",
-        ),
-        (
-            "ns/packet growth from 1 to 256 VRFs of 10k routes",
-            "≤ 1.2×",
-        ),
-    ] {
+        let share = ratio(
+            get(&f.median_pps, Mode::VrfXdp, "64"),
+            get(&f.median_pps, Mode::RedirectCeiling, "64"),
+        );
         out.push(Aim {
-            what: what.into(),
-            value: "not measured yet".into(),
-            target: target.into(),
-            met: None,
+            what: "packets/s vs the raw XDP redirect ceiling (no lookup), 64-byte frames".into(),
+            value: share.map_or("–".into(), |r| format!("{:.0}%", r * 100.0)),
+            target: format!("≥ {:.0}%", AIM_OF_CEILING * 100.0),
+            met: share.map(|r| r >= AIM_OF_CEILING),
+        });
+    }
+    if let Some(v) = &m.vrfs {
+        let (first, last) = (v.counts.first(), v.counts.last());
+        let growth = v.growth();
+        out.push(Aim {
+            what: format!(
+                "ns/packet growth from 1 to {} VRFs of {} routes",
+                last.map_or(0, |c| c.vrfs),
+                si(v.routes_per_vrf as f64)
+            ),
+            value: match (first, last, growth) {
+                (Some(a), Some(b), Some(g)) => {
+                    format!("{:.0} → {:.0} ns ({g:.2}×)", a.ns.mean, b.ns.mean)
+                }
+                _ => "–".into(),
+            },
+            target: format!("≤ {AIM_VRFS_GROWTH}×"),
+            met: growth.map(|g| g <= AIM_VRFS_GROWTH),
         });
     }
     if let Some(l) = &m.lookup {
@@ -398,7 +427,9 @@ fn aims_list(m: &Measured) -> Vec<Aim> {
                 (Some(s), Some(f)) => format!("≈ {s:.0} s (estimated; stopped after {f:.0} s)"),
                 (Some(s), None) => format!("{s:.2} s"),
                 _ => format!("– ({how})"),
-            },
+            } + &c.kernel_dump_s.get(&FULL).map_or(String::new(), |d| {
+                format!("; the kernel's own dump (`ip route show`) {d:.2} s")
+            }),
             target: format!("< {AIM_SYNC_S} s"),
             met: s
                 .map(|s| s < AIM_SYNC_S)
@@ -437,7 +468,7 @@ fn size_label(size: &str) -> &'static str {
     }
 }
 
-fn si(v: f64) -> String {
+pub(super) fn si(v: f64) -> String {
     if v >= 1e6 {
         format!("{}M", round(v / 1e6, 2))
     } else if v >= 1e3 {
@@ -641,6 +672,9 @@ fn markdown(m: &Measured, summary: &Value, links: &BTreeMap<&str, String>) -> St
     if let Some(l) = &m.lookup {
         lookup_section(&mut o, l, links.get("lookup"));
     }
+    if let Some(v) = &m.vrfs {
+        super::vrfs::section(&mut o, v);
+    }
     if let Some(c) = &m.control {
         control_section(&mut o, c, m, links.get("sync"), links.get("route_change"));
     }
@@ -701,7 +735,9 @@ fn forward_section(o: &mut String, f: &forward::Results, plot: Option<&String>) 
          - **kernel**: no XDP program; the kernel forwards (GRO on the members, as on a NIC);\n\
          - **bpf_fib_lookup XDP**: `xdp_fib_helper` (`vrf-ebpf/src/fib_helper.rs`, the bench's comparison \
          program in the spirit of xdp-forward): `bpf_fib_lookup` with `BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID` \
-         and table {}, MACs from the helper, TTL − 1, `bpf_redirect_map` through its own devmap.\n\n\
+         and table {}, MACs from the helper, TTL − 1, `bpf_redirect_map` through its own devmap;\n\
+         - **raw XDP redirect (no lookup)**: `xdp_bench_redirect` (same file), the ceiling of any XDP forwarder on \
+         this path: fixed MACs, TTL − 1, the same devmap redirect, no lookup at all.\n\n\
          **CPUs.** {}. Each trial runs {:.0} s; {} rounds, the modes in rotating order, medians reported. \
          The generator's own ceiling is measured the same way into a drop-everything sink on member 0 \
          (no router).\n",
@@ -1101,32 +1137,118 @@ fn gaps(o: &mut String, m: &Measured) {
             let at = lookup_size(l, &l.profiled_size);
             let ns = at.map_or(0.0, |s| s.vrf_xdp.mean);
             let helper = at.map_or(0.0, |s| s.fib_helper.mean);
+            let growth = match (lookup_size(l, "1k"), lookup_size(l, "1M")) {
+                (Some(k), Some(mm)) => format!(
+                    " Growth from 1k to 1M routes is {:.2}× (the flat IPv4 FIB: two or three array reads whatever \
+                     the table's size; the trie is read only for tables without a flat slot).",
+                    mm.vrf_xdp.mean / k.vrf_xdp.mean
+                ),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 o,
                 "**Per-packet cost.** At {} routes a packet costs vrf-xdp {ns:.0} ns against {helper:.0} ns through \
-                 `bpf_fib_lookup`. Of vrf-xdp's time, {trie:.0}% (≈ {:.0} ns) is the LPM-trie walk, {hash:.0}% \
-                 (≈ {:.0} ns) goes to hash-map lookups and {prog:.0}% (≈ {:.0} ns) to the program's own \
-                 instructions. What would close the gap:\n\n\
-                 - *Hash lookups → array lookups.* A forwarded packet makes four hash lookups: `LINKS` for the \
-                 ingress and again for the egress link, `NEXTHOPS` for the route's group and `NEIGH` for the MAC — \
-                 each a jhash, a bucket walk and a key compare (`lookup_nulls_elem_raw`, `htab_map_hash`, \
-                 `memcmp`). Group ids are dense (MapSync allocates them from 1) and link slots could be too, so \
-                 `NEXTHOPS` and `LINKS` can be `BPF_MAP_TYPE_ARRAY`s, whose lookups the verifier inlines into a \
-                 bounds check and an add; the neighbour's MAC can be stored in the nexthop group entry by the \
-                 daemon (rewritten when the neighbour changes), which removes the `NEIGH` lookup. That leaves one \
-                 trie walk and no hashing per packet.\n\
-                 - *A shallower FIB.* The BPF LPM trie is a binary trie with one node per branching bit: at 1M \
-                 routes a lookup follows some 20–25 dependent pointers, each compared bit by bit, where the kernel's \
-                 own FIB is a level-compressed trie (`fib_table_lookup`). A multibit trie built from array maps \
-                 (strides 16-8-8, or DIR-24-8 for the tables that can afford it), or a per-CPU LRU cache of \
-                 (table, destination) → route in front of the trie, turns the walk into two or three array \
-                 lookups, and keeps the cost flat as the table grows.{}\n",
+                 `bpf_fib_lookup` (the aim, {AIM_1M_VS_HELPER}×, is {:.0} ns).{growth} Of vrf-xdp's time (perf of the \
+                 test-run thread, section 2), {hash:.0}% (≈ {:.0} ns) goes to hash-map lookups, {trie:.0}% (≈ {:.0} ns) \
+                 to the LPM trie and {prog:.0}% (≈ {:.0} ns) to the program's own instructions.{} What would close \
+                 the gap:\n\n\
+                 - *One adjacency read instead of two hash lookups.* A forwarded packet makes four hash lookups: \
+                 `LINKS` for the ingress link and again for the egress, `NEXTHOPS` for the route's group and `NEIGH` for \
+                 the MAC — each a jhash, a bucket walk and a key compare (`htab_map_hash`, `lookup_nulls_elem_raw`, \
+                 `memcmp`). An adjacency array (egress link state and neighbour MAC resolved by vrfd, read by index from \
+                 the nexthop) removes the egress `LINKS` and the `NEIGH` lookups. It is written (branch \
+                 `s5_15a-adj-wip`: layout, writer, adoption, fallback on a stale index) but does not fit BPF's 512-byte \
+                 stack: `xdp_vrf` already uses 448 B and every variant needed 520–616 B, because LLVM stops overlapping \
+                 the capture record's slots with the decision's. Moving the capture record into a BPF subprogram \
+                 with its own frame (or shrinking the `Verdict` the capture copies) frees the room.\n\
+                 - *Arrays for the rest.* `NEXTHOPS` as an array costs 3 KiB per group preallocated (64 paths and \
+                 1024 buckets: 200 MB for 65,536 groups); it pays once single-path routes name their adjacency \
+                 directly (a tag bit in the route value) and only multipath routes keep a group. The ingress `LINKS` \
+                 lookup is keyed by ifindex, which is sparse; a per-CPU one-entry cache of the last ingress link, or \
+                 ifindex → dense slot in an array sized to the highest ifindex, makes it an array read.\n\
+                 - *Fewer instructions.* Section 4 prices the parts of the program that the kernel's whole decision \
+                 needs (netfilter, IPsec, rule and `disable_ipv6` checks), the capture gate and the per-nexthop \
+                 counter; what remains is parsing, the source check (a second FIB lookup, as the kernel's \
+                 `fib_validate_source`), the TTL/checksum rewrite and the counters. A build for routers without \
+                 netfilter or IPsec could drop the checks at load time (`.rodata`), as the bench's second copy does.{}\n",
                 l.profiled_size,
-                ns * trie / 100.0,
+                helper * AIM_1M_VS_HELPER,
                 ns * hash / 100.0,
+                ns * trie / 100.0,
                 ns * prog / 100.0,
-                memset_note(m)
+                capture_costs(m),
+                memset_note(m),
             );
+            if let Some(v6) = lookup_size(l, "v6_100k") {
+                let r = v6.vrf_xdp.mean / v6.fib_helper.mean;
+                if r > AIM_V6_VS_HELPER {
+                    let _ = writeln!(
+                        o,
+                        "**IPv6.** At 100k IPv6 routes vrf-xdp costs {:.0} ns against the helper's {:.0} ns ({r:.2}×): \
+                         IPv6 is still looked up in the BPF LPM trie (`FIB6`), a binary trie whose walk follows one \
+                         node per branching bit over 128-bit keys, on top of the hash lookups above. A flat IPv6 FIB \
+                         on the IPv4 design (a first level on the top 16 or 24 bits, chunks of 8 bits below, prefixes \
+                         longer than /64 left to the trie) would make it two to five array reads; Internet IPv6 tables \
+                         are mostly /32–/48, so most lookups would end in the first two levels.\n",
+                        v6.vrf_xdp.mean, v6.fib_helper.mean
+                    );
+                }
+            }
+        }
+    }
+    if let Some(v) = &m.vrfs {
+        if v.growth().is_some_and(|g| g > AIM_VRFS_GROWTH) {
+            let (first, last) = (&v.counts[0], &v.counts[v.counts.len() - 1]);
+            let flat_at = v.counts.iter().rev().find(|c| c.flat_tables == c.vrfs);
+            let _ = writeln!(
+                o,
+                "**VRF count.** From 1 to {} VRFs of {} routes the cost grows {:.0} → {:.0} ns ({:.2}×). {} of the \
+                 {} tables have a flat IPv4 FIB: vrfd's defaults give it {} first-level slots (256 KiB each) and a \
+                 pool of {} chunks, of which these tables use {}; the others are served by the LPM trie, whose walk is \
+                 what the extra time is{}. What would close it: size the slots to the VRFs served (256 slots are \
+                 64 MiB of first levels) and the chunk pool to the tables (a chunk per /16 that holds a longer \
+                 prefix), both as vrfd options with a log line and a counter when a table falls back to the trie.\n",
+                last.vrfs,
+                si(v.routes_per_vrf as f64),
+                first.ns.mean,
+                last.ns.mean,
+                last.ns.mean / first.ns.mean,
+                last.flat_tables,
+                last.vrfs,
+                vrf_common::FLAT4_SLOTS,
+                v.flat_chunks,
+                v.flat_chunks_used,
+                flat_at.map_or(String::new(), |c| format!(
+                    " (up to {} VRFs, all flat, the cost was {:.0} ns)",
+                    c.vrfs, c.ns.mean
+                ))
+            );
+        }
+    }
+    if let Some(f) = &m.forward {
+        let share = ratio(
+            get(&f.median_pps, Mode::VrfXdp, "64"),
+            get(&f.median_pps, Mode::RedirectCeiling, "64"),
+        );
+        let (v, c) = (
+            get(&f.median_per_core, Mode::VrfXdp, "64"),
+            get(&f.median_per_core, Mode::RedirectCeiling, "64"),
+        );
+        if let (Some(s), Some(v), Some(c)) = (share, v, c) {
+            if s < AIM_OF_CEILING {
+                let _ = writeln!(
+                    o,
+                    "**The ceiling.** The raw redirect (no lookup) forwards {} per router core, vrf-xdp {} ({:.0}% of \
+                     the received rate): vrf-xdp's decision costs about {:.0} ns per packet more on the router's core \
+                     than rewriting and redirecting alone — the per-packet cost above, paid with a cold cache between \
+                     packets of different destinations. Reaching 80% means a decision of about {:.0} ns here.\n",
+                    pps(Some(c)),
+                    pps(Some(v)),
+                    s * 100.0,
+                    (1e9 / v - 1e9 / c).max(0.0),
+                    0.25 * 1e9 / c
+                );
+            }
         }
     }
     if let Some(f) = &m.forward {
@@ -1168,6 +1290,35 @@ fn gaps(o: &mut String, m: &Measured) {
         sync_gap(o, c, raw_insert_us);
         change_gap(o, c);
     }
+}
+
+/// Section 4's prices of parts of the program, in one sentence (empty without that part).
+fn capture_costs(m: &Measured) -> String {
+    let Some(c) = &m.capture else {
+        return String::new();
+    };
+    let diff = |a: &str, b: &str| Some(c.mode(a)?.mean - c.mode(b)?.mean);
+    let mut parts = Vec::new();
+    for (what, d) in [
+        (
+            "the netfilter/IPsec/rule/`disable_ipv6` checks",
+            diff("idle", "no_kernel_checks"),
+        ),
+        ("the capture gate", diff("idle", "nocapture")),
+        ("the per-nexthop counter", diff("idle", "uncounted")),
+    ] {
+        if let Some(d) = d {
+            parts.push(format!("{what} ≈ {d:.0} ns"));
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        " Section 4 prices some of those instructions on a 1k-route table: {} ({} instructions after the verifier).",
+        parts.join(", "),
+        c.insns_capture
+    )
 }
 
 /// A bullet when `xdp_vrf` calls a BPF `memset` (seen in the forwarding profile).
@@ -1261,16 +1412,22 @@ fn sync_gap(o: &mut String, c: &control::Results, raw_insert_us: Option<f64>) {
         text,
         "The largest phase is the write, {write_us:.1} µs per route{}: one `bpf()` update per route into an \
          LPM trie that takes its lock for every insert, plus the writer's shadow and nexthop-group bookkeeping. \
-         Under a second for 1M routes means under 1 µs per route from dump to map, which tuning this path \
-         cannot reach: it needs a FIB that takes bulk writes (the array-based multibit trie of section 2, \
-         filled with `BPF_MAP_UPDATE_BATCH`, or written from several threads without a global lock) and a dump \
-         parsed straight into it, instead of through `RouteMessage` → `RouteInfo` → the mirror's `HashMap` of \
-         `Vec`s → `RoutePlan` (dump, mirror and plan together: {:.1} s here).",
+         The flat IPv4 FIB itself is written through `mmap` (plain stores, no syscall per route) once per \
+         full plan; the trie is still written route by route because it is kept complete for every table \
+         (the fallback for tables without a flat slot, and what vrfctl, verify and adoption read). Under two \
+         seconds for 1M routes means under 2 µs per route from dump to map: it needs the trie writes dropped for \
+         tables the flat FIB holds (readers taught to read the flat table; those tables' trie filled only when \
+         they lose their slot), and a dump parsed straight into the plan instead of through `RouteMessage` → \
+         `RouteInfo` → the mirror's `HashMap` of `Vec`s → `RoutePlan` (dump, mirror and plan together: {:.1} s \
+         here) — the kernel's own dump, `ip route show` of the same table, took {} here, the floor for any sync.",
         raw_insert_us.map_or(String::new(), |us| format!(
             ", of which the bare map update is {us:.1} µs (section 2's fill; `trie_update_elem` leads the \
              profile above)"
         )),
-        secs("dump") + secs("mirror") + secs("plan")
+        secs("dump") + secs("mirror") + secs("plan"),
+        c.kernel_dump_s
+            .get(&full.routes)
+            .map_or("–".into(), |d| format!("{d:.2} s"))
     );
     let _ = writeln!(o, "{text}\n");
 }

@@ -37,6 +37,7 @@ pub struct BenchPrograms {
     sink: PerCpuArray<MapData, u64>,
     gen_keep: Array<MapData, u32>,
     gen_state: PerCpuArray<MapData, u64>,
+    redirect: Array<MapData, vrf_common::BenchRedirect>,
 }
 
 /// What one non-live test run reported.
@@ -50,7 +51,12 @@ pub struct Run {
 impl BenchPrograms {
     pub fn load() -> Result<Self> {
         let mut ebpf = Ebpf::load(FIB_HELPER_OBJECT).context("loading the bench's eBPF object")?;
-        for name in [prog_names::FIB_HELPER, prog_names::GEN, prog_names::SINK] {
+        for name in [
+            prog_names::FIB_HELPER,
+            prog_names::GEN,
+            prog_names::SINK,
+            prog_names::REDIRECT,
+        ] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
@@ -68,6 +74,7 @@ impl BenchPrograms {
         let sink = take(map_names::SINK_COUNT)?.try_into()?;
         let gen_keep = take(map_names::GEN_KEEP)?.try_into()?;
         let gen_state = take(map_names::GEN_STATE)?.try_into()?;
+        let redirect = take(map_names::REDIRECT)?.try_into()?;
         Ok(BenchPrograms {
             ebpf,
             table,
@@ -76,6 +83,7 @@ impl BenchPrograms {
             sink,
             gen_keep,
             gen_state,
+            redirect,
         })
     }
 
@@ -90,6 +98,12 @@ impl BenchPrograms {
     /// The table `xdp_fib_helper` looks up.
     pub fn set_table(&mut self, table: u32) -> Result<()> {
         Ok(self.table.set(0, table, 0)?)
+    }
+
+    /// What the raw-redirect ceiling (`xdp_bench_redirect`) writes and where it sends (the
+    /// egress must also be a [`tx port`](Self::add_tx_port)).
+    pub fn set_redirect(&mut self, to: vrf_common::BenchRedirect) -> Result<()> {
+        Ok(self.redirect.set(0, to, 0)?)
     }
 
     /// Make `ifindex` (in the calling thread's namespace) a redirect target of the helper.

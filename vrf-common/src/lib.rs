@@ -809,6 +809,18 @@ pub const VLAN_ID_MAX: u16 = 4094;
 const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 const _: () = assert!(core::mem::size_of::<VlanPort>() == 8);
 
+/// The bench's raw-redirect ceiling (`xdp_bench_redirect`): no lookup, only what any forwarder
+/// must do — these MACs written, TTL − 1, redirect to `oif` through the devmap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct BenchRedirect {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub oif: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<BenchRedirect>() == 16);
+
 #[cfg(feature = "user")]
 mod user {
     //! aya's `Pod` marker for map keys and values (bytemuck's `Pod` already proves the layout).
@@ -833,7 +845,8 @@ mod user {
         CaptureStats,
         PortKey,
         VlanPort,
-        Heartbeat
+        Heartbeat,
+        BenchRedirect
     );
 }
 

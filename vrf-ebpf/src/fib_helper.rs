@@ -10,7 +10,9 @@
 //!   Paced (`BENCH_GEN_KEEP[0]` between 1 and 65535): only that share of the frames, in
 //!   1/65536, goes out, spread evenly over the run; the rest are dropped before they leave.
 //!   `BENCH_GEN_STATE[1]` (per CPU) counts what went out;
-//! - `xdp_bench_sink`: counts into `BENCH_SINK_COUNT` (per CPU) and drops.
+//! - `xdp_bench_sink`: counts into `BENCH_SINK_COUNT` (per CPU) and drops;
+//! - `xdp_bench_redirect`: the ceiling of any XDP forwarder on this path — no lookup, the MACs
+//!   of `BENCH_REDIRECT[0]` written, TTL − 1, redirect through `FIB_HELPER_TX_PORTS`.
 #![no_std]
 #![no_main]
 
@@ -27,6 +29,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, PerCpuArray},
     programs::XdpContext,
 };
+use vrf_common::BenchRedirect;
 
 /// Bytes of `BENCH_TEMPLATE` written over each generated frame: Ethernet, IPv4, UDP headers.
 const TEMPLATE_LEN: usize = 42;
@@ -56,6 +59,10 @@ static BENCH_GEN_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// One frame's worth of credit.
 const GEN_UNIT: u64 = 65536;
+
+/// What `xdp_bench_redirect` writes and where it sends every IPv4 frame.
+#[map]
+static BENCH_REDIRECT: Array<BenchRedirect> = Array::with_max_entries(1, 0);
 
 /// Frames the sink received, per CPU.
 #[map]
@@ -92,6 +99,44 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
         return None;
     }
     Some(start as *mut T)
+}
+
+#[xdp]
+pub fn xdp_bench_redirect(ctx: XdpContext) -> u32 {
+    redirect(&ctx).unwrap_or(XDP_PASS)
+}
+
+#[inline(always)]
+fn redirect(ctx: &XdpContext) -> Option<u32> {
+    let eth = ptr_at::<[u8; ETH_LEN]>(ctx, 0)?;
+    if unsafe { [(*eth)[12], (*eth)[13]] } != [0x08, 0x00] {
+        return None;
+    }
+    let to = BENCH_REDIRECT.get(0)?;
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
+    if unsafe { (*ip).ttl } <= 1 {
+        return None;
+    }
+    let action = FIB_HELPER_TX_PORTS.redirect(to.oif, XDP_PASS as u64).ok()?;
+    unsafe {
+        decrease_ttl(ip);
+        let eth = eth as *mut u8;
+        core::ptr::copy_nonoverlapping(to.dst_mac.as_ptr(), eth, 6);
+        core::ptr::copy_nonoverlapping(to.src_mac.as_ptr(), eth.add(6), 6);
+    }
+    Some(action)
+}
+
+/// TTL − 1 and the RFC 1624 incremental checksum (as the kernel's ip_decrease_ttl).
+///
+/// # Safety
+/// `ip` points at a whole IPv4 header inside the frame.
+#[inline(always)]
+unsafe fn decrease_ttl(ip: *mut Ipv4Hdr) {
+    let mut check = u16::from_ne_bytes((*ip).check) as u32;
+    check += u16::to_be(0x0100) as u32;
+    (*ip).check = ((check + (check >= 0xffff) as u32) as u16).to_ne_bytes();
+    (*ip).ttl -= 1;
 }
 
 #[xdp]
@@ -159,13 +204,7 @@ fn forward(ctx: &XdpContext) -> Option<u32> {
         .ok()?;
     if v4 {
         let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
-        unsafe {
-            // TTL − 1 and the RFC 1624 incremental checksum (as ip_decrease_ttl).
-            let mut check = u16::from_ne_bytes((*ip).check) as u32;
-            check += u16::to_be(0x0100) as u32;
-            (*ip).check = ((check + (check >= 0xffff) as u32) as u16).to_ne_bytes();
-            (*ip).ttl -= 1;
-        }
+        unsafe { decrease_ttl(ip) };
     } else {
         let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN)?;
         unsafe { (*ip).hop_limit -= 1 };

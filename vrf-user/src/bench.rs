@@ -13,6 +13,7 @@ pub mod prog_names {
     pub const FIB_HELPER: &str = "xdp_fib_helper";
     pub const GEN: &str = "xdp_bench_gen";
     pub const SINK: &str = "xdp_bench_sink";
+    pub const REDIRECT: &str = "xdp_bench_redirect";
 }
 
 /// Map names in [`FIB_HELPER_OBJECT`].
@@ -29,6 +30,8 @@ pub mod map_names {
     pub const GEN_STATE: &str = "BENCH_GEN_STATE";
     /// `PerCpuArray<u64>`, one entry: frames the sink dropped.
     pub const SINK_COUNT: &str = "BENCH_SINK_COUNT";
+    /// `Array<BenchRedirect>`, one entry: the MACs and egress of the raw-redirect ceiling.
+    pub const REDIRECT: &str = "BENCH_REDIRECT";
 }
 
 /// Length of the generator's header template.
