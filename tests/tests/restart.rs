@@ -858,6 +858,99 @@ fn a_resync_longer_than_the_lease_does_not_trip_the_switch_while_vrfd_lives() {
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }
 
+/// A vrfd that finds pins of its own build beats their switch as soon as it has opened them
+/// and subscribed to the kernel's events (before its dump and program load); one that is then
+/// refused (a member that does not exist: known only after the dump) must not leave that
+/// lease behind: at its exit (status 2) the deadline is already past, the kernel forwards
+/// within the 2 s (IpForwDatagrams grows), the pins stay, and the next good vrfd
+/// adopts them.
+#[test]
+fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_the_pins() {
+    let prefix = "rs_refuse";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let mut first = start_persistent(r, config.path(), &pins.path);
+    assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
+    let prog = xdp_prog_id(r, "red0").expect("XDP on red0");
+    assert_eq!(
+        first.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
+
+    let bad = ConfigFile::new(&format!(
+        "{}[[vrf]]\nname = \"green\"\ntable = 130\ninterfaces = [\"nosuch0\"]\n",
+        topology_config(&topo)
+    ))
+    .unwrap();
+    let out = r
+        .command(tests::bin_path("vrfd"))
+        .arg("--config")
+        .arg(bad.path())
+        .arg("--pin-path")
+        .arg(&pins.path)
+        .args(["--log-format", "json"])
+        .output()
+        .expect("running vrfd");
+    let exited = Instant::now();
+    let left_ms =
+        (maps.heartbeat().unwrap().deadline_ns as i64 - monotonic_ns() as i64) / 1_000_000;
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    eprintln!("refused vrfd ({}):\n{log}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the refused vrfd's exit; log:\n{log}"
+    );
+    assert!(
+        log_has_message(
+            &log,
+            "heartbeat resumed on the pinned data plane: it keeps deciding while this vrfd starts"
+        ),
+        "the refused vrfd never resumed the heartbeat (nothing to hand over): log:\n{log}"
+    );
+    assert!(
+        left_ms <= 0,
+        "the refused vrfd left a lease of {left_ms} ms behind"
+    );
+    assert!(pins.path.is_dir(), "the refused vrfd removed the pins");
+    assert_eq!(xdp_prog_id(r, "red0"), Some(prog), "XDP left red0");
+    // The kernel forwards, well within the lease of a vrfd that does not come back.
+    assert_kernel_path(&topo, "10.0.2.2", "after the refused start");
+    let took = exited.elapsed();
+    eprintln!("kernel forwarding checked {took:?} after the refused vrfd exited (lease left {left_ms} ms)");
+    assert!(
+        took < SWITCH_LIMIT,
+        "the kernel path was seen only {took:?} after the exit"
+    );
+
+    // A good configuration adopts the kept pins and the fast path decides again.
+    let mut third = start_persistent(r, config.path(), &pins.path);
+    assert!(
+        log_has_message(
+            &third.log(),
+            "adopting the pins of a previous vrfd: nothing is detached"
+        ),
+        "log:\n{}",
+        third.log()
+    );
+    assert_xdp_path(&topo, "10.0.2.2", "the next vrfd");
+    assert_eq!(
+        third.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    drop(maps);
+    drop(pins);
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Restart and upgrade under load faster than the kernel alone forwards.
 
@@ -865,6 +958,9 @@ fn a_resync_longer_than_the_lease_does_not_trip_the_switch_while_vrfd_lives() {
 /// traffic before and after it.
 const LOAD_PRE: Duration = Duration::from_millis(500);
 const LOAD_POST: Duration = Duration::from_millis(700);
+/// Share of a restart's or upgrade's frames that may find a full receive ring beyond twice the
+/// worst steady window's share: the new vrfd's start on the router's vCPUs.
+const RING_SLACK: f64 = 0.03;
 
 /// Red's ingress forwarded counter in `maps`.
 fn red_forwarded(m: &vrf_user::maps::Maps) -> u64 {
@@ -883,17 +979,32 @@ fn red_forwarded(m: &vrf_user::maps::Maps) -> u64 {
 /// moved), the same as in an equally long steady window of the fast path; the control at the
 /// same R with vrfd detached (the kernel alone, on vrfd's own rules) loses.
 ///
-/// R is chosen from the kernel's capacity measured in this run: 1.5 × it, lowered (to 1.3 ×,
-/// then 1.15 ×) while a steady fast-path window at R loses frames, so that a loaded machine
-/// gives a smaller margin, never a flaky one. The router's NAPI thread (all of its forwarding)
-/// runs SCHED_FIFO on a CPU of its own, so other users' builds do not move its capacity.
+/// R is chosen from the kernel's capacity measured in this run: 1.4 × it, lowered (to 1.3 ×,
+/// then 1.2 ×) while a steady fast-path window at R loses frames in the router, so that a
+/// loaded machine gives a smaller margin, never a flaky one. The router's NAPI thread (all of
+/// its forwarding) runs SCHED_FIFO on a CPU of its own, so other users' builds do not move its
+/// capacity.
 ///
-/// Ignored for now: on the 2-vCPU development VM under other users' builds, the new vrfd took
-/// 2.7 s (restart) and 3.2 s (upgrade) to be ready with the generator on one CPU and the
-/// router's thread on the other: longer than the 2 s lease, so the kernel took over for the
-/// rest and lost what it could not carry (22% and 35% of the window). Run it with `--ignored`.
+/// A new vrfd that finds the pins beats their switch from the moment it has opened them and
+/// subscribed to the kernel's events, before its dump and program load: the fast path decides
+/// through the whole start, however long it takes on a loaded machine (2.7–3.2 s here under
+/// this load, longer than the lease a stopping vrfd leaves).
+///
+/// What this VM loses anyway: frames host A's veth cannot put into the router member's receive
+/// ring (256 frames) while the router's vCPU does not run (a stall of a few hundred µs at about
+/// 1 Mpps), and the same into B's. They never reach the router; they are counted apart
+/// (`tx_queue_0_xdp_xmit_errors`) and bounded by the steady windows' share: a starting vrfd
+/// competes with the router's vCPU for a moment.
+///
+/// Ignored: at load ~10 on 2 vCPUs (22:16 UTC, session 6) the hitless claims held (a restart
+/// whose vrfd took 18.9 s to be ready and an upgrade that took 23.1 s, the eBPF load alone
+/// 19.3 s: IpForwDatagrams +0, 0 lost in the router), but two parts are not robust there:
+/// the ring-full share of the upgrade (5.80%, against 0.49% in a steady window: the verifier
+/// and the map fills on the router's vCPUs) and the control, since the kernel's capacity
+/// measured first (19 kpps) moved with the machine's load (26.5 kpps later: the kernel alone
+/// lost only 2.25% at R). Run it with `--ignored` on a quiet machine.
 #[test]
-#[ignore = "vrfd's start outlasts the 2 s lease under this load on a 2-vCPU machine (see above)"]
+#[ignore = "ring-full share and kernel capacity move with this machine's load (see above)"]
 fn restart_and_upgrade_lose_nothing_under_load_the_kernel_alone_cannot_carry() {
     let prefix = "rs_load";
     let topo = topology(prefix);
@@ -1088,9 +1199,8 @@ fn restart_and_upgrade_lose_nothing_under_load_the_kernel_alone_cannot_carry() {
     // upgrade may lose there; the router itself loses nothing in any window.
     let ring_noise = noise
         .iter()
-        .map(|w| w.ring_full_in + w.ring_full_out)
-        .max()
-        .unwrap();
+        .map(|w| (w.ring_full_in + w.ring_full_out) as f64 / w.sent.max(1) as f64)
+        .fold(0.0, f64::max);
     for w in &noise {
         assert_eq!(w.lost_in_router(), 0, "steady window: {}", w.describe());
     }
@@ -1101,10 +1211,12 @@ fn restart_and_upgrade_lose_nothing_under_load_the_kernel_alone_cannot_carry() {
             "lost in the router across the {what}: {}",
             w.describe()
         );
+        let share = (w.ring_full_in + w.ring_full_out) as f64 / w.sent.max(1) as f64;
         assert!(
-            w.lost() <= 2 * ring_noise + w.sent / 200,
-            "lost across the {what}: {}; a steady window lost {ring_noise} at most",
-            w.describe()
+            share <= 2.0 * ring_noise + RING_SLACK,
+            "lost at a full ring across the {what}: {}; a steady window lost {:.2}% there at most",
+            w.describe(),
+            ring_noise * 100.0
         );
     }
     for (what, w) in [("restart", &restart), ("upgrade", &upgrade)] {

@@ -90,6 +90,9 @@ pub mod map_names {
 /// The eBPF global that turns the checks around the route lookup off, in the benchmark's copy
 /// only (`set_global`); every program vrfd loads keeps its default, 1.
 pub const KERNEL_CHECKS_GLOBAL: &str = "KERNEL_CHECKS";
+/// The eBPF global that turns the dead-man switch off, in the benchmark's copy only (what the
+/// switch costs per packet); every program vrfd loads keeps its default, 1.
+pub const DEADMAN_GLOBAL: &str = "DEADMAN";
 
 pub mod prog_names {
     /// The XDP fast path attached to every member.

@@ -28,6 +28,14 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 /// kernel 2 s after the stop. vrfd --detach removes what a stopped vrfd left; --no-persist
 /// makes SIGTERM remove it itself (programs, its qdiscs, the pins).
 ///
+/// The heartbeat means: a live vrfd follows the kernel; whatever changed since the maps were
+/// written is in the events it holds and will be written. A starting vrfd that finds pins
+/// (its own build's, or an older build's to upgrade) takes the heartbeat over as soon as it
+/// has opened them and subscribed to the kernel's events, before its dump and program load
+/// (logged: "heartbeat resumed on the pinned data plane"). One that then fails to start
+/// (refused configuration, error; exit status not 0) expires the lease as it exits: the
+/// kernel decides from the next packet, the pins stay for the next vrfd.
+///
 /// Rules: the ip rules vrfd adds for declared VRFs (tagged `proto 246`) stay whatever the
 /// stop: they are the VRFs' kernel path (without them, the main table would route a VRF's
 /// traffic). vrfd removes one when its VRF leaves the configuration, and

@@ -102,6 +102,8 @@ struct Daemon {
     logged: BTreeMap<(String, IpFamily), Vec<String>>,
     /// Set while the kernel's tables could not be read: when to dump again.
     resync_retry: Option<ResyncRetry>,
+    /// Keeps the adopted data plane's heartbeat going until the first full plan is written.
+    starting: Option<switch::BusyGuard>,
 }
 
 #[derive(Clone, Copy)]
@@ -158,6 +160,35 @@ pub async fn run(opts: Options) -> Result<()> {
         .context("opening rtnetlink")?;
     // Subscribed before its dump, like the main socket: nothing between the two is lost.
     let (mut nexthops, mut nexthop_events) = NexthopSocket::connect().await?;
+    // Pins of a previous vrfd: the fast path it left keeps deciding from here on, before the
+    // dump and the program load (the expensive steps), for as long as we live. The beat means
+    // what it means during a resync: a live vrfd follows the kernel; whatever changed since the
+    // maps were written is in the events it holds and will be written. A start that fails
+    // hands over at once (the heartbeat's drop).
+    let (pins, start) = pins::PinDir::open(&opts.pin_path, opts.persist)?;
+    let adopted = start == pins::Start::Adopt;
+    let heartbeat = switch::Heartbeat::without_map();
+    let starting = match start {
+        pins::Start::Adopt => {
+            heartbeat.adopt_pinned(pins.path())?;
+            Some(heartbeat.hold())
+        }
+        pins::Start::Upgrade => match heartbeat.follow_predecessor(pins.path()) {
+            Ok(()) => Some(heartbeat.hold()),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "the older build's switch runs out meanwhile");
+                None
+            }
+        },
+        pins::Start::Fresh => None,
+    };
+    if starting.is_some() {
+        info!(
+            ?start,
+            lease_ms = switch::LEASE.as_millis() as u64,
+            "heartbeat resumed on the pinned data plane: it keeps deciding while this vrfd starts"
+        );
+    }
     let snapshot = snapshot(&netlink, &mut nexthops).await?;
     let watch = KernelWatchers::new()?;
     let mut engine = Engine::new(config.vrf.clone(), Box::new(read_sysctls));
@@ -184,8 +215,7 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(addr) => Some(export::bind(addr).await?),
         None => None,
     };
-    let (pins, start) = pins::PinDir::open(&opts.pin_path, opts.persist)?;
-    let adopted = start == pins::Start::Adopt;
+    let loading = std::time::Instant::now();
     let mut dp = DataPlane::load_with(&LoadOptions {
         pin_dir: Some(pins.load_dir().to_path_buf()),
         persist: opts.persist,
@@ -193,9 +223,13 @@ pub async fn run(opts: Options) -> Result<()> {
         fib6_entries: opts.fib6_entries,
         ..Default::default()
     })?;
-    let heartbeat = switch::Heartbeat::new(&dp.maps, start != pins::Start::Fresh)?;
+    info!(
+        ms = loading.elapsed().as_millis() as u64,
+        "eBPF object loaded"
+    );
     match start {
         pins::Start::Adopt => {
+            // Same map as the pinned one the beat already refreshes.
             let links = dp.adopt_links()?;
             info!(
                 links,
@@ -203,10 +237,8 @@ pub async fn run(opts: Options) -> Result<()> {
             );
         }
         pins::Start::Upgrade => {
+            heartbeat.set_ours(&dp.maps, true)?;
             let links = dp.take_over(&pins.path().join("links"))?;
-            if let Err(e) = heartbeat.follow_predecessor(pins.path()) {
-                warn!(error = %format!("{e:#}"), "the older build's switch runs out meanwhile");
-            }
             info!(
                 links,
                 "upgrade: filling fresh maps, then moving each link to this build"
@@ -214,7 +246,10 @@ pub async fn run(opts: Options) -> Result<()> {
         }
         // Armed and expired: whatever gets attached passes to the kernel until the first
         // full plan is written and the first heartbeat says so.
-        pins::Start::Fresh => heartbeat.extend(&mut dp.maps, Duration::ZERO)?,
+        pins::Start::Fresh => {
+            heartbeat.set_ours(&dp.maps, false)?;
+            heartbeat.extend(&mut dp.maps, Duration::ZERO)?
+        }
     }
     let telemetry = export::DaemonMetrics::default();
     let _exporter = match listener {
@@ -246,6 +281,7 @@ pub async fn run(opts: Options) -> Result<()> {
         watch,
         logged: BTreeMap::new(),
         resync_retry: None,
+        starting,
     };
     let result = daemon
         .serve(
@@ -308,6 +344,7 @@ impl Daemon {
         self.resync().await?;
         // The view is complete and in the maps: the fast path may decide from now on.
         self.heartbeat.beat(&mut self.dp.maps)?;
+        self.starting = None;
         self.pins.finish_upgrade(&mut self.dp)?;
         self.heartbeat.drop_predecessor();
         self.ready();

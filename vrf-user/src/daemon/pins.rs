@@ -64,6 +64,9 @@ impl PinDir {
             };
             match pinned_stamp(path) {
                 Some(stamp) if stamp == crate::dataplane::object_stamp() => {
+                    // Kept even if this start fails: its heartbeat expires, the next vrfd
+                    // adopts them again (`vrfd --detach` removes them).
+                    dir.keep = true;
                     return Ok((dir, Start::Adopt));
                 }
                 Some(stamp) if has_links(path) => {

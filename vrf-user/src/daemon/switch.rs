@@ -66,9 +66,24 @@ struct Targets {
     /// Whether our programs may decide yet: a fresh start beats only once the first full plan
     /// is written, so the beating thread leaves an expired lease alone until then.
     live: bool,
+    /// The main loop has beaten once (the start is done): until then a vrfd that exits hands
+    /// the data plane over at once instead of leaving a lease behind.
+    ready: bool,
 }
 
 impl Targets {
+    /// Every lease we hold ends now: the programs pass to the kernel from the next packet on.
+    fn hand_over(&mut self) {
+        for t in [&mut self.predecessor, &mut self.ours]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = t.extend(Duration::ZERO) {
+                warn!(error = %format!("{e:#}"), "expiring the heartbeat");
+            }
+        }
+    }
+
     fn beat(&mut self) -> Result<()> {
         if let Some(t) = &mut self.predecessor {
             if let Err(e) = t.extend(LEASE) {
@@ -108,20 +123,51 @@ impl Heartbeat {
     /// The heartbeat in `maps`; `live`: our programs may decide from the first beat on (an
     /// adopted or upgraded data plane), else only after [`Heartbeat::beat`] is first called.
     pub fn new(maps: &Maps, live: bool) -> Result<Self> {
+        let hb = Self::without_map();
+        hb.set_ours(maps, live)?;
+        Ok(hb)
+    }
+
+    /// No HEARTBEAT yet (a start before its programs are loaded): the beating thread runs,
+    /// with nothing to beat until [`Heartbeat::adopt_pinned`], [`Heartbeat::follow_predecessor`]
+    /// or [`Heartbeat::set_ours`].
+    pub fn without_map() -> Self {
         let hb = Heartbeat {
             watchdog: sd_notify::watchdog_enabled().is_some(),
-            targets: Arc::new(Mutex::new(Targets {
-                ours: Some(Target {
-                    map: heartbeat_map(maps)?,
-                    stamp: crate::dataplane::object_stamp(),
-                }),
-                predecessor: None,
-                live,
-            })),
+            targets: Arc::new(Mutex::new(Targets::default())),
             busy: Arc::new(Busy::default()),
         };
         hb.spawn_beater();
-        Ok(hb)
+        hb
+    }
+
+    /// Beat the HEARTBEAT in `maps` (this build's) from now on.
+    pub fn set_ours(&self, maps: &Maps, live: bool) -> Result<()> {
+        let map = heartbeat_map(maps)?;
+        let mut t = self.lock();
+        t.ours = Some(Target {
+            map,
+            stamp: crate::dataplane::object_stamp(),
+        });
+        t.live |= live;
+        Ok(())
+    }
+
+    /// Adopting: beat the HEARTBEAT this very build pinned under `dir`, live at once (opened
+    /// from its pin, before the programs are loaded).
+    pub fn adopt_pinned(&self, dir: &std::path::Path) -> Result<()> {
+        let data = MapData::from_pin(dir.join(vrf_common::map_names::HEARTBEAT))
+            .context("opening the pinned HEARTBEAT")?;
+        let map: Array<MapData, vrf_common::Heartbeat> = Map::from_map_data(data)?
+            .try_into()
+            .context("the pinned HEARTBEAT has another layout")?;
+        let mut t = self.lock();
+        t.ours = Some(Target {
+            map,
+            stamp: crate::dataplane::object_stamp(),
+        });
+        t.live = true;
+        Ok(())
     }
 
     /// Also refresh the older build's HEARTBEAT pinned under `dir` (an upgrade), keeping its
@@ -153,6 +199,7 @@ impl Heartbeat {
         {
             let mut t = self.lock();
             t.live = true;
+            t.ready = true;
             t.beat()?;
         }
         if self.watchdog {
@@ -214,6 +261,10 @@ impl Heartbeat {
                         continue;
                     }
                     let mut t = targets.lock().unwrap_or_else(|p| p.into_inner());
+                    // Checked under the lock: no beat after a drop that handed over.
+                    if busy.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     if let Err(e) = t.beat() {
                         warn!(error = %format!("{e:#}"), "heartbeat during long work");
                     }
@@ -232,6 +283,13 @@ impl Heartbeat {
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.busy.stop.store(true, Ordering::SeqCst);
+        let mut t = self.lock();
+        if !t.ready && (t.predecessor.is_some() || t.live) {
+            // A start that beat for pins it adopted and then failed (a refused configuration,
+            // an error): no lease is left behind, the kernel decides from now.
+            t.hand_over();
+            warn!("vrfd did not finish starting: the heartbeat it resumed is expired, the kernel decides");
+        }
     }
 }
 
