@@ -148,9 +148,24 @@ ping_in bond-failover rb 10.0.3.2 bh blue1 0
 ping_in bond-failover-reverse bh 10.0.2.2 rb bb 0
 vrfd_log_clean
 
+step "egress-qos-map on r0.100 sets a PCP: what leaves through it goes to the kernel"
+ip -n router link set r0.100 type vlan egress-qos-map 0:3 || fail "egress-qos-map on r0.100"
+wait_for 10 grep -q "egress-qos-map sets a PCP" "$VRFD_LOG" || fail "vrfd did not say why r0.100's egress goes to the kernel"
+lookup_is vrf-red red2 10.0.1.2 pass egress || fail "vrfctl lookup: a forward out of r0.100 is not passed as egress"
+ping_in vrf-red-pcp rb 10.0.1.2 red1 blue1 1
+ip -n router link set r0.100 type vlan egress-qos-map 0:0 || fail "egress-qos-map 0:0 on r0.100"
+# Back to PCP 0 everywhere: XDP pushes the tag again.
+wait_for 10 lookup_is vrf-red red2 10.0.1.2 forward || fail "vrfctl lookup: no forward out of r0.100 after egress-qos-map 0:0"
+ping_in vrf-red-pcp0 rb 10.0.1.2 red1 blue1 0
+
 step "rx-vlan-offload on the trunk: tags could be stripped, the kernel forwards everything on r0"
 nx router ethtool -K r0 rxvlan on >/dev/null || fail "ethtool -K r0 rxvlan on"
 wait_for 10 grep -q 'may strip VLAN tags' "$VRFD_LOG" || fail "vrfd did not say why r0 goes to the kernel"
 grep 'may strip VLAN tags' "$VRFD_LOG" | head -n 1
+# vrfctl show says it per member: r0.100's frames arrive on r0, whose tags may be stripped.
+show=$(vrfctl_r show --json) || fail "vrfctl show: $show"
+echo "$show" | tr -d '\n' | grep -q '"name": *"r0.100"[^}]*"kernel": *"vlan tags may be stripped on r0' ||
+    fail "vrfctl show does not say why r0.100 goes to the kernel: $show"
+vrfctl_r show | grep 'vrf-red'
 ping_in vrf-red-stripped red1 10.0.2.2 rb bb 1
 ping_in vrf-blue-stripped blue1 10.0.2.2 bb rb 1

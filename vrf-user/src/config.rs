@@ -384,6 +384,7 @@ mod tests {
             vrf_table: (kind == "vrf").then_some(10),
             parent: None,
             vlan: None,
+            bond_backup: false,
         }
     }
 

@@ -90,6 +90,35 @@ pub struct MemberReport {
     pub up: bool,
     #[serde(skip)]
     pub stats_slot: u32,
+    /// Why the kernel, not XDP, gets this member's frames, when a link flag says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+}
+
+/// A member whose frames arrive on a trunk that may strip VLAN tags: XDP cannot tell its frames
+/// from the trunk's, and reading the stripped tag (`bpf_xdp_metadata_rx_vlan_tag`) needs a
+/// device-bound program aya 0.14 cannot load.
+fn tags_hidden_reason(
+    maps: &Maps,
+    links: &[(u32, vrf_common::Link)],
+    member: u32,
+) -> Option<String> {
+    use vrf_common::{LINK_TAGS_HIDDEN, LINK_VLAN};
+    let hidden = |i: u32| {
+        links
+            .iter()
+            .any(|(j, l)| *j == i && l.flags & LINK_TAGS_HIDDEN != 0)
+    };
+    let flags = links.iter().find(|(i, _)| *i == member)?.1.flags;
+    let trunk = if flags & LINK_VLAN != 0 {
+        maps.vlan_ports.get(&member, 0).ok()?.parent
+    } else {
+        member
+    };
+    hidden(trunk).then(|| {
+        let name = ifname(trunk).unwrap_or_else(|| format!("if{trunk}"));
+        format!("vlan tags may be stripped on {name} (rx-vlan-offload, or a veth member trunk)")
+    })
 }
 
 /// Every active VRF with its members.
@@ -109,6 +138,7 @@ pub fn vrfs(maps: &Maps) -> Result<Vec<VrfReport>> {
                 ifindex: *i,
                 up: l.flags & vrf_common::LINK_UP != 0,
                 stats_slot: l.stats_slot,
+                kernel: tags_hidden_reason(maps, &links, *i),
             })
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));

@@ -71,6 +71,9 @@ pub struct LinkInfo {
     pub parent: Option<u32>,
     /// IFLA_VLAN_ID and IFLA_VLAN_PROTOCOL of a VLAN device.
     pub vlan: Option<Vlan>,
+    /// A bond slave in state backup (IFLA_BOND_SLAVE_STATE): the bond drops what arrives on it
+    /// (unless all_slaves_active), so XDP must not forward it.
+    pub bond_backup: bool,
 }
 
 /// A VLAN device's tag.
@@ -78,6 +81,9 @@ pub struct LinkInfo {
 pub struct Vlan {
     pub id: u16,
     pub protocol: VlanProtocol,
+    /// IFLA_VLAN_EGRESS_QOS maps some skb priority to a non-zero PCP: what the kernel sends
+    /// through the device may carry a PCP XDP's push (PCP 0) would not.
+    pub egress_pcp: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,7 +62,8 @@ pub struct LinkPlan {
     pub trunk: bool,
     /// A trunk whose driver may strip tags before XDP: every frame on it goes to the kernel.
     pub tags_hidden: bool,
-    /// A bond XDP serves: frames arrive on these slaves (native XDP on a bond runs on them).
+    /// A bond XDP serves: frames arrive on these slaves (native XDP on a bond runs on them);
+    /// only the ones the bond delivers from (not a backup).
     pub slaves: Vec<u32>,
 }
 
@@ -71,6 +72,8 @@ pub struct LinkPlan {
 pub struct VlanPlan {
     pub parent: u32,
     pub id: u16,
+    /// Its egress-qos-map sets a PCP: the kernel transmits through it (XDP would push PCP 0).
+    pub pcp_mapped: bool,
 }
 
 impl Plan {
@@ -406,10 +409,11 @@ impl Engine {
             p.tags_hidden = p.trunk
                 && (p.sysctl.rx_vlan_offload || (member && l.kind.as_deref() == Some("veth")));
             if l.kind.as_deref() == Some("bond") && (p.trunk || (member && p.vlan.is_none())) {
+                // A backup slave's frames are the kernel's: its bond drops them.
                 p.slaves = self
                     .mirror
                     .links()
-                    .filter(|s| s.master == Some(*ifindex))
+                    .filter(|s| s.master == Some(*ifindex) && !s.bond_backup)
                     .map(|s| s.ifindex)
                     .collect();
                 p.slaves.sort_unstable();
@@ -432,6 +436,7 @@ impl Engine {
         Some(VlanPlan {
             parent: parent.ifindex,
             id: vlan.id,
+            pcp_mapped: vlan.egress_pcp,
         })
     }
 
@@ -673,6 +678,7 @@ mod tests {
             vrf_table: None,
             parent: None,
             vlan: None,
+            bond_backup: false,
         }
     }
 
@@ -1201,14 +1207,17 @@ mod tests {
         vlan.vlan = Some(crate::model::Vlan {
             id: 100,
             protocol: VlanProtocol::Dot1Q,
+            egress_pcp: false,
         });
         e.apply(KernelEvent::NewLink(vlan));
         let mut bond = link(20, "bond0");
         bond.kind = Some("bond".into());
         e.apply(KernelEvent::NewLink(bond));
-        for s in [21, 22] {
+        for s in [21, 22, 23] {
             let mut slave = link(s, &format!("s{s}"));
             slave.master = Some(20);
+            // An active-backup bond's backup: what arrives on it is dropped by the bond.
+            slave.bond_backup = s == 23;
             e.apply(KernelEvent::NewLink(slave));
         }
         let mut members = vec![
@@ -1231,13 +1240,41 @@ mod tests {
         let plan = e.plan();
         let vlan = &plan.links[&10];
         assert_eq!(vlan.role, LinkRole::Member { vrf: "red".into() });
-        assert_eq!(vlan.vlan, Some(VlanPlan { parent: 4, id: 100 }));
+        assert_eq!(
+            vlan.vlan,
+            Some(VlanPlan {
+                parent: 4,
+                id: 100,
+                pcp_mapped: false
+            })
+        );
         let trunk = &plan.links[&4];
         assert_eq!(trunk.role, LinkRole::Egress, "the trunk is in no VRF");
         assert!(trunk.trunk && !trunk.tags_hidden);
         assert_eq!(plan.links[&20].slaves, vec![21, 22]);
         // XDP on the trunk and the bond, never on the VLAN device.
         assert_eq!(plan.xdp_ports(), BTreeSet::from([2, 3, 4, 20]));
+    }
+
+    #[test]
+    fn bond_slaves_joining_leaving_and_failing_over_are_followed() {
+        let mut e = vlan_and_bond_engine("veth", false);
+        let slave = |e: &Engine, i: u32| e.mirror().link(i).unwrap().clone();
+        // 22 leaves (nomaster), the backup 23 becomes active, a new 24 joins as backup.
+        let mut gone = slave(&e, 22);
+        gone.master = None;
+        assert!(e.apply(KernelEvent::NewLink(gone)).links);
+        let mut active = slave(&e, 23);
+        active.bond_backup = false;
+        assert!(e.apply(KernelEvent::NewLink(active)).links);
+        let mut new = link(24, "s24");
+        new.master = Some(20);
+        new.bond_backup = true;
+        e.apply(KernelEvent::NewLink(new));
+        assert_eq!(e.plan().links[&20].slaves, vec![21, 23]);
+        // The bond itself is still where XDP goes (the kernel installs it on the slaves).
+        assert!(e.plan().xdp_ports().contains(&20));
+        assert!(!e.plan().xdp_ports().contains(&24));
     }
 
     #[test]
@@ -1256,12 +1293,29 @@ mod tests {
     }
 
     #[test]
+    fn a_vlan_member_whose_egress_qos_map_sets_a_pcp_still_receives_on_its_trunk() {
+        let mut e = vlan_and_bond_engine("veth", false);
+        let mut qos = e.mirror().link(10).unwrap().clone();
+        qos.vlan = qos.vlan.map(|v| crate::model::Vlan {
+            egress_pcp: true,
+            ..v
+        });
+        e.apply(KernelEvent::NewLink(qos));
+        let plan = e.plan();
+        assert!(plan.links[&10].vlan.is_some_and(|v| v.pcp_mapped));
+        // Still served on the trunk (ingress), never by XDP on the VLAN device.
+        assert!(plan.links[&4].trunk);
+        assert!(!plan.xdp_ports().contains(&10));
+    }
+
+    #[test]
     fn qinq_and_stacked_vlans_are_not_served_on_a_trunk() {
         let mut e = vlan_and_bond_engine("veth", false);
         let mut ad = e.mirror().link(10).unwrap().clone();
         ad.vlan = Some(crate::model::Vlan {
             id: 100,
             protocol: VlanProtocol::Dot1Ad,
+            egress_pcp: false,
         });
         e.apply(KernelEvent::NewLink(ad));
         let plan = e.plan();

@@ -50,6 +50,8 @@ pub struct MapWriter {
     ports: BTreeMap<(u32, u16), u32>,
     /// VLAN_PORTS: VLAN device → (parent, VLAN id).
     vlan_ports: BTreeMap<u32, (u32, u16)>,
+    /// VLAN members left out of VLAN_PORTS for their egress-qos-map (logged once each).
+    pcp_mapped: BTreeSet<u32>,
     routes: HashMap<(u32, IpNet), (RoutePlan, u32)>,
     /// Paths with their weights → (nexthop-group id, routes using it).
     groups: HashMap<Vec<Path>, (u32, u32)>,
@@ -111,6 +113,7 @@ impl MapWriter {
             no_redirect: BTreeSet::new(),
             ports: BTreeMap::new(),
             vlan_ports: BTreeMap::new(),
+            pcp_mapped: BTreeSet::new(),
             routes: HashMap::new(),
             groups: HashMap::new(),
             free_group_ids: Vec::new(),
@@ -289,7 +292,7 @@ impl MapWriter {
             if self.links.get(ifindex) != Some(&link) {
                 let hidden = |l: &Link| l.flags & LINK_TAGS_HIDDEN != 0;
                 if hidden(&link) && !self.links.get(ifindex).is_some_and(hidden) {
-                    tracing::info!(ifindex, "this trunk may strip VLAN tags before XDP (rx-vlan-offload on, or a veth that is a member too): its frames go to the kernel");
+                    tracing::info!(ifindex, "this trunk may strip VLAN tags before XDP (rx-vlan-offload on, or a veth that is a member too): its frames go to the kernel (reading a stripped tag, bpf_xdp_metadata_rx_vlan_tag, needs a device-bound XDP program, which aya 0.14 cannot load); `ethtool -K DEV rxvlan off` gives the fast path back");
                 }
                 self.maps.set_link(*ifindex, &link)?;
                 self.links.insert(*ifindex, link);
@@ -328,9 +331,19 @@ impl MapWriter {
     ) -> Result<()> {
         let mut ports = BTreeMap::new();
         let mut vlan_ports = BTreeMap::new();
+        let mut pcp_mapped = BTreeSet::new();
         for (ifindex, plan) in desired.iter().filter(|(i, _)| written.contains(i)) {
             if let Some(v) = plan.vlan.filter(|v| written.contains(&v.parent)) {
-                vlan_ports.insert(*ifindex, (v.parent, v.id));
+                // Without VLAN_PORTS, forwards out of it pass to the kernel (`egress`), which
+                // tags them with the PCP its egress-qos-map gives.
+                if !v.pcp_mapped {
+                    vlan_ports.insert(*ifindex, (v.parent, v.id));
+                } else {
+                    if !self.pcp_mapped.contains(ifindex) {
+                        tracing::info!(ifindex, "this VLAN member's egress-qos-map sets a PCP: what leaves through it goes to the kernel (XDP pushes PCP 0)");
+                    }
+                    pcp_mapped.insert(*ifindex);
+                }
                 if matches!(plan.role, LinkRole::Member { .. }) {
                     ports.insert((v.parent, v.id), *ifindex);
                 }
@@ -339,6 +352,7 @@ impl MapWriter {
                 ports.insert((*slave, 0), *ifindex);
             }
         }
+        self.pcp_mapped = pcp_mapped;
         for (&(dev, vid), &member) in &ports {
             if self.ports.get(&(dev, vid)) != Some(&member) {
                 self.maps.set_port(dev, vid, member)?;

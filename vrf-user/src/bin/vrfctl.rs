@@ -67,11 +67,15 @@ fn run(args: Args) -> Result<()> {
                     .members
                     .iter()
                     .map(|m| {
-                        if m.up {
-                            m.name.clone()
-                        } else {
-                            format!("{}(down)", m.name)
+                        let mut s = m.name.clone();
+                        if !m.up {
+                            s.push_str("(down)");
                         }
+                        if m.kernel.is_some() {
+                            // --json says why: the trunk may strip the VLAN tags.
+                            s.push_str("(kernel:vlan-tags)");
+                        }
+                        s
                     })
                     .collect();
                 // Per family, what sends traffic to the kernel: "ipv4:netfilter ipv6:rule".

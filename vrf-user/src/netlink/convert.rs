@@ -10,8 +10,9 @@ use ipnet::IpNet;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{
-        InfoData, InfoVlan, InfoVrf, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
-        VlanProtocol as NlVlanProtocol,
+        BondPortState, InfoBondPort, InfoData, InfoPortData, InfoVlan, InfoVrf, LinkAttribute,
+        LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, VlanProtocol as NlVlanProtocol,
+        VlanQosMapping,
     },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage},
     route::{
@@ -101,6 +102,8 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
     let mut parent = None;
     let mut other_netns = false;
     let (mut vlan_id, mut vlan_protocol) = (None, VlanProtocol::Dot1Q);
+    let mut egress_pcp = false;
+    let mut bond_backup = false;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
@@ -120,9 +123,20 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
                                     InfoVlan::Protocol(NlVlanProtocol::Ieee8021Ad) => {
                                         vlan_protocol = VlanProtocol::Dot1Ad
                                     }
+                                    // The kernel dumps only mappings to a non-zero PCP.
+                                    InfoVlan::EgressQos(maps) => {
+                                        egress_pcp = maps.iter().any(|m| {
+                                            matches!(m, VlanQosMapping::Mapping(_, pcp) if *pcp != 0)
+                                        })
+                                    }
                                     _ => {}
                                 }
                             }
+                        }
+                        NlLinkInfo::PortData(InfoPortData::BondPort(data)) => {
+                            bond_backup = data.iter().any(|d| {
+                                matches!(d, InfoBondPort::BondPortState(BondPortState::Backup))
+                            });
                         }
                         NlLinkInfo::Data(InfoData::Vrf(data)) => {
                             for d in data {
@@ -154,7 +168,9 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
         vlan: vlan_id.map(|id| Vlan {
             id,
             protocol: vlan_protocol,
+            egress_pcp,
         }),
+        bond_backup,
     })
 }
 
@@ -509,8 +525,37 @@ mod tests {
                 vrf_table: Some(100_000),
                 parent: None,
                 vlan: None,
+                bond_backup: false,
             })
         );
+    }
+
+    #[test]
+    fn bond_slave_state_through_the_wire_format() {
+        let slave = |state| {
+            let m = link_msg(
+                11,
+                vec![
+                    LinkAttribute::IfName("sb".into()),
+                    LinkAttribute::Controller(20),
+                    LinkAttribute::LinkInfo(vec![
+                        NlLinkInfo::Kind(InfoKind::Veth),
+                        NlLinkInfo::PortKind(netlink_packet_route::link::InfoPortKind::Bond),
+                        NlLinkInfo::PortData(InfoPortData::BondPort(vec![
+                            InfoBondPort::BondPortState(state),
+                        ])),
+                    ]),
+                ],
+            );
+            let RouteNetlinkMessage::NewLink(m) = wire(RouteNetlinkMessage::NewLink(m)) else {
+                panic!("not a link message")
+            };
+            link(&m).unwrap()
+        };
+        assert!(slave(BondPortState::Backup).bond_backup);
+        let active = slave(BondPortState::Active);
+        assert!(!active.bond_backup);
+        assert_eq!(active.master, Some(20));
     }
 
     #[test]
@@ -546,7 +591,8 @@ mod tests {
             l.vlan,
             Some(Vlan {
                 id: 100,
-                protocol: VlanProtocol::Dot1Q
+                protocol: VlanProtocol::Dot1Q,
+                egress_pcp: false,
             })
         );
         let ad = link(&vlan(NlVlanProtocol::Ieee8021Ad)).unwrap();
@@ -555,6 +601,17 @@ mod tests {
         let mut veth = vlan(NlVlanProtocol::Ieee8021Q);
         veth.attributes.push(LinkAttribute::LinkNetNsId(1));
         assert_eq!(link(&veth).unwrap().parent, None);
+        // `egress-qos-map 0:3`: the kernel would tag with PCP 3.
+        let mut qos = vlan(NlVlanProtocol::Ieee8021Q);
+        if let LinkAttribute::LinkInfo(infos) = &mut qos.attributes[4] {
+            if let NlLinkInfo::Data(InfoData::Vlan(data)) = &mut infos[1] {
+                data.push(InfoVlan::EgressQos(vec![VlanQosMapping::Mapping(0, 3)]));
+            }
+        }
+        let RouteNetlinkMessage::NewLink(qos) = wire(RouteNetlinkMessage::NewLink(qos)) else {
+            panic!("not a link message")
+        };
+        assert!(link(&qos).unwrap().vlan.unwrap().egress_pcp);
     }
 
     #[test]

@@ -1,0 +1,212 @@
+#!/bin/sh
+# A bond in vrf-red whose slaves change while vrfd runs. Native XDP on a bond lives on its
+# slaves: a slave added later gets the bond's program from the kernel, a released one loses it,
+# and vrfd must follow (PORTS maps each slave to the bond). A third slave joins, the first two
+# leave, and the new one alone carries the traffic by XDP (the router's IpForwDatagrams stays
+# put, bond0's counter grows, bh receives every echo); the two come back; the bond leaves the
+# VRF (vrfd detaches, the kernel serves it) and comes back (served by XDP again). Last, a veth
+# that is a VRF member with vrfd's XDP on it is moved straight into the bond.
+. /vm/lib.sh
+
+step "vrf-red with red2 (10.0.2.1/24) and bond0 over sa, sb (10.0.3.1/24, active-backup)"
+router
+vrf vrf-red 110
+host red2 rb 10.0.2.1/24 10.0.2.2/24
+enslave red2 vrf-red
+neighbours red2 rb 10.0.2.1/24 10.0.2.2/24
+netns bh
+ip -n router link add bond0 type bond mode active-backup miimon 100 || fail "bond0"
+ip -n bh link add bond0 type bond mode active-backup miimon 100 || fail "bond0 in bh"
+
+# slave_pair X: veth sX in the router, eX in bh (GRO on to take redirected frames, TX offload off).
+slave_pair() {
+    ip -n router link add "s$1" type veth peer name "e$1" netns bh || fail "veth s$1"
+    nx bh ethtool -K "e$1" gro on tx off >/dev/null || fail "ethtool -K e$1"
+    nx router ethtool -K "s$1" gro on tx off >/dev/null || fail "ethtool -K s$1"
+}
+# join X / leave X: sX into (out of) bond0, and eX into (out of) bh's bond0 alike.
+join() {
+    ip -n router link set "s$1" master bond0 || fail "s$1 into bond0"
+    ip -n bh link set "e$1" master bond0 || fail "e$1 into bond0 in bh"
+}
+leave() {
+    ip -n router link set "s$1" nomaster || fail "s$1 out of bond0"
+    ip -n bh link set "e$1" nomaster || fail "e$1 out of bond0 in bh"
+}
+for i in a b; do
+    slave_pair "$i"
+    join "$i"
+done
+enslave bond0 vrf-red
+ip -n router addr add 10.0.3.1/24 dev bond0 || fail "address on bond0"
+ip -n router link set bond0 up || fail "bond0 up"
+ip -n bh addr add 10.0.3.2/24 dev bond0 || fail "address in bh"
+ip -n bh link set bond0 up || fail "bond0 up in bh"
+ip -n bh route add default via 10.0.3.1 || fail "default route in bh"
+
+# bond_neighbours: permanent ARP entries both ways over bond0 (enslaving flushes them).
+bond_neighbours() {
+    wait_for 10 sh -c "ip -n router link show dev bond0 | grep -q LOWER_UP" || fail "bond0 has no carrier"
+    ip -n router neigh replace 10.0.3.2 lladdr "$(mac bh bond0)" dev bond0 nud permanent ||
+        fail "neighbour on bond0"
+    ip -n bh neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev bond0 nud permanent ||
+        fail "neighbour in bh"
+}
+bond_neighbours
+
+# xdp_of DEV: what `ip -d link` says about XDP on the router's DEV (for the log).
+xdp_of() {
+    _x=$(ip -n router -d link show dev "$1" | grep -o 'prog/xdp.*' | head -n 1)
+    echo "$1: ${_x:-no prog/xdp in ip -d link}"
+}
+active_slave() { ip -n router -d link show dev bond0 | grep -o 'active_slave [^ ]*' | cut -d' ' -f2; }
+bh_active() { ip -n bh -d link show dev bond0 | grep -o 'active_slave [^ ]*' | cut -d' ' -f2; }
+
+vrfd_start
+has_xdp router bond0 || fail "no XDP on bond0"
+member_of vrf-red 110 bond0 || fail "vrfctl show: bond0 not in vrf-red"
+xdp_of bond0
+xdp_of sa
+xdp_of sb
+
+# ping_in WHAT SRCNS ADDR DSTNS KERNEL: 3 pings from SRCNS to ADDR, all answered, all received
+# by DSTNS; KERNEL=0: none forwarded by the kernel, KERNEL=1: the kernel forwarded at least
+# the requests.
+ping_in() {
+    fwd0=$(snmp router Ip:ForwDatagrams)
+    dst0=$(snmp "$4" Icmp:InEchos)
+    out=$(nx "$2" ping -c 3 -W 2 -w 15 "$3" 2>&1)
+    echo "$out"
+    echo "$out" | grep -Eq ', 3 (packets )?received' || fail "$1: ping $2 -> $3: $(echo "$out" | tail -n 1)"
+    fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
+    dst=$(( $(snmp "$4" Icmp:InEchos) - dst0 ))
+    echo "$1: router IpForwDatagrams +$fwd, $4 InEchos +$dst"
+    if [ "$5" = 0 ]; then
+        [ "$fwd" -eq 0 ] || fail "$1: the kernel forwarded $fwd datagrams (XDP should have)"
+    else
+        [ "$fwd" -ge 3 ] || fail "$1: the kernel forwarded only $fwd datagrams"
+    fi
+    [ "$dst" -eq 3 ] || fail "$1: $4 got $dst echo requests, expected 3"
+}
+
+# forwarded MEMBER: vrfctl's forwarded_packets of MEMBER in vrf-red (0 when not listed).
+forwarded() {
+    vrfctl_r stats --vrf vrf-red --interfaces --json 2>/dev/null | tr -d ' \n' |
+        grep -Eo "\"name\":\"$1\",\"ifindex\":[0-9]+,\"up\":[a-z]+,\"rx_packets\":[0-9]+,\"rx_bytes\":[0-9]+,\"forwarded_packets\":[0-9]+" |
+        grep -Eo '[0-9]+$' || echo 0
+}
+
+# by_xdp WHAT: both directions between red2's host and bh by XDP, bond0's counter up by ≥ 6.
+by_xdp() {
+    before=$(forwarded bond0)
+    ping_in "$1" rb 10.0.3.2 bh 0
+    ping_in "$1-reverse" bh 10.0.2.2 rb 0
+    after=$(forwarded bond0)
+    echo "$1: bond0 forwarded_packets $before -> $after"
+    [ "$after" -ge $(( before + 6 )) ] || fail "$1: bond0 forwarded $before -> $after, expected +6"
+}
+
+# settle WANT: both bonds carry over sWANT/eWANT and bh reaches the router.
+settle() {
+    wait_for 10 sh -c "ip -n router -d link show dev bond0 | grep -q 'active_slave s$1 '" ||
+        fail "bond0's active slave is $(active_slave), not s$1"
+    wait_for 10 sh -c "ip -n bh -d link show dev bond0 | grep -q 'active_slave e$1 '" ||
+        fail "bh's bond0's active slave is $(bh_active), not e$1"
+    wait_for 10 nx bh ping -c 1 -W 1 10.0.3.1 || fail "bh cannot reach the router over e$1"
+}
+
+step "two slaves: by XDP"
+by_xdp two-slaves
+
+step "a third slave sc joins while vrfd runs: the kernel gives it the bond's program"
+slave_pair c
+join c
+xdp_of sc
+wait_for 10 sh -c "ip -n router link show dev sc | grep -q 'master bond0'" || fail "sc is not in bond0"
+
+step "sa and sb leave: sc alone carries, by XDP"
+leave a
+leave b
+xdp_of sa
+xdp_of sb
+settle c
+by_xdp sc-alone
+# The released slaves are plain links again: the bond took its program off them.
+no_xdp router sa || fail "sa still has XDP after leaving bond0: $(xdp_of sa)"
+no_xdp router sb || fail "sb still has XDP after leaving bond0: $(xdp_of sb)"
+
+step "sa and sb come back, sc leaves: by XDP over sa or sb"
+join a
+join b
+leave c
+no_xdp router sc || fail "sc still has XDP after leaving bond0: $(xdp_of sc)"
+wait_for 10 sh -c "ip -n router -d link show dev bond0 | grep -Eq 'active_slave s[ab] '" ||
+    fail "bond0 did not fail over to sa or sb: $(active_slave)"
+wait_for 10 sh -c "ip -n bh -d link show dev bond0 | grep -Eq 'active_slave e[ab] '" ||
+    fail "bh's bond0 did not fail over to ea or eb: $(bh_active)"
+echo "active: router $(active_slave), bh $(bh_active)"
+# Both ends must use the same pair: steer bh onto the router's choice.
+want=$(active_slave | tr -d s)
+ip -n bh link set bond0 type bond active_slave "e$want" 2>/dev/null
+settle "$want"
+by_xdp slaves-back
+
+step "bond0 leaves vrf-red: vrfd detaches it and the kernel serves it"
+ip -n router link set bond0 nomaster || fail "bond0 out of vrf-red"
+wait_for 10 no_xdp router bond0 || fail "XDP still on bond0 out of the VRF: $(xdp_of bond0)"
+wait_for 10 not_member_of vrf-red 110 bond0 || fail "vrfctl show still lists bond0 in vrf-red"
+xdp_of sa
+xdp_of sb
+
+step "bond0 back in vrf-red: by XDP again"
+enslave bond0 vrf-red
+bond_neighbours
+wait_for 10 has_xdp router bond0 || fail "no XDP on bond0 back in the VRF"
+member_of vrf-red 110 bond0 || fail "vrfctl show: bond0 not back in vrf-red"
+settle "$(active_slave | tr -d s)"
+by_xdp bond-back
+
+step "a VRF member with vrfd's XDP (sd in vrf-red) moved straight into bond0"
+ip -n router link add sd type veth peer name ed netns bh || fail "veth sd"
+enslave sd vrf-red
+ip -n router link set sd up || fail "sd up"
+wait_for 10 has_xdp router sd || fail "no XDP on sd in vrf-red"
+xdp_of sd
+# One `ip link set master`: the kernel takes sd out of the VRF and offers it to the bond at
+# once, while vrfd's program is still on it.
+if out=$(ip -n router link set sd master bond0 2>&1); then
+    echo "sd moved into bond0 at once: $out"
+else
+    echo "the kernel refused: $out"
+    echo "sd now: $(ip -n router link show dev sd | head -n 1)"
+    # Out of the VRF, vrfd detaches sd; then the bond takes it.
+    wait_for 10 no_xdp router sd || fail "vrfd left its XDP on sd out of the VRF: $(xdp_of sd)"
+    ip -n router link set sd master bond0 || fail "sd into bond0 after vrfd detached it"
+fi
+xdp_of sd
+ip -n router link show dev sd | grep -q 'master bond0' || fail "sd is not in bond0"
+ip -n router link set sd nomaster || fail "sd out of bond0"
+no_xdp router sd || fail "sd still has XDP after leaving bond0: $(xdp_of sd)"
+
+step "a backup slave: the bond drops what arrives on it, so XDP must leave it to the kernel"
+# sk joins as a backup; its peer ek is a plain host (bk, 10.0.3.9) that sends to bond0's MAC.
+netns bk
+ip -n router link add sk type veth peer name ek netns bk || fail "veth sk"
+ip -n router link set sk master bond0 || fail "sk into bond0"
+wait_for 10 sh -c "ip -n router -d link show dev sk | grep -q 'state BACKUP'" ||
+    fail "sk is not a backup slave: $(ip -n router -d link show dev sk)"
+ip -n bk addr add 10.0.3.9/24 dev ek || fail "address in bk"
+ip -n bk link set ek up || fail "ek up"
+ip -n bk route add default via 10.0.3.1 || fail "default route in bk"
+ip -n bk neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev ek nud permanent || fail "neighbour in bk"
+wait_for 10 sh -c "ip -n router link show dev sk | grep -q LOWER_UP" || fail "sk has no carrier"
+fwd0=$(snmp router Ip:ForwDatagrams)
+rb0=$(snmp rb Icmp:InEchos)
+nx bk ping -c 3 -W 1 10.0.2.2 >/dev/null 2>&1
+fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
+rb=$(( $(snmp rb Icmp:InEchos) - rb0 ))
+echo "from the backup slave: router IpForwDatagrams +$fwd, rb InEchos +$rb"
+[ "$rb" -eq 0 ] || fail "rb got $rb echo requests that arrived on a backup slave (the kernel drops them)"
+ip -n router link set sk nomaster || fail "sk out of bond0"
+
+vrfd_log_clean
