@@ -34,7 +34,7 @@ use tests::daemon::{
 };
 use tests::fastpath::{self, describe_counters};
 use tests::{
-    forwarded_datagrams, list_own_netns, mac_to_string, ping, tcp_transfer, udp_transfer,
+    family, forwarded_datagrams, list_own_netns, mac_to_string, ping, tcp_transfer, udp_transfer,
     MemberSpec, NetNs, Topology, TopologySpec,
 };
 use vrf_common::{Counters, Direction, Reason};
@@ -43,14 +43,6 @@ const VRFS: [&str; 2] = ["red", "blue"];
 const PINGS: u32 = 4;
 /// How soon vrfd must have followed a kernel change.
 const FOLLOW: Duration = Duration::from_secs(1);
-
-fn family(v6: bool) -> &'static str {
-    if v6 {
-        "IPv6"
-    } else {
-        "IPv4"
-    }
-}
 
 fn fam_flag(v6: bool) -> &'static str {
     if v6 {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tests::fastpath::{self, describe_counters, Programmed};
 use tests::{
-    forwarded_datagrams, list_own_netns, ping, tcp_transfer, udp_transfer, NetNs, Topology,
+    family, forwarded_datagrams, list_own_netns, ping, tcp_transfer, udp_transfer, NetNs, Topology,
     TopologySpec,
 };
 use vrf_common::{Counters, Reason};
@@ -47,14 +47,6 @@ fn other(vrf: &str) -> &'static str {
         "blue"
     } else {
         "red"
-    }
-}
-
-fn family(v6: bool) -> &'static str {
-    if v6 {
-        "IPv6"
-    } else {
-        "IPv4"
     }
 }
 
