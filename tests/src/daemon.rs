@@ -100,6 +100,22 @@ pub fn start_on(topo: &Topology) -> Vrfd<'_> {
         .unwrap_or_else(|e| panic!("starting vrfd: {e:#}"))
 }
 
+/// `vrfd --detach --remove-rules --pin-path PINS` in `ns` (every rule a vrfd added goes, no
+/// daemon starts); panics unless it exits 0.
+pub fn remove_rules_detached(ns: &NetNs, pins: &Path) {
+    let out = ns
+        .command(crate::bin_path("vrfd"))
+        .args(["--detach", "--remove-rules", "--pin-path"])
+        .arg(pins)
+        .output()
+        .unwrap_or_else(|e| panic!("running vrfd --detach --remove-rules: {e}"));
+    assert!(
+        out.status.success(),
+        "vrfd --detach --remove-rules: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `action/reason [via OIF] [gw GATEWAY]` of a `vrfctl lookup --json` answer.
 pub fn fate(v: &Value) -> String {
     let mut s = format!(

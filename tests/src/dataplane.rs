@@ -408,6 +408,38 @@ impl Fixture {
         self.route(table, prefix, RouteKind::Unicast, 0, paths)
     }
 
+    /// Red's `prefix` via the link-local gateway fe80::1 on r2 (for IPv4 prefixes, RFC 5549),
+    /// with fe80::1's neighbour entry when `neighbour`. Returns that neighbour's MAC.
+    pub fn red_via_fe80_on_r2(&mut self, prefix: &str, neighbour: bool) -> [u8; 6] {
+        let r2 = self.r2;
+        self.unicast(
+            RED_TABLE,
+            prefix,
+            &[nexthop(r2.ifindex, Some(ip("fe80::1")))],
+        );
+        let mac = neigh_mac(r2.id, 0xfe, true);
+        if neighbour {
+            self.neighbour(r2, "fe80::1", mac);
+        }
+        mac
+    }
+
+    /// Red's 10.60.0.0/16 through blue's VRF device: looked up again in blue's table.
+    pub fn red_into_blue(&mut self) {
+        let vblue = self.vblue.ifindex;
+        self.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
+    }
+
+    /// Blue's 10.60.1.0/24 via `gateway` out of b1.
+    pub fn blue_via_b1(&mut self, gateway: &str) {
+        let b1 = self.b1.ifindex;
+        self.unicast(
+            BLUE_TABLE,
+            "10.60.1.0/24",
+            &[nexthop(b1, Some(ip(gateway)))],
+        );
+    }
+
     /// A route of `kind` without nexthops (local, blackhole, unreachable…).
     pub fn typed_route(&mut self, table: u32, prefix: &str, kind: RouteKind) {
         self.route(table, prefix, kind, 0, &[]);

@@ -40,6 +40,15 @@ pub use traffic::{
     ping, tcp_transfer, tcp_transfer_with, udp_transfer, PingResult, TcpTransfer, UdpTransfer,
 };
 
+/// "IPv4" or "IPv6", for messages of cases run for both.
+pub fn family(v6: bool) -> &'static str {
+    if v6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
 /// Panics with a clear message unless running as root (euid 0).
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

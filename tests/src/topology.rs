@@ -163,6 +163,33 @@ impl TopologySpec {
         }
     }
 
+    /// [`two_vrfs_identical`](Self::two_vrfs_identical) with a third member in each VRF
+    /// (10.0.3.0/24 + fd00:3::/64): room for multipath and nexthop groups.
+    pub fn two_vrfs_three_members() -> Self {
+        let mut spec = Self::two_vrfs_identical();
+        for v in &mut spec.vrfs {
+            v.members
+                .push(MemberSpec::dual("10.0.3.0/24", "fd00:3::/64"));
+        }
+        spec
+    }
+
+    /// Builds it as root, or panics with the cause.
+    pub fn built(&self) -> Topology {
+        crate::require_root();
+        self.build()
+            .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
+    }
+
+    /// [`built`](Self::built), the hosts ready for TCP/UDP that XDP redirects between veths
+    /// (see [`crate::fastpath::complete_host_checksums`]).
+    pub fn built_for_xdp(&self) -> Topology {
+        let topo = self.built();
+        crate::fastpath::complete_host_checksums(&topo)
+            .unwrap_or_else(|e| panic!("host checksums: {e:#}"));
+        topo
+    }
+
     /// Replaces the namespace name prefix.
     pub fn with_prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.into();

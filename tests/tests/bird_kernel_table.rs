@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::daemon::Vrfd;
-use tests::{bird::Bird, fastpath, forwarded_datagrams, require_root, MemberSpec, TopologySpec};
+use tests::{bird::Bird, forwarded_datagrams, require_root, TopologySpec};
 use vrf_common::{NEXTHOP_BUCKETS, NH_GATEWAY};
 
 const WEIGHTED: &str = "10.9.0.0/24";
@@ -69,13 +69,9 @@ fn birds_weighted_multipath_in_a_vrf_table_spreads_flows_by_weight() {
         tests::bird::available(),
         "BIRD is not installed: run `cargo xtask setup`"
     );
-    let mut spec = TopologySpec::two_vrfs_identical().with_prefix("birdkt");
-    for v in &mut spec.vrfs {
-        v.members
-            .push(MemberSpec::dual("10.0.3.0/24", "fd00:3::/64"));
-    }
-    let topo = spec.build().unwrap_or_else(|e| panic!("{e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+    let topo = TopologySpec::two_vrfs_three_members()
+        .with_prefix("birdkt")
+        .built_for_xdp();
     let r = topo.router();
     let vrfd = Vrfd::start(
         r,

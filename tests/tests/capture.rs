@@ -428,7 +428,7 @@ mod process {
         Block, PcapNgReader,
     };
     use tests::daemon::{vrfctl_in, Vrfd};
-    use tests::{fastpath, list_own_netns, ping, require_root, tcp_transfer, TopologySpec};
+    use tests::{list_own_netns, ping, tcp_transfer, TopologySpec};
     use vrf_common::LINK_CAPTURE;
 
     const PINGS: u32 = 4;
@@ -499,13 +499,10 @@ mod process {
 
     #[test]
     fn a_capture_in_one_vrf_holds_exactly_its_packets_and_tcpdump_reads_it() {
-        require_root();
         let prefix = "cap_proc";
         let topo = TopologySpec::two_vrfs_identical()
             .with_prefix(prefix)
-            .build()
-            .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
-        fastpath::complete_host_checksums(&topo).unwrap();
+            .built_for_xdp();
         topo.remove_all_rules();
         let router = topo.router();
         let vrfd = Vrfd::start(router, &tests::daemon::topology_config(&topo))

@@ -16,7 +16,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::Value;
 use tests::daemon::{start_on, Vrfd};
 use tests::differential::{long, seed};
-use tests::{fastpath, list_own_netns, require_root, MemberSpec, TopologySpec};
+use tests::{list_own_netns, require_root, TopologySpec};
 
 /// Operations between two comparisons.
 const BATCH: usize = 10;
@@ -141,13 +141,9 @@ fn the_data_plane_follows_the_kernel_under_random_churn() {
     let seed = seed("churn");
     let ops = if long() { 10_000 } else { 300 };
     let prefix = "ch_churn";
-    let mut spec = TopologySpec::two_vrfs_identical().with_prefix(prefix);
-    for v in &mut spec.vrfs {
-        v.members
-            .push(MemberSpec::dual("10.0.3.0/24", "fd00:3::/64"));
-    }
-    let topo = spec.build().unwrap_or_else(|e| panic!("{e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+    let topo = TopologySpec::two_vrfs_three_members()
+        .with_prefix(prefix)
+        .built_for_xdp();
     let mut vrfd = start_on(&topo);
     let r = topo.router();
     let mut rng = StdRng::seed_from_u64(seed);

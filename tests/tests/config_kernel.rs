@@ -5,16 +5,14 @@
 use std::time::{Duration, Instant};
 
 use tests::daemon::{log_has_message, vrf_toml, Vrfd};
-use tests::{list_own_netns, require_root, TopologySpec};
+use tests::{list_own_netns, TopologySpec};
 
 #[test]
 fn a_member_enslaved_to_a_bridge_is_refused_at_start_and_on_reload() {
-    require_root();
     let prefix = "ck_bridge";
     let topo = TopologySpec::two_vrfs_identical()
         .with_prefix(prefix)
-        .build()
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        .built();
     let r = topo.router();
     r.ip(&["link", "add", "ckbr", "type", "bridge"]).unwrap();
     r.ip(&["link", "set", "red1", "master", "ckbr"]).unwrap();

@@ -13,10 +13,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tests::daemon::{topology_config, Vrfd};
-use tests::{
-    fastpath, forwarded_datagrams, list_own_netns, mac_to_string, ping, require_root, set_mac,
-    TopologySpec,
-};
+use tests::{forwarded_datagrams, list_own_netns, mac_to_string, ping, set_mac, TopologySpec};
 use vrf_common::{Direction, Reason};
 
 const REPORTS: &str = "vrf_xdp_neighbour_activity_reports_total";
@@ -36,13 +33,10 @@ fn forwarded(vrfd: &Vrfd<'_>) -> u64 {
 
 #[test]
 fn a_host_that_changes_its_mac_silently_is_reprobed_and_traffic_recovers() {
-    require_root();
     let prefix = "na_mac";
     let topo = TopologySpec::two_vrfs_identical()
         .with_prefix(prefix)
-        .build()
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+        .built_for_xdp();
     let r = topo.router();
     let b = topo.member("red", 1);
     let b_addr: IpAddr = topo.host_addr("red", 1, false);

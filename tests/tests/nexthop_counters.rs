@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 use tests::daemon::{json_log_lines, log_message, vrf_toml, Vrfd};
-use tests::{fastpath, forwarded_datagrams, require_root, MemberSpec, NetNs, TopologySpec};
+use tests::{forwarded_datagrams, NetNs, TopologySpec};
 
 const DST: &str = "10.9.0.5";
 const PORT: u16 = 5555;
@@ -134,14 +134,9 @@ fn metrics_addr(vrfd: &Vrfd<'_>) -> SocketAddr {
 
 #[test]
 fn per_nexthop_counters_add_up_to_what_the_hosts_received() {
-    require_root();
-    let mut spec = TopologySpec::two_vrfs_identical().with_prefix("nhc");
-    for v in &mut spec.vrfs {
-        v.members
-            .push(MemberSpec::dual("10.0.3.0/24", "fd00:3::/64"));
-    }
-    let topo = spec.build().unwrap_or_else(|e| panic!("{e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+    let topo = TopologySpec::two_vrfs_three_members()
+        .with_prefix("nhc")
+        .built_for_xdp();
     let r = topo.router();
     let red = topo.vrf("red");
     let table = red.table.to_string();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::daemon::{fate, vrf_toml, Vrfd};
-use tests::{fastpath, forwarded_datagrams, ping, require_root, MemberSpec, TopologySpec};
+use tests::{forwarded_datagrams, ping, TopologySpec};
 use vrf_common::{Direction, Reason};
 
 const FOLLOW: Duration = Duration::from_secs(1);
@@ -60,15 +60,10 @@ fn route_get(r: &tests::NetNs, iif: &str, src: &str, dst: &str) -> (String, Opti
 }
 
 fn every_kind_of_nexthop_is_followed(compat: u8) {
-    require_root();
     let prefix = format!("nh{compat}");
-    let mut spec = TopologySpec::two_vrfs_identical().with_prefix(&prefix);
-    for v in &mut spec.vrfs {
-        v.members
-            .push(MemberSpec::dual("10.0.3.0/24", "fd00:3::/64"));
-    }
-    let topo = spec.build().unwrap_or_else(|e| panic!("{e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+    let topo = TopologySpec::two_vrfs_three_members()
+        .with_prefix(&prefix)
+        .built_for_xdp();
     let r = topo.router();
     r.sysctl("net.ipv4.nexthop_compat_mode", &compat.to_string())
         .unwrap();

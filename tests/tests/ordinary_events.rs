@@ -7,9 +7,7 @@
 use std::time::{Duration, Instant};
 
 use tests::daemon::{json_log_lines, log_message, topology_config, vrf_toml, Vrfd};
-use tests::{
-    fastpath, forwarded_datagrams, list_own_netns, ping, require_root, Topology, TopologySpec,
-};
+use tests::{forwarded_datagrams, list_own_netns, ping, Topology, TopologySpec};
 use vrf_common::{Direction, Reason, MAX_VRFS};
 use vrf_user::netlink::FAIL_DUMPS_ENV;
 
@@ -52,12 +50,9 @@ fn red_forwards_on_xdp(topo: &Topology, vrfd: &Vrfd<'_>, what: &str) {
 }
 
 fn topology(prefix: &str) -> Topology {
-    require_root();
     let topo = TopologySpec::two_vrfs_identical()
         .with_prefix(prefix)
-        .build()
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+        .built_for_xdp();
     topo.remove_all_rules();
     topo
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::daemon::{json_log_lines, log_has_message, log_message, vrf_toml, Vrfd};
-use tests::{list_own_netns, require_root, NetNs, TopologySpec};
+use tests::{list_own_netns, NetNs, TopologySpec};
 
 /// (family flag, priority, iif, table, protocol) of every `iif` rule.
 fn iif_rules(ns: &NetNs) -> BTreeSet<(String, u64, String, String, String)> {
@@ -67,12 +67,10 @@ fn wait_log(vrfd: &Vrfd<'_>, message: &str) {
 
 #[test]
 fn the_vrfs_rules_outlive_vrfd_and_go_only_with_their_vrf_or_on_full_removal() {
-    require_root();
     let prefix = "ro_rules";
     let topo = TopologySpec::two_vrfs_identical()
         .with_prefix(prefix)
-        .build()
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        .built();
     let r = topo.router();
     topo.remove_all_rules();
     let both = format!(
@@ -161,17 +159,7 @@ fn the_vrfs_rules_outlive_vrfd_and_go_only_with_their_vrf_or_on_full_removal() {
 
     // The explicit full removal: vrfd's rules go, the operator's stay.
     let pins = tests::daemon::unique_pin_path().unwrap();
-    let out = r
-        .command(tests::bin_path("vrfd"))
-        .args(["--detach", "--remove-rules", "--pin-path"])
-        .arg(&pins)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vrfd --detach --remove-rules: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tests::daemon::remove_rules_detached(r, &pins);
     let left: Vec<_> = iif_rules(r).into_iter().map(|(_, _, i, _, _)| i).collect();
     assert_eq!(left, vec!["blue0".to_string(), "blue0".to_string()]);
 

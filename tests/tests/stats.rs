@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::daemon::{json_log_lines, log_message, topology_config, vrfctl_in, Vrfd};
 use tests::dataplane::*;
-use tests::{fastpath, list_own_netns, ping, require_root, NetNs, Topology, TopologySpec};
+use tests::{list_own_netns, ping, NetNs, Topology, TopologySpec};
 use vrf_common::{Reason, RouteKind};
 use vrf_user::daemon::export::{self, DaemonMetrics};
 use vrf_user::dataplane::{XdpAction, XDP_DROP, XDP_PASS, XDP_REDIRECT};
@@ -624,12 +624,9 @@ fn u(v: &Value, k: &str) -> u64 {
 fn vrfctl_stats_and_metrics_agree_exactly_with_the_traffic_sent() {
     let t0 = Instant::now();
     let prefix = "st_vrfd";
-    require_root();
     let topo = TopologySpec::two_vrfs_identical()
         .with_prefix(prefix)
-        .build()
-        .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+        .built_for_xdp();
     let router = topo.router();
     let vrfd = Vrfd::start_with(
         router,

@@ -18,6 +18,20 @@ fn counted(fx: &Fixture, vrf: u32, dir: Direction, reason: Reason) -> (u64, u64)
     (r.packets, r.bytes)
 }
 
+/// `tc_vrf_egress` on blue's VRF device (the host sending inside blue).
+fn egress(fx: &mut Fixture, frame: &[u8]) -> RunResult<TcAction> {
+    let ifindex = fx.vblue.ifindex;
+    run_tc(fx, TcProgram::VrfEgress, ifindex, frame)
+}
+
+/// What the host sends in blue continues to the kernel untouched, counted once under `reason`.
+fn expect_to_kernel(fx: &mut Fixture, frame: &[u8], reason: Reason) {
+    let out = egress(fx, frame);
+    assert_eq!(out.action, TC_ACT_OK, "{reason:?}: the kernel decides");
+    assert_eq!(out.frame, frame, "{reason:?}: the frame is untouched");
+    assert_eq!(counted(fx, BLUE, Direction::VrfEgress, reason).0, 1);
+}
+
 /// A frame as the VRF device's transmit path carries it: Ethernet header from the device.
 fn host_frame(fx: &Fixture, src: &str, dst: &str, ttl: u8) -> Vec<u8> {
     let mut spec = fx.spec(fx.vblue, src, dst);
@@ -30,10 +44,7 @@ fn host_frame(fx: &Fixture, src: &str, dst: &str, ttl: u8) -> Vec<u8> {
 fn host_traffic_in_a_vrf_leaves_through_the_member_with_its_ttl_intact() {
     let mut fx = Fixture::new();
     let frame = host_frame(&fx, "10.2.0.1", "10.200.3.4", 64);
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
+    let out = egress(&mut fx, &frame);
     assert_eq!(out.action, TC_ACT_REDIRECT);
     let gw_mac = neigh_mac(fx.b1.id, 1, false);
     assert_eq!(
@@ -66,10 +77,7 @@ fn host_traffic_in_a_vrf_leaves_through_the_member_with_its_ttl_intact() {
 fn host_ipv6_traffic_is_redirected_with_the_hop_limit_intact() {
     let mut fx = Fixture::new();
     let frame = host_frame(&fx, "fd00:2::1", "fd00:200::5", 1);
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
+    let out = egress(&mut fx, &frame);
     assert_eq!(
         out.action, TC_ACT_REDIRECT,
         "the kernel sends hop limit 1 from the host too"
@@ -82,10 +90,7 @@ fn host_ipv6_traffic_is_redirected_with_the_hop_limit_intact() {
 fn a_ttl_of_one_is_sent_as_the_kernel_sends_it() {
     let mut fx = Fixture::new();
     let frame = host_frame(&fx, "10.2.0.1", "10.2.1.7", 1);
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
+    let out = egress(&mut fx, &frame);
     assert_eq!(out.action, TC_ACT_REDIRECT);
     assert_eq!(
         &out.frame[..6],
@@ -99,16 +104,7 @@ fn a_ttl_of_one_is_sent_as_the_kernel_sends_it() {
 fn no_route_continues_to_the_kernel_unchanged() {
     let mut fx = Fixture::new();
     let frame = host_frame(&fx, "10.2.0.1", "10.99.0.1", 64);
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
-    assert_eq!(out.action, TC_ACT_OK);
-    assert_eq!(out.frame, frame);
-    assert_eq!(
-        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassNoRoute).0,
-        1
-    );
+    expect_to_kernel(&mut fx, &frame, Reason::PassNoRoute);
 }
 
 #[test]
@@ -116,35 +112,15 @@ fn a_blackhole_is_never_dropped_on_the_host_path() {
     let mut fx = Fixture::new();
     fx.typed_route(BLUE_TABLE, "10.66.0.0/16", RouteKind::Blackhole);
     let frame = host_frame(&fx, "10.2.0.1", "10.66.0.1", 64);
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
-    assert_eq!(
-        out.action, TC_ACT_OK,
-        "the kernel decides what the host sends"
-    );
-    assert_eq!(out.frame, frame);
-    assert_eq!(
-        counted(&fx, BLUE, Direction::VrfEgress, Reason::DropBlackhole).0,
-        1
-    );
+    // The kernel decides what the host sends: counted as a blackhole, not dropped.
+    expect_to_kernel(&mut fx, &frame, Reason::DropBlackhole);
 }
 
 #[test]
 fn a_missing_neighbour_is_left_to_the_kernel() {
     let mut fx = Fixture::new();
     let frame = host_frame(&fx, "10.2.0.1", "10.2.1.99", 64);
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
-    assert_eq!(out.action, TC_ACT_OK);
-    assert_eq!(out.frame, frame);
-    assert_eq!(
-        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassNoNeighbour).0,
-        1
-    );
+    expect_to_kernel(&mut fx, &frame, Reason::PassNoNeighbour);
 }
 
 #[test]
@@ -154,16 +130,7 @@ fn a_packet_larger_than_the_member_mtu_is_left_to_the_kernel() {
     spec.src_mac = fx.vblue.mac;
     spec.payload_len = 1600;
     let frame = spec.udp().expect("frame");
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
-    assert_eq!(out.action, TC_ACT_OK);
-    assert_eq!(out.frame, frame);
-    assert_eq!(
-        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassMtu).0,
-        1
-    );
+    expect_to_kernel(&mut fx, &frame, Reason::PassMtu);
 }
 
 #[test]
@@ -184,15 +151,7 @@ fn red_host_traffic_cannot_use_blue_routes() {
     let mut fx = Fixture::new();
     // 10.100.0.0/16 exists only in red: blue's VRF device must not find it.
     let frame = host_frame(&fx, "10.2.0.1", "10.100.0.9", 64);
-    let out = {
-        let ifindex = fx.vblue.ifindex;
-        run_tc(&mut fx, TcProgram::VrfEgress, ifindex, &frame)
-    };
-    assert_eq!(out.action, TC_ACT_OK);
-    assert_eq!(
-        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassNoRoute).0,
-        1
-    );
+    expect_to_kernel(&mut fx, &frame, Reason::PassNoRoute);
     assert_eq!(counted(&fx, RED, Direction::VrfEgress, Reason::Rx), (0, 0));
 }
 
@@ -243,20 +202,14 @@ fn member_tx_ignores_links_that_are_not_members() {
 fn a_rule_ahead_that_can_catch_host_traffic_sends_it_to_the_kernel() {
     let mut fx = Fixture::new();
     let frame = host_frame(&fx, "10.2.0.1", "10.200.3.4", 64);
-    let vblue = fx.vblue.ifindex;
     fx.update_vrf(BLUE, |v| v.flags |= vrf_common::VRF_LOCAL_RULE4);
-    let out = run_tc(&mut fx, TcProgram::VrfEgress, vblue, &frame);
-    assert_eq!(out.action, TC_ACT_OK, "the kernel's output lookup decides");
-    assert_eq!(out.frame, frame, "untouched for the kernel");
-    assert_eq!(
-        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassPolicyRule).0,
-        1
-    );
+    // The kernel's output lookup decides.
+    expect_to_kernel(&mut fx, &frame, Reason::PassPolicyRule);
     // The IPv6 flag is IPv6's alone.
     fx.update_vrf(BLUE, |v| {
         v.flags = (v.flags & !vrf_common::VRF_LOCAL_RULE4) | vrf_common::VRF_LOCAL_RULE6
     });
-    let out = run_tc(&mut fx, TcProgram::VrfEgress, vblue, &frame);
+    let out = egress(&mut fx, &frame);
     assert_eq!(
         out.action, TC_ACT_REDIRECT,
         "an IPv6 rule does not concern IPv4"
@@ -295,11 +248,5 @@ fn host_ipv6_larger_than_the_members_ipv6_mtu_is_left_to_the_kernel() {
     let frame = host_frame(&fx, "fd00:2::1", "fd00:200::5", 64);
     let b1 = fx.b1;
     fx.update_link(b1, |l| l.mtu6 = 1280);
-    let vblue = fx.vblue.ifindex;
-    let out = run_tc(&mut fx, TcProgram::VrfEgress, vblue, &frame);
-    assert_eq!(out.action, TC_ACT_OK);
-    assert_eq!(
-        counted(&fx, BLUE, Direction::VrfEgress, Reason::PassMtu).0,
-        1
-    );
+    expect_to_kernel(&mut fx, &frame, Reason::PassMtu);
 }

@@ -34,8 +34,8 @@ use tests::daemon::{
 };
 use tests::fastpath::{self, describe_counters};
 use tests::{
-    forwarded_datagrams, list_own_netns, mac_to_string, ping, require_root, tcp_transfer,
-    udp_transfer, MemberSpec, NetNs, Topology, TopologySpec,
+    family, forwarded_datagrams, list_own_netns, mac_to_string, ping, tcp_transfer, udp_transfer,
+    MemberSpec, NetNs, Topology, TopologySpec,
 };
 use vrf_common::{Counters, Direction, Reason};
 
@@ -43,14 +43,6 @@ const VRFS: [&str; 2] = ["red", "blue"];
 const PINGS: u32 = 4;
 /// How soon vrfd must have followed a kernel change.
 const FOLLOW: Duration = Duration::from_secs(1);
-
-fn family(v6: bool) -> &'static str {
-    if v6 {
-        "IPv6"
-    } else {
-        "IPv4"
-    }
-}
 
 fn fam_flag(v6: bool) -> &'static str {
     if v6 {
@@ -80,12 +72,7 @@ fn topology3(prefix: &str) -> Topology {
 }
 
 fn topology_from(spec: TopologySpec) -> Topology {
-    require_root();
-    let topo = spec
-        .build()
-        .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap_or_else(|e| panic!("{e:#}"));
-    topo
+    spec.built_for_xdp()
 }
 
 /// SIGTERM; exit 0, pins gone (checked by `Vrfd::stop`), and no XDP left on any member.
@@ -1438,17 +1425,7 @@ fn with_no_persist_sigterm_exits_0_detaches_xdp_removes_its_pins_and_leaves_the_
     }
     assert!(!pins.exists(), "pins left at {}", pins.display());
     // The explicit full removal takes vrfd's own (red's) and leaves the topology's (blue's).
-    let out = ns
-        .command(tests::bin_path("vrfd"))
-        .args(["--detach", "--remove-rules", "--pin-path"])
-        .arg(&pins)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vrfd --detach --remove-rules: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tests::daemon::remove_rules_detached(ns, &pins);
     for v6 in [false, true] {
         let got = iif_rules(ns, v6);
         assert_eq!(

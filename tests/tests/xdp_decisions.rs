@@ -15,6 +15,7 @@ use vrf_common::{
     LINK_RPF_STRICT, LINK_UP, LINK_VRF_DEVICE, MAX_PATHS, VRF_ACTIVE, VRF_DEGRADED,
 };
 use vrf_user::dataplane::{XDP_PASS, XDP_REDIRECT};
+use vrf_user::packet::FrameSpec;
 
 // Frame surgery.
 
@@ -65,21 +66,77 @@ fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     f
 }
 
+/// What one frame on r0 must come to, in a [`FrameCase`] table.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Pass(Reason),
+    Drop(Reason),
+    /// Forwarded out of r1 to red's gateway (the fixture's default route in red).
+    ViaR1,
+}
+
+/// A named case: `setup` prepares a fresh fixture and returns the frame to send on r0.
+type FrameCase = (&'static str, fn(&mut Fixture) -> Vec<u8>, Outcome);
+
+/// Each case on a fixture of its own, with the checks of `expect_pass`, `expect_drop` or
+/// `expect_forward`; returns the frames as the program left them, in order.
+fn expect_each(cases: &[FrameCase]) -> Vec<Vec<u8>> {
+    cases
+        .iter()
+        .map(|&(name, setup, outcome)| {
+            eprintln!("case: {name}");
+            let mut fx = Fixture::new();
+            let frame = setup(&mut fx);
+            let r0 = fx.r0;
+            match outcome {
+                Outcome::Pass(reason) => fx.expect_pass(r0, &frame, reason).frame,
+                Outcome::Drop(reason) => fx.expect_drop(r0, &frame, reason).frame,
+                Outcome::ViaR1 => {
+                    let (r1, mac) = (fx.r1, r1_gw_mac(&fx));
+                    fx.expect_forward(r0, &frame, r1, RED_GW4, mac, RED)
+                }
+            }
+        })
+        .collect()
+}
+
+/// The outsider in LINKS as a link of red with `flags` and MTU `mtu` (both families), stats
+/// slot 0; returns it.
+fn outsider_in_red(fx: &mut Fixture, flags: u16, mtu: u32) -> Iface {
+    let o = fx.outsider;
+    let link = Link {
+        vrf: RED,
+        stats_slot: 0,
+        mtu,
+        mac: o.mac,
+        flags,
+        mtu6: mtu,
+    };
+    fx.dp.maps.set_link(o.ifindex, &link).unwrap();
+    o
+}
+
+/// A red UDP frame on r0 to red's remote.
+fn red_frame(fx: &mut Fixture) -> Vec<u8> {
+    fx.udp(fx.r0, RED_SRC4, RED_REMOTE4)
+}
+
+/// A red UDP frame on r0 to red's remote, its spec changed by `f` first.
+fn red_udp(fx: &Fixture, f: impl FnOnce(&mut FrameSpec)) -> Vec<u8> {
+    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
+    f(&mut s);
+    s.udp().unwrap()
+}
+
 // Forwarding.
 
 #[test]
 fn forwards_ipv4_via_ipv6_gateway() {
     // RFC 5549 (`via inet6 fe80::1`): the neighbour is looked up as IPv6.
     let mut fx = Fixture::new();
-    let r2 = fx.r2;
-    fx.unicast(
-        RED_TABLE,
-        "10.70.0.0/24",
-        &[nexthop(r2.ifindex, Some(ip("fe80::1")))],
-    );
-    let mac = neigh_mac(r2.id, 0xfe, true);
-    fx.neighbour(r2, "fe80::1", mac);
+    let mac = fx.red_via_fe80_on_r2("10.70.0.0/24", true);
     let frame = fx.udp(fx.r0, RED_SRC4, "10.70.0.5");
+    let r2 = fx.r2;
     fx.expect_forward(fx.r0, &frame, r2, "fe80::1", mac, RED);
 }
 
@@ -177,22 +234,8 @@ fn frame_on_interface_unknown_to_the_data_plane_passes_untouched_and_uncounted()
 #[test]
 fn frame_on_known_link_without_member_flag_passes_untouched_and_uncounted() {
     let mut fx = Fixture::new();
-    let o = fx.outsider;
     // Everything a member has except LINK_MEMBER (an egress-only link), counted in slot 0.
-    fx.dp
-        .maps
-        .set_link(
-            o.ifindex,
-            &Link {
-                vrf: RED,
-                stats_slot: 0,
-                mtu: MTU,
-                mac: o.mac,
-                flags: LINK_UP | LINK_FWD4 | LINK_FWD6,
-                mtu6: MTU,
-            },
-        )
-        .unwrap();
+    let o = outsider_in_red(&mut fx, LINK_UP | LINK_FWD4 | LINK_FWD6, MTU);
     let frame = fx.udp(o, RED_SRC4, RED_REMOTE4);
     let before = fx.snapshot();
     let run = fx.run(o.ifindex, &frame);
@@ -203,196 +246,182 @@ fn frame_on_known_link_without_member_flag_passes_untouched_and_uncounted() {
 }
 
 #[test]
-fn arp_passes_as_not_ip() {
-    let mut fx = Fixture::new();
-    let frame = arp_request([10, 1, 0, 2], [10, 1, 0, 1]);
-    fx.expect_pass(fx.r0, &frame, Reason::PassNotIp);
-}
-
-#[test]
-fn arp_to_the_member_mac_passes_as_not_ip() {
-    let mut fx = Fixture::new();
-    let mut frame = arp_request([10, 1, 0, 2], [10, 1, 0, 1]);
-    frame[..6].copy_from_slice(&fx.r0.mac);
-    fx.expect_pass(fx.r0, &frame, Reason::PassNotIp);
-}
-
-#[test]
-fn vlan_tagged_ipv4_passes_as_not_ip() {
-    let mut fx = Fixture::new();
-    let mut frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
-    // 802.1Q tag, VID 100, in front of the IPv4 ethertype.
-    frame.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
-    assert_eq!(&frame[16..18], &[0x08, 0x00]);
-    fx.expect_pass(fx.r0, &frame, Reason::PassNotIp);
-}
-
-#[test]
-fn ipv4_to_another_mac_passes_as_other_host() {
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.dst_mac = [0x02, 0, 0, 0, 0x99, 0x01];
-    let frame = s.udp().unwrap();
-    fx.expect_pass(fx.r0, &frame, Reason::PassOtherHost);
-}
-
-#[test]
-fn ipv4_to_the_broadcast_mac_passes_as_multicast() {
-    // Group-addressed frames are never forwarded as unicast, whatever their IP destination.
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.dst_mac = [0xff; 6];
-    let frame = s.udp().unwrap();
-    fx.expect_pass(fx.r0, &frame, Reason::PassMulticast);
-}
-
-#[test]
-fn ipv4_to_a_multicast_mac_passes_as_multicast() {
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.dst_mac = [0x01, 0x00, 0x5e, 0x64, 0x00, 0x09];
-    let frame = s.udp().unwrap();
-    fx.expect_pass(fx.r0, &frame, Reason::PassMulticast);
-}
-
-#[test]
-fn ipv4_to_the_member_mac_with_only_the_group_bit_set_passes_as_multicast() {
-    // The group bit alone decides, even on an address that otherwise equals the member's.
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.dst_mac = fx.r0.mac;
-    s.dst_mac[0] |= 1;
-    let frame = s.udp().unwrap();
-    fx.expect_pass(fx.r0, &frame, Reason::PassMulticast);
-}
-
-#[test]
-fn ipv4_to_another_members_mac_passes_as_other_host() {
-    // r1's MAC is the data plane's too, but the frame arrived on r0.
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.dst_mac = fx.r1.mac;
-    let frame = s.udp().unwrap();
-    fx.expect_pass(fx.r0, &frame, Reason::PassOtherHost);
+fn frames_that_are_not_unicast_ipv4_to_the_member_pass_with_their_reason() {
+    use Outcome::Pass;
+    expect_each(&[
+        (
+            "arp",
+            |_| arp_request([10, 1, 0, 2], [10, 1, 0, 1]),
+            Pass(Reason::PassNotIp),
+        ),
+        (
+            "arp to the member's MAC",
+            |fx| {
+                let mut frame = arp_request([10, 1, 0, 2], [10, 1, 0, 1]);
+                frame[..6].copy_from_slice(&fx.r0.mac);
+                frame
+            },
+            Pass(Reason::PassNotIp),
+        ),
+        (
+            "802.1Q tag, VID 100, in front of the IPv4 ethertype",
+            |fx| {
+                let mut frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
+                frame.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+                assert_eq!(&frame[16..18], &[0x08, 0x00]);
+                frame
+            },
+            Pass(Reason::PassNotIp),
+        ),
+        (
+            "IPv4 to another MAC",
+            |fx| red_udp(fx, |s| s.dst_mac = [0x02, 0, 0, 0, 0x99, 0x01]),
+            Pass(Reason::PassOtherHost),
+        ),
+        // Group-addressed frames are never forwarded as unicast, whatever their IP destination.
+        (
+            "IPv4 to the broadcast MAC",
+            |fx| red_udp(fx, |s| s.dst_mac = [0xff; 6]),
+            Pass(Reason::PassMulticast),
+        ),
+        (
+            "IPv4 to a multicast MAC",
+            |fx| red_udp(fx, |s| s.dst_mac = [0x01, 0x00, 0x5e, 0x64, 0x00, 0x09]),
+            Pass(Reason::PassMulticast),
+        ),
+        (
+            // The group bit alone decides, even on an address that otherwise equals the member's.
+            "IPv4 to the member's MAC with only the group bit set",
+            |fx| {
+                let mac = fx.r0.mac;
+                red_udp(fx, |s| {
+                    s.dst_mac = mac;
+                    s.dst_mac[0] |= 1;
+                })
+            },
+            Pass(Reason::PassMulticast),
+        ),
+        (
+            // r1's MAC is the data plane's too, but the frame arrived on r0.
+            "IPv4 to another member's MAC",
+            |fx| {
+                let mac = fx.r1.mac;
+                red_udp(fx, |s| s.dst_mac = mac)
+            },
+            Pass(Reason::PassOtherHost),
+        ),
+    ]);
 }
 
 // Malformed headers: dropped, as the kernel's ip_rcv_core drops them.
 
 #[test]
-fn ethernet_header_alone_with_ipv4_ethertype_is_dropped_as_malformed() {
-    let mut fx = Fixture::new();
-    let frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4)[..14].to_vec();
-    fx.expect_drop(fx.r0, &frame, Reason::DropMalformed);
-}
-
-#[test]
-fn truncated_ipv4_header_is_dropped_as_malformed() {
-    let mut fx = Fixture::new();
-    let frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4)[..14 + 19].to_vec();
-    fx.expect_drop(fx.r0, &frame, Reason::DropMalformed);
-}
-
-#[test]
-fn ipv4_version_not_4_is_dropped_as_malformed() {
-    let mut fx = Fixture::new();
-    let frame = mutate4(&fx.udp(fx.r0, RED_SRC4, RED_REMOTE4), |f| f[14] = 0x65);
-    fx.expect_drop(fx.r0, &frame, Reason::DropMalformed);
-}
-
-#[test]
-fn ipv4_ihl_below_5_is_dropped_as_malformed() {
-    let mut fx = Fixture::new();
-    let frame = mutate4(&fx.udp(fx.r0, RED_SRC4, RED_REMOTE4), |f| f[14] = 0x44);
-    fx.expect_drop(fx.r0, &frame, Reason::DropMalformed);
-}
-
-#[test]
-fn ipv4_total_length_beyond_the_frame_is_dropped_as_malformed() {
-    let mut fx = Fixture::new();
-    let good = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
-    let frame = mutate4(&good, |f| set_tot_len(f, (good.len() - 14 + 1) as u16));
-    fx.expect_drop(fx.r0, &frame, Reason::DropMalformed);
-}
-
-#[test]
-fn ipv4_total_length_below_the_header_length_is_dropped_as_malformed() {
-    let mut fx = Fixture::new();
-    let frame = mutate4(&fx.udp(fx.r0, RED_SRC4, RED_REMOTE4), |f| {
-        set_tot_len(f, 19)
-    });
-    fx.expect_drop(fx.r0, &frame, Reason::DropMalformed);
-}
-
-#[test]
-fn ipv4_bad_header_checksum_is_dropped_as_bad_checksum() {
-    let mut fx = Fixture::new();
-    let mut frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
-    frame[25] ^= 0x01;
-    assert_ne!(ones_sum(&frame[14..34]), 0xffff);
-    fx.expect_drop(fx.r0, &frame, Reason::DropChecksum);
-}
-
-#[test]
-fn ipv4_with_options_passes_as_ip_options() {
-    let mut fx = Fixture::new();
-    let good = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
-    let frame = mutate4(&good, |f| {
-        // IHL 6: NOP, NOP, NOP, EOL after the fixed header.
-        f.splice(34..34, [1, 1, 1, 0]);
-        f[14] = 0x46;
-        set_tot_len(f, (good.len() - 14 + 4) as u16);
-    });
-    assert_eq!(ones_sum(&frame[14..38]), 0xffff);
-    fx.expect_pass(fx.r0, &frame, Reason::PassIpOptions);
+fn malformed_ipv4_headers_are_dropped_and_options_passed() {
+    use Outcome::{Drop, Pass};
+    expect_each(&[
+        (
+            "Ethernet header alone with the IPv4 ethertype",
+            |fx| red_frame(fx)[..14].to_vec(),
+            Drop(Reason::DropMalformed),
+        ),
+        (
+            "truncated IPv4 header",
+            |fx| red_frame(fx)[..14 + 19].to_vec(),
+            Drop(Reason::DropMalformed),
+        ),
+        (
+            "version not 4",
+            |fx| mutate4(&red_frame(fx), |f| f[14] = 0x65),
+            Drop(Reason::DropMalformed),
+        ),
+        (
+            "IHL below 5",
+            |fx| mutate4(&red_frame(fx), |f| f[14] = 0x44),
+            Drop(Reason::DropMalformed),
+        ),
+        (
+            "total length beyond the frame",
+            |fx| {
+                let good = red_frame(fx);
+                mutate4(&good, |f| set_tot_len(f, (good.len() - 14 + 1) as u16))
+            },
+            Drop(Reason::DropMalformed),
+        ),
+        (
+            "total length below the header length",
+            |fx| mutate4(&red_frame(fx), |f| set_tot_len(f, 19)),
+            Drop(Reason::DropMalformed),
+        ),
+        (
+            "bad header checksum",
+            |fx| {
+                let mut frame = red_frame(fx);
+                frame[25] ^= 0x01;
+                assert_ne!(ones_sum(&frame[14..34]), 0xffff);
+                frame
+            },
+            Drop(Reason::DropChecksum),
+        ),
+        (
+            "IHL 6: NOP, NOP, NOP, EOL after the fixed header",
+            |fx| {
+                let good = red_frame(fx);
+                let frame = mutate4(&good, |f| {
+                    f.splice(34..34, [1, 1, 1, 0]);
+                    f[14] = 0x46;
+                    set_tot_len(f, (good.len() - 14 + 4) as u16);
+                });
+                assert_eq!(ones_sum(&frame[14..38]), 0xffff);
+                frame
+            },
+            Pass(Reason::PassIpOptions),
+        ),
+    ]);
 }
 
 // Addresses the kernel treats specially.
 
 #[test]
-fn multicast_destination_passes_as_multicast() {
-    let mut fx = Fixture::new();
-    via_r1_gateway(&mut fx, "239.0.0.0/8");
-    let frame = fx.udp(fx.r0, RED_SRC4, "239.1.2.3");
-    fx.expect_pass(fx.r0, &frame, Reason::PassMulticast);
-}
-
-#[test]
-fn limited_broadcast_destination_passes_as_multicast() {
-    let mut fx = Fixture::new();
-    via_r1_gateway(&mut fx, "255.255.255.255/32");
-    let frame = fx.udp(fx.r0, RED_SRC4, "255.255.255.255");
-    fx.expect_pass(fx.r0, &frame, Reason::PassMulticast);
+fn multicast_and_limited_broadcast_destinations_pass_as_multicast() {
+    // Each has a route via r1's gateway: the address decides first.
+    expect_each(&[
+        (
+            "239.1.2.3",
+            |fx| {
+                via_r1_gateway(fx, "239.0.0.0/8");
+                fx.udp(fx.r0, RED_SRC4, "239.1.2.3")
+            },
+            Outcome::Pass(Reason::PassMulticast),
+        ),
+        (
+            "255.255.255.255",
+            |fx| {
+                via_r1_gateway(fx, "255.255.255.255/32");
+                fx.udp(fx.r0, RED_SRC4, "255.255.255.255")
+            },
+            Outcome::Pass(Reason::PassMulticast),
+        ),
+    ]);
 }
 
 // TTL.
 
 #[test]
-fn ttl_1_passes_as_ttl() {
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.ttl = 1;
-    let frame = s.udp().unwrap();
-    fx.expect_pass(fx.r0, &frame, Reason::PassTtl);
-}
-
-#[test]
-fn ttl_0_passes_as_ttl() {
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.ttl = 0;
-    let frame = s.udp().unwrap();
-    fx.expect_pass(fx.r0, &frame, Reason::PassTtl);
-}
-
-#[test]
-fn ttl_2_is_forwarded_with_ttl_1() {
-    let mut fx = Fixture::new();
-    let mut s = fx.spec(fx.r0, RED_SRC4, RED_REMOTE4);
-    s.ttl = 2;
-    let frame = s.udp().unwrap();
-    let mac = r1_gw_mac(&fx);
-    let out = fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
-    assert_eq!(out[14 + 8], 1);
+fn ttl_below_2_passes_as_ttl_and_2_is_forwarded_with_ttl_1() {
+    let out = expect_each(&[
+        (
+            "TTL 1",
+            |fx| red_udp(fx, |s| s.ttl = 1),
+            Outcome::Pass(Reason::PassTtl),
+        ),
+        (
+            "TTL 0",
+            |fx| red_udp(fx, |s| s.ttl = 0),
+            Outcome::Pass(Reason::PassTtl),
+        ),
+        ("TTL 2", |fx| red_udp(fx, |s| s.ttl = 2), Outcome::ViaR1),
+    ]);
+    assert_eq!(out[2][14 + 8], 1);
 }
 
 // Routes.
@@ -413,18 +442,21 @@ fn route_of_unknown_kind_passes_as_unsupported() {
         let mut fx = Fixture::new();
         let r1 = fx.r1.ifindex;
         let group = fx.unicast(RED_TABLE, "10.40.1.0/24", &[nexthop(r1, Some(ip(RED_GW4)))]);
-        fx.route_raw(
-            RED_TABLE,
-            "10.40.0.0/24",
-            Route {
-                kind,
-                mtu: 0,
-                nexthop: group,
-            },
-        );
-        let frame = fx.udp(fx.r0, RED_SRC4, "10.40.0.5");
-        fx.expect_pass(fx.r0, &frame, Reason::PassUnsupported);
+        expect_raw_route_unsupported(&mut fx, kind, group);
     }
+}
+
+/// Red's 10.40.0.0/24 as a raw FIB entry of `kind` naming group `nexthop`, which the program
+/// must not trust: a frame to 10.40.0.5 passes as unsupported.
+fn expect_raw_route_unsupported(fx: &mut Fixture, kind: u16, nexthop: u32) {
+    let route = Route {
+        kind,
+        mtu: 0,
+        nexthop,
+    };
+    fx.route_raw(RED_TABLE, "10.40.0.0/24", route);
+    let frame = fx.udp(fx.r0, RED_SRC4, "10.40.0.5");
+    fx.expect_pass(fx.r0, &frame, Reason::PassUnsupported);
 }
 
 #[test]
@@ -433,17 +465,7 @@ fn unicast_route_with_empty_nexthop_group_passes_as_unsupported() {
     let mut g = NexthopGroup::default();
     g.paths[0] = nexthop(fx.r1.ifindex, Some(ip(RED_GW4)));
     let id = fx.raw_group(&g);
-    fx.route_raw(
-        RED_TABLE,
-        "10.40.0.0/24",
-        Route {
-            kind: RouteKind::Unicast as u16,
-            mtu: 0,
-            nexthop: id,
-        },
-    );
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.40.0.5");
-    fx.expect_pass(fx.r0, &frame, Reason::PassUnsupported);
+    expect_raw_route_unsupported(&mut fx, RouteKind::Unicast as u16, id);
 }
 
 #[test]
@@ -457,17 +479,7 @@ fn unicast_route_with_group_count_beyond_max_paths_passes_as_unsupported() {
         *p = nexthop(fx.r1.ifindex, Some(ip(RED_GW4)));
     }
     let id = fx.raw_group(&g);
-    fx.route_raw(
-        RED_TABLE,
-        "10.40.0.0/24",
-        Route {
-            kind: RouteKind::Unicast as u16,
-            mtu: 0,
-            nexthop: id,
-        },
-    );
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.40.0.5");
-    fx.expect_pass(fx.r0, &frame, Reason::PassUnsupported);
+    expect_raw_route_unsupported(&mut fx, RouteKind::Unicast as u16, id);
 }
 
 #[test]
@@ -501,12 +513,8 @@ fn neighbour_known_only_on_another_link_passes_as_no_neighbour() {
 fn ipv4_neighbour_key_does_not_match_an_ipv6_gateway() {
     // A v4 entry whose 16 key bytes equal fe80::1's first four would be a family mix-up.
     let mut fx = Fixture::new();
+    fx.red_via_fe80_on_r2("10.70.0.0/24", false);
     let r2 = fx.r2;
-    fx.unicast(
-        RED_TABLE,
-        "10.70.0.0/24",
-        &[nexthop(r2.ifindex, Some(ip("fe80::1")))],
-    );
     fx.neighbour(r2, "254.128.0.0", neigh_mac(r2.id, 0xfe, false));
     let frame = fx.udp(fx.r0, RED_SRC4, "10.70.0.5");
     fx.expect_pass(fx.r0, &frame, Reason::PassNoNeighbour);
@@ -568,21 +576,7 @@ fn egress_unknown_to_the_data_plane_passes_as_egress() {
 /// Make `outsider` an egress-only link of red (in LINKS without LINK_MEMBER, a redirect
 /// target) with a connected route 10.45.0.0/24 and neighbour 10.45.0.5; returns its MAC.
 fn egress_only_link(fx: &mut Fixture) -> [u8; 6] {
-    let o = fx.outsider;
-    fx.dp
-        .maps
-        .set_link(
-            o.ifindex,
-            &Link {
-                vrf: RED,
-                stats_slot: 0,
-                mtu: MTU,
-                mac: o.mac,
-                flags: LINK_UP,
-                mtu6: MTU,
-            },
-        )
-        .unwrap();
+    let o = outsider_in_red(fx, LINK_UP, MTU);
     {
         let Fixture { ns, dp, .. } = fx;
         ns.run_in(|| dp.maps.add_tx_port(o.ifindex)).unwrap();
@@ -646,6 +640,28 @@ fn path_of(out: &[u8]) -> ([u8; 6], [u8; 6]) {
     )
 }
 
+/// Path → flows of `frames` (on r0) that took it; each frame must be redirected and rewritten
+/// exactly for one of the gateways of its egress in `by_mac` (from [`multipath_route`]).
+fn tally_paths(
+    fx: &mut Fixture,
+    frames: &[Vec<u8>],
+    by_mac: &BTreeMap<[u8; 6], Vec<(Iface, [u8; 6])>>,
+) -> BTreeMap<([u8; 6], [u8; 6]), usize> {
+    let results = fx.run_many(fx.r0.ifindex, frames);
+    let mut tally = BTreeMap::new();
+    for (f, r) in frames.iter().zip(&results) {
+        assert_eq!(action_name(r.action), "XDP_REDIRECT");
+        let (src, dst) = path_of(&r.frame);
+        assert!(
+            by_mac[&src].iter().any(|(_, m)| *m == dst),
+            "neighbour MAC {dst:02x?} is not one of egress {src:02x?}'s gateways"
+        );
+        assert_forwarded(f, &r.frame, src, dst);
+        *tally.entry((src, dst)).or_default() += 1;
+    }
+    tally
+}
+
 fn flows(fx: &Fixture, n: u16, tcp: bool) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
@@ -671,16 +687,8 @@ fn multipath_spreads_flows_over_every_path() {
     );
     let frames = flows(&fx, 300, false);
     let before = fx.snapshot();
-    let results = fx.run_many(fx.r0.ifindex, &frames);
-    let mut tally: BTreeMap<([u8; 6], [u8; 6]), usize> = BTreeMap::new();
-    for (f, r) in frames.iter().zip(&results) {
-        assert_eq!(action_name(r.action), "XDP_REDIRECT");
-        let (src, dst) = path_of(&r.frame);
-        let (_, want_dst) = paths[&src][0];
-        assert_forwarded(f, &r.frame, src, want_dst);
-        assert_eq!(dst, want_dst);
-        *tally.entry((src, dst)).or_default() += 1;
-    }
+    // One gateway per egress: each frame goes to its egress's.
+    let tally = tally_paths(&mut fx, &frames, &paths);
     assert_eq!(tally.len(), 3, "every path used: {tally:?}");
     for (path, n) in &tally {
         assert!(*n >= 50, "path {path:02x?} got {n} of 300 flows: {tally:?}");
@@ -695,13 +703,8 @@ fn multipath_spreads_tcp_flows_over_every_path() {
     let (r1, r2) = (fx.r1, fx.r2);
     let paths = multipath_route(&mut fx, &[(r1, RED_GW4, 1), (r2, "10.1.2.1", 1)]);
     let frames = flows(&fx, 200, true);
-    let results = fx.run_many(fx.r0.ifindex, &frames);
-    let mut tally: BTreeMap<[u8; 6], usize> = BTreeMap::new();
-    for (f, r) in frames.iter().zip(&results) {
-        let (src, _) = path_of(&r.frame);
-        assert_forwarded(f, &r.frame, src, paths[&src][0].1);
-        *tally.entry(src).or_default() += 1;
-    }
+    // One gateway per egress: a path is its egress.
+    let tally = tally_paths(&mut fx, &frames, &paths);
     assert_eq!(tally.len(), 2, "{tally:?}");
     assert!(tally.values().all(|&n| n >= 50), "{tally:?}");
 }
@@ -758,17 +761,7 @@ fn multipath_uses_all_paths_of_a_full_group() {
     assert_eq!(paths.len(), 8);
     let by_mac = multipath_route(&mut fx, &paths);
     let frames = flows(&fx, 800, false);
-    let results = fx.run_many(fx.r0.ifindex, &frames);
-    let mut tally: BTreeMap<([u8; 6], [u8; 6]), usize> = BTreeMap::new();
-    for (f, r) in frames.iter().zip(&results) {
-        let (src, dst) = path_of(&r.frame);
-        assert!(
-            by_mac[&src].iter().any(|(_, m)| *m == dst),
-            "neighbour MAC {dst:02x?} is not one of egress {src:02x?}'s gateways"
-        );
-        assert_forwarded(f, &r.frame, src, dst);
-        *tally.entry((src, dst)).or_default() += 1;
-    }
+    let tally = tally_paths(&mut fx, &frames, &by_mac);
     assert_eq!(tally.len(), paths.len(), "{tally:?}");
     assert!(tally.values().all(|&n| n >= 50), "{tally:?}");
 }
@@ -823,158 +816,119 @@ fn vrf_device_hop_to_a_connected_blue_destination_uses_blues_neighbour() {
     fx.expect_forward(fx.r0, &frame, b1, BLUE_DIRECT4, mac, BLUE);
 }
 
-#[test]
-fn vrf_device_hop_into_a_blackhole_drops_as_blackhole() {
+/// Red's 10.60.0.0/16 goes through blue's VRF device; `blue` then sets up blue's side. A frame
+/// to 10.60.1.5 on r0 must give `action` and `reason`, counted in red, decided in blue's table
+/// (explain's VRF: "the VRF slot the packet was looked up in, after a cross-VRF hop the last").
+fn expect_decided_in_blue(
+    blue: impl FnOnce(&mut Fixture),
+    action: vrf_user::dataplane::XdpAction,
+    reason: Reason,
+) {
     let mut fx = Fixture::new();
-    let vblue = fx.vblue.ifindex;
-    fx.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
-    fx.typed_route(BLUE_TABLE, "10.60.1.0/24", RouteKind::Blackhole);
+    fx.red_into_blue();
+    blue(&mut fx);
     let frame = fx.udp(fx.r0, RED_SRC4, "10.60.1.5");
     let r0 = fx.r0;
-    let e = fx.expect_in_vrf(
-        r0,
-        &frame,
+    let e = fx.expect_in_vrf(r0, &frame, action, reason, RED);
+    assert_eq!(e.vrf, BLUE, "{reason:?}: decided in blue's table");
+}
+
+#[test]
+fn vrf_device_hop_into_a_blackhole_drops_as_blackhole() {
+    let blackhole =
+        |fx: &mut Fixture| fx.typed_route(BLUE_TABLE, "10.60.1.0/24", RouteKind::Blackhole);
+    expect_decided_in_blue(
+        blackhole,
         vrf_user::dataplane::XDP_DROP,
         Reason::DropBlackhole,
-        RED,
     );
-    assert_eq!(e.vrf, BLUE, "decided in blue's table");
 }
 
 #[test]
 fn vrf_device_hop_into_a_degraded_vrf_passes_as_degraded() {
-    let mut fx = Fixture::new();
-    let (b1, vblue) = (fx.b1.ifindex, fx.vblue.ifindex);
-    fx.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
-    fx.unicast(
-        BLUE_TABLE,
-        "10.60.1.0/24",
-        &[nexthop(b1, Some(ip(BLUE_GW4)))],
-    );
-    fx.update_vrf(BLUE, |v| v.flags |= VRF_DEGRADED);
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.60.1.5");
-    let r0 = fx.r0;
-    let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassDegraded, RED);
-    assert_eq!(e.vrf, BLUE, "decided in blue's table");
+    let degraded = |fx: &mut Fixture| {
+        fx.blue_via_b1(BLUE_GW4);
+        fx.update_vrf(BLUE, |v| v.flags |= VRF_DEGRADED);
+    };
+    expect_decided_in_blue(degraded, XDP_PASS, Reason::PassDegraded);
 }
 
 #[test]
 fn vrf_device_hop_to_a_down_blue_member_passes_as_egress() {
-    let mut fx = Fixture::new();
-    let (b1, vblue) = (fx.b1, fx.vblue.ifindex);
-    fx.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
-    fx.unicast(
-        BLUE_TABLE,
-        "10.60.1.0/24",
-        &[nexthop(b1.ifindex, Some(ip(BLUE_GW4)))],
-    );
-    fx.update_link(b1, |l| l.flags &= !LINK_UP);
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.60.1.5");
-    let r0 = fx.r0;
-    let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassEgress, RED);
-    assert_eq!(e.vrf, BLUE, "decided in blue's table");
+    let down = |fx: &mut Fixture| {
+        fx.blue_via_b1(BLUE_GW4);
+        let b1 = fx.b1;
+        fx.update_link(b1, |l| l.flags &= !LINK_UP);
+    };
+    expect_decided_in_blue(down, XDP_PASS, Reason::PassEgress);
 }
 
 #[test]
 fn vrf_device_hop_without_neighbour_passes_as_no_neighbour_in_the_target_vrf() {
-    let mut fx = Fixture::new();
-    let (b1, vblue) = (fx.b1.ifindex, fx.vblue.ifindex);
-    fx.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
-    fx.unicast(
-        BLUE_TABLE,
-        "10.60.1.0/24",
-        &[nexthop(b1, Some(ip("10.2.1.99")))],
-    );
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.60.1.5");
-    let r0 = fx.r0;
-    let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassNoNeighbour, RED);
-    assert_eq!(e.vrf, BLUE, "the neighbour was missing in blue");
+    let no_neighbour = |fx: &mut Fixture| fx.blue_via_b1("10.2.1.99");
+    expect_decided_in_blue(no_neighbour, XDP_PASS, Reason::PassNoNeighbour);
 }
 
 #[test]
 fn chained_vrf_device_hops_pass_as_unsupported() {
     // Red → vblue → blue, whose route points at another VRF device (back to red).
-    let mut fx = Fixture::new();
-    let (o, vblue) = (fx.outsider, fx.vblue.ifindex);
-    fx.dp
-        .maps
-        .set_link(
-            o.ifindex,
-            &Link {
-                vrf: RED,
-                stats_slot: 0,
-                mtu: 65535,
-                mac: o.mac,
-                flags: LINK_UP | LINK_VRF_DEVICE,
-                mtu6: 65535,
-            },
-        )
-        .unwrap();
-    fx.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
-    fx.unicast(BLUE_TABLE, "10.60.1.0/24", &[nexthop(o.ifindex, None)]);
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.60.1.5");
-    let r0 = fx.r0;
-    let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassUnsupported, RED);
-    assert_eq!(e.vrf, BLUE, "decided in blue's table");
+    let chained = |fx: &mut Fixture| {
+        let o = outsider_in_red(fx, LINK_UP | LINK_VRF_DEVICE, 65535);
+        fx.unicast(BLUE_TABLE, "10.60.1.0/24", &[nexthop(o.ifindex, None)]);
+    };
+    expect_decided_in_blue(chained, XDP_PASS, Reason::PassUnsupported);
 }
 
 #[test]
 fn explain_names_the_target_vrf_when_the_lookup_after_a_vrf_device_hop_fails() {
-    // Explain::vrf: "VRF slot the packet was looked up in (after a cross-VRF hop, the last one)".
-    let mut fx = Fixture::new();
-    let vblue = fx.vblue.ifindex;
-    fx.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
-    let frame = fx.udp(fx.r0, RED_SRC4, "10.60.1.5");
-    let r0 = fx.r0;
-    let e = fx.expect_in_vrf(r0, &frame, XDP_PASS, Reason::PassNoRoute, RED);
-    assert_eq!(e.vrf, BLUE, "the failed lookup was in blue's table");
+    // Blue has no route: the failed lookup was in blue's table.
+    expect_decided_in_blue(|_| {}, XDP_PASS, Reason::PassNoRoute);
 }
 
 // Source validation (__fib_validate_source, which the kernel runs on every forwarded IPv4 packet
 // once custom rules exist, rp_filter or not).
 
-#[test]
-fn source_that_is_a_local_address_passes_as_martian() {
-    let mut fx = Fixture::new();
-    fx.typed_route(RED_TABLE, "10.1.0.1/32", RouteKind::Local);
-    let frame = fx.udp(fx.r0, "10.1.0.1", RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+/// Red routes `prefix` as `kind`; a frame from `src` in it to red's remote.
+fn from_routed(fx: &mut Fixture, prefix: &str, kind: RouteKind, src: &str) -> Vec<u8> {
+    fx.typed_route(RED_TABLE, prefix, kind);
+    fx.udp(fx.r0, src, RED_REMOTE4)
 }
 
 #[test]
-fn source_that_is_a_broadcast_address_passes_as_martian() {
-    let mut fx = Fixture::new();
-    fx.typed_route(RED_TABLE, "10.1.0.255/32", RouteKind::Broadcast);
-    let frame = fx.udp(fx.r0, "10.1.0.255", RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
-}
-
-#[test]
-fn source_with_a_throw_route_passes_as_martian() {
-    // Later rules would decide: the kernel's business.
-    let mut fx = Fixture::new();
-    fx.typed_route(RED_TABLE, "10.97.0.0/16", RouteKind::Throw);
-    let frame = fx.udp(fx.r0, "10.97.0.1", RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
-}
-
-#[test]
-fn source_with_an_unreachable_route_is_forwarded_without_rpf() {
-    // fib_lookup fails: the "last resort" accepts the source unless rp_filter is on.
-    let mut fx = Fixture::new();
-    fx.typed_route(RED_TABLE, "10.96.0.0/16", RouteKind::Unreachable);
-    let frame = fx.udp(fx.r0, "10.96.0.1", RED_REMOTE4);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
-}
-
-#[test]
-fn source_with_an_unreachable_route_passes_as_martian_with_rpf_loose() {
-    let mut fx = Fixture::new();
-    fx.typed_route(RED_TABLE, "10.96.0.0/16", RouteKind::Unreachable);
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
-    let frame = fx.udp(fx.r0, "10.96.0.1", RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+fn sources_that_are_local_broadcast_throw_or_unreachable() {
+    use Outcome::{Pass, ViaR1};
+    expect_each(&[
+        (
+            "a local address",
+            |fx| from_routed(fx, "10.1.0.1/32", RouteKind::Local, "10.1.0.1"),
+            Pass(Reason::PassMartian),
+        ),
+        (
+            "a broadcast address",
+            |fx| from_routed(fx, "10.1.0.255/32", RouteKind::Broadcast, "10.1.0.255"),
+            Pass(Reason::PassMartian),
+        ),
+        (
+            // Later rules would decide: the kernel's business.
+            "a throw route",
+            |fx| from_routed(fx, "10.97.0.0/16", RouteKind::Throw, "10.97.0.1"),
+            Pass(Reason::PassMartian),
+        ),
+        (
+            // fib_lookup fails: the "last resort" accepts the source unless rp_filter is on.
+            "an unreachable route, no rp_filter",
+            |fx| from_routed(fx, "10.96.0.0/16", RouteKind::Unreachable, "10.96.0.1"),
+            ViaR1,
+        ),
+        (
+            "an unreachable route, rp_filter loose",
+            |fx| {
+                fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
+                from_routed(fx, "10.96.0.0/16", RouteKind::Unreachable, "10.96.0.1")
+            },
+            Pass(Reason::PassMartian),
+        ),
+    ]);
 }
 
 #[test]
@@ -1035,108 +989,72 @@ fn rpf_strict_for_a_leaked_route_checks_the_egress_members_vrf() {
 
 // Reverse-path filter (IPv4 only, as in the kernel).
 
-#[test]
-fn rpf_strict_passes_as_martian_when_the_source_routes_back_through_another_link() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_STRICT);
-    let frame = fx.udp(fx.r0, "10.1.2.50", RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
+/// r0 with `rp_filter` strict or loose, a frame from `src` to red's remote.
+fn rpf_frame(fx: &mut Fixture, flag: u16, src: &str) -> Vec<u8> {
+    fx.update_link(fx.r0, |l| l.flags |= flag);
+    fx.udp(fx.r0, src, RED_REMOTE4)
 }
 
 #[test]
-fn rpf_strict_forwards_when_the_source_routes_back_through_the_ingress_link() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_STRICT);
-    let frame = fx.udp(fx.r0, RED_SRC4, RED_REMOTE4);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
-}
-
-#[test]
-fn rpf_strict_accepts_a_multipath_back_route_with_a_path_through_the_ingress_link() {
-    let mut fx = Fixture::new();
-    let (r0, r2) = (fx.r0.ifindex, fx.r2.ifindex);
-    fx.unicast(
-        RED_TABLE,
-        "10.44.0.0/24",
-        &[
-            nexthop(r2, Some(ip("10.1.2.1"))),
-            nexthop(r0, Some(ip("10.1.0.1"))),
-        ],
-    );
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_STRICT);
-    let frame = fx.udp(fx.r0, "10.44.0.5", RED_REMOTE4);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
-}
-
-#[test]
-fn rpf_loose_forwards_when_the_source_routes_back_through_another_link() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
-    let frame = fx.udp(fx.r0, "10.1.2.50", RED_REMOTE4);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
-}
-
-#[test]
-fn rpf_loose_passes_as_martian_when_the_source_has_no_route() {
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
-    let frame = fx.udp(fx.r0, "10.99.0.1", RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
-}
-
-#[test]
-fn rpf_loose_passes_as_martian_when_the_source_routes_to_a_blackhole() {
-    let mut fx = Fixture::new();
-    fx.typed_route(RED_TABLE, "10.98.0.0/16", RouteKind::Blackhole);
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
-    let frame = fx.udp(fx.r0, "10.98.0.1", RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
-}
-
-#[test]
-fn rpf_ignores_a_route_back_that_only_another_vrf_has() {
-    // 10.200.0.0/16 routes in blue, not in red (ingress and egress VRF here).
-    let mut fx = Fixture::new();
-    fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
-    let frame = fx.udp(fx.r0, BLUE_REMOTE4, RED_REMOTE4);
-    fx.expect_pass(fx.r0, &frame, Reason::PassMartian);
-}
-
-#[test]
-fn without_rpf_a_source_without_route_is_forwarded() {
-    let mut fx = Fixture::new();
-    let frame = fx.udp(fx.r0, "10.99.0.1", RED_REMOTE4);
-    let mac = r1_gw_mac(&fx);
-    fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW4, mac, RED);
-}
-
-// VRF isolation.
-
-#[test]
-fn identical_destination_in_red_and_blue_leaves_through_each_vrfs_own_member() {
-    // Same prefix, same gateway address in both VRFs: only the tables tell them apart.
-    let mut fx = Fixture::new();
-    let (r1, b1) = (fx.r1, fx.b1);
-    fx.unicast(
-        RED_TABLE,
-        "10.9.0.0/24",
-        &[nexthop(r1.ifindex, Some(ip("10.0.9.1")))],
-    );
-    fx.unicast(
-        BLUE_TABLE,
-        "10.9.0.0/24",
-        &[nexthop(b1.ifindex, Some(ip("10.0.9.1")))],
-    );
-    let (red_mac, blue_mac) = (neigh_mac(r1.id, 0x91, false), neigh_mac(b1.id, 0x91, false));
-    fx.neighbour(r1, "10.0.9.1", red_mac);
-    fx.neighbour(b1, "10.0.9.1", blue_mac);
-    let from_red = fx.udp(fx.r0, "10.0.0.2", "10.9.0.5");
-    fx.expect_forward(fx.r0, &from_red, r1, "10.0.9.1", red_mac, RED);
-    let from_blue = fx.udp(fx.b0, "10.0.0.2", "10.9.0.5");
-    fx.expect_forward(fx.b0, &from_blue, b1, "10.0.9.1", blue_mac, BLUE);
+fn rpf_strict_loose_and_off() {
+    use Outcome::{Pass, ViaR1};
+    expect_each(&[
+        (
+            "strict, the source routes back through another link",
+            |fx| rpf_frame(fx, LINK_RPF_STRICT, "10.1.2.50"),
+            Pass(Reason::PassMartian),
+        ),
+        (
+            "strict, the source routes back through the ingress link",
+            |fx| rpf_frame(fx, LINK_RPF_STRICT, RED_SRC4),
+            ViaR1,
+        ),
+        (
+            "strict, a multipath back route with a path through the ingress link",
+            |fx| {
+                let (r0, r2) = (fx.r0.ifindex, fx.r2.ifindex);
+                fx.unicast(
+                    RED_TABLE,
+                    "10.44.0.0/24",
+                    &[
+                        nexthop(r2, Some(ip("10.1.2.1"))),
+                        nexthop(r0, Some(ip("10.1.0.1"))),
+                    ],
+                );
+                rpf_frame(fx, LINK_RPF_STRICT, "10.44.0.5")
+            },
+            ViaR1,
+        ),
+        (
+            "loose, the source routes back through another link",
+            |fx| rpf_frame(fx, LINK_RPF_LOOSE, "10.1.2.50"),
+            ViaR1,
+        ),
+        (
+            "loose, the source has no route",
+            |fx| rpf_frame(fx, LINK_RPF_LOOSE, "10.99.0.1"),
+            Pass(Reason::PassMartian),
+        ),
+        (
+            "loose, the source routes to a blackhole",
+            |fx| {
+                fx.update_link(fx.r0, |l| l.flags |= LINK_RPF_LOOSE);
+                from_routed(fx, "10.98.0.0/16", RouteKind::Blackhole, "10.98.0.1")
+            },
+            Pass(Reason::PassMartian),
+        ),
+        (
+            // 10.200.0.0/16 routes in blue, not in red (ingress and egress VRF here).
+            "loose, a route back that only another VRF has",
+            |fx| rpf_frame(fx, LINK_RPF_LOOSE, BLUE_REMOTE4),
+            Pass(Reason::PassMartian),
+        ),
+        (
+            "off, a source without route",
+            |fx| rpf_frame(fx, 0, "10.99.0.1"),
+            ViaR1,
+        ),
+    ]);
 }
 
 // Ethernet padding.

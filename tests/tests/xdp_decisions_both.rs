@@ -399,6 +399,27 @@ fn destination_routed_only_in_blue_is_not_forwarded_from_red() {
     });
 }
 
+#[test]
+fn identical_destination_in_red_and_blue_leaves_through_each_vrfs_own_member() {
+    // Same prefix, same gateway address in both VRFs: only the tables tell them apart.
+    for_each_family(|fam| {
+        let mut fx = Fixture::new();
+        let (r1, b1) = (fx.r1, fx.b1);
+        let prefix = fam.pick("10.9.0.0/24", "fd00:9::/48");
+        let gw = fam.pick("10.0.9.1", "fd00:0:9::1");
+        fx.unicast(RED_TABLE, prefix, &[nexthop(r1.ifindex, Some(ip(gw)))]);
+        fx.unicast(BLUE_TABLE, prefix, &[nexthop(b1.ifindex, Some(ip(gw)))]);
+        let (red_mac, blue_mac) = (fam.mac(r1, 0x91), fam.mac(b1, 0x91));
+        fx.neighbour(r1, gw, red_mac);
+        fx.neighbour(b1, gw, blue_mac);
+        let (src, dst) = fam.pick(("10.0.0.2", "10.9.0.5"), ("fd00:0:1::2", "fd00:9::5"));
+        let from_red = fam.udp(&fx, fx.r0, src, dst);
+        fx.expect_forward(fx.r0, &from_red, r1, gw, red_mac, RED);
+        let from_blue = fam.udp(&fx, fx.b0, src, dst);
+        fx.expect_forward(fx.b0, &from_blue, b1, gw, blue_mac, BLUE);
+    });
+}
+
 // Martians and link-local addresses: each version's own, one table.
 
 fn via_r1_gateway(fx: &mut Fixture, fam: Family, prefix: &str) {

@@ -109,13 +109,8 @@ fn clearing_the_kernel_flags_brings_the_fast_path_back() {
 #[test]
 fn vrf_device_hop_into_a_vrf_under_netfilter_passes_as_netfilter() {
     let mut fx = Fixture::new();
-    let (b1, vblue) = (fx.b1.ifindex, fx.vblue.ifindex);
-    fx.unicast(RED_TABLE, "10.60.0.0/16", &[nexthop(vblue, None)]);
-    fx.unicast(
-        BLUE_TABLE,
-        "10.60.1.0/24",
-        &[nexthop(b1, Some(ip(BLUE_GW4)))],
-    );
+    fx.red_into_blue();
+    fx.blue_via_b1(BLUE_GW4);
     // Blue's IPv6 flag does not concern an IPv4 packet leaked into blue.
     fx.update_vrf(BLUE, |v| v.flags |= VRF_NETFILTER6);
     let frame = fx.udp(fx.r0, RED_SRC4, "10.60.1.5");
@@ -156,14 +151,8 @@ fn ipv6_to_an_egress_link_with_ipv6_disabled_passes_as_ipv6_disabled() {
 #[test]
 fn ipv4_via_an_ipv6_gateway_on_a_link_with_ipv6_disabled_passes_as_ipv6_disabled() {
     let mut fx = Fixture::new();
+    fx.red_via_fe80_on_r2("10.70.0.0/24", true);
     let r2 = fx.r2;
-    fx.unicast(
-        RED_TABLE,
-        "10.70.0.0/24",
-        &[nexthop(r2.ifindex, Some(ip("fe80::1")))],
-    );
-    let mac = neigh_mac(r2.id, 0xfe, true);
-    fx.neighbour(r2, "fe80::1", mac);
     fx.update_link(r2, |l| l.flags |= LINK_V6_DISABLED);
     let frame = fx.udp(fx.r0, RED_SRC4, "10.70.0.5");
     fx.expect_pass(fx.r0, &frame, Reason::PassIpv6Disabled);

@@ -58,14 +58,8 @@ fn r1_gw_mac(fx: &Fixture) -> [u8; 6] {
 #[test]
 fn forwards_ipv6_via_link_local_gateway() {
     let mut fx = Fixture::new();
+    let mac = fx.red_via_fe80_on_r2("fd00:70::/48", true);
     let r2 = fx.r2;
-    fx.unicast(
-        RED_TABLE,
-        "fd00:70::/48",
-        &[nexthop(r2.ifindex, Some(ip("fe80::1")))],
-    );
-    let mac = neigh_mac(r2.id, 0xfe, true);
-    fx.neighbour(r2, "fe80::1", mac);
     let frame = udp6(&fx, fx.r0, RED_SRC6, "fd00:70::5");
     fx.expect_forward(fx.r0, &frame, r2, "fe80::1", mac, RED);
 }
@@ -268,31 +262,6 @@ fn rpf_flags_do_not_apply_to_ipv6() {
     let frame = udp6(&fx, fx.r0, "fd00:99::1", RED_REMOTE6);
     let mac = r1_gw_mac(&fx);
     fx.expect_forward(fx.r0, &frame, fx.r1, RED_GW6, mac, RED);
-}
-
-// VRF isolation.
-
-#[test]
-fn identical_destination_in_red_and_blue_leaves_through_each_vrfs_own_member() {
-    let mut fx = Fixture::new();
-    let (r1, b1) = (fx.r1, fx.b1);
-    fx.unicast(
-        RED_TABLE,
-        "fd00:9::/48",
-        &[nexthop(r1.ifindex, Some(ip("fd00:0:9::1")))],
-    );
-    fx.unicast(
-        BLUE_TABLE,
-        "fd00:9::/48",
-        &[nexthop(b1.ifindex, Some(ip("fd00:0:9::1")))],
-    );
-    let (red_mac, blue_mac) = (neigh_mac(r1.id, 0x91, true), neigh_mac(b1.id, 0x91, true));
-    fx.neighbour(r1, "fd00:0:9::1", red_mac);
-    fx.neighbour(b1, "fd00:0:9::1", blue_mac);
-    let from_red = udp6(&fx, fx.r0, "fd00:0:1::2", "fd00:9::5");
-    fx.expect_forward(fx.r0, &from_red, r1, "fd00:0:9::1", red_mac, RED);
-    let from_blue = udp6(&fx, fx.b0, "fd00:0:1::2", "fd00:9::5");
-    fx.expect_forward(fx.b0, &from_blue, b1, "fd00:0:9::1", blue_mac, BLUE);
 }
 
 // Ethernet padding.

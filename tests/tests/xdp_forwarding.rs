@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use tests::fastpath::{self, describe_counters, Programmed};
 use tests::{
-    forwarded_datagrams, list_own_netns, ping, require_root, tcp_transfer, udp_transfer, NetNs,
-    Topology, TopologySpec,
+    family, forwarded_datagrams, list_own_netns, ping, tcp_transfer, udp_transfer, NetNs, Topology,
+    TopologySpec,
 };
 use vrf_common::{Counters, Reason};
 use vrf_user::dataplane::DataPlane;
@@ -50,21 +50,11 @@ fn other(vrf: &str) -> &'static str {
     }
 }
 
-fn family(v6: bool) -> &'static str {
-    if v6 {
-        "IPv6"
-    } else {
-        "IPv4"
-    }
-}
-
 /// Builds the topology under `prefix`; panics with the cause.
 fn topology(prefix: &str) -> Topology {
-    require_root();
     TopologySpec::two_vrfs_identical()
         .with_prefix(prefix)
-        .build()
-        .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
+        .built()
 }
 
 /// Loads, programs and attaches the data plane; panics with the cause.

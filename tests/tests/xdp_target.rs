@@ -81,13 +81,10 @@ fn the_kernel_says_which_devices_take_a_redirect() {
 
 #[test]
 fn a_vrf_route_through_a_bridge_is_delivered_by_the_kernel() {
-    require_root();
     let prefix = "xt_bridge";
     let topo = TopologySpec::two_vrfs_identical()
         .with_prefix(prefix)
-        .build()
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    fastpath::complete_host_checksums(&topo).unwrap();
+        .built_for_xdp();
     let r = topo.router();
     // Host H (10.0.9.2) behind bridge `xbr` on the router, reached from red by table 110.
     let h = NetNs::new(&format!("{prefix}_h")).unwrap();

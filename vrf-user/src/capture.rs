@@ -401,15 +401,8 @@ impl Clock {
     }
 }
 
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// CLOCK_MONOTONIC in ns, the clock of the capture lease the program checks (one reader for both).
+pub use crate::daemon::switch::monotonic_ns;
 
 /// A pcapng stream: one interface block per member and VRF device (more as they appear),
 /// nanosecond timestamps, the decision as each packet's comment.

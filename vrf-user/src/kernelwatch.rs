@@ -1,6 +1,6 @@
-//! A netlink multicast subscription used only as a doorbell: any message (or a lost one,
-//! ENOBUFS) means "re-read the state through its library"; a poll period bounds how stale a
-//! state the kernel does not announce can get.
+//! A doorbell for state read through other libraries: a netlink multicast subscription where
+//! any message (or a lost one, ENOBUFS) means "re-read the state through its library"; a poll
+//! period bounds how stale a state the kernel does not announce can get.
 use std::{io, time::Duration};
 
 use anyhow::{Context, Result};

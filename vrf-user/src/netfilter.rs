@@ -1,4 +1,4 @@
-//! Could netfilter act on forwarded traffic, per family, and where?
+//! Reads whether netfilter could act on forwarded traffic, per family, and where.
 //!
 //! nftables is read through the nftables crate (the `nft -j list ruleset` JSON); the legacy
 //! iptables tables, where the kernel has them (ip_tables_names, ip6_tables_names under

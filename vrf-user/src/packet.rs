@@ -2,7 +2,7 @@
 use std::net::IpAddr;
 
 use anyhow::{bail, Result};
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep};
 
 /// What to put in a synthesized frame.
 #[derive(Clone, Debug)]
@@ -32,10 +32,10 @@ impl FrameSpec {
         }
     }
 
-    /// An Ethernet + IP + UDP frame.
-    pub fn udp(&self) -> Result<Vec<u8>> {
+    /// The Ethernet and IP headers, for a transport header to follow.
+    fn ip(&self) -> Result<PacketBuilderStep<IpHeaders>> {
         let eth = PacketBuilder::ethernet2(self.src_mac, self.dst_mac);
-        let ip = match (self.src, self.dst) {
+        Ok(match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), self.ttl),
             (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), self.ttl),
             _ => bail!(
@@ -43,7 +43,12 @@ impl FrameSpec {
                 self.src,
                 self.dst
             ),
-        };
+        })
+    }
+
+    /// An Ethernet + IP + UDP frame.
+    pub fn udp(&self) -> Result<Vec<u8>> {
+        let ip = self.ip()?;
         let builder = ip.udp(self.src_port, self.dst_port);
         let payload = vec![0xa5u8; self.payload_len];
         let mut out = Vec::with_capacity(builder.size(payload.len()));
@@ -53,16 +58,7 @@ impl FrameSpec {
 
     /// An Ethernet + IP + TCP (SYN) frame.
     pub fn tcp(&self) -> Result<Vec<u8>> {
-        let eth = PacketBuilder::ethernet2(self.src_mac, self.dst_mac);
-        let ip = match (self.src, self.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), self.ttl),
-            (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), self.ttl),
-            _ => bail!(
-                "source {} and destination {} are of different families",
-                self.src,
-                self.dst
-            ),
-        };
+        let ip = self.ip()?;
         let builder = ip.tcp(self.src_port, self.dst_port, 1, 65535).syn();
         let payload = vec![0x5au8; self.payload_len];
         let mut out = Vec::with_capacity(builder.size(payload.len()));

@@ -1,6 +1,7 @@
-//! The `ip rule`s vrfd adds carry a protocol of their own (FRA_PROTOCOL, `ip rule` shows
-//! `proto 246`): they are the declared VRFs' kernel path and outlive vrfd, and this is how a
-//! later vrfd, `vrfctl show` and `vrfd --detach --remove-rules` tell them from the operator's.
+//! Marks the `ip rule`s vrfd adds and tells them from the operator's: they carry a protocol of
+//! their own (FRA_PROTOCOL, `ip rule` shows `proto 246`), as they are the declared VRFs' kernel
+//! path and outlive vrfd, so a later vrfd, `vrfctl show` and `vrfd --detach --remove-rules`
+//! know them.
 //!
 //! Blocking, on one NETLINK_ROUTE socket in the calling thread's network namespace.
 use anyhow::{Context as _, Result};

@@ -298,23 +298,12 @@ impl MapWriter {
                 self.links.insert(*ifindex, link);
             }
         }
-        let gone: Vec<u32> = self
-            .links
-            .keys()
-            .filter(|i| !written.contains(i))
-            .copied()
-            .collect();
-        for ifindex in gone {
+        for ifindex in stale(self.links.keys(), |i| written.contains(i)) {
             self.maps.remove_link(ifindex)?;
             self.links.remove(&ifindex);
         }
-        let gone: Vec<u32> = self
-            .tx_ports
-            .iter()
-            .filter(|i| !written.contains(i) || self.no_redirect.contains(i))
-            .copied()
-            .collect();
-        for ifindex in gone {
+        let keep = |i: &u32| written.contains(i) && !self.no_redirect.contains(i);
+        for ifindex in stale(self.tx_ports.iter(), keep) {
             self.maps.remove_tx_port(ifindex)?;
             self.tx_ports.remove(&ifindex);
         }
@@ -353,39 +342,20 @@ impl MapWriter {
             }
         }
         self.pcp_mapped = pcp_mapped;
-        for (&(dev, vid), &member) in &ports {
-            if self.ports.get(&(dev, vid)) != Some(&member) {
-                self.maps.set_port(dev, vid, member)?;
-                self.ports.insert((dev, vid), member);
-            }
-        }
-        let gone: Vec<(u32, u16)> = self
-            .ports
-            .keys()
-            .filter(|k| !ports.contains_key(k))
-            .copied()
-            .collect();
-        for (dev, vid) in gone {
-            self.maps.remove_port(dev, vid)?;
-            self.ports.remove(&(dev, vid));
-        }
-        for (&ifindex, &(parent, vid)) in &vlan_ports {
-            if self.vlan_ports.get(&ifindex) != Some(&(parent, vid)) {
-                self.maps.set_vlan_port(ifindex, parent, vid)?;
-                self.vlan_ports.insert(ifindex, (parent, vid));
-            }
-        }
-        let gone: Vec<u32> = self
-            .vlan_ports
-            .keys()
-            .filter(|k| !vlan_ports.contains_key(k))
-            .copied()
-            .collect();
-        for ifindex in gone {
-            self.maps.remove_vlan_port(ifindex)?;
-            self.vlan_ports.remove(&ifindex);
-        }
-        Ok(())
+        converge(
+            &mut self.maps,
+            &mut self.ports,
+            &ports,
+            |m, (dev, vid), member| m.set_port(dev, vid, member),
+            |m, (dev, vid)| m.remove_port(dev, vid),
+        )?;
+        converge(
+            &mut self.maps,
+            &mut self.vlan_ports,
+            &vlan_ports,
+            |m, ifindex, (parent, vid)| m.set_vlan_port(ifindex, parent, vid),
+            Maps::remove_vlan_port,
+        )
     }
 
     /// The LINKS entry for a planned link: its VRF's slot, its stats slot, its flags.
@@ -493,13 +463,7 @@ impl MapWriter {
     /// that are gone.
     fn assign_vrf_slots(&mut self, vrfs: &[VrfView]) -> Result<()> {
         let names: BTreeSet<&str> = vrfs.iter().map(|v| v.name.as_str()).collect();
-        let gone: Vec<String> = self
-            .vrf_slots
-            .keys()
-            .filter(|n| !names.contains(n.as_str()))
-            .cloned()
-            .collect();
-        for name in gone {
+        for name in stale(self.vrf_slots.keys(), |n| names.contains(n.as_str())) {
             if let Some(slot) = self.vrf_slots.remove(&name) {
                 self.maps.set_vrf(slot, &Vrf::default())?;
                 self.vrfs.remove(&slot);
@@ -880,13 +844,8 @@ impl MapWriter {
                 self.set_neighbour(*ifindex, *addr, Some(*mac))?;
             }
         }
-        let stale: Vec<(u32, IpAddr)> = self
-            .neighbours
-            .keys()
-            .filter(|k| !desired.contains_key(k) || !self.links.contains_key(&k.0))
-            .copied()
-            .collect();
-        for (ifindex, addr) in stale {
+        let keep = |k: &(u32, IpAddr)| desired.contains_key(k) && self.links.contains_key(&k.0);
+        for (ifindex, addr) in stale(self.neighbours.keys(), keep) {
             self.set_neighbour(ifindex, addr, None)?;
         }
         Ok(())
@@ -1092,6 +1051,36 @@ pub fn nexthop_group<P: WeightedPath>(paths: &[P]) -> Result<NexthopGroup> {
         start = end;
     }
     Ok(group)
+}
+
+/// The keys of a shadow that `keep` rejects, collected so the shadow can change while they go.
+fn stale<'a, K: Clone + 'a>(
+    keys: impl Iterator<Item = &'a K>,
+    keep: impl Fn(&K) -> bool,
+) -> Vec<K> {
+    keys.filter(|k| !keep(k)).cloned().collect()
+}
+
+/// Converge one map to `want` through its shadow: `set` each entry that differs, then `remove`
+/// each the shadow holds that `want` does not (a new entry is in place before an old one goes).
+fn converge<K: Ord + Copy, V: PartialEq + Copy>(
+    maps: &mut Maps,
+    shadow: &mut BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    set: impl Fn(&mut Maps, K, V) -> Result<()>,
+    remove: impl Fn(&mut Maps, K) -> Result<()>,
+) -> Result<()> {
+    for (&k, &v) in want {
+        if shadow.get(&k) != Some(&v) {
+            set(maps, k, v)?;
+            shadow.insert(k, v);
+        }
+    }
+    for k in stale(shadow.keys(), |k| want.contains_key(k)) {
+        remove(maps, k)?;
+        shadow.remove(&k);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Could an xfrm (IPsec) policy act on forwarded traffic, per family?
+//! Reads whether an xfrm (IPsec) policy could act on forwarded traffic, per family.
 //!
 //! The kernel evaluates fwd policies on every forwarded packet (__xfrm_policy_check in
 //! ip_forward) and out policies on what leaves (xfrm_lookup in the output path, forwarded

@@ -284,27 +284,23 @@ impl Netlink {
 
     /// Policy routing rules of both families, in priority order per family.
     pub async fn rules(&self) -> Result<Vec<RuleInfo>> {
-        let request = |family| {
-            let mut msg = RuleMessage::default();
-            msg.header.family = family;
-            RouteNetlinkMessage::GetRule(msg)
-        };
-        self.dump_families("rule", request, |m| match m {
-            RouteNetlinkMessage::NewRule(r) => convert::rule(r),
-            _ => None,
-        })
-        .await
+        self.rules_where(|_| true).await
     }
 
     /// The rules vrfd added (tagged with [`crate::rule_tag::RULE_PROTOCOL`]), by any vrfd.
     pub async fn tagged_rules(&self) -> Result<Vec<RuleInfo>> {
+        self.rules_where(crate::rule_tag::is_ours).await
+    }
+
+    /// The rules of both families that `keep` accepts, in priority order per family.
+    async fn rules_where(&self, keep: fn(&RuleMessage) -> bool) -> Result<Vec<RuleInfo>> {
         let request = |family| {
             let mut msg = RuleMessage::default();
             msg.header.family = family;
             RouteNetlinkMessage::GetRule(msg)
         };
         self.dump_families("rule", request, |m| match m {
-            RouteNetlinkMessage::NewRule(r) if crate::rule_tag::is_ours(r) => convert::rule(r),
+            RouteNetlinkMessage::NewRule(r) if keep(r) => convert::rule(r),
             _ => None,
         })
         .await
