@@ -5,7 +5,8 @@
 # leave, and the new one alone carries the traffic by XDP (the router's IpForwDatagrams stays
 # put, bond0's counter grows, bh receives every echo); the two come back; the bond leaves the
 # VRF (vrfd detaches, the kernel serves it) and comes back (served by XDP again). Last, a veth
-# that is a VRF member with vrfd's XDP on it is moved straight into the bond.
+# that is a VRF member with vrfd's XDP on it is moved straight into the bond, and a backup slave's
+# frames are left to the kernel (which drops them).
 . /vm/lib.sh
 
 step "vrf-red with red2 (10.0.2.1/24) and bond0 over sa, sb (10.0.3.1/24, active-backup)"
@@ -166,8 +167,53 @@ member_of vrf-red 110 bond0 || fail "vrfctl show: bond0 not back in vrf-red"
 settle "$(active_slave | tr -d s)"
 by_xdp bond-back
 
-# Not yet verified in the VM (the lane cut them before they ran or they failed once):
-# moving a VRF member that carries vrfd's XDP straight into bond0, and a backup slave's
-# frames left to the kernel. See the issue #18 note.
+step "a VRF member with vrfd's XDP (sd in vrf-red) moved straight into bond0"
+ip -n router link add sd type veth peer name ed netns bh || fail "veth sd"
+enslave sd vrf-red
+ip -n router link set sd up || fail "sd up"
+wait_for 10 has_xdp router sd || fail "no XDP on sd in vrf-red"
+xdp_of sd
+# The bond enslaves only a device that is down (6.1: "Device can not be enslaved while up");
+# down, sd keeps vrfd's program. Then one `ip link set master`: the kernel takes sd out of the
+# VRF and offers it to the bond at once, while vrfd's program is still on it.
+ip -n router link set sd down || fail "sd down"
+has_xdp router sd || fail "taking sd down removed vrfd's XDP"
+if out=$(ip -n router link set sd master bond0 2>&1); then
+    echo "sd moved into bond0 at once: $out"
+else
+    echo "the kernel refused: $out"
+    echo "sd now: $(ip -n router link show dev sd | head -n 1)"
+    ip -n router link show dev sd | grep -q 'master vrf-red' &&
+        fail "the refused move left sd in vrf-red"
+    # Out of the VRF, vrfd detaches sd; then the bond takes it.
+    wait_for 10 no_xdp router sd || fail "vrfd left its XDP on sd out of the VRF: $(xdp_of sd)"
+    wait_for 10 not_member_of vrf-red 110 sd || fail "vrfctl show still lists sd in vrf-red"
+    ip -n router link set sd master bond0 || fail "sd into bond0 after vrfd detached it"
+fi
+xdp_of sd
+ip -n router link show dev sd | grep -q 'master bond0' || fail "sd is not in bond0"
+ip -n router link set sd nomaster || fail "sd out of bond0"
+no_xdp router sd || fail "sd still has XDP after leaving bond0: $(xdp_of sd)"
+
+step "a backup slave: the bond drops what arrives on it, so XDP must leave it to the kernel"
+# sk joins as a backup; its peer ek is a plain host (bk, 10.0.3.9) that sends to bond0's MAC.
+netns bk
+ip -n router link add sk type veth peer name ek netns bk || fail "veth sk"
+ip -n router link set sk master bond0 || fail "sk into bond0"
+wait_for 10 sh -c "ip -n router -d link show dev sk | grep -q 'state BACKUP'" ||
+    fail "sk is not a backup slave: $(ip -n router -d link show dev sk)"
+ip -n bk addr add 10.0.3.9/24 dev ek || fail "address in bk"
+ip -n bk link set ek up || fail "ek up"
+ip -n bk route add default via 10.0.3.1 || fail "default route in bk"
+ip -n bk neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev ek nud permanent || fail "neighbour in bk"
+wait_for 10 sh -c "ip -n router link show dev sk | grep -q LOWER_UP" || fail "sk has no carrier"
+fwd0=$(snmp router Ip:ForwDatagrams)
+rb0=$(snmp rb Icmp:InEchos)
+nx bk ping -c 3 -W 1 10.0.2.2 >/dev/null 2>&1
+fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
+rb=$(( $(snmp rb Icmp:InEchos) - rb0 ))
+echo "from the backup slave: router IpForwDatagrams +$fwd, rb InEchos +$rb"
+[ "$rb" -eq 0 ] || fail "rb got $rb echo requests that arrived on a backup slave (the kernel drops them)"
+ip -n router link set sk nomaster || fail "sk out of bond0"
 
 vrfd_log_clean

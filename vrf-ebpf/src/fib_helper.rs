@@ -120,9 +120,7 @@ fn redirect(ctx: &XdpContext) -> Option<u32> {
     let action = FIB_HELPER_TX_PORTS.redirect(to.oif, XDP_PASS as u64).ok()?;
     unsafe {
         decrease_ttl(ip);
-        let eth = eth as *mut u8;
-        core::ptr::copy_nonoverlapping(to.dst_mac.as_ptr(), eth, 6);
-        core::ptr::copy_nonoverlapping(to.src_mac.as_ptr(), eth.add(6), 6);
+        rewrite_macs(eth, &to.dst_mac, &to.src_mac);
     }
     Some(action)
 }
@@ -137,6 +135,17 @@ unsafe fn decrease_ttl(ip: *mut Ipv4Hdr) {
     check += u16::to_be(0x0100) as u32;
     (*ip).check = ((check + (check >= 0xffff) as u32) as u16).to_ne_bytes();
     (*ip).ttl -= 1;
+}
+
+/// The next hop's Ethernet addresses into the frame's header.
+///
+/// # Safety
+/// `eth` points at a whole Ethernet header inside the frame.
+#[inline(always)]
+unsafe fn rewrite_macs(eth: *mut [u8; ETH_LEN], dst: &[u8; 6], src: &[u8; 6]) {
+    let eth = eth as *mut u8;
+    core::ptr::copy_nonoverlapping(dst.as_ptr(), eth, 6);
+    core::ptr::copy_nonoverlapping(src.as_ptr(), eth.add(6), 6);
 }
 
 #[xdp]
@@ -209,11 +218,7 @@ fn forward(ctx: &XdpContext) -> Option<u32> {
         let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN)?;
         unsafe { (*ip).hop_limit -= 1 };
     }
-    unsafe {
-        let eth = eth as *mut u8;
-        core::ptr::copy_nonoverlapping(p.dmac.as_ptr(), eth, 6);
-        core::ptr::copy_nonoverlapping(p.smac.as_ptr(), eth.add(6), 6);
-    }
+    unsafe { rewrite_macs(eth, &p.dmac, &p.smac) };
     Some(action)
 }
 

@@ -119,6 +119,15 @@ fn heartbeat_map(maps: &Maps) -> Result<Array<MapData, vrf_common::Heartbeat>> {
     Ok(Map::from_map_data(MapData::from_fd(fd)?)?.try_into()?)
 }
 
+/// The HEARTBEAT pinned under `dir`; `what` names it in errors (ours, or an older build's).
+fn pinned_heartbeat(dir: &std::path::Path, what: &str) -> Result<Array<MapData, vrf_common::Heartbeat>> {
+    let data = MapData::from_pin(dir.join(vrf_common::map_names::HEARTBEAT))
+        .with_context(|| format!("opening {what}"))?;
+    Map::from_map_data(data)?
+        .try_into()
+        .with_context(|| format!("{what} has another layout"))
+}
+
 impl Heartbeat {
     /// The heartbeat in `maps`; `live`: our programs may decide from the first beat on (an
     /// adopted or upgraded data plane), else only after [`Heartbeat::beat`] is first called.
@@ -156,11 +165,7 @@ impl Heartbeat {
     /// Adopting: beat the HEARTBEAT this very build pinned under `dir`, live at once (opened
     /// from its pin, before the programs are loaded).
     pub fn adopt_pinned(&self, dir: &std::path::Path) -> Result<()> {
-        let data = MapData::from_pin(dir.join(vrf_common::map_names::HEARTBEAT))
-            .context("opening the pinned HEARTBEAT")?;
-        let map: Array<MapData, vrf_common::Heartbeat> = Map::from_map_data(data)?
-            .try_into()
-            .context("the pinned HEARTBEAT has another layout")?;
+        let map = pinned_heartbeat(dir, "the pinned HEARTBEAT")?;
         let mut t = self.lock();
         t.ours = Some(Target {
             map,
@@ -173,11 +178,7 @@ impl Heartbeat {
     /// Also refresh the older build's HEARTBEAT pinned under `dir` (an upgrade), keeping its
     /// stamp, until [`Heartbeat::drop_predecessor`].
     pub fn follow_predecessor(&self, dir: &std::path::Path) -> Result<()> {
-        let data = MapData::from_pin(dir.join(vrf_common::map_names::HEARTBEAT))
-            .context("opening the older build's HEARTBEAT")?;
-        let map: Array<MapData, vrf_common::Heartbeat> = Map::from_map_data(data)?
-            .try_into()
-            .context("the older build's HEARTBEAT has another layout")?;
+        let map = pinned_heartbeat(dir, "the older build's HEARTBEAT")?;
         let stamp = map.get(&0, 0)?.stamp;
         let mut t = Target { map, stamp };
         t.extend(LEASE)?;
