@@ -49,13 +49,22 @@ by_xdp() {
     [ "$after" -ge $(( before + 6 )) ] || fail "$1: bond0 forwarded $before -> $after, expected +6"
 }
 
-# settle WANT: both bonds carry over sWANT/eWANT and bh reaches the router.
+# served_on SLAVE: `vrfctl show` lists SLAVE among the ports XDP serves bond0 on.
+served_on() {
+    vrfctl_r show --json 2>/dev/null | tr -d ' \n' | grep -Eq "\"name\":\"bond0\"[^}]*\"ports\":\[[^]]*\"$1\""
+}
+
+# settle WANT: both bonds carry over sWANT/eWANT, bh reaches the router, and vrfd serves bond0 on
+# sWANT (a slave that became active enters PORTS once vrfd has read its new state: until then
+# the kernel forwards what arrives there).
 settle() {
     wait_for 10 sh -c "ip -n router -d link show dev bond0 | grep -q 'active_slave s$1 '" ||
         fail "bond0's active slave is $(active_slave), not s$1"
     wait_for 10 sh -c "ip -n bh -d link show dev bond0 | grep -q 'active_slave e$1 '" ||
         fail "bh's bond0's active slave is $(bh_active), not e$1"
     wait_for 10 nx bh ping -c 1 -W 1 10.0.3.1 || fail "bh cannot reach the router over e$1"
+    wait_for 10 served_on "s$1" || fail "vrfd does not serve bond0 on s$1: $(vrfctl_r show)"
+    vrfctl_r show | grep bond0
 }
 
 step "two slaves: by XDP"
@@ -149,6 +158,7 @@ ip -n bk link set ek up || fail "ek up"
 ip -n bk route add default via 10.0.3.1 || fail "default route in bk"
 ip -n bk neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev ek nud permanent || fail "neighbour in bk"
 wait_for 10 sh -c "ip -n router link show dev sk | grep -q LOWER_UP" || fail "sk has no carrier"
+served_on sk && fail "vrfd serves bond0 on its backup slave sk: $(vrfctl_r show)"
 fwd0=$(snmp router Ip:ForwDatagrams)
 rb0=$(snmp rb Icmp:InEchos)
 nx bk ping -c 3 -W 1 10.0.2.2 >/dev/null 2>&1
@@ -183,6 +193,6 @@ wait_for 10 sh -c "ip -n router -d link show dev bond1 | grep -q xdpgeneric" ||
 xdp_of bond1
 grep 'generic mode' "$VRFD_LOG" | tail -n 1
 grep -q 'attaching in generic mode' "$VRFD_LOG" || fail "vrfd did not say it fell back to generic mode"
-member_of vrf-red 110 bond1 || fail "vrfctl show: bond1 not in vrf-red"
+wait_for 10 member_of vrf-red 110 bond1 || fail "vrfctl show: bond1 not in vrf-red: $(vrfctl_r show)"
 ping_in generic rb 10.0.4.2 bg - 0
 ping_in generic-reverse bg 10.0.2.2 rb - 0

@@ -93,6 +93,9 @@ pub struct MemberReport {
     /// Why the kernel, not XDP, gets this member's frames, when a link flag says so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// A bond's slaves whose frames XDP serves for it (backup slaves are the kernel's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// A member whose frames arrive on a trunk that may strip VLAN tags: XDP cannot tell its frames
@@ -124,6 +127,15 @@ fn tags_hidden_reason(
 /// Every active VRF with its members.
 pub fn vrfs(maps: &Maps) -> Result<Vec<VrfReport>> {
     let links = maps.links()?;
+    // Untagged ports (bond slaves) by the member they stand for.
+    let mut ports: Vec<(u32, u32)> = maps
+        .ports
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|(k, _)| k.vid == 0)
+        .map(|(k, member)| (member, k.ifindex))
+        .collect();
+    ports.sort_unstable();
     let mut out = Vec::new();
     for slot in 0..MAX_VRFS {
         let v: Vrf = maps.vrf(slot)?;
@@ -139,6 +151,11 @@ pub fn vrfs(maps: &Maps) -> Result<Vec<VrfReport>> {
                 up: l.flags & vrf_common::LINK_UP != 0,
                 stats_slot: l.stats_slot,
                 kernel: tags_hidden_reason(maps, &links, *i),
+                ports: ports
+                    .iter()
+                    .filter(|(m, _)| m == i)
+                    .map(|(_, p)| ifname(*p).unwrap_or_else(|| format!("if{p}")))
+                    .collect(),
             })
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));

@@ -68,6 +68,10 @@ fn run(args: Args) -> Result<()> {
                     .iter()
                     .map(|m| {
                         let mut s = m.name.clone();
+                        if !m.ports.is_empty() {
+                            // A bond with the slaves XDP serves it on: "bond0[eth1,eth2]".
+                            s.push_str(&format!("[{}]", m.ports.join(",")));
+                        }
                         if !m.up {
                             s.push_str("(down)");
                         }
