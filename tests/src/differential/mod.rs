@@ -10,8 +10,8 @@
 //! - [`tables`]: random routes of every kind, installed with one `ip -batch` process.
 //! - [`oracle`]: the kernel's answer for one packet (RTM_GETROUTE with RTA_IIF, fibmatch).
 //! - [`check`]: one case through the kernel and the data plane, compared.
-//! - [`sync_data_plane`]: vrfd's path (`Netlink::snapshot` → `plan::Engine` → `MapWriter`) into a
-//!   freshly loaded [`DataPlane`].
+//! - [`sync_data_plane`]: vrfd's path (`Netlink::snapshot` → `engine::Engine` → `plan` →
+//!   `MapWriter`) into a freshly loaded [`DataPlane`].
 
 pub mod check;
 pub mod oracle;
@@ -27,9 +27,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use vrf_user::{
     config::DeclaredVrf,
     dataplane::DataPlane,
+    engine::Engine,
     mirror::read_sysctls,
     netlink::{nexthop::NexthopSocket, Netlink},
-    plan::Engine,
     writer::MapWriter,
 };
 
@@ -478,7 +478,7 @@ pub struct SyncReport {
 }
 
 /// Loads a data plane and fills its maps the way vrfd does: an rtnetlink snapshot of the router
-/// namespace into `plan::Engine` (declared VRFs, the real sysctls), its plan through `MapWriter`
+/// namespace into `engine::Engine` (declared VRFs, the real sysctls), its plan through `MapWriter`
 /// (slots, links and tx ports, neighbours, routes, VRFs). Must be called from a thread inside the router
 /// namespace (netlink, sysctls and the redirect map resolve names and ifindexes there).
 pub fn sync_data_plane(declared: Vec<DeclaredVrf>) -> Result<(DataPlane, SyncReport)> {
