@@ -34,7 +34,7 @@ use vrf_user::{
 };
 
 use crate::netns::NetNs;
-use crate::topology::Nth;
+use crate::topology::{router_ns, Nth};
 
 /// Priority of the VRF rules (as vrfd adds them).
 pub const RULE_PREF: u32 = 1000;
@@ -270,19 +270,8 @@ impl Lab {
     pub fn build(prefix: &str, vrfs: usize, members: usize) -> Result<Lab> {
         ensure!(vrfs <= VRF_NAMES.len(), "at most {} VRFs", VRF_NAMES.len());
         ensure!(members <= 200, "at most 200 members per VRF");
-        let router = NetNs::new(prefix)?;
+        let router = router_ns(prefix)?;
         let sink = NetNs::new(prefix)?;
-        for (k, v) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            ("net.ipv6.conf.default.forwarding", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            ("net.ipv6.conf.all.accept_dad", "0"),
-            ("net.ipv6.conf.default.accept_dad", "0"),
-        ] {
-            router.sysctl(k, v)?;
-        }
         // The peers only provide carrier: no IPv6 chatter from them.
         sink.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
 
