@@ -805,26 +805,18 @@ mod tests {
                     && v.local_marked.of(IpFamily::V6).is_empty(),
             )
         };
-        // `oif vrf-red`, `iif lo`: the output lookup carries both.
-        assert_eq!(
-            judge(&mut e, ahead(Some("vrf-red"), None, 0)),
-            (true, false, true)
-        );
-        assert_eq!(
-            judge(&mut e, ahead(None, Some("lo"), 0)),
-            (true, false, true)
-        );
-        // Another VRF's device, a member as iif: not the host's traffic in red.
-        assert_eq!(
-            judge(&mut e, ahead(Some("vrf-blue"), None, 0)),
-            (false, false, true)
-        );
-        assert_eq!(
-            judge(&mut e, ahead(None, Some("r1"), 0)),
-            (false, false, true)
-        );
-        // A mark: only what a socket marks.
-        assert_eq!(judge(&mut e, ahead(None, None, 0x42)), (false, true, true));
+        for (rule, want) in [
+            // `oif vrf-red`, `iif lo`: the output lookup carries both.
+            (ahead(Some("vrf-red"), None, 0), (true, false, true)),
+            (ahead(None, Some("lo"), 0), (true, false, true)),
+            // Another VRF's device, a member as iif: not the host's traffic in red.
+            (ahead(Some("vrf-blue"), None, 0), (false, false, true)),
+            (ahead(None, Some("r1"), 0), (false, false, true)),
+            // A mark: only what a socket marks.
+            (ahead(None, None, 0x42), (false, true, true)),
+        ] {
+            assert_eq!(judge(&mut e, rule.clone()), want, "{rule:?}");
+        }
         // After the l3mdev rule: never reached.
         let mut late = ahead(None, None, 0);
         late.priority = 2000;
