@@ -854,59 +854,47 @@ mod tests {
                 .chain(after)
                 .collect::<Vec<_>>()
         };
-        // Equal priority: the kernel's list order decides (earlier is evaluated first).
-        assert!(degraded(with(
-            vec![from_rule(1000, any, RuleAction::ToTable)],
-            vec![]
-        )));
-        assert!(!degraded(with(
-            vec![],
-            vec![from_rule(1000, any, RuleAction::ToTable)]
-        )));
-        // Lower priority, wherever the dump would list it.
-        assert!(degraded(with(
-            vec![from_rule(999, any, RuleAction::ToTable)],
-            vec![]
-        )));
-        // Forwarded packets carry mark 0: a mark that excludes it cannot match...
-        let mark1 = FwMark {
-            mark: 1,
-            mask: u32::MAX,
-        };
-        assert!(!degraded(with(
-            vec![from_rule(999, mark1, RuleAction::ToTable)],
-            vec![]
-        )));
-        let masked = FwMark {
-            mark: 0x100,
-            mask: 0xff00,
-        };
-        assert!(!degraded(with(
-            vec![from_rule(999, masked, RuleAction::ToTable)],
-            vec![]
-        )));
-        // ...a mask that lets mark 0 through can.
-        let zero = FwMark {
-            mark: 0,
-            mask: 0xff,
-        };
-        assert!(degraded(with(
-            vec![from_rule(999, zero, RuleAction::ToTable)],
-            vec![]
-        )));
-        // nop decides nothing; goto and verdicts do.
-        assert!(!degraded(with(
-            vec![from_rule(999, any, RuleAction::Nop)],
-            vec![]
-        )));
-        assert!(degraded(with(
-            vec![from_rule(999, any, RuleAction::Goto)],
-            vec![]
-        )));
-        assert!(degraded(with(
-            vec![from_rule(999, any, RuleAction::Verdict)],
-            vec![]
-        )));
+        let mark = |mark, mask| FwMark { mark, mask };
+        let ahead =
+            |priority, fwmark, action| with(vec![from_rule(priority, fwmark, action)], vec![]);
+        for (rules, want, case) in [
+            // Equal priority: the kernel's list order decides (earlier is evaluated first).
+            (
+                ahead(1000, any, RuleAction::ToTable),
+                true,
+                "equal priority, listed first",
+            ),
+            (
+                with(vec![], vec![from_rule(1000, any, RuleAction::ToTable)]),
+                false,
+                "equal priority, listed after",
+            ),
+            // Lower priority, wherever the dump would list it.
+            (ahead(999, any, RuleAction::ToTable), true, "lower priority"),
+            // Forwarded packets carry mark 0: a mark that excludes it cannot match...
+            (
+                ahead(999, mark(1, u32::MAX), RuleAction::ToTable),
+                false,
+                "mark 1",
+            ),
+            (
+                ahead(999, mark(0x100, 0xff00), RuleAction::ToTable),
+                false,
+                "mark 0x100/0xff00",
+            ),
+            // ...a mask that lets mark 0 through can.
+            (
+                ahead(999, mark(0, 0xff), RuleAction::ToTable),
+                true,
+                "mark 0/0xff",
+            ),
+            // nop decides nothing; goto and verdicts do.
+            (ahead(999, any, RuleAction::Nop), false, "nop"),
+            (ahead(999, any, RuleAction::Goto), true, "goto"),
+            (ahead(999, any, RuleAction::Verdict), true, "verdict"),
+        ] {
+            assert_eq!(degraded(rules), want, "{case}");
+        }
     }
 
     #[test]
