@@ -29,7 +29,7 @@ use vrf_user::dataplane::{AttachedMode, DataPlane, XdpAttachMode};
 
 use crate::link;
 use crate::netns::NetNs;
-use crate::topology::{Member, Topology, HOST_IFNAME};
+use crate::topology::{Member, Nth, Topology, HOST_IFNAME};
 
 /// What [`program`] wrote, for the assertions of a test.
 #[derive(Clone, Debug, Default)]
@@ -121,21 +121,15 @@ fn program_member(
         mtu: 0,
         nexthop: 0,
     };
-    if let Some(s4) = m.subnet4 {
-        let net = IpNet::V4(s4);
+    // The subnet, the router's own address (.1) and the host's neighbour entry (.2).
+    for net in [m.subnet4.map(IpNet::V4), m.subnet6.map(IpNet::V6)]
+        .into_iter()
+        .flatten()
+    {
         dp.maps.insert_route(m.table, net, &connected)?;
         dp.maps
-            .insert_route(m.table, host_prefix(m.router4().into()), &local)?;
-        dp.maps
-            .set_neighbour(m.ifindex, m.host4().into(), m.host_mac)?;
-    }
-    if let Some(s6) = m.subnet6 {
-        let net = IpNet::V6(s6);
-        dp.maps.insert_route(m.table, net, &connected)?;
-        dp.maps
-            .insert_route(m.table, host_prefix(m.router6().into()), &local)?;
-        dp.maps
-            .set_neighbour(m.ifindex, m.host6().into(), m.host_mac)?;
+            .insert_route(m.table, host_prefix(net.nth(1)), &local)?;
+        dp.maps.set_neighbour(m.ifindex, net.nth(2), m.host_mac)?;
     }
     Ok(())
 }

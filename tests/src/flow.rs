@@ -28,17 +28,7 @@ impl Flow {
             .host("red", 0)
             .run_in(|| UdpSocket::bind("0.0.0.0:0"))
             .unwrap();
-        let big: libc::c_int = 16 << 20;
-        // SAFETY: valid socket fd and option pointer/length (SO_RCVBUFFORCE: root).
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&server),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        let _ = crate::traffic::force_receive_buffer(&server, 16 << 20);
         server
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();

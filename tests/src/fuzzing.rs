@@ -414,6 +414,28 @@ fn is_v6(f: &[u8]) -> bool {
     f.len() >= ETH_LEN + 40 && f[12..14] == ETH_P_IPV6
 }
 
+/// Any version in the header's first nibble (the header length beside it stays).
+fn version(rng: &mut StdRng, first: &mut u8) {
+    *first = (rng.random_range(0..16u8) << 4) | (*first & 0x0f);
+}
+
+/// A 16-bit length field near its value (or 0, 0xffff, anything): the parsers' bounds.
+fn length(rng: &mut StdRng, field: &mut [u8]) {
+    let cur = u16::from_be_bytes([field[0], field[1]]);
+    let v: u16 = match rng.random_range(0..5) {
+        0 => 0,
+        1 => 0xffff,
+        2 => rng.random(),
+        _ => cur.wrapping_add(rng.random_range(0..8)).wrapping_sub(4),
+    };
+    field.copy_from_slice(&v.to_be_bytes());
+}
+
+/// A TTL or hop limit around the ones that decide (0, 1, 2), or any.
+fn hop_limit(rng: &mut StdRng) -> u8 {
+    *[0u8, 1, 2, 64, 255, rng.random()].choose(rng).unwrap()
+}
+
 impl Mutator {
     /// A mutated frame from a random seed, and its ingress.
     pub fn next(&self, rng: &mut StdRng) -> (u32, Vec<u8>) {
@@ -521,19 +543,10 @@ impl Mutator {
         }
         let ip = &mut f[ETH_LEN..];
         match rng.random_range(0..12) {
-            0 => ip[0] = (rng.random_range(0..16u8) << 4) | (ip[0] & 0x0f),
+            0 => version(rng, &mut ip[0]),
             1 => ip[0] = (ip[0] & 0xf0) | rng.random_range(0..16u8),
             2 => ip[1] = rng.random(),
-            3 => {
-                let cur = u16::from_be_bytes([ip[2], ip[3]]);
-                let v: u16 = match rng.random_range(0..5) {
-                    0 => 0,
-                    1 => 0xffff,
-                    2 => rng.random(),
-                    _ => cur.wrapping_add(rng.random_range(0..8)).wrapping_sub(4),
-                };
-                ip[2..4].copy_from_slice(&v.to_be_bytes());
-            }
+            3 => length(rng, &mut ip[2..4]),
             4 => {
                 let flags: u16 = [0x0000, 0x2000, 0x4000, 0x8000, 0x6000]
                     .choose(rng)
@@ -546,7 +559,7 @@ impl Mutator {
                 };
                 ip[6..8].copy_from_slice(&(flags | off).to_be_bytes());
             }
-            5 | 6 => ip[8] = *[0u8, 1, 2, 64, 255, rng.random()].choose(rng).unwrap(),
+            5 | 6 => ip[8] = hop_limit(rng),
             7 => {
                 ip[9] = *[1u8, 6, 17, 0, 47, 50, 255, rng.random()]
                     .choose(rng)
@@ -556,13 +569,11 @@ impl Mutator {
                 ip[10] = rng.random();
                 ip[11] = rng.random();
             }
-            9 => {
+            // The source address, or the destination.
+            k => {
+                let at = if k == 9 { 12 } else { 16 };
                 let a = self.addrs4.choose(rng).unwrap().octets();
-                ip[12..16].copy_from_slice(&a);
-            }
-            _ => {
-                let a = self.addrs4.choose(rng).unwrap().octets();
-                ip[16..20].copy_from_slice(&a);
+                ip[at..at + 4].copy_from_slice(&a);
             }
         }
     }
@@ -573,35 +584,24 @@ impl Mutator {
         }
         let ip = &mut f[ETH_LEN..];
         match rng.random_range(0..9) {
-            0 => ip[0] = (rng.random_range(0..16u8) << 4) | (ip[0] & 0x0f),
+            0 => version(rng, &mut ip[0]),
             1 => {
                 ip[1] = rng.random();
                 ip[2] = rng.random();
                 ip[3] = rng.random();
             }
-            2 => {
-                let cur = u16::from_be_bytes([ip[4], ip[5]]);
-                let v: u16 = match rng.random_range(0..5) {
-                    0 => 0,
-                    1 => 0xffff,
-                    2 => rng.random(),
-                    _ => cur.wrapping_add(rng.random_range(0..8)).wrapping_sub(4),
-                };
-                ip[4..6].copy_from_slice(&v.to_be_bytes());
-            }
+            2 => length(rng, &mut ip[4..6]),
             3 => {
                 ip[6] = *[0u8, 43, 44, 60, 59, 6, 17, 58, rng.random()]
                     .choose(rng)
                     .unwrap()
             }
-            4 | 5 => ip[7] = *[0u8, 1, 2, 64, 255, rng.random()].choose(rng).unwrap(),
-            6 => {
+            4 | 5 => ip[7] = hop_limit(rng),
+            // The source address, or the destination.
+            k => {
+                let at = if k == 6 { 8 } else { 24 };
                 let a = self.addrs6.choose(rng).unwrap().octets();
-                ip[8..24].copy_from_slice(&a);
-            }
-            _ => {
-                let a = self.addrs6.choose(rng).unwrap().octets();
-                ip[24..40].copy_from_slice(&a);
+                ip[at..at + 16].copy_from_slice(&a);
             }
         }
     }

@@ -137,22 +137,21 @@ pub fn kernel_rx_drop(frame: &[u8]) -> Option<&'static str> {
 
 /// The destination address of a plain IPv4 / IPv6 frame whose fixed header is there.
 pub fn ip_dst(frame: &[u8]) -> Option<IpAddr> {
-    let ethertype = [*frame.get(12)?, *frame.get(13)?];
-    if ethertype == ETH_P_IP && frame.len() >= ETH_LEN + 20 {
-        Some(addr4(&frame[ETH_LEN + 16..]).into())
-    } else if ethertype == ETH_P_IPV6 && frame.len() >= ETH_LEN + 40 {
-        Some(addr6(&frame[ETH_LEN + 24..]).into())
-    } else {
-        None
-    }
+    ip_addr_at(frame, 16, 24)
 }
 
+/// The source address, likewise.
 pub fn ip_src(frame: &[u8]) -> Option<IpAddr> {
+    ip_addr_at(frame, 12, 8)
+}
+
+/// The address at `v4` / `v6` bytes into the fixed IPv4 / IPv6 header, if it is all there.
+fn ip_addr_at(frame: &[u8], v4: usize, v6: usize) -> Option<IpAddr> {
     let ethertype = [*frame.get(12)?, *frame.get(13)?];
     if ethertype == ETH_P_IP && frame.len() >= ETH_LEN + 20 {
-        Some(addr4(&frame[ETH_LEN + 12..]).into())
+        Some(addr4(&frame[ETH_LEN + v4..]).into())
     } else if ethertype == ETH_P_IPV6 && frame.len() >= ETH_LEN + 40 {
-        Some(addr6(&frame[ETH_LEN + 8..]).into())
+        Some(addr6(&frame[ETH_LEN + v6..]).into())
     } else {
         None
     }

@@ -100,6 +100,17 @@ fn reap_stale_namespaces() {
 
 /// Moves the calling thread into the network namespace at `path` (setns CLONE_NEWNET).
 /// Only the calling thread changes; the mount namespace (bpffs, /sys) stays the host's.
+/// `net.ipv4.ip_forward` (or `net/ipv4/conf/eth0.100/rp_filter`, for names with dots) under
+/// /proc/sys.
+fn sysctl_path(key: &str) -> String {
+    let rel = if key.contains('/') {
+        key.to_string()
+    } else {
+        key.replace('.', "/")
+    };
+    format!("/proc/sys/{rel}")
+}
+
 fn enter_netns(path: &Path) -> Result<()> {
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
     // SAFETY: valid fd; setns only affects the calling thread for CLONE_NEWNET.
@@ -168,11 +179,7 @@ impl NetNs {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut it = args.into_iter();
-        let prog = it.next().context("exec: empty argument list")?;
-        let mut c = self.command(prog);
-        c.args(it);
-        run(&mut c)
+        run(&mut self.argv("exec", args)?)
     }
 
     /// Like [`exec`](Self::exec) but returns stdout as a String.
@@ -188,11 +195,22 @@ impl NetNs {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        BgProcess::spawn(self.argv("spawn", args)?)
+    }
+
+    /// `args[0] args[1..]` as a command in the namespace; `what` names the caller in the error.
+    fn argv<I, S>(&self, what: &str, args: I) -> Result<Command>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut it = args.into_iter();
-        let prog = it.next().context("spawn: empty argument list")?;
+        let prog = it
+            .next()
+            .with_context(|| format!("{what}: empty argument list"))?;
         let mut c = self.command(prog);
         c.args(it);
-        BgProcess::spawn(c)
+        Ok(c)
     }
 
     /// Runs `f` on a fresh thread that has entered this network namespace (setns), waits
@@ -238,24 +256,14 @@ impl NetNs {
     /// Sets a sysctl inside the namespace. `key` is dotted (`net.ipv4.ip_forward`) or a path
     /// below /proc/sys (`net/ipv4/conf/eth0.5/forwarding`, for names containing dots).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let rel = if key.contains('/') {
-            key.to_string()
-        } else {
-            key.replace('.', "/")
-        };
-        let path = format!("/proc/sys/{rel}");
+        let path = sysctl_path(key);
         self.run_in(|| std::fs::write(&path, value))
             .with_context(|| format!("sysctl {key} in netns {}", self.name))
     }
 
     /// Reads a sysctl inside the namespace (trimmed).
     pub fn sysctl_get(&self, key: &str) -> Result<String> {
-        let rel = if key.contains('/') {
-            key.to_string()
-        } else {
-            key.replace('.', "/")
-        };
-        let path = format!("/proc/sys/{rel}");
+        let path = sysctl_path(key);
         let s = self
             .run_in(move || std::fs::read_to_string(&path))
             .with_context(|| format!("read sysctl {key} in netns {}", self.name))?;

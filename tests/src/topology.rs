@@ -296,50 +296,48 @@ fn validate(spec: &TopologySpec) -> Result<()> {
     Ok(())
 }
 
+/// A new router namespace: forwarding on for both versions, rp_filter and DAD off (the kernel
+/// routes between the members at once, and only by its tables).
+pub fn router_ns(prefix: &str) -> Result<NetNs> {
+    let router = NetNs::new(prefix)?;
+    for (k, v) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv6.conf.all.forwarding", "1"),
+        ("net.ipv6.conf.default.forwarding", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+    ] {
+        router.sysctl(k, v)?;
+    }
+    Ok(router)
+}
+
 impl Topology {
     /// Creates every namespace, link, address, route, rule and neighbour of `spec`. On error,
     /// whatever was already created is removed.
     pub fn build(spec: &TopologySpec) -> Result<Topology> {
         validate(spec)?;
-        let router = NetNs::new(&spec.prefix).context("create router namespace")?;
-        for (k, v) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            ("net.ipv6.conf.default.forwarding", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            ("net.ipv6.conf.all.accept_dad", "0"),
-            ("net.ipv6.conf.default.accept_dad", "0"),
-        ] {
-            router.sysctl(k, v)?;
-        }
+        let router = router_ns(&spec.prefix).context("create router namespace")?;
 
         let mut vrfs = Vec::new();
         for vs in &spec.vrfs {
             let table = vs.table.to_string();
             let metric = VRF_DEFAULT_METRIC.to_string();
-            router.ip(&[
-                "-4",
-                "route",
-                "add",
-                "unreachable",
-                "default",
-                "metric",
-                &metric,
-                "table",
-                &table,
-            ])?;
-            router.ip(&[
-                "-6",
-                "route",
-                "add",
-                "unreachable",
-                "default",
-                "metric",
-                &metric,
-                "table",
-                &table,
-            ])?;
+            for family in ["-4", "-6"] {
+                router.ip(&[
+                    family,
+                    "route",
+                    "add",
+                    "unreachable",
+                    "default",
+                    "metric",
+                    &metric,
+                    "table",
+                    &table,
+                ])?;
+            }
 
             let mut members = Vec::new();
             for (i, ms) in vs.members.iter().enumerate() {

@@ -83,6 +83,62 @@ fn pattern_byte(offset: u64) -> u8 {
     (offset % 251) as u8
 }
 
+/// Gives `sock` a receive buffer of `bytes`, past rmem_max (SO_RCVBUFFORCE: root only).
+pub fn force_receive_buffer(sock: &UdpSocket, bytes: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: a valid socket fd and option pointer/length.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Fills `buf` with the pattern from `offset` on.
+fn fill_pattern(buf: &mut [u8], offset: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = pattern_byte(offset + i as u64);
+    }
+}
+
+/// `buf` is the pattern from `offset` on.
+fn is_pattern(buf: &[u8], offset: u64) -> bool {
+    buf.iter()
+        .enumerate()
+        .all(|(i, &b)| b == pattern_byte(offset + i as u64))
+}
+
+/// A socket call that timed out or was interrupted: try again (until the deadline).
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
+/// What is left until `deadline`, at least 10 ms (a socket timeout of 0 means none).
+fn left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(10))
+}
+
+/// A scoped thread's result; its panic goes on in the caller.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    match h.join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
 fn unspecified(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
@@ -164,19 +220,10 @@ pub fn tcp_transfer_with(
                 match stream.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        if intact {
-                            intact = buf[..n]
-                                .iter()
-                                .enumerate()
-                                .all(|(i, &b)| b == pattern_byte(got + i as u64));
-                        }
+                        intact = intact && is_pattern(&buf[..n], got);
                         got += n as u64;
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                        ) => {}
+                    Err(e) if is_transient(&e) => {}
                     Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
                     Err(e) => return Err(e).context("read"),
                 }
@@ -188,10 +235,7 @@ pub fn tcp_transfer_with(
         });
 
         let client = || -> (u64, Option<String>) {
-            let connect_timeout = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(10));
-            let stream = client_ns.run_in(|| TcpStream::connect_timeout(&dst, connect_timeout));
+            let stream = client_ns.run_in(|| TcpStream::connect_timeout(&dst, left(deadline)));
             let mut stream = match stream {
                 Ok(s) => s,
                 Err(e) => return (0, Some(format!("connect {dst}: {e}"))),
@@ -204,36 +248,23 @@ pub fn tcp_transfer_with(
                     return (sent, Some(format!("timeout after {sent} bytes")));
                 }
                 let n = (bytes - sent).min(chunk.len() as u64) as usize;
-                for (i, b) in chunk[..n].iter_mut().enumerate() {
-                    *b = pattern_byte(sent + i as u64);
-                }
+                fill_pattern(&mut chunk[..n], sent);
                 match stream.write(&chunk[..n]) {
                     Ok(w) => sent += w as u64,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                        ) => {}
+                    Err(e) if is_transient(&e) => {}
                     Err(e) => return (sent, Some(format!("write after {sent} bytes: {e}"))),
                 }
             }
             let _ = stream.flush();
             let _ = stream.shutdown(Shutdown::Write);
             // Keep the socket open until the server has read everything (it sees EOF).
-            let _ = stream.set_read_timeout(Some(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(10)),
-            ));
+            let _ = stream.set_read_timeout(Some(left(deadline)));
             let _ = stream.read(&mut [0u8; 1]);
             (sent, None)
         };
         let (sent, client_error) = client();
         client_done.store(true, Ordering::Release);
-        let (received, intact) = match server.join() {
-            Ok(r) => r?,
-            Err(p) => std::panic::resume_unwind(p),
-        };
+        let (received, intact) = joined(server)?;
         Ok(TcpTransfer {
             sent,
             received,
@@ -281,16 +312,7 @@ pub fn udp_transfer(
     let want = (count as usize)
         .saturating_mul(size + 1024)
         .clamp(1 << 20, 64 << 20) as libc::c_int;
-    // SAFETY: valid socket fd and option pointer/length.
-    unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&server),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&want as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = force_receive_buffer(&server, want);
     let done_at = std::sync::Mutex::new(None::<Instant>);
 
     std::thread::scope(|s| {
@@ -303,12 +325,7 @@ pub fn udp_transfer(
                     Ok(n) => {
                         let seq =
                             u64::from_be_bytes(buf[..8.min(n)].try_into().unwrap_or([0xff; 8]));
-                        let ok = n == size
-                            && seq < count
-                            && buf[8..n]
-                                .iter()
-                                .enumerate()
-                                .all(|(i, &b)| b == pattern_byte(seq + i as u64));
+                        let ok = n == size && seq < count && is_pattern(&buf[8..n], seq);
                         if ok && !seen[seq as usize] {
                             seen[seq as usize] = true;
                             received += 1;
@@ -319,11 +336,7 @@ pub fn udp_transfer(
                             break;
                         }
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                        ) => {}
+                    Err(e) if is_transient(&e) => {}
                     Err(e) => return Err(e).context("recv"),
                 }
                 let now = Instant::now();
@@ -345,9 +358,7 @@ pub fn udp_transfer(
                 break;
             }
             buf[..8].copy_from_slice(&seq.to_be_bytes());
-            for (i, b) in buf[8..].iter_mut().enumerate() {
-                *b = pattern_byte(seq + i as u64);
-            }
+            fill_pattern(&mut buf[8..], seq);
             if client.send_to(&buf, dst).is_ok() {
                 sent += 1;
             }
@@ -356,10 +367,7 @@ pub fn udp_transfer(
             }
         }
         *done_at.lock().unwrap() = Some(Instant::now());
-        let (received, corrupt) = match rx.join() {
-            Ok(r) => r?,
-            Err(p) => std::panic::resume_unwind(p),
-        };
+        let (received, corrupt) = joined(rx)?;
         Ok(UdpTransfer {
             sent,
             received,

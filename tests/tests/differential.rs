@@ -6,7 +6,7 @@
 //! alternates by metric, TOS and weighted routes, routes through nexthop objects: singletons,
 //! shared ones, weighted groups, blackholes) and the local table's own prefixes, installed in the
 //! kernel with one `ip -batch`. The data plane's maps are filled by vrfd's own sync path
-//! (rtnetlink and nexthop snapshots → `plan::Engine` → `MapWriter`). Then, for many random (VRF, ingress member,
+//! (rtnetlink and nexthop snapshots → `engine::Engine` → `plan` → `MapWriter`). Then, for many random (VRF, ingress member,
 //! source, destination) cases, the kernel is asked (`ip route get fibmatch DST from SRC iif IF`
 //! over rtnetlink) and the loaded program is run on a UDP or TCP frame (both `xdp_vrf` and
 //! `xdp_vrf_explain`, through BPF_PROG_TEST_RUN), and:

@@ -19,7 +19,10 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{fastpath, forwarded_datagrams, list_own_netns, require_root, topology::TopologySpec};
+use tests::{
+    fastpath, forwarded_datagrams, list_own_netns, require_root, topology::TopologySpec,
+    traffic::force_receive_buffer,
+};
 
 const VRFS: [&str; 2] = ["red", "blue"];
 const DPORTS: [u16; 4] = [7001, 7002, 7003, 7004];
@@ -115,20 +118,6 @@ fn receive(sock: &UdpSocket, v6: bool, port: u16, done: &AtomicBool) -> Received
     }
 }
 
-fn force_rcvbuf(sock: &UdpSocket, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid socket fd and option pointer/length.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        );
-    }
-}
-
 #[test]
 fn identical_flows_in_two_vrfs_never_cross() {
     require_root();
@@ -158,7 +147,7 @@ fn identical_flows_in_two_vrfs_never_cross() {
                     .unwrap_or_else(|e| panic!("bind {addr}:{dport} in {vrf} B: {e}"));
                 sock.set_read_timeout(Some(Duration::from_millis(50)))
                     .unwrap();
-                force_rcvbuf(&sock, 16 << 20);
+                let _ = force_receive_buffer(&sock, 16 << 20);
                 receivers.push((vrf, v6, dport, sock));
             }
         }

@@ -59,18 +59,8 @@ fn receiver(host: &NetNs) -> UdpSocket {
         .unwrap();
     // Room for every datagram of the run: the default buffer holds about 200 (SO_RCVBUFFORCE:
     // root).
-    let want: libc::c_int = 8 << 20;
-    // SAFETY: a valid socket and option pointer/length.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&s),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&want as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE");
+    let rc = tests::traffic::force_receive_buffer(&s, 8 << 20);
+    assert!(rc.is_ok(), "SO_RCVBUFFORCE: {rc:?}");
     s
 }
 

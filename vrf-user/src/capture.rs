@@ -285,6 +285,18 @@ impl Record {
         crate::maps::addr_from16(self.header.family, self.header.neighbour)
     }
 
+    /// Where a forwarded frame went: its destination itself (`neighbour`, connected) or a
+    /// `gateway`.
+    fn next_hop(&self) -> Option<(&'static str, IpAddr)> {
+        let n = self.neighbour()?;
+        let what = if Some(n) == self.ip_destination() {
+            "neighbour"
+        } else {
+            "gateway"
+        };
+        Some((what, n))
+    }
+
     /// The IP destination of the frame, when it is IP and long enough.
     fn ip_destination(&self) -> Option<IpAddr> {
         let d = &self.data;
@@ -367,12 +379,8 @@ impl Names {
         }
         if reason == Some(Reason::Forwarded) {
             let _ = write!(s, " out={}", self.ifname(h.oif));
-            if let Some(n) = r.neighbour() {
-                if Some(n) == r.ip_destination() {
-                    let _ = write!(s, " neighbour={n}");
-                } else {
-                    let _ = write!(s, " gateway={n}");
-                }
+            if let Some((what, n)) = r.next_hop() {
+                let _ = write!(s, " {what}={n}");
             }
         }
         s
@@ -496,12 +504,8 @@ pub fn summary(r: &Record, names: &Names, clock: &Clock) -> String {
     );
     if reason == Some(Reason::Forwarded) {
         let _ = write!(s, " out {}", names.ifname(h.oif));
-        if let Some(n) = r.neighbour() {
-            if Some(n) == r.ip_destination() {
-                let _ = write!(s, " neighbour {n}");
-            } else {
-                let _ = write!(s, " gateway {n}");
-            }
+        if let Some((what, n)) = r.next_hop() {
+            let _ = write!(s, " {what} {n}");
         }
     }
     s
@@ -573,16 +577,31 @@ fn describe(data: &[u8], orig_len: u32) -> String {
     format!("{family} {src} > {dst}: {what}, length {ip_len}")
 }
 
-/// `vrfctl capture`'s options, resolved from names by [`run`].
-#[derive(Clone, Debug, Default)]
+// `vrfctl capture`'s options (its help is the Capture command's), resolved from names by `run`.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Options {
+    /// Only packets of this VRF.
+    #[arg(long)]
     pub vrf: Option<String>,
+    /// Only packets arriving on, or sent out of, this member.
+    #[arg(long, value_name = "MEMBER")]
     pub interface: Option<String>,
+    /// Only packets with this outcome: forward, pass, drop, or a reason (no_route,
+    /// no_neighbour, blackhole, …, as in `vrfctl stats`).
+    #[arg(long)]
     pub reason: Option<String>,
+    /// Stop after N packets.
+    #[arg(long, short = 'c', value_name = "N")]
     pub count: Option<u64>,
+    /// Bytes of each frame kept (at most 2048).
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = vrf_common::CAPTURE_SNAP_MAX as u32,
+          value_parser = clap::value_parser!(u32).range(1..=vrf_common::CAPTURE_SNAP_MAX as i64))]
     pub snaplen: u32,
+    /// Most packets recorded per second (0: no limit); the limit protects forwarding.
+    #[arg(long, value_name = "PKTS/S", default_value_t = DEFAULT_RATE)]
     pub rate: u32,
-    /// `-w FILE` (`-` for stdout); none: one line per packet on stdout.
+    /// Write pcapng to FILE (`-`: standard output, e.g. `| tcpdump -r -`).
+    #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
 }
 

@@ -245,31 +245,7 @@ pub enum Command {
     /// Stops on Ctrl-C, after --count packets, or when vrfd stops. Root only; one capture per
     /// vrfd at a time. Records beyond --rate or a full ring buffer are dropped and counted
     /// (never the packets); the counts are printed at the end.
-    Capture {
-        /// Only packets of this VRF.
-        #[arg(long)]
-        vrf: Option<String>,
-        /// Only packets arriving on, or sent out of, this member.
-        #[arg(long, value_name = "MEMBER")]
-        interface: Option<String>,
-        /// Only packets with this outcome: forward, pass, drop, or a reason (no_route,
-        /// no_neighbour, blackhole, …, as in `vrfctl stats`).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Stop after N packets.
-        #[arg(long, short = 'c', value_name = "N")]
-        count: Option<u64>,
-        /// Bytes of each frame kept (at most 2048).
-        #[arg(long, short = 's', value_name = "BYTES", default_value_t = vrf_common::CAPTURE_SNAP_MAX as u32,
-              value_parser = clap::value_parser!(u32).range(1..=vrf_common::CAPTURE_SNAP_MAX as i64))]
-        snaplen: u32,
-        /// Most packets recorded per second (0: no limit); the limit protects forwarding.
-        #[arg(long, value_name = "PKTS/S", default_value_t = crate::capture::DEFAULT_RATE)]
-        rate: u32,
-        /// Write pcapng to FILE (`-`: standard output, e.g. `| tcpdump -r -`).
-        #[arg(short = 'w', value_name = "FILE")]
-        write: Option<PathBuf>,
-    },
+    Capture(crate::capture::Options),
     /// Man pages and shell completions from these definitions (for packaging).
     #[command(hide = true)]
     Generate {

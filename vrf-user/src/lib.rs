@@ -11,29 +11,32 @@
 //! vrfd's pipeline, one way: [`netlink`] (kernel events as [`model`] objects) → [`mirror`] (the
 //! kernel's objects) → [`vrfs`] (which VRFs, are their rules intact) → [`plan`] (what the maps
 //! should hold, in kernel identities) → [`writer`] (the one map writer: slots, ids, shadow);
-//! [`config`] declares VRFs for kernels without vrf.ko.
+//! [`engine`] holds the mirror and the resolved VRFs between events; [`config`] declares VRFs
+//! for kernels without vrf.ko.
 //!
 //! One route event, `ip route add 10.9.0.0/16 via G table 110`, as it travels:
 //! 1. [`netlink`]: the socket's task reads RTM_NEWROUTE, [`netlink::convert`] makes it a
 //!    [`model::KernelEvent::NewRoute`], its flags make it an append, prepend or replace; it goes
 //!    on the daemon's channel.
-//! 2. [`daemon`] (`Daemon::take`): counted for the metrics, handed to [`plan::Engine::apply`].
+//! 2. [`daemon`] (`Daemon::take`): counted for the metrics, handed to
+//!    [`engine::Engine::apply`], which passes it on to the mirror (a link event also re-resolves
+//!    the VRFs in [`vrfs`]).
 //! 3. [`mirror`] ([`mirror::Mirror::apply`]): the kernel's routes at (110, 10.9.0.0/16) change;
-//!    the key is marked in [`mirror::Dirty`] (a link change re-resolves the VRFs in [`vrfs`]).
-//! 4. [`plan`] ([`plan::Engine::changes`]): the route's [`plan::RoutePlan`] at each dirty key,
-//!    as a [`plan::ChangeSet`].
+//!    the key is marked in [`mirror::Dirty`]; the count of paths per egress link follows.
+//! 4. [`plan`] ([`plan::Planner::changes`]; the daemon takes the planner, a borrow of the
+//!    engine's mirror and VRFs, once per batch of events): the route's [`plan::RoutePlan`] at
+//!    each dirty key, as a [`plan::ChangeSet`].
 //! 5. [`writer`] ([`writer::MapWriter::apply_changes`]): nexthop group and slots acquired and
 //!    released, the FIB entry and the flat IPv4 table ([`flat4`]) written through [`maps`].
 //!
-//! The engine holds the mirror, so step 3 runs inside [`plan::Engine::apply`], which also keeps
-//! its count of routes per egress link around the mirror's update (a plan-side index, read
-//! when links are planned); no other module is entered twice.
+//! Each module is entered once, in this order (`Engine::planner` in step 4 only lends fields).
 pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod engine;
 pub mod errno;
 pub mod ethtool;
 pub mod flat4;

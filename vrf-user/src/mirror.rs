@@ -2,6 +2,7 @@
 //! neighbours, the routes of served tables and of the local table), kept as the kernel keeps
 //! its own. Kernel events go in; what they touched comes out as [`Dirty`].
 use std::{
+    cell::RefCell,
     collections::{BTreeSet, HashMap},
     net::IpAddr,
 };
@@ -62,6 +63,11 @@ pub struct Mirror {
     /// Nexthop id → the (table, prefix) keys holding a route that names it (RTA_NH_ID), so a
     /// nexthop change moves exactly its routes.
     nh_routes: HashMap<u32, BTreeSet<(u32, IpNet)>>,
+    /// Paths of mirrored routes per egress ifindex, kept as route events come and go so that
+    /// planning the links (every sysctl poll) is proportional to the links, not the routes;
+    /// `None` after an event that changes routes wholesale (a link or nexthop going away):
+    /// the next [`route_oifs`](Mirror::route_oifs) counts them again, once.
+    route_oifs: RefCell<Option<HashMap<u32, u32>>>,
 }
 
 impl Mirror {
@@ -92,6 +98,7 @@ impl Mirror {
         }
         self.local_nets = self.compute_local_nets();
         self.reindex_nexthop_routes();
+        *self.route_oifs.get_mut() = None;
     }
 
     /// Replace the rules with a fresh rules dump.
@@ -105,6 +112,49 @@ impl Mirror {
 
     /// Apply one kernel event as the kernel applied it, and say what it touched.
     pub fn apply(&mut self, event: KernelEvent) -> Dirty {
+        // A route event changes the routes at its own key only: count their paths before and
+        // after. Events that may drop routes elsewhere (a link down or gone, a nexthop gone)
+        // leave the count to be taken again.
+        let key = match &event {
+            KernelEvent::NewRoute(r)
+            | KernelEvent::AppendRoute(r)
+            | KernelEvent::PrependRoute(r)
+            | KernelEvent::DelRoute(r) => Some((r.table, r.prefix)),
+            _ => None,
+        };
+        let wholesale = match &event {
+            // Evicts routes and flushes nexthops of a link that goes (admin) down.
+            KernelEvent::NewLink(l) => self
+                .link(l.ifindex)
+                .is_some_and(|o| o.admin_up && (!l.admin_up || (o.up && !l.up))),
+            KernelEvent::DelLink(_) | KernelEvent::DelNexthop(_) => true,
+            _ => false,
+        };
+        let before = key.map(|(t, p)| self.oifs_at(t, p)).unwrap_or_default();
+        let dirty = self.change(event);
+        if wholesale {
+            *self.route_oifs.get_mut() = None;
+        } else if let Some((t, p)) = key.filter(|_| self.route_oifs.get_mut().is_some()) {
+            let after = self.oifs_at(t, p);
+            if let Some(counts) = self.route_oifs.get_mut() {
+                for i in before {
+                    if let Some(n) = counts.get_mut(&i) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(&i);
+                        }
+                    }
+                }
+                for i in after {
+                    *counts.entry(i).or_default() += 1;
+                }
+            }
+        }
+        dirty
+    }
+
+    /// The event itself, as [`apply`](Mirror::apply) describes it.
+    fn change(&mut self, event: KernelEvent) -> Dirty {
         let mut dirty = Dirty::default();
         match event {
             KernelEvent::NewLink(link) => {
@@ -422,6 +472,24 @@ impl Mirror {
         }
     }
 
+    /// The egress ifindex of every path of the routes mirrored at (table, prefix).
+    fn oifs_at(&self, table: u32, prefix: IpNet) -> Vec<u32> {
+        self.routes_at(table, prefix)
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.paths.iter().map(|p| p.ifindex))
+            .collect()
+    }
+
+    /// Paths per egress ifindex over every mirrored route (after a load or a wholesale change).
+    pub(crate) fn count_route_oifs(&self) -> HashMap<u32, u32> {
+        let mut counts = HashMap::new();
+        for p in self.routes().flat_map(|r| r.paths.iter()) {
+            *counts.entry(p.ifindex).or_default() += 1;
+        }
+        counts
+    }
+
     fn compute_local_nets(&self) -> BTreeSet<IpNet> {
         self.routes
             .keys()
@@ -476,6 +544,22 @@ impl Mirror {
             .filter(|p| **p != prefix && p.contains(&prefix))
             .max_by_key(|p| p.prefix_len())
             .and_then(|p| self.routes_at(LOCAL_TABLE, *p))
+    }
+
+    /// The egress ifindexes the mirrored routes' paths leave through.
+    pub fn route_oifs(&self) -> Vec<u32> {
+        self.route_oifs
+            .borrow_mut()
+            .get_or_insert_with(|| self.count_route_oifs())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The count of paths per egress ifindex as kept between events (`None`: to be taken).
+    #[cfg(test)]
+    pub(crate) fn kept_route_oifs(&self) -> Option<HashMap<u32, u32>> {
+        self.route_oifs.borrow().clone()
     }
 
     pub fn nexthop(&self, id: u32) -> Option<&NexthopInfo> {

@@ -1,9 +1,8 @@
 //! The plan: what the data plane should hold, derived from the mirror and the resolved VRFs, in
 //! the kernel's identities (VRF names, tables, ifindexes, prefixes) and never in map slots.
-//! [`Engine`] keeps the mirror and derives a full [`Plan`] or, after events, a [`ChangeSet`];
-//! [`crate::writer::MapWriter`] turns either into map writes.
+//! A [`Planner`] (lent by [`crate::engine::Engine`]) derives a full [`Plan`] or, after events,
+//! a [`ChangeSet`]; [`crate::writer::MapWriter`] turns either into map writes.
 use std::{
-    cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
@@ -12,17 +11,16 @@ use ipnet::IpNet;
 use vrf_common::MAX_PATHS;
 
 use crate::{
-    config::DeclaredVrf,
     mirror::{Dirty, LinkSysctl, Mirror, SysctlReader, LOCAL_TABLE},
-    model::{
-        KernelEvent, KernelSnapshot, LinkInfo, NexthopKind, PathInfo, RouteInfo, RouteKind,
-        RuleInfo, VlanProtocol,
-    },
-    netfilter::NetfilterState,
+    model::{LinkInfo, NexthopKind, PathInfo, RouteInfo, RouteKind, VlanProtocol},
     sysctl::SysctlState,
-    vrfs::{self, is_vrf_device, KernelFacts, VrfView},
-    xfrm::XfrmState,
+    vrfs::{is_vrf_device, VrfView},
 };
+
+/// bench/src/control.rs imports the engine from here, where it lived; [`crate::engine`] is its
+/// home now.
+#[doc(hidden)]
+pub use crate::engine::Engine;
 
 /// Everything the maps should hold.
 #[derive(Clone, Debug, Default)]
@@ -131,159 +129,24 @@ pub struct Path {
     pub nhid: Option<u32>,
 }
 
-/// The mirror and everything derived from it between events.
-pub struct Engine {
-    declared: Vec<DeclaredVrf>,
-    mirror: Mirror,
-    sysctl: SysctlReader,
+/// What planning reads: the engine's mirror and resolved VRFs, lent for one plan or change set.
+pub struct Planner<'a> {
+    pub mirror: &'a Mirror,
+    pub vrfs: &'a [VrfView],
+    /// Member ifindex → its VRF's table.
+    pub member_tables: &'a HashMap<u32, u32>,
+    /// Reads a link's sysctls now (they send no events).
+    pub sysctl: &'a SysctlReader,
     /// The followed sysctls by ifindex; when set, they replace `sysctl` (a link missing from
     /// them, e.g. created since the last reading, gets the values that pass to the kernel).
-    sysctls: Option<SysctlState>,
-    /// Netfilter, IPsec and the operator's bypasses: kernel facts like links and routes.
-    facts: KernelFacts,
-    vrfs: Vec<VrfView>,
-    /// Member ifindex → its VRF's table.
-    member_tables: HashMap<u32, u32>,
-    /// Paths of mirrored routes per egress ifindex, kept as route events come and go so that
-    /// planning the links (every sysctl poll) is proportional to the links, not the routes;
-    /// `None` after an event that changes routes wholesale (a link or nexthop going away):
-    /// the next [`links`](Engine::links) counts them again, once.
-    route_oifs: RefCell<Option<HashMap<u32, u32>>>,
+    pub sysctls: Option<&'a SysctlState>,
 }
 
-impl Engine {
-    pub fn new(declared: Vec<DeclaredVrf>, sysctl: SysctlReader) -> Self {
-        Engine {
-            declared,
-            mirror: Mirror::default(),
-            sysctl,
-            sysctls: None,
-            facts: KernelFacts::default(),
-            vrfs: Vec::new(),
-            member_tables: HashMap::new(),
-            route_oifs: RefCell::new(None),
-        }
-    }
-
-    /// Replace the mirror with a fresh dump.
-    pub fn load(&mut self, mut snap: KernelSnapshot) {
-        self.mirror = Mirror::new(&mut snap);
-        self.resolve();
-        let tables = self.vrfs.iter().map(|v| v.table).collect();
-        self.mirror.load_routes(tables, snap.routes);
-        *self.route_oifs.get_mut() = None;
-    }
-
-    /// Apply one kernel event to the mirror and say what must be planned again.
-    pub fn apply(&mut self, event: KernelEvent) -> Dirty {
-        // A route event changes the routes at its own key only: count their paths before and
-        // after. Events that may drop routes elsewhere (a link down or gone, a nexthop gone)
-        // leave the count to be taken again.
-        let key = match &event {
-            KernelEvent::NewRoute(r)
-            | KernelEvent::AppendRoute(r)
-            | KernelEvent::PrependRoute(r)
-            | KernelEvent::DelRoute(r) => Some((r.table, r.prefix)),
-            _ => None,
-        };
-        let wholesale = match &event {
-            // The mirror evicts routes and flushes nexthops of a link that goes (admin) down.
-            KernelEvent::NewLink(l) => self
-                .mirror
-                .link(l.ifindex)
-                .is_some_and(|o| o.admin_up && (!l.admin_up || (o.up && !l.up))),
-            KernelEvent::DelLink(_) | KernelEvent::DelNexthop(_) => true,
-            _ => false,
-        };
-        let before = key.map(|(t, p)| self.oifs_at(t, p)).unwrap_or_default();
-        let mut dirty = self.mirror.apply(event);
-        if wholesale {
-            *self.route_oifs.get_mut() = None;
-        } else if let Some((t, p)) = key.filter(|_| self.route_oifs.get_mut().is_some()) {
-            let after = self.oifs_at(t, p);
-            if let Some(counts) = self.route_oifs.get_mut() {
-                for i in before {
-                    if let Some(n) = counts.get_mut(&i) {
-                        *n -= 1;
-                        if *n == 0 {
-                            counts.remove(&i);
-                        }
-                    }
-                }
-                for i in after {
-                    *counts.entry(i).or_default() += 1;
-                }
-            }
-        }
-        if dirty.links {
-            self.resolve();
-            if self.tables() != *self.mirror.tables() {
-                dirty.resync = true;
-            }
-        }
-        dirty
-    }
-
-    /// A reloaded configuration's declared VRFs (the next [`load`](Self::load) resolves them).
-    pub fn set_declared(&mut self, declared: Vec<DeclaredVrf>) {
-        self.declared = declared;
-    }
-
-    /// Take a fresh rules dump (after [`Dirty::rules`]); the VRFs' rule checks follow.
-    pub fn load_rules(&mut self, rules: Vec<RuleInfo>) {
-        self.mirror.load_rules(rules);
-        self.resolve();
-    }
-
-    /// Follow the sysctls from here on (the watcher's state); the links' plans change.
-    pub fn set_sysctls(&mut self, state: SysctlState) {
-        self.sysctls = Some(state);
-    }
-
-    /// A new netfilter reading: the VRFs' netfilter reasons follow.
-    pub fn set_netfilter(&mut self, state: NetfilterState) {
-        self.facts.netfilter = state;
-        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
-    }
-
-    /// A new xfrm reading: the VRFs' IPsec reasons follow.
-    pub fn set_xfrm(&mut self, state: XfrmState) {
-        self.facts.xfrm = state;
-        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
-    }
-
-    /// VRFs (by name) whose netfilter the operator bypassed.
-    pub fn set_netfilter_bypass(&mut self, names: BTreeSet<String>) {
-        self.facts.netfilter_bypass = names;
-        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
-    }
-
-    fn resolve(&mut self) {
-        self.vrfs = vrfs::resolve(&self.declared, &self.mirror);
-        vrfs::kernel_checks(&mut self.vrfs, &self.facts, &self.mirror);
-        self.member_tables = self
-            .vrfs
-            .iter()
-            .flat_map(|v| v.members.iter().map(move |m| (*m, v.table)))
-            .collect();
-    }
-
-    fn tables(&self) -> BTreeSet<u32> {
-        self.vrfs.iter().map(|v| v.table).collect()
-    }
-
-    pub fn mirror(&self) -> &Mirror {
-        &self.mirror
-    }
-
-    pub fn vrfs(&self) -> &[VrfView] {
-        &self.vrfs
-    }
-
+impl Planner<'_> {
     /// The whole plan.
     pub fn plan(&self) -> Plan {
         Plan {
-            vrfs: self.vrfs.clone(),
+            vrfs: self.vrfs.to_vec(),
             links: self.links(),
             routes: self.routes(),
             neighbours: self
@@ -297,7 +160,7 @@ impl Engine {
 
     /// The plan for what `dirty` names (routes and neighbours; links and VRFs need [`plan`]).
     ///
-    /// [`plan`]: Engine::plan
+    /// [`plan`]: Planner::plan
     pub fn changes(&self, dirty: &Dirty) -> ChangeSet {
         ChangeSet {
             routes: dirty
@@ -318,7 +181,7 @@ impl Engine {
     pub fn links(&self) -> BTreeMap<u32, LinkPlan> {
         let mut out = BTreeMap::new();
         let mut vrf_of_member = BTreeMap::new();
-        for v in &self.vrfs {
+        for v in self.vrfs {
             for m in &v.members {
                 vrf_of_member.insert(*m, &v.name);
             }
@@ -334,14 +197,7 @@ impl Engine {
             NexthopKind::Single { oif, .. } => Some(oif),
             _ => None,
         });
-        let route_oifs: Vec<u32> = self
-            .route_oifs
-            .borrow_mut()
-            .get_or_insert_with(|| self.count_route_oifs())
-            .keys()
-            .copied()
-            .collect();
-        for ifindex in route_oifs.into_iter().chain(nexthop_oifs) {
+        for ifindex in self.mirror.route_oifs().into_iter().chain(nexthop_oifs) {
             if out.contains_key(&ifindex) || vrf_of_member.contains_key(&ifindex) {
                 continue;
             }
@@ -357,25 +213,6 @@ impl Engine {
         }
         self.plan_ports(&mut out);
         out
-    }
-
-    /// The egress ifindex of every path of the routes mirrored at (table, prefix).
-    fn oifs_at(&self, table: u32, prefix: IpNet) -> Vec<u32> {
-        self.mirror
-            .routes_at(table, prefix)
-            .into_iter()
-            .flatten()
-            .flat_map(|r| r.paths.iter().map(|p| p.ifindex))
-            .collect()
-    }
-
-    /// Paths per egress ifindex over every mirrored route (after a load or a wholesale change).
-    fn count_route_oifs(&self) -> HashMap<u32, u32> {
-        let mut counts = HashMap::new();
-        for p in self.mirror.routes().flat_map(|r| r.paths.iter()) {
-            *counts.entry(p.ifindex).or_default() += 1;
-        }
-        counts
     }
 
     /// VLAN devices leave through their parent (so it must be a redirect target too); the
@@ -446,7 +283,7 @@ impl Engine {
             up: l.up,
             mtu: l.mtu,
             mac: l.mac.unwrap_or_default(),
-            sysctl: match &self.sysctls {
+            sysctl: match self.sysctls {
                 Some(state) => state.get(&l.ifindex).map_or(
                     // Not read yet: forwarding off and IPv6 disabled both pass to the kernel.
                     LinkSysctl {
@@ -621,7 +458,7 @@ enum NexthopPaths {
     Paths(Vec<(PathInfo, u32)>),
 }
 
-impl Engine {
+impl Planner<'_> {
     /// The paths nexthop `id` gives a route; `None` (the kernel decides) for a nexthop not known
     /// yet, one vrfd does not model, or a resilient group (its bucket table is the kernel's).
     fn nexthop_paths(&self, id: u32) -> Option<NexthopPaths> {
@@ -663,7 +500,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AddrInfo, FwMark, IpFamily, RuleAction};
+    use crate::{
+        config::DeclaredVrf,
+        model::{AddrInfo, FwMark, IpFamily, KernelEvent, KernelSnapshot, RuleAction, RuleInfo},
+    };
 
     fn link(ifindex: u32, name: &str) -> LinkInfo {
         LinkInfo {
@@ -682,6 +522,14 @@ mod tests {
         }
     }
 
+    /// `ifindex` loses its carrier (`admin`: it is set down, too).
+    fn link_down(e: &mut Engine, ifindex: u32, name: &str, admin: bool) -> Dirty {
+        let mut l = link(ifindex, name);
+        l.up = false;
+        l.admin_up = !admin;
+        e.apply(KernelEvent::NewLink(l))
+    }
+
     fn route(
         table: u32,
         prefix: &str,
@@ -689,6 +537,11 @@ mod tests {
         paths: &[(u32, Option<&str>)],
     ) -> RouteInfo {
         RouteInfo::of(table, prefix, kind, paths)
+    }
+
+    /// A unicast route of red's table, 110.
+    fn unicast(prefix: &str, paths: &[(u32, Option<&str>)]) -> RouteInfo {
+        route(110, prefix, RouteKind::Unicast, paths)
     }
 
     /// The `ip rule iif <member> lookup 110` rules vrfd adds for red, both families.
@@ -712,16 +565,20 @@ mod tests {
         out
     }
 
-    fn engine() -> Engine {
-        let red = DeclaredVrf {
+    /// red, table 110, of these members.
+    fn red(interfaces: &[&str]) -> DeclaredVrf {
+        DeclaredVrf {
             name: "red".into(),
             table: 110,
-            interfaces: vec!["r1".into(), "r2".into()],
+            interfaces: interfaces.iter().map(|i| i.to_string()).collect(),
             rule_priority: 1000,
             netfilter: Default::default(),
-        };
+        }
+    }
+
+    fn engine() -> Engine {
         let mut e = Engine::new(
-            vec![red],
+            vec![red(&["r1", "r2"])],
             Box::new(|_| LinkSysctl {
                 forwarding4: true,
                 forwarding6: true,
@@ -732,13 +589,8 @@ mod tests {
         e.load(KernelSnapshot {
             links: vec![link(2, "r1"), link(3, "r2"), link(4, "other")],
             routes: vec![
-                route(110, "10.0.1.0/24", RouteKind::Unicast, &[(2, None)]),
-                route(
-                    110,
-                    "0.0.0.0/0",
-                    RouteKind::Unicast,
-                    &[(2, Some("10.0.1.9")), (3, Some("10.0.2.9"))],
-                ),
+                unicast("10.0.1.0/24", &[(2, None)]),
+                unicast("0.0.0.0/0", &[(2, Some("10.0.1.9")), (3, Some("10.0.2.9"))]),
                 route(LOCAL_TABLE, "10.0.1.1/32", RouteKind::Local, &[(2, None)]),
                 route(254, "10.0.1.0/24", RouteKind::Unicast, &[(4, None)]),
             ],
@@ -756,13 +608,16 @@ mod tests {
         assert_eq!(vrfs[0].members, BTreeSet::from([2, 3]));
         assert_eq!(e.mirror().tables(), &BTreeSet::from([110]));
         // The main table's route is not mirrored.
-        assert!(e.route(254, "10.0.1.0/24".parse().unwrap()).is_none());
+        assert!(e
+            .planner()
+            .route(254, "10.0.1.0/24".parse().unwrap())
+            .is_none());
     }
 
     #[test]
     fn local_table_routes_are_overlaid_into_every_vrf() {
         let e = engine();
-        let all = e.routes();
+        let all = e.planner().routes();
         let local = &all[&(110, "10.0.1.1/32".parse().unwrap())];
         assert_eq!(local.kind, Some(RouteKind::Local));
         assert_eq!(all.len(), 3);
@@ -777,27 +632,35 @@ mod tests {
             RouteKind::Local,
             &[(2, None)],
         )));
-        let r = e.route(110, "10.0.1.0/24".parse().unwrap()).unwrap();
+        let r = e
+            .planner()
+            .route(110, "10.0.1.0/24".parse().unwrap())
+            .unwrap();
         assert_eq!(r.kind, Some(RouteKind::Local));
     }
 
     #[test]
     fn lowest_metric_wins_and_tos_routes_are_left_to_the_kernel() {
         let mut e = engine();
-        let mut worse = route(110, "10.9.0.0/16", RouteKind::Unicast, &[(3, None)]);
+        let mut worse = unicast("10.9.0.0/16", &[(3, None)]);
         worse.metric = 200;
         let better = route(110, "10.9.0.0/16", RouteKind::Blackhole, &[]);
         e.apply(KernelEvent::NewRoute(worse));
         e.apply(KernelEvent::NewRoute(better));
         assert_eq!(
-            e.route(110, "10.9.0.0/16".parse().unwrap()).unwrap().kind,
+            e.planner()
+                .route(110, "10.9.0.0/16".parse().unwrap())
+                .unwrap()
+                .kind,
             Some(RouteKind::Blackhole)
         );
-        let mut tos = route(110, "10.9.0.0/16", RouteKind::Unicast, &[(3, None)]);
+        let mut tos = unicast("10.9.0.0/16", &[(3, None)]);
         tos.tos = 0x10;
         e.apply(KernelEvent::NewRoute(tos));
         assert_eq!(
-            e.route(110, "10.9.0.0/16".parse().unwrap()).unwrap(),
+            e.planner()
+                .route(110, "10.9.0.0/16".parse().unwrap())
+                .unwrap(),
             RoutePlan::TO_KERNEL
         );
     }
@@ -805,12 +668,12 @@ mod tests {
     #[test]
     fn link_down_evicts_single_path_ipv4_routes_and_drops_dead_paths() {
         let mut e = engine();
-        let mut down = link(3, "r2");
-        down.up = false;
-        down.admin_up = false;
-        let dirty = e.apply(KernelEvent::NewLink(down));
+        let dirty = link_down(&mut e, 3, "r2", true);
         assert!(dirty.links);
-        let default = e.route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
+        let default = e
+            .planner()
+            .route(110, "0.0.0.0/0".parse().unwrap())
+            .unwrap();
         assert_eq!(
             default.paths.len(),
             1,
@@ -824,10 +687,11 @@ mod tests {
         // RTNH_F_LINKDOWN keeps the path in the kernel's hash (unless
         // ignore_routes_with_linkdown): its flows are the kernel's to drop, not ours to move.
         let mut e = engine();
-        let mut no_carrier = link(3, "r2");
-        no_carrier.up = false;
-        e.apply(KernelEvent::NewLink(no_carrier));
-        let default = e.route(110, "0.0.0.0/0".parse().unwrap()).unwrap();
+        link_down(&mut e, 3, "r2", false);
+        let default = e
+            .planner()
+            .route(110, "0.0.0.0/0".parse().unwrap())
+            .unwrap();
         assert_eq!(default, RoutePlan::TO_KERNEL);
     }
 
@@ -835,44 +699,27 @@ mod tests {
     fn multipath_paths_become_nexthops_and_deletion_removes_the_prefix() {
         let mut e = engine();
         let p: IpNet = "0.0.0.0/0".parse().unwrap();
-        assert_eq!(e.route(110, p).unwrap().paths.len(), 2);
-        let dirty = e.apply(KernelEvent::DelRoute(route(
-            110,
-            "0.0.0.0/0",
-            RouteKind::Unicast,
-            &[],
-        )));
+        assert_eq!(e.planner().route(110, p).unwrap().paths.len(), 2);
+        let dirty = e.apply(KernelEvent::DelRoute(unicast("0.0.0.0/0", &[])));
         assert!(dirty.routes.contains(&(110, p)));
-        assert!(e.route(110, p).is_none());
+        assert!(e.planner().route(110, p).is_none());
     }
 
     #[test]
     fn an_ipv6_delete_of_one_path_keeps_the_others() {
         let mut e = engine();
-        let two = route(
-            110,
-            "fd00:9::/64",
-            RouteKind::Unicast,
-            &[(2, Some("fe80::1")), (3, Some("fe80::2"))],
-        );
+        let two = unicast("fd00:9::/64", &[(2, Some("fe80::1")), (3, Some("fe80::2"))]);
         e.apply(KernelEvent::NewRoute(two));
-        let one = route(
-            110,
-            "fd00:9::/64",
-            RouteKind::Unicast,
-            &[(3, Some("fe80::2"))],
-        );
+        let one = unicast("fd00:9::/64", &[(3, Some("fe80::2"))]);
         e.apply(KernelEvent::DelRoute(one.clone()));
-        let left = e.route(110, one.prefix).unwrap();
+        let left = e.planner().route(110, one.prefix).unwrap();
         assert_eq!(left.paths.len(), 1);
         assert_eq!(left.paths[0].ifindex, 2);
-        e.apply(KernelEvent::DelRoute(route(
-            110,
+        e.apply(KernelEvent::DelRoute(unicast(
             "fd00:9::/64",
-            RouteKind::Unicast,
             &[(2, Some("fe80::1"))],
         )));
-        assert!(e.route(110, one.prefix).is_none());
+        assert!(e.planner().route(110, one.prefix).is_none());
     }
 
     #[test]
@@ -958,26 +805,18 @@ mod tests {
                     && v.local_marked.of(IpFamily::V6).is_empty(),
             )
         };
-        // `oif vrf-red`, `iif lo`: the output lookup carries both.
-        assert_eq!(
-            judge(&mut e, ahead(Some("vrf-red"), None, 0)),
-            (true, false, true)
-        );
-        assert_eq!(
-            judge(&mut e, ahead(None, Some("lo"), 0)),
-            (true, false, true)
-        );
-        // Another VRF's device, a member as iif: not the host's traffic in red.
-        assert_eq!(
-            judge(&mut e, ahead(Some("vrf-blue"), None, 0)),
-            (false, false, true)
-        );
-        assert_eq!(
-            judge(&mut e, ahead(None, Some("r1"), 0)),
-            (false, false, true)
-        );
-        // A mark: only what a socket marks.
-        assert_eq!(judge(&mut e, ahead(None, None, 0x42)), (false, true, true));
+        for (rule, want) in [
+            // `oif vrf-red`, `iif lo`: the output lookup carries both.
+            (ahead(Some("vrf-red"), None, 0), (true, false, true)),
+            (ahead(None, Some("lo"), 0), (true, false, true)),
+            // Another VRF's device, a member as iif: not the host's traffic in red.
+            (ahead(Some("vrf-blue"), None, 0), (false, false, true)),
+            (ahead(None, Some("r1"), 0), (false, false, true)),
+            // A mark: only what a socket marks.
+            (ahead(None, None, 0x42), (false, true, true)),
+        ] {
+            assert_eq!(judge(&mut e, rule.clone()), want, "{rule:?}");
+        }
         // After the l3mdev rule: never reached.
         let mut late = ahead(None, None, 0);
         late.priority = 2000;
@@ -1015,59 +854,47 @@ mod tests {
                 .chain(after)
                 .collect::<Vec<_>>()
         };
-        // Equal priority: the kernel's list order decides (earlier is evaluated first).
-        assert!(degraded(with(
-            vec![from_rule(1000, any, RuleAction::ToTable)],
-            vec![]
-        )));
-        assert!(!degraded(with(
-            vec![],
-            vec![from_rule(1000, any, RuleAction::ToTable)]
-        )));
-        // Lower priority, wherever the dump would list it.
-        assert!(degraded(with(
-            vec![from_rule(999, any, RuleAction::ToTable)],
-            vec![]
-        )));
-        // Forwarded packets carry mark 0: a mark that excludes it cannot match...
-        let mark1 = FwMark {
-            mark: 1,
-            mask: u32::MAX,
-        };
-        assert!(!degraded(with(
-            vec![from_rule(999, mark1, RuleAction::ToTable)],
-            vec![]
-        )));
-        let masked = FwMark {
-            mark: 0x100,
-            mask: 0xff00,
-        };
-        assert!(!degraded(with(
-            vec![from_rule(999, masked, RuleAction::ToTable)],
-            vec![]
-        )));
-        // ...a mask that lets mark 0 through can.
-        let zero = FwMark {
-            mark: 0,
-            mask: 0xff,
-        };
-        assert!(degraded(with(
-            vec![from_rule(999, zero, RuleAction::ToTable)],
-            vec![]
-        )));
-        // nop decides nothing; goto and verdicts do.
-        assert!(!degraded(with(
-            vec![from_rule(999, any, RuleAction::Nop)],
-            vec![]
-        )));
-        assert!(degraded(with(
-            vec![from_rule(999, any, RuleAction::Goto)],
-            vec![]
-        )));
-        assert!(degraded(with(
-            vec![from_rule(999, any, RuleAction::Verdict)],
-            vec![]
-        )));
+        let mark = |mark, mask| FwMark { mark, mask };
+        let ahead =
+            |priority, fwmark, action| with(vec![from_rule(priority, fwmark, action)], vec![]);
+        for (rules, want, case) in [
+            // Equal priority: the kernel's list order decides (earlier is evaluated first).
+            (
+                ahead(1000, any, RuleAction::ToTable),
+                true,
+                "equal priority, listed first",
+            ),
+            (
+                with(vec![], vec![from_rule(1000, any, RuleAction::ToTable)]),
+                false,
+                "equal priority, listed after",
+            ),
+            // Lower priority, wherever the dump would list it.
+            (ahead(999, any, RuleAction::ToTable), true, "lower priority"),
+            // Forwarded packets carry mark 0: a mark that excludes it cannot match...
+            (
+                ahead(999, mark(1, u32::MAX), RuleAction::ToTable),
+                false,
+                "mark 1",
+            ),
+            (
+                ahead(999, mark(0x100, 0xff00), RuleAction::ToTable),
+                false,
+                "mark 0x100/0xff00",
+            ),
+            // ...a mask that lets mark 0 through can.
+            (
+                ahead(999, mark(0, 0xff), RuleAction::ToTable),
+                true,
+                "mark 0/0xff",
+            ),
+            // nop decides nothing; goto and verdicts do.
+            (ahead(999, any, RuleAction::Nop), false, "nop"),
+            (ahead(999, any, RuleAction::Goto), true, "goto"),
+            (ahead(999, any, RuleAction::Verdict), true, "verdict"),
+        ] {
+            assert_eq!(degraded(rules), want, "{case}");
+        }
     }
 
     #[test]
@@ -1085,25 +912,19 @@ mod tests {
     fn ipv4_multipath_routes_go_when_their_last_path_goes_admin_down() {
         let mut e = engine();
         let p: IpNet = "0.0.0.0/0".parse().unwrap();
-        let mut down2 = link(2, "r1");
-        down2.admin_up = false;
-        down2.up = false;
-        e.apply(KernelEvent::NewLink(down2));
+        link_down(&mut e, 2, "r1", true);
         assert!(
-            e.route(110, p).is_some(),
+            e.planner().route(110, p).is_some(),
             "one path left: the kernel keeps the route"
         );
-        let mut down3 = link(3, "r2");
-        down3.admin_up = false;
-        down3.up = false;
-        e.apply(KernelEvent::NewLink(down3));
+        link_down(&mut e, 3, "r2", true);
         assert!(
-            e.route(110, p).is_none(),
+            e.planner().route(110, p).is_none(),
             "every path dead: the kernel deleted it"
         );
         e.apply(KernelEvent::NewLink(link(2, "r1")));
         assert!(
-            e.route(110, p).is_none(),
+            e.planner().route(110, p).is_none(),
             "and it does not come back with the link"
         );
     }
@@ -1111,11 +932,12 @@ mod tests {
     #[test]
     fn losing_only_the_carrier_keeps_ipv4_routes() {
         let mut e = engine();
-        let mut no_carrier = link(2, "r1");
-        no_carrier.up = false;
-        e.apply(KernelEvent::NewLink(no_carrier));
+        link_down(&mut e, 2, "r1", false);
         e.apply(KernelEvent::NewLink(link(2, "r1")));
-        let r = e.route(110, "10.0.1.0/24".parse().unwrap()).unwrap();
+        let r = e
+            .planner()
+            .route(110, "10.0.1.0/24".parse().unwrap())
+            .unwrap();
         assert_eq!(r.paths[0].ifindex, 2);
     }
 
@@ -1123,25 +945,18 @@ mod tests {
     fn an_appended_ipv4_route_does_not_displace_the_one_the_kernel_uses() {
         let mut e = engine();
         let p: IpNet = "10.0.1.0/24".parse().unwrap();
-        e.apply(KernelEvent::AppendRoute(route(
-            110,
+        e.apply(KernelEvent::AppendRoute(unicast(
             "10.0.1.0/24",
-            RouteKind::Unicast,
             &[(3, None)],
         )));
         assert_eq!(
-            e.route(110, p).unwrap().paths[0].ifindex,
+            e.planner().route(110, p).unwrap().paths[0].ifindex,
             2,
             "the first stays in use"
         );
-        e.apply(KernelEvent::NewRoute(route(
-            110,
-            "10.0.1.0/24",
-            RouteKind::Unicast,
-            &[(3, None)],
-        )));
+        e.apply(KernelEvent::NewRoute(unicast("10.0.1.0/24", &[(3, None)])));
         assert_eq!(
-            e.route(110, p).unwrap().paths[0].ifindex,
+            e.planner().route(110, p).unwrap().paths[0].ifindex,
             3,
             "a replace takes over"
         );
@@ -1153,46 +968,38 @@ mod tests {
         let mut e = engine();
         let p: IpNet = "10.9.0.0/16".parse().unwrap();
         let unreachable = route(110, "10.9.0.0/16", RouteKind::Unreachable, &[]);
-        let via = route(
-            110,
-            "10.9.0.0/16",
-            RouteKind::Unicast,
-            &[(3, Some("10.0.2.2"))],
-        );
+        let via = unicast("10.9.0.0/16", &[(3, Some("10.0.2.2"))]);
         e.apply(KernelEvent::NewRoute(unreachable));
         e.apply(KernelEvent::AppendRoute(via.clone()));
-        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Unreachable));
+        assert_eq!(
+            e.planner().route(110, p).unwrap().kind,
+            Some(RouteKind::Unreachable)
+        );
         let d = e.apply(KernelEvent::DelRoute(via));
         assert!(!d.resync, "the notification names the alias");
-        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Unreachable));
+        assert_eq!(
+            e.planner().route(110, p).unwrap().kind,
+            Some(RouteKind::Unreachable)
+        );
     }
 
     #[test]
     fn ipv6_routes_of_one_metric_are_left_to_the_kernel() {
         let mut e = engine();
         let p: IpNet = "2001:db8:9::/48".parse().unwrap();
-        let gw = route(
-            110,
-            "2001:db8:9::/48",
-            RouteKind::Unicast,
-            &[(2, Some("fe80::2"))],
-        );
+        let gw = unicast("2001:db8:9::/48", &[(2, Some("fe80::2"))]);
         e.apply(KernelEvent::NewRoute(gw.clone()));
-        assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
-        e.apply(KernelEvent::AppendRoute(route(
-            110,
+        assert_eq!(e.planner().route(110, p).unwrap().paths[0].ifindex, 2);
+        e.apply(KernelEvent::AppendRoute(unicast(
             "2001:db8:9::/48",
-            RouteKind::Unicast,
             &[(3, None)],
         )));
-        assert_eq!(e.route(110, p).unwrap(), RoutePlan::TO_KERNEL);
-        e.apply(KernelEvent::DelRoute(route(
-            110,
+        assert_eq!(e.planner().route(110, p).unwrap(), RoutePlan::TO_KERNEL);
+        e.apply(KernelEvent::DelRoute(unicast(
             "2001:db8:9::/48",
-            RouteKind::Unicast,
             &[(3, None)],
         )));
-        assert_eq!(e.route(110, p).unwrap().paths[0].ifindex, 2);
+        assert_eq!(e.planner().route(110, p).unwrap().paths[0].ifindex, 2);
     }
 
     /// r0.100 (ifindex 10) in red on trunk r0 (4, "other"), and bond0 (20) in red over 21, 22.
@@ -1220,17 +1027,11 @@ mod tests {
             slave.bond_backup = s == 23;
             e.apply(KernelEvent::NewLink(slave));
         }
-        let mut members = vec![
-            "r1".to_string(),
-            "r2".into(),
-            "r0.100".into(),
-            "bond0".into(),
-        ];
+        let mut members = vec!["r1", "r2", "r0.100", "bond0"];
         if member_trunk {
-            members.push("other".into());
+            members.push("other");
         }
-        e.declared[0].interfaces = members;
-        e.resolve();
+        e.redeclare(vec![red(&members)]);
         e
     }
 
@@ -1285,10 +1086,10 @@ mod tests {
         assert!(trunk.trunk && trunk.tags_hidden);
         // rx-vlan-offload on a NIC (no kind) that is no member.
         let mut e = vlan_and_bond_engine("", false);
-        e.sysctl = Box::new(|_| LinkSysctl {
+        e.set_sysctl_reader(Box::new(|_| LinkSysctl {
             rx_vlan_offload: true,
             ..Default::default()
-        });
+        }));
         assert!(e.plan().links[&4].tags_hidden);
     }
 
@@ -1328,7 +1129,7 @@ mod tests {
     #[test]
     fn members_and_egress_links_get_their_flags() {
         let e = engine();
-        let links = e.links();
+        let links = e.planner().links();
         assert_eq!(links[&2].role, LinkRole::Member { vrf: "red".into() });
         assert!(links[&2].up && links[&2].sysctl.forwarding4 && links[&2].sysctl.forwarding6);
         assert!(
@@ -1340,33 +1141,23 @@ mod tests {
     #[test]
     fn egress_links_follow_route_events_without_walking_the_routes() {
         let mut e = engine();
-        assert!(!e.links().contains_key(&4));
-        let via4 = route(
-            110,
-            "10.9.0.0/16",
-            RouteKind::Unicast,
-            &[(4, Some("10.0.1.7"))],
-        );
+        assert!(!e.planner().links().contains_key(&4));
+        let via4 = unicast("10.9.0.0/16", &[(4, Some("10.0.1.7"))]);
         e.apply(KernelEvent::NewRoute(via4.clone()));
-        assert_eq!(e.links()[&4].role, LinkRole::Egress);
+        assert_eq!(e.planner().links()[&4].role, LinkRole::Egress);
         // A second route through it, then both gone: the link goes with the last.
-        let also = route(110, "10.8.0.0/16", RouteKind::Unicast, &[(4, None)]);
+        let also = unicast("10.8.0.0/16", &[(4, None)]);
         e.apply(KernelEvent::NewRoute(also.clone()));
         e.apply(KernelEvent::DelRoute(via4));
-        assert!(e.links().contains_key(&4));
+        assert!(e.planner().links().contains_key(&4));
         e.apply(KernelEvent::DelRoute(also));
-        assert!(!e.links().contains_key(&4));
+        assert!(!e.planner().links().contains_key(&4));
         // A replace moves the path: the count follows the route at its key.
-        e.apply(KernelEvent::NewRoute(route(
-            110,
-            "10.0.1.0/24",
-            RouteKind::Unicast,
-            &[(4, None)],
-        )));
-        assert!(e.links().contains_key(&4));
+        e.apply(KernelEvent::NewRoute(unicast("10.0.1.0/24", &[(4, None)])));
+        assert!(e.planner().links().contains_key(&4));
         assert_eq!(
-            e.route_oifs.borrow().clone(),
-            Some(e.count_route_oifs()),
+            e.mirror().kept_route_oifs(),
+            Some(e.mirror().count_route_oifs()),
             "the kept count is the one a walk gives"
         );
     }
@@ -1407,13 +1198,13 @@ mod tests {
         let mut e = engine();
         let p: IpNet = "10.7.0.0/16".parse().unwrap();
         e.apply(nh_route("10.7.0.0/16", 11));
-        assert_eq!(e.route(110, p).unwrap(), RoutePlan::TO_KERNEL);
+        assert_eq!(e.planner().route(110, p).unwrap(), RoutePlan::TO_KERNEL);
         let dirty = e.apply(single(11, 3, "10.0.2.9"));
         assert!(dirty.routes.contains(&(110, p)), "the waiting route moves");
-        let r = e.route(110, p).unwrap();
+        let r = e.planner().route(110, p).unwrap();
         assert_eq!(r.kind, Some(RouteKind::Unicast));
         assert_eq!(r.paths[0].ifindex, 3);
-        assert!(e.links().contains_key(&3));
+        assert!(e.planner().links().contains_key(&3));
     }
 
     #[test]
@@ -1425,7 +1216,8 @@ mod tests {
         e.apply(group(21, &[(11, 1), (12, 3)]));
         e.apply(nh_route("10.7.0.0/16", 21));
         let weights = |e: &Engine| -> Vec<(u32, u32)> {
-            e.route(110, p)
+            e.planner()
+                .route(110, p)
                 .unwrap()
                 .paths
                 .iter()
@@ -1437,7 +1229,7 @@ mod tests {
         let dirty = e.apply(single(12, 2, "10.0.1.8"));
         assert!(dirty.routes.contains(&(110, p)));
         assert_eq!(
-            e.route(110, p).unwrap().paths[1].gateway,
+            e.planner().route(110, p).unwrap().paths[1].gateway,
             Some("10.0.1.8".parse().unwrap())
         );
         // Group membership changed.
@@ -1446,7 +1238,7 @@ mod tests {
         // Deleting the last member takes the group and its routes, with no DelRoute.
         let dirty = e.apply(KernelEvent::DelNexthop(11));
         assert!(dirty.routes.contains(&(110, p)));
-        assert!(e.route(110, p).is_none());
+        assert!(e.planner().route(110, p).is_none());
         assert!(e.mirror().nexthop(21).is_none());
     }
 
@@ -1460,16 +1252,22 @@ mod tests {
             kind: NexthopKind::Blackhole,
         }));
         e.apply(nh_route("10.7.0.0/16", 14));
-        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Blackhole));
+        assert_eq!(
+            e.planner().route(110, p).unwrap().kind,
+            Some(RouteKind::Blackhole)
+        );
         // As the kernel reports it: type blackhole, nhid 14.
         let mut reported = route(110, "10.7.0.0/16", RouteKind::Blackhole, &[]);
         reported.nexthop_id = Some(14);
         e.apply(KernelEvent::NewRoute(reported));
-        assert_eq!(e.route(110, p).unwrap().kind, Some(RouteKind::Blackhole));
+        assert_eq!(
+            e.planner().route(110, p).unwrap().kind,
+            Some(RouteKind::Blackhole)
+        );
         // The blackhole replaced by a gateway (compat mode 0: no route message): the report is
         // stale or the route a blackhole of its own; the kernel decides.
         e.apply(single(14, 2, "10.0.1.9"));
-        assert_eq!(e.route(110, p).unwrap(), RoutePlan::TO_KERNEL);
+        assert_eq!(e.planner().route(110, p).unwrap(), RoutePlan::TO_KERNEL);
         e.apply(single(11, 2, "10.0.1.9"));
         e.apply(KernelEvent::NewNexthop(crate::model::NexthopInfo {
             id: 22,
@@ -1481,7 +1279,7 @@ mod tests {
         }));
         e.apply(nh_route("10.7.0.0/16", 22));
         assert_eq!(
-            e.route(110, p).unwrap(),
+            e.planner().route(110, p).unwrap(),
             RoutePlan::TO_KERNEL,
             "the kernel's buckets"
         );
@@ -1493,26 +1291,24 @@ mod tests {
         let p: IpNet = "10.7.0.0/16".parse().unwrap();
         e.apply(single(12, 3, "10.0.2.9"));
         e.apply(nh_route("10.7.0.0/16", 12));
-        let mut down = link(3, "r2");
-        down.admin_up = false;
-        down.up = false;
-        e.apply(KernelEvent::NewLink(down));
+        link_down(&mut e, 3, "r2", true);
         assert!(e.mirror().nexthop(12).is_none());
-        assert!(e.route(110, p).is_none());
+        assert!(e.planner().route(110, p).is_none());
     }
 
     #[test]
     fn unequal_multipath_weights_reach_the_plan() {
         let mut e = engine();
-        let mut r = route(
-            110,
+        let mut r = unicast(
             "10.8.0.0/16",
-            RouteKind::Unicast,
             &[(2, Some("10.0.1.9")), (3, Some("10.0.2.9"))],
         );
         r.paths[1].weight = 3;
         e.apply(KernelEvent::NewRoute(r));
-        let plan = e.route(110, "10.8.0.0/16".parse().unwrap()).unwrap();
+        let plan = e
+            .planner()
+            .route(110, "10.8.0.0/16".parse().unwrap())
+            .unwrap();
         assert_eq!(
             plan.paths.iter().map(|p| p.weight).collect::<Vec<_>>(),
             [1, 3]
@@ -1558,7 +1354,7 @@ mod tests {
         s.forwarding4 = true;
         s.disable_ipv6 = true;
         e.set_sysctls(crate::sysctl::SysctlState::from([(2, s)]));
-        let links = e.links();
+        let links = e.planner().links();
         assert!(links[&2].sysctl.forwarding4 && links[&2].sysctl.disable_ipv6);
         assert!(!links[&3].sysctl.forwarding4 && links[&3].sysctl.disable_ipv6);
     }

@@ -304,30 +304,17 @@ const NAME_WIDTH: usize = 16;
 /// non-zero reasons.
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
-    let header = format!(
-        "{:<w$} {:>10}  {:^16}  {:^16}  {:^16}  {:^16}",
-        "VRF",
-        "TABLE",
-        "RX",
-        "FORWARDED",
-        "PASSED",
-        "DROPPED",
-        w = NAME_WIDTH
-    );
-    let _ = writeln!(out, "{}", header.trim_end());
-    let _ = writeln!(
-        out,
-        "{:<w$} {:>10}  {}",
-        "",
-        "",
-        ["packets    bytes"; 4].join("  "),
-        w = NAME_WIDTH
+    let lead = |name: &str, table: &str| format!("{name:<w$} {table:>10}", w = NAME_WIDTH);
+    header(
+        &mut out,
+        [lead("VRF", "TABLE"), lead("", "")],
+        16,
+        "packets    bytes",
     );
     for v in &report.vrfs {
         counts_row(&mut out, &v.name, &v.table.to_string(), &v.totals);
         for m in v.interfaces.iter().flatten() {
-            let name = format!("  {}{}", m.name, if m.up { "" } else { " (down)" });
-            counts_row(&mut out, &name, "", &m.totals);
+            counts_row(&mut out, &member_name(m), "", &m.totals);
         }
         let reasons: Vec<String> = v
             .totals
@@ -381,10 +368,35 @@ pub fn nexthops_table(nexthops: &[NexthopStats]) -> String {
     out
 }
 
+/// The counts' columns, in both tables: what arrived, then each action.
+const COLUMNS: [(Action, &str); 4] = [
+    (Action::None, "RX"),
+    (Action::Forward, "FORWARDED"),
+    (Action::Pass, "PASSED"),
+    (Action::Drop, "DROPPED"),
+];
+
+/// A table's two header lines: `lead` (the columns before the counts), then each count's title
+/// centred on `width`, and `units` under each.
+fn header(out: &mut String, lead: [String; 2], width: usize, units: &str) {
+    let titles: Vec<String> = COLUMNS
+        .iter()
+        .map(|(_, t)| format!("{t:^width$}"))
+        .collect();
+    let titles = format!("{}  {}", lead[0], titles.join("  "));
+    let _ = writeln!(out, "{}", titles.trim_end());
+    let _ = writeln!(out, "{}  {}", lead[1], [units; 4].join("  "));
+}
+
+/// A member's row name: indented under its VRF, marked when down.
+fn member_name(m: &InterfaceStats) -> String {
+    format!("  {}{}", m.name, if m.up { "" } else { " (down)" })
+}
+
 fn counts_row(out: &mut String, name: &str, table: &str, t: &Totals) {
-    let cells: Vec<String> = [Action::None, Action::Forward, Action::Pass, Action::Drop]
+    let cells: Vec<String> = COLUMNS
         .into_iter()
-        .map(|a| {
+        .map(|(a, _)| {
             let c = t.action(a);
             format!("{:>7} {:>8}", human(c.packets as f64), human_bytes(c.bytes))
         })
@@ -402,27 +414,17 @@ fn counts_row(out: &mut String, name: &str, table: &str, t: &Totals) {
 pub fn rates_table(before: &Report, after: &Report, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let mut out = String::new();
-    let header = format!(
-        "{:<w$}  {:^21}  {:^21}  {:^21}  {:^21}",
-        "VRF",
-        "RX",
-        "FORWARDED",
-        "PASSED",
-        "DROPPED",
-        w = NAME_WIDTH
-    );
-    let _ = writeln!(out, "{}", header.trim_end());
-    let _ = writeln!(
-        out,
-        "{:<w$}  {}",
-        "",
-        ["packets/s      bits/s"; 4].join("  "),
-        w = NAME_WIDTH
+    let lead = |name: &str| format!("{name:<w$}", w = NAME_WIDTH);
+    header(
+        &mut out,
+        [lead("VRF"), lead("")],
+        21,
+        "packets/s      bits/s",
     );
     let row = |out: &mut String, name: &str, now: &Totals, then: Option<&Totals>| {
-        let cells: Vec<String> = [Action::None, Action::Forward, Action::Pass, Action::Drop]
+        let cells: Vec<String> = COLUMNS
             .into_iter()
-            .map(|a| match then {
+            .map(|(a, _)| match then {
                 Some(then) => {
                     let d = now.since(then).action(a);
                     format!(
@@ -444,8 +446,7 @@ pub fn rates_table(before: &Report, after: &Report, elapsed: Duration) -> String
                 .and_then(|p| p.interfaces.as_ref())
                 .and_then(|ms| ms.iter().find(|x| x.ifindex == m.ifindex))
                 .map(|x| &x.totals);
-            let name = format!("  {}{}", m.name, if m.up { "" } else { " (down)" });
-            row(&mut out, &name, &m.totals, then);
+            row(&mut out, &member_name(m), &m.totals, then);
         }
     }
     out

@@ -10,8 +10,8 @@
 //! - [`tables`]: random routes of every kind, installed with one `ip -batch` process.
 //! - [`oracle`]: the kernel's answer for one packet (RTM_GETROUTE with RTA_IIF, fibmatch).
 //! - [`check`]: one case through the kernel and the data plane, compared.
-//! - [`sync_data_plane`]: vrfd's path (`Netlink::snapshot` → `plan::Engine` → `MapWriter`) into a
-//!   freshly loaded [`DataPlane`].
+//! - [`sync_data_plane`]: vrfd's path (`Netlink::snapshot` → `engine::Engine` → `plan` →
+//!   `MapWriter`) into a freshly loaded [`DataPlane`].
 
 pub mod check;
 pub mod oracle;
@@ -27,14 +27,14 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use vrf_user::{
     config::DeclaredVrf,
     dataplane::DataPlane,
+    engine::Engine,
     mirror::read_sysctls,
     netlink::{nexthop::NexthopSocket, Netlink},
-    plan::Engine,
     writer::MapWriter,
 };
 
 use crate::netns::NetNs;
-use crate::topology::Nth;
+use crate::topology::{router_ns, Nth};
 
 /// Priority of the VRF rules (as vrfd adds them).
 pub const RULE_PREF: u32 = 1000;
@@ -270,19 +270,8 @@ impl Lab {
     pub fn build(prefix: &str, vrfs: usize, members: usize) -> Result<Lab> {
         ensure!(vrfs <= VRF_NAMES.len(), "at most {} VRFs", VRF_NAMES.len());
         ensure!(members <= 200, "at most 200 members per VRF");
-        let router = NetNs::new(prefix)?;
+        let router = router_ns(prefix)?;
         let sink = NetNs::new(prefix)?;
-        for (k, v) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            ("net.ipv6.conf.default.forwarding", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            ("net.ipv6.conf.all.accept_dad", "0"),
-            ("net.ipv6.conf.default.accept_dad", "0"),
-        ] {
-            router.sysctl(k, v)?;
-        }
         // The peers only provide carrier: no IPv6 chatter from them.
         sink.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
 
@@ -478,7 +467,7 @@ pub struct SyncReport {
 }
 
 /// Loads a data plane and fills its maps the way vrfd does: an rtnetlink snapshot of the router
-/// namespace into `plan::Engine` (declared VRFs, the real sysctls), its plan through `MapWriter`
+/// namespace into `engine::Engine` (declared VRFs, the real sysctls), its plan through `MapWriter`
 /// (slots, links and tx ports, neighbours, routes, VRFs). Must be called from a thread inside the router
 /// namespace (netlink, sysctls and the redirect map resolve names and ifindexes there).
 pub fn sync_data_plane(declared: Vec<DeclaredVrf>) -> Result<(DataPlane, SyncReport)> {

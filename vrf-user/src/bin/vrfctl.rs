@@ -169,26 +169,7 @@ fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Verify { .. } => unreachable!("handled in main"),
-        Command::Capture {
-            vrf,
-            interface,
-            reason,
-            count,
-            snaplen,
-            rate,
-            write,
-        } => vrf_user::capture::run(
-            &args.pin_path,
-            &vrf_user::capture::Options {
-                vrf,
-                interface,
-                reason,
-                count,
-                snaplen,
-                rate,
-                write,
-            },
-        ),
+        Command::Capture(opts) => vrf_user::capture::run(&args.pin_path, &opts),
         Command::Generate { what } => {
             vrf_user::generate::generate(&what, &mut std::io::stdout().lock())
         }

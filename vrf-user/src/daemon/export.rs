@@ -151,26 +151,34 @@ pub fn render(maps: &Maps, daemon: &DaemonMetrics) -> Result<String> {
         "Kernel events (rtnetlink) vrfd applied to the maps, by kind",
         daemon.sync_events.clone(),
     );
-    registry.register(
-        "resyncs",
-        "Full dumps of the kernel's state after its notifications were in doubt",
-        daemon.resyncs.clone(),
-    );
-    registry.register(
-        "neighbour_activity_reports",
-        "Neighbours the fast path used, reported to the kernel (NTF_USE) so it revalidates them",
-        daemon.neighbour_reports.clone(),
-    );
-    registry.register(
-        "verify_mismatches",
-        "Destinations on which the fast path disagreed with the kernel in the last periodic verify",
-        daemon.verify_mismatches.clone(),
-    );
-    registry.register(
-        "verify_last_run_seconds",
-        "When the last periodic verify finished (Unix time; 0: never ran)",
-        daemon.verify_last_run.clone(),
-    );
+    for (name, help, counter) in [
+        (
+            "resyncs",
+            "Full dumps of the kernel's state after its notifications were in doubt",
+            &daemon.resyncs,
+        ),
+        (
+            "neighbour_activity_reports",
+            "Neighbours the fast path used, reported to the kernel (NTF_USE) so it revalidates them",
+            &daemon.neighbour_reports,
+        ),
+    ] {
+        registry.register(name, help, counter.clone());
+    }
+    for (name, help, gauge) in [
+        (
+            "verify_mismatches",
+            "Destinations on which the fast path disagreed with the kernel in the last periodic verify",
+            &daemon.verify_mismatches,
+        ),
+        (
+            "verify_last_run_seconds",
+            "When the last periodic verify finished (Unix time; 0: never ran)",
+            &daemon.verify_last_run,
+        ),
+    ] {
+        registry.register(name, help, gauge.clone());
+    }
     registry.register_collector(Box::new(Snapshot {
         vrfs,
         stats,

@@ -1,7 +1,7 @@
 //! vrfd: take kernel events, update the mirror, apply the plan's changes, serve counters.
 //!
-//! netlink → [`Engine`] (mirror, VRFs, plan) → [`MapWriter`] (maps) → attach (members) →
-//! export (pins, metrics).
+//! netlink → [`Engine`] (mirror, VRFs) → [`crate::plan`] → [`MapWriter`] (maps) → attach
+//! (members) → export (pins, metrics).
 pub mod export;
 mod periodic;
 mod pins;
@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use crate::{
     config::Config,
     dataplane::{DataPlane, LoadOptions, TcProgram, XdpAttachMode},
+    engine::Engine,
     mirror::{read_sysctls, Dirty},
     model::{IpFamily, KernelEvent, KernelSnapshot},
     netfilter::NetfilterWatcher,
@@ -29,7 +30,6 @@ use crate::{
         nexthop::{NexthopEvent, NexthopSocket},
         Netlink,
     },
-    plan::Engine,
     sysctl::SysctlWatcher,
     vrfs::VrfView,
     writer::MapWriter,
@@ -566,7 +566,8 @@ impl Daemon {
         if dirty.links || dirty.rules {
             return self.apply_plan().await;
         }
-        self.writer.apply_changes(&self.engine.changes(&dirty))?;
+        self.writer
+            .apply_changes(&self.engine.planner().changes(&dirty))?;
         if self.writer.wants_refit() {
             // A degraded table shrank: a full plan serves its VRFs again if it now fits.
             return self.apply_plan().await;
@@ -621,7 +622,7 @@ impl Daemon {
     /// The sysctls or the redirect targets changed: rewrite links whose entries changed.
     fn refresh_links(&mut self) -> Result<()> {
         let _busy = self.heartbeat.hold();
-        let links = self.engine.links();
+        let links = self.engine.planner().links();
         let refused = self.redirect.refused(self.engine.mirror(), links.keys());
         self.writer.set_redirect_refused(refused);
         self.writer.apply_links(&links)
@@ -637,7 +638,7 @@ impl Daemon {
         }
         self.writer.set_redirect_refused(refused);
         let _busy = self.heartbeat.hold();
-        self.writer.apply_links(&self.engine.links())
+        self.writer.apply_links(&self.engine.planner().links())
     }
 
     /// `LINK_CAPTURE` on while `vrfctl capture` renews its lease, off once it stopped or died.

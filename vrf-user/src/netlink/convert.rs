@@ -471,6 +471,14 @@ mod tests {
         }
     }
 
+    /// `m` serialized and parsed again, as the kernel's answer would come.
+    fn route_on_the_wire(m: RouteMessage) -> RouteMessage {
+        let RouteNetlinkMessage::NewRoute(parsed) = wire(RouteNetlinkMessage::NewRoute(m)) else {
+            panic!()
+        };
+        parsed
+    }
+
     fn route_msg(family: AddressFamily, kind: RouteType) -> RouteMessage {
         let mut m = RouteMessage::default();
         m.header.address_family = family;
@@ -702,10 +710,7 @@ mod tests {
             unsupported: None,
         };
         assert_eq!(route(&m), Some(expect.clone()));
-        let RouteNetlinkMessage::NewRoute(parsed) = wire(RouteNetlinkMessage::NewRoute(m)) else {
-            panic!()
-        };
-        assert_eq!(route(&parsed), Some(expect));
+        assert_eq!(route(&route_on_the_wire(m)), Some(expect));
     }
 
     #[test]
@@ -795,10 +800,7 @@ mod tests {
         let r = route(&m).unwrap();
         assert_eq!(r.paths[0].gateway, Some(v6("fe80::2").into()));
         assert_eq!(r.nexthop_id, Some(42));
-        let RouteNetlinkMessage::NewRoute(parsed) = wire(RouteNetlinkMessage::NewRoute(m)) else {
-            panic!()
-        };
-        assert_eq!(route(&parsed), Some(r));
+        assert_eq!(route(&route_on_the_wire(m)), Some(r));
     }
 
     #[test]

@@ -241,45 +241,17 @@ impl Netlink {
     }
 
     pub async fn addresses(&self) -> Result<Vec<AddrInfo>> {
-        let request = |family| {
-            let mut msg = AddressMessage::default();
-            msg.header.family = family;
-            RouteNetlinkMessage::GetAddress(msg)
-        };
-        self.dump_families("address", request, |m| match m {
-            RouteNetlinkMessage::NewAddress(a) => convert::address(a),
-            _ => None,
-        })
-        .await
+        self.dump_families(convert::address).await
     }
 
     /// Routes of every table (a dump with rtm_table = RT_TABLE_UNSPEC and no RTA_TABLE covers
     /// them all, ids above 255 included), in the kernel's order; cache clones are left out.
     pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
-        let request = |family| {
-            let mut msg = RouteMessage::default();
-            msg.header.address_family = family;
-            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
-            RouteNetlinkMessage::GetRoute(msg)
-        };
-        self.dump_families("route", request, |m| match m {
-            RouteNetlinkMessage::NewRoute(r) => convert::route(r),
-            _ => None,
-        })
-        .await
+        self.dump_families(convert::route).await
     }
 
     pub async fn neighbours(&self) -> Result<Vec<NeighInfo>> {
-        let request = |family| {
-            let mut msg = NeighbourMessage::default();
-            msg.header.family = family;
-            RouteNetlinkMessage::GetNeighbour(msg)
-        };
-        self.dump_families("neighbour", request, |m| match m {
-            RouteNetlinkMessage::NewNeighbour(n) => convert::neighbour(n),
-            _ => None,
-        })
-        .await
+        self.dump_families(convert::neighbour).await
     }
 
     /// Policy routing rules of both families, in priority order per family.
@@ -294,16 +266,8 @@ impl Netlink {
 
     /// The rules of both families that `keep` accepts, in priority order per family.
     async fn rules_where(&self, keep: fn(&RuleMessage) -> bool) -> Result<Vec<RuleInfo>> {
-        let request = |family| {
-            let mut msg = RuleMessage::default();
-            msg.header.family = family;
-            RouteNetlinkMessage::GetRule(msg)
-        };
-        self.dump_families("rule", request, |m| match m {
-            RouteNetlinkMessage::NewRule(r) if keep(r) => convert::rule(r),
-            _ => None,
-        })
-        .await
+        self.dump_families(|r| keep(r).then(|| convert::rule(r)).flatten())
+            .await
     }
 
     /// `ip rule add iif IIF lookup TABLE pref PRIORITY proto 246` (fails with EEXIST if that exact rule
@@ -315,10 +279,7 @@ impl Netlink {
         table: u32,
         priority: u32,
     ) -> Result<()> {
-        let msg = rule_message(family, iif, table, priority);
-        self.acked(RouteNetlinkMessage::NewRule(msg), NLM_F_CREATE | NLM_F_EXCL)
-            .await
-            .with_context(|| rule_text("add", family, iif, table, priority))
+        self.change_rule(true, family, iif, table, priority).await
     }
 
     /// `ip rule del iif IIF lookup TABLE pref PRIORITY` (fails with ENOENT if there is none).
@@ -329,10 +290,28 @@ impl Netlink {
         table: u32,
         priority: u32,
     ) -> Result<()> {
+        self.change_rule(false, family, iif, table, priority).await
+    }
+
+    /// [`add_rule`](Self::add_rule) (`add`) or [`del_rule`](Self::del_rule).
+    async fn change_rule(
+        &self,
+        add: bool,
+        family: IpFamily,
+        iif: &str,
+        table: u32,
+        priority: u32,
+    ) -> Result<()> {
         let msg = rule_message(family, iif, table, priority);
-        self.acked(RouteNetlinkMessage::DelRule(msg), 0)
+        let (req, flags, verb) = if add {
+            let req = RouteNetlinkMessage::NewRule(msg);
+            (req, NLM_F_CREATE | NLM_F_EXCL, "add")
+        } else {
+            (RouteNetlinkMessage::DelRule(msg), 0, "del")
+        };
+        self.acked(req, flags)
             .await
-            .with_context(|| rule_text("del", family, iif, table, priority))
+            .with_context(|| rule_text(verb, family, iif, table, priority))
     }
 
     /// Give `ifindex` a `pfifo_fast` root qdisc unless it has a real one already: a VRF device
@@ -366,17 +345,18 @@ impl Netlink {
         anyhow!("netlink connection closed (call Netlink::connect again)")
     }
 
-    /// One dump per IP family (IPv4 first), converted.
-    async fn dump_families<T>(
+    /// One dump of `M` per IP family (IPv4 first), each message read by `read`.
+    async fn dump_families<M: FamilyDump, T>(
         &self,
-        what: &str,
-        request: impl Fn(AddressFamily) -> RouteNetlinkMessage,
-        f: impl Fn(&RouteNetlinkMessage) -> Option<T>,
+        read: impl Fn(&M) -> Option<T>,
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for family in IpFamily::ALL {
-            let req = request(convert::address_family(family));
-            out.extend(self.dump_convert(what, req, &f).await?);
+            let req = M::request(convert::address_family(family));
+            out.extend(
+                self.dump_convert(M::WHAT, req, |m| M::of(m).and_then(&read))
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -618,6 +598,43 @@ fn set_receive_buffer(socket: &rtnetlink::sys::Socket, size: usize) -> usize {
         );
     }
     got
+}
+
+/// A message vrfd dumps once per address family: its dump request, and itself in the answer.
+trait FamilyDump: Sized {
+    /// The dump's name in errors.
+    const WHAT: &'static str;
+    fn request(family: AddressFamily) -> RouteNetlinkMessage;
+    fn of(m: &RouteNetlinkMessage) -> Option<&Self>;
+}
+
+/// Each line: the message, its name, where its family goes, its dump request and its answer.
+macro_rules! family_dumps {
+    ($($msg:ident: $what:literal, $($family:ident).+, $get:ident, $new:ident;)+) => {$(
+        impl FamilyDump for $msg {
+            const WHAT: &'static str = $what;
+            fn request(family: AddressFamily) -> RouteNetlinkMessage {
+                let mut msg = $msg::default();
+                msg.$($family).+ = family;
+                RouteNetlinkMessage::$get(msg)
+            }
+            fn of(m: &RouteNetlinkMessage) -> Option<&Self> {
+                match m {
+                    RouteNetlinkMessage::$new(m) => Some(m),
+                    _ => None,
+                }
+            }
+        }
+    )+};
+}
+
+// A route dump's rtm_table is RT_TABLE_UNSPEC (0, the default): every table.
+const _: () = assert!(RouteHeader::RT_TABLE_UNSPEC == 0);
+family_dumps! {
+    AddressMessage: "address", header.family, GetAddress, NewAddress;
+    RouteMessage: "route", header.address_family, GetRoute, NewRoute;
+    NeighbourMessage: "neighbour", header.family, GetNeighbour, NewNeighbour;
+    RuleMessage: "rule", header.family, GetRule, NewRule;
 }
 
 fn request_family(req: &RouteNetlinkMessage) -> &'static str {
