@@ -120,7 +120,10 @@ fn heartbeat_map(maps: &Maps) -> Result<Array<MapData, vrf_common::Heartbeat>> {
 }
 
 /// The HEARTBEAT pinned under `dir`; `what` names it in errors (ours, or an older build's).
-fn pinned_heartbeat(dir: &std::path::Path, what: &str) -> Result<Array<MapData, vrf_common::Heartbeat>> {
+fn pinned_heartbeat(
+    dir: &std::path::Path,
+    what: &str,
+) -> Result<Array<MapData, vrf_common::Heartbeat>> {
     let data = MapData::from_pin(dir.join(vrf_common::map_names::HEARTBEAT))
         .with_context(|| format!("opening {what}"))?;
     Map::from_map_data(data)?
