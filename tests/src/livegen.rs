@@ -640,13 +640,13 @@ pub const REACHED: f64 = 0.95;
 /// What a restart or upgrade window must have been offered, as a multiple of the larger of the
 /// kernel's capacities measured before and after it: offered faster than the kernel alone.
 pub const OFFERED_MARGIN: f64 = 1.1;
-/// vrfd is not pinned: on the generator's CPU it time-shares the generator, which then offered
+/// vrfd (persisting: the default) on `pins` in `ns`, ready within 60 s; `salt` perturbs its
+/// stamp (an upgrade to "another layout").
+///
+/// Not pinned: on the generator's CPU vrfd time-shares the generator, which then offered
 /// half the time at twice the rate (measured: 19 % and 41 % of a restart's and an upgrade's
 /// frames at a full ring, 1.3 % steady); on the router's CPU the router's NAPI thread
 /// (SCHED_FIFO) comes first. The scheduler puts it where there is room.
-
-/// vrfd (persisting: the default) on `pins` in `ns`, ready within 60 s; `salt` perturbs its
-/// stamp (an upgrade to "another layout").
 pub fn start_vrfd(ns: &NetNs, config: &Path, pins: &Path, salt: Option<&str>) -> Result<BgProcess> {
     let mut c = ns.command(crate::bin_path("vrfd"));
     c.arg("--config")
