@@ -260,6 +260,31 @@ snmp() {
         { table = $1; for (i = 2; i <= NF; i++) head[i] = $i }'
 }
 
+# ping_in WHAT SRCNS ADDR DSTNS OTHERNS KERNEL: 3 pings from SRCNS to ADDR, all answered, all
+# received by DSTNS and none by OTHERNS ("-": no other); KERNEL=0: none forwarded by the
+# router's kernel (XDP did), KERNEL=1: the kernel forwarded at least the requests.
+ping_in() {
+    fwd0=$(snmp router Ip:ForwDatagrams)
+    dst0=$(snmp "$4" Icmp:InEchos)
+    other0=0
+    [ "$5" = - ] || other0=$(snmp "$5" Icmp:InEchos)
+    out=$(nx "$2" ping -c 3 -W 2 -w 15 "$3" 2>&1)
+    echo "$out"
+    echo "$out" | grep -Eq ', 3 (packets )?received' || fail "$1: ping $2 -> $3: $(echo "$out" | tail -n 1)"
+    fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
+    dst=$(( $(snmp "$4" Icmp:InEchos) - dst0 ))
+    other=0
+    [ "$5" = - ] || other=$(( $(snmp "$5" Icmp:InEchos) - other0 ))
+    echo "$1: router IpForwDatagrams +$fwd, $4 InEchos +$dst, $5 InEchos +$other"
+    if [ "$6" = 0 ]; then
+        [ "$fwd" -eq 0 ] || fail "$1: the kernel forwarded $fwd datagrams (XDP should have)"
+    else
+        [ "$fwd" -ge 3 ] || fail "$1: the kernel forwarded only $fwd datagrams"
+    fi
+    [ "$dst" -eq 3 ] || fail "$1: $4 got $dst echo requests, expected 3"
+    [ "$other" -eq 0 ] || fail "$1: $5 (other VRF) got $other echo requests"
+}
+
 # vrfd_stop: SIGTERM, and vrfd must exit 0 (it leaves its programs and pins for the next vrfd
 # unless started with VRFD_ARGS=--no-persist).
 vrfd_stop() {
@@ -268,4 +293,68 @@ vrfd_stop() {
     _rc=$?
     VRFD_PID=
     [ "$_rc" -eq 0 ] || fail "vrfd exited $_rc on SIGTERM"
+}
+
+# bond_in_vrf VRF X...: bond0 (active-backup, miimon 100) in VRF, 10.0.3.1/24, over veths sX
+# whose peers eX make up bond0 of host namespace bh (10.0.3.2/24, default route via the router).
+bond_in_vrf() {
+    _vrf=$1
+    shift
+    netns bh
+    ip -n router link add bond0 type bond mode active-backup miimon 100 || fail "bond0"
+    ip -n bh link add bond0 type bond mode active-backup miimon 100 || fail "bond0 in bh"
+    for _s in "$@"; do
+        bond_slave_pair "$_s"
+        bond_join "$_s"
+    done
+    enslave bond0 "$_vrf"
+    ip -n router addr add 10.0.3.1/24 dev bond0 || fail "address on bond0"
+    ip -n router link set bond0 up || fail "bond0 up"
+    ip -n bh addr add 10.0.3.2/24 dev bond0 || fail "address in bh"
+    ip -n bh link set bond0 up || fail "bond0 up in bh"
+    ip -n bh route add default via 10.0.3.1 || fail "default route in bh"
+    bond_neighbours
+}
+
+# bond_slave_pair X: veth sX in the router, eX in bh (GRO on to take redirected frames, TX
+# offload off).
+bond_slave_pair() {
+    ip -n router link add "s$1" type veth peer name "e$1" netns bh || fail "veth s$1"
+    nx bh ethtool -K "e$1" gro on tx off >/dev/null || fail "ethtool -K e$1"
+    nx router ethtool -K "s$1" gro on tx off >/dev/null || fail "ethtool -K s$1"
+}
+
+# bond_join X / bond_leave X: sX into (out of) bond0, and eX into (out of) bh's bond0 alike.
+bond_join() {
+    ip -n router link set "s$1" master bond0 || fail "s$1 into bond0"
+    ip -n bh link set "e$1" master bond0 || fail "e$1 into bond0 in bh"
+}
+bond_leave() {
+    ip -n router link set "s$1" nomaster || fail "s$1 out of bond0"
+    ip -n bh link set "e$1" nomaster || fail "e$1 out of bond0 in bh"
+}
+
+# bond_neighbours: permanent ARP entries both ways over bond0 (enslaving flushes them).
+bond_neighbours() {
+    wait_for 10 sh -c "ip -n router link show dev bond0 | grep -q LOWER_UP" || fail "bond0 has no carrier"
+    ip -n router neigh replace 10.0.3.2 lladdr "$(mac bh bond0)" dev bond0 nud permanent ||
+        fail "neighbour on bond0"
+    ip -n bh neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev bond0 nud permanent ||
+        fail "neighbour in bh"
+}
+
+# identical_vrfs: the router with vrf-red (110) and vrf-blue (120), each with members X1
+# (10.0.1.1/24) and X2 (10.0.2.1/24) and a host behind each (ra, rb, ba, bb at .2), the same
+# addresses in both VRFs; permanent neighbours both ways.
+identical_vrfs() {
+    router
+    vrf vrf-red 110
+    vrf vrf-blue 120
+    for _m in "red1 ra 1 vrf-red" "red2 rb 2 vrf-red" "blue1 ba 1 vrf-blue" "blue2 bb 2 vrf-blue"; do
+        # shellcheck disable=SC2086 # four words: member, host namespace, subnet, VRF
+        set -- $_m
+        host "$1" "$2" "10.0.$3.1/24" "10.0.$3.2/24"
+        enslave "$1" "$4"
+        neighbours "$1" "$2" "10.0.$3.1/24" "10.0.$3.2/24"
+    done
 }

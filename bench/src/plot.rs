@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
-use super::{control, forward, lookup};
+use super::{control, forward, lookup, vrfs};
 
 /// Fonts tried in order.
 const FONTS: [&str; 3] = [
@@ -253,6 +253,62 @@ pub fn lookup(r: &lookup::Results, path: &Path) -> Result<PathBuf> {
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
         .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(path.to_path_buf())
+}
+
+/// (2b): ns per packet against the number of VRFs (log scale), each point labelled with how many
+/// of those tables the flat IPv4 FIB holds.
+pub fn vrfs(r: &vrfs::Results, path: &Path) -> Result<PathBuf> {
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let max = r.counts.iter().map(|c| c.ns.p90).fold(0.0, f64::max) * 1.2;
+    let most = r.counts.iter().map(|c| c.vrfs).max().unwrap_or(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "ns per packet (BPF_PROG_TEST_RUN) against VRFs of {} routes each",
+                si(r.routes_per_vrf as f64)
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0.7f64..most * 2.6).log_scale(), 0f64..max.max(1.0))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("VRFs the destinations are drawn over")
+        .y_desc("ns per packet (mean; bars: 10th–90th percentile)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(err)?;
+    let color = COLORS[0];
+    let pts: Vec<(f64, &vrfs::Count)> = r.counts.iter().map(|c| (c.vrfs as f64, c)).collect();
+    chart
+        .draw_series(LineSeries::new(
+            pts.iter().map(|(x, c)| (*x, c.ns.mean)),
+            color.stroke_width(2),
+        ))
+        .map_err(err)?;
+    chart
+        .draw_series(pts.iter().map(|(x, c)| Circle::new((*x, c.ns.mean), 4, color.filled())))
+        .map_err(err)?;
+    chart
+        .draw_series(pts.iter().map(|(x, c)| {
+            PathElement::new(vec![(*x, c.ns.p10), (*x, c.ns.p90)], color.stroke_width(1))
+        }))
+        .map_err(err)?;
+    chart
+        .draw_series(pts.iter().map(|(x, c)| {
+            Text::new(
+                format!("{:.0} ns, {} flat", c.ns.mean, c.flat_tables),
+                (*x * 1.1, c.ns.mean),
+                ("sans-serif", 13).into_font().color(&color),
+            )
+        }))
         .map_err(err)?;
     root.present().map_err(err)?;
     Ok(path.to_path_buf())

@@ -33,6 +33,9 @@ pub fn write(opts: &Options, m: &Measured, progress: &Progress) -> Result<()> {
     if let Some(l) = &m.lookup {
         plots.push(("lookup", plot::lookup(l, &opts.out_dir.join("lookup.png"))?));
     }
+    if let Some(v) = &m.vrfs {
+        plots.push(("vrfs", plot::vrfs(v, &opts.out_dir.join("vrfs.png"))?));
+    }
     if let Some(c) = &m.control {
         plots.push(("sync", plot::sync(c, &opts.out_dir.join("sync.png"))?));
         if !c.changes.is_empty() {
@@ -622,11 +625,12 @@ fn markdown(m: &Measured, summary: &Value, links: &BTreeMap<&str, String>) -> St
          (`cargo xtask bench{}`, {date}, {:.0} s). Every comparison is side by side from the same run; the \
          machine was shared with other work while it ran (see [The machine](#the-machine)), so absolute numbers \
          move from run to run and the ratios are what to read. This file, `target/bench/summary.json` and the plots \
-         in `docs/bench/` are written by the run; regenerate them with `cargo xtask bench` (as root; a full run \
-         takes about 8 minutes here, `--quick` about 3), or rewrite this file from the last run's summary with \
-         `cargo xtask bench -- --report-only`.\n",
+         in `docs/bench/` are written by the run; regenerate them with `cargo xtask bench` (as root; this run took \
+         {:.0} minutes, `--quick` takes a third of a full run), or rewrite this file from the last run's summary \
+         with `cargo xtask bench -- --report-only`.\n",
         if m.quick { " --quick" } else { "" },
-        m.wall_seconds
+        m.wall_seconds,
+        m.wall_seconds / 60.0
     );
 
     // Summary against the aims.
@@ -673,7 +677,7 @@ fn markdown(m: &Measured, summary: &Value, links: &BTreeMap<&str, String>) -> St
         lookup_section(&mut o, l, links.get("lookup"));
     }
     if let Some(v) = &m.vrfs {
-        super::vrfs::section(&mut o, v);
+        super::vrfs::section(&mut o, v, links.get("vrfs"));
     }
     if let Some(c) = &m.control {
         control_section(&mut o, c, m, links.get("sync"), links.get("route_change"));
@@ -1124,7 +1128,9 @@ fn gaps(o: &mut String, m: &Measured) {
             .into_iter()
             .filter(|(c, _)| *c == cat)
             .map(|(_, v)| v)
-            .sum()
+            .sum::<f64>()
+            // An empty sum is −0.0, which would print as "-0%".
+            + 0.0
     };
     const HASH: &str = "BPF hash-map lookups (LINKS, NEXTHOPS, NEIGH)";
     const TRIE: &str = "BPF LPM-trie lookup (FIB4/FIB6)";
@@ -1307,8 +1313,11 @@ fn capture_costs(m: &Measured) -> String {
         ("the capture gate", diff("idle", "nocapture")),
         ("the per-nexthop counter", diff("idle", "uncounted")),
     ] {
-        if let Some(d) = d {
-            parts.push(format!("{what} ≈ {d:.0} ns"));
+        match d {
+            // A difference below a nanosecond (or negative) is the run's noise, not a price.
+            Some(d) if d < 1.0 => parts.push(format!("{what} below the noise (< 1 ns)")),
+            Some(d) => parts.push(format!("{what} ≈ {d:.0} ns")),
+            None => {}
         }
     }
     if parts.is_empty() {
@@ -1421,8 +1430,8 @@ fn sync_gap(o: &mut String, c: &control::Results, raw_insert_us: Option<f64>) {
          `RouteInfo` → the mirror's `HashMap` of `Vec`s → `RoutePlan` (dump, mirror and plan together: {:.1} s \
          here) — the kernel's own dump, `ip route show` of the same table, took {} here, the floor for any sync.",
         raw_insert_us.map_or(String::new(), |us| format!(
-            ", of which the bare map update is {us:.1} µs (section 2's fill; `trie_update_elem` leads the \
-             profile above)"
+            " (a bare `bpf()` update into the LPM trie took {us:.1} µs per route in section 2's fill of a table \
+             of that size; `trie_update_elem` leads the profile above)"
         )),
         secs("dump") + secs("mirror") + secs("plan"),
         c.kernel_dump_s

@@ -317,7 +317,7 @@ fn ifindexes(ns: &NetNs) -> Result<Vec<(String, u32)>> {
 }
 
 /// Its section of BENCHMARKS.md.
-pub fn section(o: &mut String, r: &Results) {
+pub fn section(o: &mut String, r: &Results, plot: Option<&String>) {
     use std::fmt::Write as _;
     let si = super::report::si;
     let _ = writeln!(
@@ -358,4 +358,7 @@ pub fn section(o: &mut String, r: &Results) {
         );
     }
     o.push('\n');
+    if let Some(p) = plot {
+        let _ = writeln!(o, "![ns per packet against the number of VRFs]({p})\n");
+    }
 }

@@ -7,21 +7,7 @@
 . /vm/lib.sh
 
 step "vrf-red (110) and vrf-blue (120), both 10.0.1.0/24 + 10.0.2.0/24"
-router
-vrf vrf-red 110
-vrf vrf-blue 120
-host red1 ra 10.0.1.1/24 10.0.1.2/24
-host red2 rb 10.0.2.1/24 10.0.2.2/24
-host blue1 ba 10.0.1.1/24 10.0.1.2/24
-host blue2 bb 10.0.2.1/24 10.0.2.2/24
-enslave red1 vrf-red
-enslave red2 vrf-red
-enslave blue1 vrf-blue
-enslave blue2 vrf-blue
-neighbours red1 ra 10.0.1.1/24 10.0.1.2/24
-neighbours red2 rb 10.0.2.1/24 10.0.2.2/24
-neighbours blue1 ba 10.0.1.1/24 10.0.1.2/24
-neighbours blue2 bb 10.0.2.1/24 10.0.2.2/24
+identical_vrfs
 vrfd_start
 has_xdp router red1 || fail "no XDP on red1"
 

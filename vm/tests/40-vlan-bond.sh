@@ -57,27 +57,7 @@ for v in 100 200; do
 done
 
 step "a bond of two veths in vrf-red: bond0, 10.0.3.1/24 (active-backup)"
-netns bh
-ip -n router link add bond0 type bond mode active-backup miimon 100 || fail "bond0"
-ip -n bh link add bond0 type bond mode active-backup miimon 100 || fail "bond0 in bh"
-for i in a b; do
-    ip -n router link add "s$i" type veth peer name "e$i" netns bh || fail "veth s$i"
-    nx bh ethtool -K "e$i" gro on tx off >/dev/null || fail "ethtool -K e$i"
-    nx router ethtool -K "s$i" gro on tx off >/dev/null || fail "ethtool -K s$i"
-    ip -n router link set "s$i" master bond0 || fail "s$i into bond0"
-    ip -n bh link set "e$i" master bond0 || fail "e$i into bond0 in bh"
-done
-enslave bond0 vrf-red
-ip -n router addr add 10.0.3.1/24 dev bond0 || fail "address on bond0"
-ip -n router link set bond0 up || fail "bond0 up"
-ip -n bh addr add 10.0.3.2/24 dev bond0 || fail "address in bh"
-ip -n bh link set bond0 up || fail "bond0 up in bh"
-ip -n bh route add default via 10.0.3.1 || fail "default route in bh"
-wait_for 10 sh -c "ip -n router link show dev bond0 | grep -q LOWER_UP" || fail "bond0 has no carrier"
-ip -n router neigh replace 10.0.3.2 lladdr "$(mac bh bond0)" dev bond0 nud permanent ||
-    fail "neighbour on bond0"
-ip -n bh neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev bond0 nud permanent ||
-    fail "neighbour in bh"
+bond_in_vrf vrf-red a b
 
 vrfd_start
 has_xdp router r0 || fail "no XDP on the trunk r0"
@@ -88,29 +68,6 @@ ip -n router -d link show dev bond0 | grep 'prog/xdp'
 member_of vrf-red 110 r0.100 || fail "vrfctl show: r0.100 not in vrf-red"
 member_of vrf-blue 120 r0.200 || fail "vrfctl show: r0.200 not in vrf-blue"
 member_of vrf-red 110 bond0 || fail "vrfctl show: bond0 not in vrf-red"
-
-# ping_in WHAT SRCNS ADDR DSTNS OTHERNS KERNEL: 3 pings from SRCNS to ADDR, all answered, all
-# received by DSTNS and none by OTHERNS; KERNEL=0: none forwarded by the kernel, KERNEL=1: the
-# kernel forwarded at least the requests.
-ping_in() {
-    fwd0=$(snmp router Ip:ForwDatagrams)
-    dst0=$(snmp "$4" Icmp:InEchos)
-    other0=$(snmp "$5" Icmp:InEchos)
-    out=$(nx "$2" ping -c 3 -W 2 -w 15 "$3" 2>&1)
-    echo "$out"
-    echo "$out" | grep -Eq ', 3 (packets )?received' || fail "$1: ping $2 -> $3: $(echo "$out" | tail -n 1)"
-    fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
-    dst=$(( $(snmp "$4" Icmp:InEchos) - dst0 ))
-    other=$(( $(snmp "$5" Icmp:InEchos) - other0 ))
-    echo "$1: router IpForwDatagrams +$fwd, $4 InEchos +$dst, $5 InEchos +$other"
-    if [ "$6" = 0 ]; then
-        [ "$fwd" -eq 0 ] || fail "$1: the kernel forwarded $fwd datagrams (XDP should have)"
-    else
-        [ "$fwd" -ge 3 ] || fail "$1: the kernel forwarded only $fwd datagrams"
-    fi
-    [ "$dst" -eq 3 ] || fail "$1: $4 got $dst echo requests, expected 3"
-    [ "$other" -eq 0 ] || fail "$1: $5 (other VRF) got $other echo requests"
-}
 
 # forwarded_on VRF MEMBER: vrfctl's ingress counters of MEMBER show forwarded packets.
 forwarded_on() {

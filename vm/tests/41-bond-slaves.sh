@@ -15,45 +15,7 @@ vrf vrf-red 110
 host red2 rb 10.0.2.1/24 10.0.2.2/24
 enslave red2 vrf-red
 neighbours red2 rb 10.0.2.1/24 10.0.2.2/24
-netns bh
-ip -n router link add bond0 type bond mode active-backup miimon 100 || fail "bond0"
-ip -n bh link add bond0 type bond mode active-backup miimon 100 || fail "bond0 in bh"
-
-# slave_pair X: veth sX in the router, eX in bh (GRO on to take redirected frames, TX offload off).
-slave_pair() {
-    ip -n router link add "s$1" type veth peer name "e$1" netns bh || fail "veth s$1"
-    nx bh ethtool -K "e$1" gro on tx off >/dev/null || fail "ethtool -K e$1"
-    nx router ethtool -K "s$1" gro on tx off >/dev/null || fail "ethtool -K s$1"
-}
-# join X / leave X: sX into (out of) bond0, and eX into (out of) bh's bond0 alike.
-join() {
-    ip -n router link set "s$1" master bond0 || fail "s$1 into bond0"
-    ip -n bh link set "e$1" master bond0 || fail "e$1 into bond0 in bh"
-}
-leave() {
-    ip -n router link set "s$1" nomaster || fail "s$1 out of bond0"
-    ip -n bh link set "e$1" nomaster || fail "e$1 out of bond0 in bh"
-}
-for i in a b; do
-    slave_pair "$i"
-    join "$i"
-done
-enslave bond0 vrf-red
-ip -n router addr add 10.0.3.1/24 dev bond0 || fail "address on bond0"
-ip -n router link set bond0 up || fail "bond0 up"
-ip -n bh addr add 10.0.3.2/24 dev bond0 || fail "address in bh"
-ip -n bh link set bond0 up || fail "bond0 up in bh"
-ip -n bh route add default via 10.0.3.1 || fail "default route in bh"
-
-# bond_neighbours: permanent ARP entries both ways over bond0 (enslaving flushes them).
-bond_neighbours() {
-    wait_for 10 sh -c "ip -n router link show dev bond0 | grep -q LOWER_UP" || fail "bond0 has no carrier"
-    ip -n router neigh replace 10.0.3.2 lladdr "$(mac bh bond0)" dev bond0 nud permanent ||
-        fail "neighbour on bond0"
-    ip -n bh neigh replace 10.0.3.1 lladdr "$(mac router bond0)" dev bond0 nud permanent ||
-        fail "neighbour in bh"
-}
-bond_neighbours
+bond_in_vrf vrf-red a b
 
 # xdp_of DEV: what `ip -d link` says about XDP on the router's DEV (for the log).
 xdp_of() {
@@ -70,26 +32,6 @@ xdp_of bond0
 xdp_of sa
 xdp_of sb
 
-# ping_in WHAT SRCNS ADDR DSTNS KERNEL: 3 pings from SRCNS to ADDR, all answered, all received
-# by DSTNS; KERNEL=0: none forwarded by the kernel, KERNEL=1: the kernel forwarded at least
-# the requests.
-ping_in() {
-    fwd0=$(snmp router Ip:ForwDatagrams)
-    dst0=$(snmp "$4" Icmp:InEchos)
-    out=$(nx "$2" ping -c 3 -W 2 -w 15 "$3" 2>&1)
-    echo "$out"
-    echo "$out" | grep -Eq ', 3 (packets )?received' || fail "$1: ping $2 -> $3: $(echo "$out" | tail -n 1)"
-    fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
-    dst=$(( $(snmp "$4" Icmp:InEchos) - dst0 ))
-    echo "$1: router IpForwDatagrams +$fwd, $4 InEchos +$dst"
-    if [ "$5" = 0 ]; then
-        [ "$fwd" -eq 0 ] || fail "$1: the kernel forwarded $fwd datagrams (XDP should have)"
-    else
-        [ "$fwd" -ge 3 ] || fail "$1: the kernel forwarded only $fwd datagrams"
-    fi
-    [ "$dst" -eq 3 ] || fail "$1: $4 got $dst echo requests, expected 3"
-}
-
 # forwarded MEMBER: vrfctl's forwarded_packets of MEMBER in vrf-red (0 when not listed).
 forwarded() {
     vrfctl_r stats --vrf vrf-red --interfaces --json 2>/dev/null | tr -d ' \n' |
@@ -100,8 +42,8 @@ forwarded() {
 # by_xdp WHAT: both directions between red2's host and bh by XDP, bond0's counter up by ≥ 6.
 by_xdp() {
     before=$(forwarded bond0)
-    ping_in "$1" rb 10.0.3.2 bh 0
-    ping_in "$1-reverse" bh 10.0.2.2 rb 0
+    ping_in "$1" rb 10.0.3.2 bh - 0
+    ping_in "$1-reverse" bh 10.0.2.2 rb - 0
     after=$(forwarded bond0)
     echo "$1: bond0 forwarded_packets $before -> $after"
     [ "$after" -ge $(( before + 6 )) ] || fail "$1: bond0 forwarded $before -> $after, expected +6"
@@ -120,14 +62,14 @@ step "two slaves: by XDP"
 by_xdp two-slaves
 
 step "a third slave sc joins while vrfd runs: the kernel gives it the bond's program"
-slave_pair c
-join c
+bond_slave_pair c
+bond_join c
 xdp_of sc
 wait_for 10 sh -c "ip -n router link show dev sc | grep -q 'master bond0'" || fail "sc is not in bond0"
 
 step "sa and sb leave: sc alone carries, by XDP"
-leave a
-leave b
+bond_leave a
+bond_leave b
 xdp_of sa
 xdp_of sb
 settle c
@@ -137,9 +79,9 @@ no_xdp router sa || fail "sa still has XDP after leaving bond0: $(xdp_of sa)"
 no_xdp router sb || fail "sb still has XDP after leaving bond0: $(xdp_of sb)"
 
 step "sa and sb come back, sc leaves: by XDP over sa or sb"
-join a
-join b
-leave c
+bond_join a
+bond_join b
+bond_leave c
 no_xdp router sc || fail "sc still has XDP after leaving bond0: $(xdp_of sc)"
 wait_for 10 sh -c "ip -n router -d link show dev bond0 | grep -Eq 'active_slave s[ab] '" ||
     fail "bond0 did not fail over to sa or sb: $(active_slave)"
@@ -217,3 +159,30 @@ echo "from the backup slave: router IpForwDatagrams +$fwd, rb InEchos +$rb"
 ip -n router link set sk nomaster || fail "sk out of bond0"
 
 vrfd_log_clean
+
+step "a broadcast bond (no native XDP in that mode): vrfd attaches in generic mode, XDP still forwards"
+# Last, since the fallback is a warning in vrfd's log. bond1 in vrf-red over sg; its peer is
+# eth0 of host bg (10.0.4.2).
+netns bg
+ip -n router link add bond1 type bond mode broadcast || fail "bond1"
+ip -n router link add sg type veth peer name eth0 netns bg || fail "veth sg"
+nx router ethtool -K sg gro on tx off >/dev/null || fail "ethtool -K sg"
+ip -n router link set sg master bond1 || fail "sg into bond1"
+enslave bond1 vrf-red
+ip -n router addr add 10.0.4.1/24 dev bond1 || fail "address on bond1"
+ip -n router link set bond1 up || fail "bond1 up"
+ip -n bg addr add 10.0.4.2/24 dev eth0 || fail "address in bg"
+ip -n bg link set eth0 up || fail "eth0 up in bg"
+ip -n bg route add default via 10.0.4.1 || fail "default route in bg"
+nx bg ethtool -K eth0 gro on tx off >/dev/null || fail "ethtool -K eth0 in bg"
+wait_for 10 sh -c "ip -n router link show dev bond1 | grep -q LOWER_UP" || fail "bond1 has no carrier"
+ip -n router neigh replace 10.0.4.2 lladdr "$(mac bg eth0)" dev bond1 nud permanent || fail "neighbour on bond1"
+ip -n bg neigh replace 10.0.4.1 lladdr "$(mac router bond1)" dev eth0 nud permanent || fail "neighbour in bg"
+wait_for 10 sh -c "ip -n router -d link show dev bond1 | grep -q xdpgeneric" ||
+    fail "bond1 is not in generic XDP: $(xdp_of bond1)"
+xdp_of bond1
+grep 'generic mode' "$VRFD_LOG" | tail -n 1
+grep -q 'attaching in generic mode' "$VRFD_LOG" || fail "vrfd did not say it fell back to generic mode"
+member_of vrf-red 110 bond1 || fail "vrfctl show: bond1 not in vrf-red"
+ping_in generic rb 10.0.4.2 bg - 0
+ping_in generic-reverse bg 10.0.2.2 rb - 0
