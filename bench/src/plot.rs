@@ -294,7 +294,10 @@ pub fn vrfs(r: &vrfs::Results, path: &Path) -> Result<PathBuf> {
         ))
         .map_err(err)?;
     chart
-        .draw_series(pts.iter().map(|(x, c)| Circle::new((*x, c.ns.mean), 4, color.filled())))
+        .draw_series(
+            pts.iter()
+                .map(|(x, c)| Circle::new((*x, c.ns.mean), 4, color.filled())),
+        )
         .map_err(err)?;
     chart
         .draw_series(pts.iter().map(|(x, c)| {

@@ -8,8 +8,7 @@
 //!   the heartbeat armed (a deadline in the future: the lookup, the clock read, the compare),
 //!   disarmed (deadline 0), and through a copy loaded with `DEADMAN` = 0 (the verifier drops
 //!   the check), interleaved round by round.
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use aya::{programs::Xdp, EbpfLoader};
@@ -21,10 +20,9 @@ use vrf_user::maps::Maps;
 use super::lookup::{self, Stats};
 use super::programs::run_repeated;
 use super::{system, Progress};
-use tests::daemon::{log_has_message, topology_config, unique_pin_path, ConfigFile};
-use tests::livegen::{Load, Window};
+use tests::daemon::{topology_config, unique_pin_path, ConfigFile};
+use tests::livegen::{self, Phase, RestartPlan};
 use tests::topology::TopologySpec;
-use tests::{BgProcess, NetNs};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Results {
@@ -49,11 +47,18 @@ pub struct SwitchCost {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoadResults {
-    /// What the kernel alone forwarded here, unpaced (frames/s received at B).
+    /// What the kernel alone forwarded here, unpaced (frames/s received at B): the larger of
+    /// before and after.
     pub kernel_capacity_pps: f64,
-    /// R, as a multiple of the kernel's capacity.
+    pub kernel_before_pps: f64,
+    pub kernel_after_pps: f64,
+    /// R, as a multiple of the kernel's capacity before.
     pub factor: f64,
     pub offered_pps: f64,
+    /// Red's forwarded counter during the restart (the same maps).
+    pub restart_counted: Option<u64>,
+    /// ... and during the upgrade: in the old maps, in the new ones from zero.
+    pub upgrade_counted: Option<(u64, u64)>,
     pub windows: Vec<WindowResult>,
 }
 
@@ -77,7 +82,8 @@ pub struct WindowResult {
 }
 
 impl WindowResult {
-    fn of(what: &str, w: &Window, kernel_forwarded: u64, ready: Option<Duration>) -> Self {
+    fn of(what: &str, p: &Phase, ready: Option<Duration>) -> Self {
+        let w = &p.window;
         WindowResult {
             what: what.into(),
             seconds: w.seconds,
@@ -86,12 +92,16 @@ impl WindowResult {
             ring_full_in: w.ring_full_in,
             ring_full_out: w.ring_full_out,
             lost_in_router: w.lost_in_router(),
-            kernel_forwarded,
+            kernel_forwarded: p.kernel_forwarded,
             ready_ms: ready.map(|d| d.as_secs_f64() * 1e3),
         }
     }
     fn lost(&self) -> u64 {
         self.sent.saturating_sub(self.received)
+    }
+    /// Frames sent per second of the window.
+    fn offered_pps(&self) -> f64 {
+        self.sent as f64 / self.seconds.max(1e-9)
     }
     fn percent(&self, n: u64) -> f64 {
         100.0 * n as f64 / (self.sent as f64).max(1.0)
@@ -213,24 +223,8 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// vrfd on `pins`, ready within 60 s.
-fn vrfd(ns: &NetNs, config: &Path, pins: &Path, salt: Option<&str>) -> Result<BgProcess> {
-    let mut c = ns.command(tests::bin_path("vrfd"));
-    c.arg("--config")
-        .arg(config)
-        .arg("--pin-path")
-        .arg(pins)
-        .args(["--log-format", "json"]);
-    if let Some(s) = salt {
-        c.env(vrf_user::dataplane::STAMP_SALT_ENV, s);
-    }
-    let mut p = BgProcess::spawn(c)?;
-    p.wait_for_log(|l| log_has_message(l, "ready"), Duration::from_secs(60))
-        .context("vrfd not ready")?;
-    Ok(p)
-}
-
-/// The restart test's sequence (tests/tests/restart.rs), measured rather than asserted.
+/// The restart test's sequence (`tests::livegen::restart_under_load`), measured rather than
+/// asserted.
 fn under_load(quick: bool, progress: &Progress) -> Result<LoadResults> {
     progress.step("restart and upgrade under live frames above the kernel's capacity");
     let topo = TopologySpec::two_vrfs_identical()
@@ -243,112 +237,66 @@ fn under_load(quick: bool, progress: &Progress) -> Result<LoadResults> {
     let r = topo.router();
     let config = ConfigFile::new(&topology_config(&topo))?;
     let pins = unique_pin_path()?;
-    let detach = || -> Result<()> {
-        let out = tests::daemon::detach_in(r, &pins)?;
-        ensure!(
-            out.status.success(),
-            "vrfd --detach: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    };
-    let kernel = || -> Result<u64> { Ok(tests::forwarded_datagrams(r)?.0) };
     let result = (|| -> Result<LoadResults> {
-        let mut current = vrfd(r, config.path(), &pins, None)?;
-        ensure!(current.stop_with(Duration::from_secs(10))?.code() == Some(0));
-        detach()?;
-        let mut load = Load::new(&topo, "red")?;
-        load.pin_threads()?;
-        let mut windows = Vec::new();
-        let k0 = kernel()?;
-        let cap = load.saturate(if quick { 1.0 } else { 2.0 })?;
-        windows.push(WindowResult::of(
+        let mut first = livegen::start_vrfd(r, config.path(), &pins, None)?;
+        ensure!(first.stop_with(Duration::from_secs(10))?.code() == Some(0));
+        livegen::detach_for_kernel(&topo, "red", r, &pins)?;
+        let plan = RestartPlan {
+            ns: r,
+            config: config.path(),
+            pins: &pins,
+            capacity: Duration::from_secs(if quick { 1 } else { 2 }),
+            pre: Duration::from_millis(500),
+            post: Duration::from_millis(700),
+            steady: Duration::from_secs(if quick { 2 } else { 4 }),
+        };
+        let m = livegen::restart_under_load(&topo, "red", &plan, &|l| progress.detail(l))?;
+        let mut windows = vec![WindowResult::of(
             "kernel alone, unpaced",
-            &cap,
-            kernel()? - k0,
+            &m.kernel_before,
             None,
-        ));
-        let kernel_capacity_pps = cap.received_pps();
-        progress.detail(&format!("kernel alone, unpaced: {}", cap.describe()));
-
-        current = vrfd(r, config.path(), &pins, None)?;
-        load.pin_threads()?;
-        let (pre, post) = (Duration::from_millis(500), Duration::from_millis(700));
-        let steady_len = pre + Duration::from_secs(1) + post;
-        // R: the first of these whose steady fast-path window loses nothing in the router.
-        let mut chosen = None;
-        for factor in [1.4, 1.3, 1.2] {
-            let rate = kernel_capacity_pps * factor;
-            let k0 = kernel()?;
-            let (w, ()) = load.paced(rate, steady_len, || (), Duration::ZERO)?;
-            progress.detail(&format!(
-                "steady at {factor} × the kernel: {}",
-                w.describe()
+        )];
+        for (factor, p) in &m.tried {
+            windows.push(WindowResult::of(
+                &format!("steady at {factor} × K"),
+                p,
+                None,
             ));
-            if w.lost_in_router() == 0 {
-                windows.push(WindowResult::of("steady", &w, kernel()? - k0, None));
-                chosen = Some((factor, rate));
-                break;
-            }
         }
-        let (factor, rate) = chosen.ok_or_else(|| {
-            anyhow!(
-                "the fast path lost frames in the router at every R above the kernel's capacity"
-            )
-        })?;
-        for (what, salt) in [("restart", None), ("upgrade", Some("1"))] {
-            let k0 = kernel()?;
-            let (w, next) = load.paced(
-                rate,
-                pre,
-                || -> Result<(BgProcess, Duration)> {
-                    let status = current.stop_with(Duration::from_secs(10))?;
-                    ensure!(status.code() == Some(0), "vrfd exited with {status}");
-                    let t0 = Instant::now();
-                    let next = vrfd(r, config.path(), &pins, salt)?;
-                    Ok((next, t0.elapsed()))
-                },
-                post,
-            )?;
-            let (next, took) = next?;
-            current = next;
-            let res = WindowResult::of(what, &w, kernel()? - k0, Some(took));
-            progress.detail(&format!(
-                "{what}: {}; ready after {took:?}; kernel forwarded {}",
-                w.describe(),
-                res.kernel_forwarded
-            ));
-            windows.push(res);
-        }
-        let len = Duration::from_secs_f64(
-            windows[windows.len() - 2..]
-                .iter()
-                .map(|w| w.seconds)
-                .fold(0.0, f64::max),
+        ensure!(
+            m.rate > 0.0,
+            "the fast path did not carry any of {:?} × the kernel's capacity",
+            livegen::RATE_FACTORS
         );
-        let k0 = kernel()?;
-        let (w, ()) = load.paced(rate, len, || (), Duration::ZERO)?;
-        windows.push(WindowResult::of("steady again", &w, kernel()? - k0, None));
-        ensure!(current.stop_with(Duration::from_secs(10))?.code() == Some(0));
-        detach()?;
-        load.pin_threads()?;
-        let k0 = kernel()?;
-        let (w, ()) = load.paced(rate, len, || (), Duration::ZERO)?;
-        progress.detail(&format!("kernel alone at R: {}", w.describe()));
-        windows.push(WindowResult::of(
-            "kernel alone at R",
-            &w,
-            kernel()? - k0,
-            None,
-        ));
+        for (what, h) in [("restart", &m.restart), ("upgrade", &m.upgrade)] {
+            let h = h.as_ref().context("handover not measured")?;
+            windows.push(WindowResult::of(what, &h.phase, Some(h.ready)));
+        }
+        for (what, p) in [
+            ("steady again", &m.steady_again),
+            ("kernel alone, unpaced, after", &m.kernel_after),
+            ("kernel alone at R", &m.control),
+        ] {
+            windows.push(WindowResult::of(
+                what,
+                p.as_ref().context("window not measured")?,
+                None,
+            ));
+        }
+        let counted =
+            |h: &Option<livegen::Handover>| h.as_ref().map(|h| (h.old_counted, h.new_counted));
         Ok(LoadResults {
-            kernel_capacity_pps,
-            factor,
-            offered_pps: rate,
+            kernel_capacity_pps: m.kernel_capacity(),
+            kernel_before_pps: m.kernel_before.window.received_pps(),
+            kernel_after_pps: m.kernel_after.map_or(0.0, |p| p.window.received_pps()),
+            factor: m.factor,
+            offered_pps: m.rate,
+            restart_counted: counted(&m.restart).map(|c| c.0),
+            upgrade_counted: counted(&m.upgrade).map(|c| (c.0, c.1.unwrap_or(0))),
             windows,
         })
     })();
-    let _ = detach();
+    let _ = tests::daemon::detach_in(r, &pins);
     let _ = std::fs::remove_file(tests::daemon::lock_file(&pins));
     result
 }
@@ -362,32 +310,43 @@ pub fn section(o: &mut String, r: &Results) {
         "## 5. Restart, upgrade and the dead-man switch\n\n\
          **Loss across a restart and an upgrade, above the kernel's capacity.** A real vrfd serves \
          two VRFs of the test topology; host A sends 64-byte UDP frames to host B through red as XDP \
-         live frames (the bench's generator, paced in the program; `tests::livegen::Load`, the load of \
-         the restart test), B's sink counts them. The router's NAPI thread of the receiving member runs \
-         SCHED_FIFO on CPU 1, the generator and B's sink on CPU 0. First the kernel alone (vrfd \
-         detached, its ip rules left) is offered all the generator sends: it forwarded {:.0} frames/s. \
-         R = {:.1} × that = {:.0} frames/s, the first of 1.4 / 1.3 / 1.2 × at which a steady window of \
-         the fast path lost nothing in the router. *restart*: SIGTERM, a new vrfd of the same build \
-         adopts the pins; *upgrade*: the new vrfd's stamp differs (`VRFD_TEST_STAMP_SALT=1`), so it \
-         fills fresh maps and moves each pinned link (bpf_link_update). A starting vrfd that finds pins \
-         beats their switch from the moment it has opened them and subscribed to the kernel's events, \
-         so the fast path never stops deciding. *ring full*: frames host A's veth could not put into \
-         the router member's 256-frame receive ring (the router's vCPU was not running: this VM's \
-         stalls), or the router into B's; they never reached the router's program. *in the router*: \
-         the rest of the loss. IpForwDatagrams: what the router's kernel forwarded meanwhile.\n",
-        l.kernel_capacity_pps, l.factor, l.offered_pps
+         live frames (the bench's generator, paced in the program), B's sink counts them: \
+         `tests::livegen::restart_under_load`, the sequence the restart test asserts. The router's \
+         NAPI thread of the receiving member runs SCHED_FIFO on CPU 1, the generator and B's sink on \
+         CPU 0; vrfd is not pinned (on CPU 0 it time-shared the generator, which then offered in \
+         bursts the router's ring could not take). The kernel alone (vrfd detached, \
+         its ip rules left), offered all the generator sends, forwarded {:.0} frames/s before and \
+         {:.0} right after (K: the larger, {:.0}). R = {:.1} × K before = {:.0} frames/s, the first \
+         of 3 / 2.5 / 2 / 1.5 / 1.25 × at which a steady window of the fast path was carried (nothing lost \
+         in the router, at most 5 % at a full ring, 95 % of R offered). *restart*: SIGTERM, a new \
+         vrfd of the same build adopts the pins; *upgrade*: the new vrfd's stamp differs \
+         (`VRFD_TEST_STAMP_SALT=1`), so it fills fresh maps and moves each pinned link \
+         (bpf_link_update). A starting vrfd that finds pins beats their switch from the moment it has \
+         opened them and subscribed to the kernel's events, so the fast path never stops deciding. \
+         *offered*: frames sent / the window's length. *ring full*: frames host A's veth could not \
+         put into the router member's 256-frame receive ring (the router's vCPU was not running: \
+         this VM's stalls), or the router into B's; they never reached the router's program, or B. \
+         *in the router*: the rest of the loss. IpForwDatagrams: what the router's kernel forwarded \
+         meanwhile.\n",
+        l.kernel_before_pps,
+        l.kernel_after_pps,
+        l.kernel_capacity_pps,
+        l.factor,
+        l.offered_pps
     );
     let _ = writeln!(
         o,
-        "| window | length | sent | received at B | lost | ring full (in / out) | in the router | forwarded by the kernel | new vrfd ready after |\n|---|---|---|---|---|---|---|---|---|"
+        "| window | length | sent | offered | received at B | lost | ring full (in / out) | in the router | forwarded by the kernel | new vrfd ready after |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for w in &l.windows {
         let _ = writeln!(
             o,
-            "| {} | {:.2} s | {} | {} | {} ({:.2}%) | {} / {} ({:.2}%) | {} | {} | {} |",
+            "| {} | {:.2} s | {} | {:.0}/s ({:.2} × K) | {} | {} ({:.2}%) | {} / {} ({:.2}%) | {} | {} | {} |",
             w.what,
             w.seconds,
             w.sent,
+            w.offered_pps(),
+            w.offered_pps() / l.kernel_capacity_pps.max(1.0),
             w.received,
             w.lost(),
             w.percent(w.lost()),
@@ -399,6 +358,13 @@ pub fn section(o: &mut String, r: &Results) {
             w.ready_ms
                 .map(|ms| format!("{ms:.0} ms"))
                 .unwrap_or_else(|| "—".into())
+        );
+    }
+    if let (Some(rc), Some((old, new))) = (l.restart_counted, l.upgrade_counted) {
+        let _ = writeln!(
+            o,
+            "\nRed's forwarded counter: +{rc} across the restart (the same maps); across the \
+             upgrade +{old} in the old maps, then {new} in the new ones from zero."
         );
     }
     let s = &r.switch;

@@ -10,6 +10,7 @@
 //!   (what the router carries at most) or paced at a rate, counted by the sink at host B.
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use aya::{
 use vrf_user::bench::{map_names, prog_names, FIB_HELPER_OBJECT, TEMPLATE_LEN};
 use vrf_user::packet::FrameSpec;
 
-use crate::netns::NetNs;
+use crate::netns::{BgProcess, NetNs};
 use crate::topology::{Topology, HOST_IFNAME};
 
 /// Frames per batch of a live-frame test run (xdp-trafficgen's default is 64; 256 is the most).
@@ -569,9 +570,11 @@ fn unpaced(
 
 /// `pps` on average until `stop`: test runs of about [`RUN_SECONDS`], each sending the share
 /// of its frames that keeps the total on `pps` (the generator's own speed measured on the run
-/// before), spread evenly over the run by the program: no bursts. Few runs per second: each
-/// one registers an XDP memory model, whose ids (64k) are freed only some time after the run.
-/// Returns (sent, elapsed).
+/// before), spread evenly over the run by the program: no bursts. A deficit is made up at most
+/// at [`CATCH_UP`] × `pps`: a generator that lost its CPU for a while (to vrfd, to other users'
+/// builds) does not then send at its full speed, beyond what the router's ring takes; it sends
+/// less, and the window's offered rate says so. Few runs per second: each one registers an XDP memory model, whose ids (64k)
+/// are freed only some time after the run. Returns (sent, elapsed).
 fn paced(
     bp: &mut BenchPrograms,
     ifindex: u32,
@@ -587,7 +590,8 @@ fn paced(
         let chunk = (speed * RUN_SECONDS).clamp(1024.0, 1e6);
         // What is due by the end of this run, with half of any deficit made up.
         let elapsed = start.elapsed().as_secs_f64();
-        let want = pps * RUN_SECONDS + 0.5 * (pps * elapsed - sent as f64);
+        let want = (pps * RUN_SECONDS + 0.5 * (pps * elapsed - sent as f64))
+            .min(CATCH_UP * pps * RUN_SECONDS);
         let keep = (want / chunk * GEN_UNIT).clamp(1.0, GEN_UNIT - 1.0);
         bp.set_gen_keep(keep as u32)?;
         let took = bp.generate_batched(ifindex, frame, chunk as u32, PACED_BATCH)?;
@@ -596,6 +600,9 @@ fn paced(
     bp.set_gen_keep(0)?;
     Ok((bp.gen_sent()? - sent0, start.elapsed()))
 }
+
+/// The most a paced run offers, as a multiple of the rate asked for (making up a deficit).
+const CATCH_UP: f64 = 1.25;
 
 impl Drop for Load<'_> {
     fn drop(&mut self) {
@@ -610,4 +617,318 @@ impl Drop for Load<'_> {
             let _ = host.run_in(|| bp.detach(prog_names::GEN, id));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart and upgrade under load: the sequence the restart test asserts and the bench reports.
+
+/// The multiples of the kernel's capacity K tried for R, highest first; R is the first whose
+/// steady fast-path window is carried. At 1.5 × R stays above a K that rises by 30 % within the
+/// run (K moved between 19 and 27 kpps with this VM's load, session 6; between 580 and 960 kpps
+/// from run to run and by 20 % within one, quiet). 1.25 × is the last resort of a quiet VM,
+/// where the fast path (about 1.2 Mpps over veth) is not 1.5 × a kernel that forwards 0.96
+/// Mpps: [`OFFERED_MARGIN`] and the control still decide whether R was above the kernel.
+pub const RATE_FACTORS: [f64; 5] = [3.0, 2.5, 2.0, 1.5, 1.25];
+/// A steady window is carried when the router itself lost nothing, at most this share found a
+/// full ring, and the generator offered at least [`REACHED`] of R. A full ring: the router's
+/// NAPI thread, asleep once its ring was empty, woke later than 256 frames took to arrive (at
+/// 0.9 Mpps 4 % of the frames in a steady window on this VM, quiet; the kernel alone loses most
+/// of what it cannot carry the same way). At 3 × K almost all of the loss is there: a fast path
+/// that cannot carry R shows it as a full ring, not in the router.
+pub const CARRIED_RING_SHARE: f64 = 0.05;
+pub const REACHED: f64 = 0.95;
+/// What a restart or upgrade window must have been offered, as a multiple of the larger of the
+/// kernel's capacities measured before and after it: offered faster than the kernel alone.
+pub const OFFERED_MARGIN: f64 = 1.1;
+/// vrfd (persisting: the default) on `pins` in `ns`, ready within 60 s; `salt` perturbs its
+/// stamp (an upgrade to "another layout").
+///
+/// Not pinned: on the generator's CPU vrfd time-shares the generator, which then offered
+/// half the time at twice the rate (measured: 19 % and 41 % of a restart's and an upgrade's
+/// frames at a full ring, 1.3 % steady); on the router's CPU the router's NAPI thread
+/// (SCHED_FIFO) comes first. The scheduler puts it where there is room.
+pub fn start_vrfd(ns: &NetNs, config: &Path, pins: &Path, salt: Option<&str>) -> Result<BgProcess> {
+    let mut c = ns.command(crate::bin_path("vrfd"));
+    c.arg("--config")
+        .arg(config)
+        .arg("--pin-path")
+        .arg(pins)
+        .args(["--log-format", "json"]);
+    if let Some(s) = salt {
+        c.env(vrf_user::dataplane::STAMP_SALT_ENV, s);
+    }
+    let mut p = BgProcess::spawn(c)?;
+    p.wait_for_log(
+        |l| crate::daemon::log_has_message(l, "ready"),
+        Duration::from_secs(60),
+    )
+    .context("vrfd not ready")?;
+    Ok(p)
+}
+
+/// VRF `vrf`'s ingress Forwarded counter in `maps`.
+pub fn forwarded_counter(maps: &vrf_user::maps::Maps, vrf: &str) -> Result<u64> {
+    let slot = vrf_user::inspect::vrfs(maps)?
+        .iter()
+        .find(|v| v.name == vrf)
+        .with_context(|| format!("{vrf} is not served"))?
+        .slot;
+    Ok(maps
+        .vrf_counters(slot, vrf_common::Direction::Ingress)?
+        .by_reason[vrf_common::Reason::Forwarded as usize]
+        .packets)
+}
+
+/// Where the sequence runs vrfd, and how long its windows are.
+pub struct RestartPlan<'a> {
+    pub ns: &'a NetNs,
+    pub config: &'a Path,
+    pub pins: &'a Path,
+    /// The kernel alone offered all the generator sends, for this long (K).
+    pub capacity: Duration,
+    /// Paced before and after a restart's or upgrade's stop-and-start.
+    pub pre: Duration,
+    pub post: Duration,
+    /// Each steady window, and the control.
+    pub steady: Duration,
+}
+
+/// One window and what the router's kernel forwarded during it (IpForwDatagrams).
+#[derive(Clone, Copy, Debug)]
+pub struct Phase {
+    pub window: Window,
+    pub kernel_forwarded: u64,
+}
+
+/// A window across a vrfd stopped (SIGTERM) and the next one started.
+#[derive(Clone, Debug)]
+pub struct Handover {
+    pub phase: Phase,
+    /// From the old vrfd's exit to the new one's `ready`.
+    pub ready: Duration,
+    /// The VRF's forwarded counter in the maps the old vrfd left, during the window.
+    pub old_counted: u64,
+    /// The same in the maps the new vrfd pinned, from their creation to the window's end (None
+    /// after a restart: the same maps).
+    pub new_counted: Option<u64>,
+    /// The new vrfd's log when it was ready.
+    pub log: String,
+}
+
+/// What [`restart_under_load`] measured, in its order.
+#[derive(Clone, Debug)]
+pub struct RestartUnderLoad {
+    /// The kernel alone, unpaced, before (K).
+    pub kernel_before: Phase,
+    /// The steady fast-path windows tried, (factor, window), the chosen one last.
+    pub tried: Vec<(f64, Phase)>,
+    /// R = factor × K (before); 0 if no factor was carried (then nothing after `tried` ran).
+    pub factor: f64,
+    pub rate: f64,
+    /// A plain restart: the next vrfd, of the same build, adopts the pins.
+    pub restart: Option<Handover>,
+    /// An upgrade: the next vrfd's stamp differs; fresh maps, links moved.
+    pub upgrade: Option<Handover>,
+    pub steady_again: Option<Phase>,
+    /// The kernel alone, unpaced, right after (vrfd stopped and detached).
+    pub kernel_after: Option<Phase>,
+    /// The kernel alone at R.
+    pub control: Option<Phase>,
+    /// The VRF's forwarded counter in the maps the upgrade retired, during the steady window
+    /// after it (0: no old program runs any more).
+    pub retired_counted: Option<u64>,
+}
+
+impl RestartUnderLoad {
+    /// The larger of the kernel's capacities measured (frames/s received at B).
+    pub fn kernel_capacity(&self) -> f64 {
+        let after = self.kernel_after.map_or(0.0, |p| p.window.received_pps());
+        self.kernel_before.window.received_pps().max(after)
+    }
+
+    /// Whether steady window `w` carried R: see [`CARRIED_RING_SHARE`].
+    pub fn carried(w: &Window, rate: f64) -> bool {
+        let ring = (w.ring_full_in + w.ring_full_out) as f64 / w.sent.max(1) as f64;
+        w.lost_in_router() == 0 && ring <= CARRIED_RING_SHARE && w.offered_pps() >= REACHED * rate
+    }
+}
+
+/// The restart test's sequence under live frames from member 0 to member 1 of `vrf`: the
+/// kernel alone unpaced (K); vrfd started; steady windows at
+/// [`RATE_FACTORS`] × K until one is carried (R); a restart and an upgrade (salt "1"), each in a
+/// window paced at R; steady again; vrfd stopped and detached; the kernel alone unpaced again
+/// and at R (the control). Expects vrfd's rules in place and nothing attached (a first vrfd
+/// ran and was detached); leaves the same. `log` gets a line per window.
+pub fn restart_under_load(
+    topo: &Topology,
+    vrf: &str,
+    plan: &RestartPlan<'_>,
+    log: &dyn Fn(&str),
+) -> Result<RestartUnderLoad> {
+    let ns = plan.ns;
+    let kernel = || -> Result<u64> { Ok(crate::forwarded_datagrams(ns)?.0) };
+    let measure = |load: &mut Load<'_>, rate: Option<f64>, len: Duration| -> Result<Phase> {
+        let k0 = kernel()?;
+        let window = match rate {
+            Some(r) => load.paced(r, len, || (), Duration::ZERO)?.0,
+            None => load.saturate(len.as_secs_f64())?,
+        };
+        Ok(Phase {
+            window,
+            kernel_forwarded: kernel()? - k0,
+        })
+    };
+    let mut load = Load::new(topo, vrf)?;
+    load.pin_threads()?;
+    let kernel_before = measure(&mut load, None, plan.capacity)?;
+    let k = kernel_before.window.received_pps();
+    log(&format!(
+        "kernel alone, unpaced: {} (IpForwDatagrams +{})",
+        kernel_before.window.describe(),
+        kernel_before.kernel_forwarded
+    ));
+
+    let mut vrfd = start_vrfd(ns, plan.config, plan.pins, None)?;
+    load.pin_threads()?;
+    let mut out = RestartUnderLoad {
+        kernel_before,
+        tried: Vec::new(),
+        factor: 0.0,
+        rate: 0.0,
+        restart: None,
+        upgrade: None,
+        steady_again: None,
+        kernel_after: None,
+        control: None,
+        retired_counted: None,
+    };
+    for factor in RATE_FACTORS {
+        let p = measure(&mut load, Some(factor * k), plan.steady)?;
+        log(&format!(
+            "fast path, steady at {factor} × K = {:.0} pps: {} (IpForwDatagrams +{})",
+            factor * k,
+            p.window.describe(),
+            p.kernel_forwarded
+        ));
+        out.tried.push((factor, p));
+        if RestartUnderLoad::carried(&p.window, factor * k) {
+            (out.factor, out.rate) = (factor, factor * k);
+            break;
+        }
+    }
+    if out.rate == 0.0 {
+        let _ = vrfd.stop_with(Duration::from_secs(10));
+        return Ok(out);
+    }
+
+    let mut maps = vrf_user::maps::Maps::from_pins(plan.pins)?;
+    let mut retired = None;
+    for (what, salt) in [("restart", None), ("upgrade", Some("1"))] {
+        let old0 = forwarded_counter(&maps, vrf)?;
+        let k0 = kernel()?;
+        let (window, next) = load.paced(
+            out.rate,
+            plan.pre,
+            || -> Result<(BgProcess, Duration)> {
+                let status = vrfd.stop_with(Duration::from_secs(10))?;
+                if status.code() != Some(0) {
+                    bail!("vrfd exited with {status}; log:\n{}", vrfd.log());
+                }
+                let t0 = Instant::now();
+                let next = start_vrfd(ns, plan.config, plan.pins, salt)?;
+                Ok((next, t0.elapsed()))
+            },
+            plan.post,
+        )?;
+        let kernel_forwarded = kernel()? - k0;
+        let (next, ready) = next?;
+        vrfd = next;
+        let old_counted = forwarded_counter(&maps, vrf)? - old0;
+        let new_counted = match salt {
+            None => None,
+            Some(_) => {
+                let old = std::mem::replace(&mut maps, vrf_user::maps::Maps::from_pins(plan.pins)?);
+                retired = Some((forwarded_counter(&old, vrf)?, old));
+                Some(forwarded_counter(&maps, vrf)?)
+            }
+        };
+        let h = Handover {
+            phase: Phase {
+                window,
+                kernel_forwarded,
+            },
+            ready,
+            old_counted,
+            new_counted,
+            log: vrfd.log(),
+        };
+        log(&format!(
+            "{what} at {:.0} pps: {}; new vrfd ready {ready:?} after the old exited; \
+             IpForwDatagrams +{kernel_forwarded}; {vrf}'s forwarded counter: +{old_counted} in \
+             the old maps{}",
+            out.rate,
+            window.describe(),
+            new_counted.map_or(String::new(), |n| format!(
+                ", {n} in the new ones from zero"
+            ))
+        ));
+        match salt {
+            None => out.restart = Some(h),
+            Some(_) => out.upgrade = Some(h),
+        }
+    }
+    let p = measure(&mut load, Some(out.rate), plan.steady)?;
+    log(&format!(
+        "fast path, steady again: {} (IpForwDatagrams +{})",
+        p.window.describe(),
+        p.kernel_forwarded
+    ));
+    out.steady_again = Some(p);
+    if let Some((at, old)) = retired {
+        out.retired_counted = Some(forwarded_counter(&old, vrf)? - at);
+    }
+    drop(maps);
+
+    let status = vrfd.stop_with(Duration::from_secs(10))?;
+    if status.code() != Some(0) {
+        bail!("vrfd exited with {status}; log:\n{}", vrfd.log());
+    }
+    detach_for_kernel(topo, vrf, ns, plan.pins)?;
+    load.pin_threads()?;
+    let p = measure(&mut load, None, plan.capacity)?;
+    log(&format!(
+        "kernel alone, unpaced, after: {} (IpForwDatagrams +{})",
+        p.window.describe(),
+        p.kernel_forwarded
+    ));
+    out.kernel_after = Some(p);
+    let p = measure(&mut load, Some(out.rate), plan.steady)?;
+    log(&format!(
+        "kernel alone at R = {:.0} pps: {} (IpForwDatagrams +{})",
+        out.rate,
+        p.window.describe(),
+        p.kernel_forwarded
+    ));
+    out.control = Some(p);
+    Ok(out)
+}
+
+/// `vrfd --detach` on `pins` in `ns`, and the proof that the kernel alone is left on vrfd's
+/// rules: no XDP on member 0, its `iif` rule still there.
+pub fn detach_for_kernel(topo: &Topology, vrf: &str, ns: &NetNs, pins: &Path) -> Result<()> {
+    let out = crate::daemon::detach_in(ns, pins)?;
+    if !out.status.success() {
+        bail!("vrfd --detach: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let m0 = &topo.member(vrf, 0).ifname;
+    let link: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "-d", "link", "show", m0])?)?;
+    if !link[0]["xdp"].is_null() {
+        bail!("XDP left on {m0} after vrfd --detach: {}", link[0]["xdp"]);
+    }
+    let rules: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "-4", "rule", "show"])?)?;
+    let mut all = rules.as_array().into_iter().flatten();
+    if !all.any(|r| r["iif"].as_str() == Some(m0.as_str())) {
+        bail!("vrfd's iif rule on {m0} went with --detach: the kernel alone would not route {vrf}");
+    }
+    Ok(())
 }
