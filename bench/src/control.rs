@@ -31,11 +31,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use vrf_user::config::DeclaredVrf;
 use vrf_user::dataplane::DataPlane;
+use vrf_user::engine::Engine;
 use vrf_user::maps::{fib4_key, Maps};
 use vrf_user::mirror::read_sysctls;
 use vrf_user::netlink::blocking::{Reply, Requester};
 use vrf_user::netlink::Netlink;
-use vrf_user::plan::Engine;
 use vrf_user::writer::MapWriter;
 
 use super::{profile, routes, system, Progress};

@@ -1373,7 +1373,7 @@ fn sync_gap(o: &mut String, c: &control::Results, raw_insert_us: Option<f64>) {
     let desired_share: f64 = full
         .profile
         .iter()
-        .filter(|h| h.symbol.contains("Engine::route") || h.symbol.contains("local_cover"))
+        .filter(|h| h.symbol.contains("Planner::route") || h.symbol.contains("local_cover"))
         .map(|h| h.percent)
         .sum();
     let quadratic = c.extrapolation.contains("plan") && c.extrapolation.contains("quadratic");
@@ -1389,7 +1389,7 @@ fn sync_gap(o: &mut String, c: &control::Results, raw_insert_us: Option<f64>) {
     if desired_share > 30.0 || quadratic {
         let _ = writeln!(
             o,
-            "`Engine::plan` grows quadratically: for every route it calls `Engine::route`, which \
+            "`Planner::plan` grows quadratically: for every route it calls `Planner::route`, which \
              calls `local_cover`, which scans every mirrored route for a covering non-host prefix of the local \
              table — O(n) per route, O(n²) per table ({desired_share:.0}% of the profiled run). Keeping the \
              local table's non-host prefixes (a handful) in a list of their own makes it linear, and the \

@@ -17,11 +17,6 @@ use crate::{
     vrfs::{is_vrf_device, VrfView},
 };
 
-/// bench/src/control.rs imports the engine from here, where it lived; [`crate::engine`] is its
-/// home now.
-#[doc(hidden)]
-pub use crate::engine::Engine;
-
 /// Everything the maps should hold.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
@@ -502,6 +497,7 @@ mod tests {
     use super::*;
     use crate::{
         config::DeclaredVrf,
+        engine::Engine,
         model::{AddrInfo, FwMark, IpFamily, KernelEvent, KernelSnapshot, RuleAction, RuleInfo},
     };
 
