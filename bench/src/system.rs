@@ -11,16 +11,9 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Nanoseconds task `pid` has run on a CPU (`/proc/PID/schedstat`; `thread-self` for the
-/// calling thread).
+/// Nanoseconds task `pid` has run on a CPU (the live generator's reading, shared).
 pub fn cpu_ns(pid: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .with_context(|| format!("/proc/{pid}/schedstat"))?;
-    text.split_whitespace()
-        .next()
-        .context("empty schedstat")?
-        .parse()
-        .context("schedstat")
+    tests::livegen::thread_ns(pid)
 }
 
 /// Per-CPU jiffies from /proc/stat: (busy, total) per CPU.

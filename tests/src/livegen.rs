@@ -538,8 +538,9 @@ fn xmit_errors(ns: &NetNs, ifname: &str) -> Result<u64> {
         .context("tx_queue_0_xdp_xmit_errors")
 }
 
-/// Nanoseconds task `pid` has run on a CPU (/proc/PID/schedstat).
-fn thread_ns(pid: i32) -> Result<u64> {
+/// Nanoseconds task `pid` has run on a CPU (`/proc/PID/schedstat`; `thread-self` for the
+/// calling thread, `PID/task/TID` for one thread of a process).
+pub fn thread_ns(pid: impl std::fmt::Display) -> Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .with_context(|| format!("/proc/{pid}/schedstat"))?;
     text.split_whitespace()
