@@ -200,7 +200,8 @@ lookup_is() {
 # One line per VRF in `vrfctl show --json`, whatever the order of the keys:
 #   <name> table=<n> kind=<device|declared> routes4=<n> routes6=<n> neighbours=<n> degraded=<b> members=<a,b>
 vrfs() {
-    vrfctl_r show --json | tr -d ' \t\n' | awk '
+    # A bond member's "ports" (its slaves) would end the members list early: left out here.
+    vrfctl_r show --json | tr -d ' \t\n' | sed 's/,"ports":\[[^]]*\]//g' | awk '
         function field(obj, key,   v) {
             if (!match(obj, "\"" key "\":(\"[^\"]*\"|[^,}]*)")) return "?"
             v = substr(obj, RSTART + length(key) + 3, RLENGTH - length(key) - 3)

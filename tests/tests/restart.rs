@@ -957,10 +957,11 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
 /// - *no gap*: IpForwDatagrams +0 in each window: the kernel forwarded none, the fast path
 ///   decided through the whole stop and start (a starting vrfd beats the pinned switch before
 ///   its dump and program load);
-/// - *nothing lost*: every frame sent was received at B, but those that found a full veth ring
-///   (host A's into the router, the router's into B: this VM's vCPU stalls, counted by the
-///   veths as xmit errors; they never reached the router's program, or came out of it and B
-///   was not there), which steady windows have too: logged, not bounded. That share follows
+/// - *nothing lost in the router*: every frame that reached the router's program arrived at
+///   B. Not asserted: received == sent. Frames that found a full veth ring (host A's into the
+///   router, the router's into B: this VM's vCPU stalls, counted by the veths as xmit errors;
+///   they never reached the router's program, or came out of it and B was not there) are lost
+///   in steady windows too: logged, not bounded. That share follows
 ///   the VM's scheduling: 0.5–4 % in a quiet steady window at R, 5–23 % across a restart or an
 ///   upgrade, since the new vrfd's start runs in the kernel (program load, map fills) on the
 ///   router's CPU and this kernel (`PREEMPT_NONE`) does not preempt it for the router's NAPI
@@ -975,7 +976,7 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
 /// not pinned (on the generator's CPU it made the generator offer in bursts: see
 /// `tests::livegen::start_vrfd`).
 #[test]
-fn restart_and_upgrade_lose_nothing_under_load_the_kernel_alone_cannot_carry() {
+fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_deciding() {
     let _cpus = CPUS.write().unwrap_or_else(|e| e.into_inner());
     use tests::livegen::{self, RestartPlan, Window, OFFERED_MARGIN};
     let prefix = "rs_load";
