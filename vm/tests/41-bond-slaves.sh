@@ -170,7 +170,7 @@ ip -n router link set sk nomaster || fail "sk out of bond0"
 
 vrfd_log_clean
 
-step "a broadcast bond (no native XDP in that mode): vrfd attaches in generic mode, XDP still forwards"
+step "a broadcast bond (no native XDP in that mode): generic mode; XDP forwards what arrives on it, the kernel what leaves"
 # Last, since the fallback is a warning in vrfd's log. bond1 in vrf-red over sg; its peer is
 # eth0 of host bg (10.0.4.2).
 netns bg
@@ -194,5 +194,10 @@ xdp_of bond1
 grep 'generic mode' "$VRFD_LOG" | tail -n 1
 grep -q 'attaching in generic mode' "$VRFD_LOG" || fail "vrfd did not say it fell back to generic mode"
 wait_for 10 member_of vrf-red 110 bond1 || fail "vrfctl show: bond1 not in vrf-red: $(vrfctl_r show)"
-ping_in generic rb 10.0.4.2 bg - 0
-ping_in generic-reverse bg 10.0.2.2 rb - 0
+# In broadcast mode the bond cannot transmit redirected frames (6.1: "Unknown bonding mode 3
+# for xdp xmit", dropped): what leaves through bond1 is the kernel's; what arrives on it, XDP's.
+wait_for 10 grep -Eq 'cannot take an XDP redirect.*interface=bond1' "$VRFD_LOG" ||
+    fail "vrfd did not refuse bond1 as a redirect target"
+lookup_is vrf-red red2 10.0.4.2 pass || fail "vrfctl lookup: a frame out of bond1 is not passed to the kernel"
+ping_in generic-egress-to-the-kernel rb 10.0.4.2 bg - 1
+ping_in generic-ingress-by-xdp bg 10.0.2.2 rb - 0

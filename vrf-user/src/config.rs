@@ -385,6 +385,7 @@ mod tests {
             parent: None,
             vlan: None,
             bond_backup: false,
+            bond_xdp: false,
         }
     }
 

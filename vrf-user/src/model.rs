@@ -74,6 +74,10 @@ pub struct LinkInfo {
     /// A bond slave in state backup (IFLA_BOND_SLAVE_STATE): the bond drops what arrives on it
     /// (unless all_slaves_active), so XDP must not forward it.
     pub bond_backup: bool,
+    /// A bond whose mode can transmit redirected XDP frames (the kernel's `bond_xdp_check`:
+    /// balance-rr, active-backup, balance-xor and 802.3ad without an encap hash policy). In the
+    /// other modes the bond drops them ("Unknown bonding mode N for xdp xmit").
+    pub bond_xdp: bool,
 }
 
 /// A VLAN device's tag.

@@ -515,6 +515,7 @@ mod tests {
             parent: None,
             vlan: None,
             bond_backup: false,
+            bond_xdp: false,
         }
     }
 

@@ -56,7 +56,8 @@ pub struct RedirectTarget {
 
 /// The fallback for kernels before 6.3, by IFLA_INFO_KIND: veth implements `ndo_xdp_xmit`, and
 /// so does a bond (`bond_xdp_xmit`, 5.15+, the kernels where vrf-xdp runs a bond natively: it
-/// hands the frames to the slave the bond picks); a device without a kind is a physical NIC,
+/// hands the frames to the slave the bond picks; only in the modes of `LinkInfo::bond_xdp`, which
+/// the caller checks); a device without a kind is a physical NIC,
 /// whose XDP drivers implement it; tun only while a reader has a queue attached, and every
 /// virtual kind known to lack it (bridge, macvlan, vlan, tunnels, …) and every kind not known
 /// is refused, so the kernel routes through it.

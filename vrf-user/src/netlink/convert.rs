@@ -10,9 +10,9 @@ use ipnet::IpNet;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{
-        BondPortState, InfoBondPort, InfoData, InfoPortData, InfoVlan, InfoVrf, LinkAttribute,
-        LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, VlanProtocol as NlVlanProtocol,
-        VlanQosMapping,
+        BondMode, BondPortState, BondXmitHashPolicy, InfoBond, InfoBondPort, InfoData,
+        InfoPortData, InfoVlan, InfoVrf, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+        LinkMessage, VlanProtocol as NlVlanProtocol, VlanQosMapping,
     },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage},
     route::{
@@ -104,6 +104,7 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
     let (mut vlan_id, mut vlan_protocol) = (None, VlanProtocol::Dot1Q);
     let mut egress_pcp = false;
     let mut bond_backup = false;
+    let (mut bond_mode, mut bond_hash) = (None, BondXmitHashPolicy::Layer2);
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
@@ -129,6 +130,15 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
                                             matches!(m, VlanQosMapping::Mapping(_, pcp) if *pcp != 0)
                                         })
                                     }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        NlLinkInfo::Data(InfoData::Bond(data)) => {
+                            for d in data {
+                                match d {
+                                    InfoBond::Mode(m) => bond_mode = Some(*m),
+                                    InfoBond::XmitHashPolicy(h) => bond_hash = *h,
                                     _ => {}
                                 }
                             }
@@ -171,6 +181,14 @@ pub fn link(msg: &LinkMessage) -> Option<LinkInfo> {
             egress_pcp,
         }),
         bond_backup,
+        bond_xdp: match bond_mode {
+            Some(BondMode::BalanceRr | BondMode::ActiveBackup) => true,
+            Some(BondMode::BalanceXor | BondMode::Ieee8023Ad) => !matches!(
+                bond_hash,
+                BondXmitHashPolicy::Encap23 | BondXmitHashPolicy::Encap34
+            ),
+            _ => false,
+        },
     })
 }
 
@@ -534,6 +552,7 @@ mod tests {
                 parent: None,
                 vlan: None,
                 bond_backup: false,
+                bond_xdp: false,
             })
         );
     }
@@ -564,6 +583,39 @@ mod tests {
         let active = slave(BondPortState::Active);
         assert!(!active.bond_backup);
         assert_eq!(active.master, Some(20));
+    }
+
+    #[test]
+    fn a_bond_takes_xdp_frames_only_in_the_modes_the_kernel_transmits_them_in() {
+        let bond = |mode, hash| {
+            let m = link_msg(
+                20,
+                vec![
+                    LinkAttribute::IfName("bond0".into()),
+                    LinkAttribute::LinkInfo(vec![
+                        NlLinkInfo::Kind(InfoKind::Bond),
+                        NlLinkInfo::Data(InfoData::Bond(vec![
+                            InfoBond::Mode(mode),
+                            InfoBond::XmitHashPolicy(hash),
+                        ])),
+                    ]),
+                ],
+            );
+            let RouteNetlinkMessage::NewLink(m) = wire(RouteNetlinkMessage::NewLink(m)) else {
+                panic!("not a link message")
+            };
+            link(&m).unwrap().bond_xdp
+        };
+        use BondXmitHashPolicy::{Encap34, Layer2, Layer34};
+        assert!(bond(BondMode::ActiveBackup, Layer2));
+        assert!(bond(BondMode::BalanceRr, Layer2));
+        assert!(bond(BondMode::Ieee8023Ad, Layer34));
+        assert!(
+            !bond(BondMode::Ieee8023Ad, Encap34),
+            "encap hash: bond_xdp_check refuses"
+        );
+        assert!(!bond(BondMode::Broadcast, Layer2));
+        assert!(!bond(BondMode::BalanceAlb, Layer2));
     }
 
     #[test]
