@@ -195,9 +195,22 @@ grep 'generic mode' "$VRFD_LOG" | tail -n 1
 grep -q 'attaching in generic mode' "$VRFD_LOG" || fail "vrfd did not say it fell back to generic mode"
 wait_for 10 member_of vrf-red 110 bond1 || fail "vrfctl show: bond1 not in vrf-red: $(vrfctl_r show)"
 # In broadcast mode the bond cannot transmit redirected frames (6.1: "Unknown bonding mode 3
-# for xdp xmit", dropped): what leaves through bond1 is the kernel's; what arrives on it, XDP's.
+# for xdp xmit", dropped): what leaves through bond1 is the kernel's, what arrives on it XDP's.
+# In each direction one leg goes each way: IpForwDatagrams +3 (the leg out of bond1), bond1's
+# forwarded_packets +3 (the leg into it).
 wait_for 10 grep -Eq 'cannot take an XDP redirect.*interface=bond1' "$VRFD_LOG" ||
     fail "vrfd did not refuse bond1 as a redirect target"
-lookup_is vrf-red red2 10.0.4.2 pass || fail "vrfctl lookup: a frame out of bond1 is not passed to the kernel"
-ping_in generic-egress-to-the-kernel rb 10.0.4.2 bg - 1
-ping_in generic-ingress-by-xdp bg 10.0.2.2 rb - 0
+lookup_is vrf-red red2 10.0.4.2 pass egress || fail "vrfctl lookup: a frame out of bond1 is not the kernel's"
+lookup_is vrf-red bond1 10.0.2.2 forward || fail "vrfctl lookup: a frame into bond1 is not XDP's"
+generic_leg() {
+    before=$(forwarded bond1)
+    fwd0=$(snmp router Ip:ForwDatagrams)
+    ping_in "$1" "$2" "$3" "$4" - 1
+    fwd=$(( $(snmp router Ip:ForwDatagrams) - fwd0 ))
+    after=$(forwarded bond1)
+    echo "$1: bond1 forwarded_packets $before -> $after"
+    [ "$fwd" -eq 3 ] || fail "$1: the kernel forwarded $fwd datagrams, expected the 3 leaving through bond1"
+    [ "$after" -ge $(( before + 3 )) ] || fail "$1: XDP forwarded $before -> $after on bond1, expected +3"
+}
+generic_leg generic rb 10.0.4.2 bg
+generic_leg generic-reverse bg 10.0.2.2 rb
