@@ -13,6 +13,7 @@ use tests::{
     ping, require_root, set_gro, set_up, veth_pair, NetNs, TopologySpec,
 };
 use vrf_common::{Direction, Reason};
+use vrf_user::model::LinkInfo;
 use vrf_user::xdp_target::{accepts_by_kind, Source, XdpFeatureProbe};
 
 #[test]
@@ -42,7 +43,12 @@ fn the_kernel_says_which_devices_take_a_redirect() {
                 probe.has_netdev_family(),
                 "kernel 6.18 has the netdev family"
             );
-            let t = probe.redirect_target(ifindex, Some(kind)).unwrap();
+            let link = LinkInfo {
+                ifindex,
+                kind: Some(kind.into()),
+                ..LinkInfo::default()
+            };
+            let t = probe.redirect_target(&link).unwrap();
             let Source::Kernel(f) = t.source else {
                 panic!("the answer for {kind} did not come from the kernel: {t:?}")
             };
@@ -71,8 +77,12 @@ fn the_kernel_says_which_devices_take_a_redirect() {
     assert!(!ask(va, "veth"), "and not once GRO is off again");
 
     // The fallback refuses what this kernel refuses.
-    assert!(!accepts_by_kind(Some("bridge")) && !accepts_by_kind(Some("macvlan")));
-    assert!(!accepts_by_kind(Some("tun")));
+    let of_kind = |kind: &str| LinkInfo {
+        kind: Some(kind.into()),
+        ..LinkInfo::default()
+    };
+    assert!(!accepts_by_kind(&of_kind("bridge")) && !accepts_by_kind(&of_kind("macvlan")));
+    assert!(!accepts_by_kind(&of_kind("tun")));
 
     // A device that is not there is an error, not a yes.
     let gone = ns.run_in(|| XdpFeatureProbe::new().unwrap().xdp_features(999_999));

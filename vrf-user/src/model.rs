@@ -49,7 +49,7 @@ pub enum RuleAction {
 }
 
 /// A network interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LinkInfo {
     pub ifindex: u32,
     pub name: String,

@@ -17,6 +17,7 @@ use netlink_packet_generic::{
 };
 use netlink_sys::protocols::NETLINK_GENERIC;
 
+use crate::model::LinkInfo;
 use crate::netlink::blocking::{Reply, Requester};
 
 /// `enum netdev_xdp_act` (include/uapi/linux/netdev.h).
@@ -56,13 +57,17 @@ pub struct RedirectTarget {
 
 /// The fallback for kernels before 6.3, by IFLA_INFO_KIND: veth implements `ndo_xdp_xmit`, and
 /// so does a bond (`bond_xdp_xmit`, 5.15+, the kernels where vrf-xdp runs a bond natively: it
-/// hands the frames to the slave the bond picks; only in the modes of `LinkInfo::bond_xdp`, which
-/// the caller checks); a device without a kind is a physical NIC,
+/// hands the frames to the slave the bond picks; only in the modes of [`LinkInfo::bond_xdp`],
+/// the others drop them); a device without a kind is a physical NIC,
 /// whose XDP drivers implement it; tun only while a reader has a queue attached, and every
 /// virtual kind known to lack it (bridge, macvlan, vlan, tunnels, …) and every kind not known
 /// is refused, so the kernel routes through it.
-pub fn accepts_by_kind(kind: Option<&str>) -> bool {
-    matches!(kind, None | Some("veth") | Some("bond"))
+pub fn accepts_by_kind(link: &LinkInfo) -> bool {
+    match link.kind.as_deref() {
+        None | Some("veth") => true,
+        Some("bond") => link.bond_xdp,
+        _ => false,
+    }
 }
 
 /// netdev family command and attribute numbers (include/uapi/linux/netdev.h).
@@ -237,16 +242,16 @@ impl XdpFeatureProbe {
         Ok(Some(features))
     }
 
-    /// Whether `ifindex` (of IFLA_INFO_KIND `kind`) can be the target of an XDP redirect: the
-    /// kernel's own answer where it has one, the kind's otherwise.
-    pub fn redirect_target(&mut self, ifindex: u32, kind: Option<&str>) -> Result<RedirectTarget> {
-        Ok(match self.xdp_features(ifindex)? {
+    /// Whether `link` can be the target of an XDP redirect: the kernel's own answer where it has
+    /// one, the kind's otherwise.
+    pub fn redirect_target(&mut self, link: &LinkInfo) -> Result<RedirectTarget> {
+        Ok(match self.xdp_features(link.ifindex)? {
             Some(f) => RedirectTarget {
                 accepts: f.accepts_redirect(),
                 source: Source::Kernel(f),
             },
             None => RedirectTarget {
-                accepts: accepts_by_kind(kind),
+                accepts: accepts_by_kind(link),
                 source: Source::Kind,
             },
         })
@@ -299,10 +304,25 @@ mod tests {
             "tun",
             "new",
         ] {
-            assert!(!accepts_by_kind(Some(kind)), "{kind}");
+            assert!(!accepts_by_kind(&of_kind(Some(kind))), "{kind}");
         }
-        assert!(accepts_by_kind(Some("veth")) && !accepts_by_kind(Some("tun")));
-        assert!(accepts_by_kind(Some("bond")), "bond_xdp_xmit (5.15+)");
-        assert!(accepts_by_kind(None));
+        assert!(accepts_by_kind(&of_kind(Some("veth"))) && !accepts_by_kind(&of_kind(Some("tun"))));
+        let bond = |bond_xdp| LinkInfo {
+            bond_xdp,
+            ..of_kind(Some("bond"))
+        };
+        assert!(accepts_by_kind(&bond(true)), "bond_xdp_xmit (5.15+)");
+        assert!(
+            !accepts_by_kind(&bond(false)),
+            "broadcast, tlb, alb, encap hash: dropped"
+        );
+        assert!(accepts_by_kind(&of_kind(None)));
+    }
+
+    fn of_kind(kind: Option<&str>) -> LinkInfo {
+        LinkInfo {
+            kind: kind.map(Into::into),
+            ..LinkInfo::default()
+        }
     }
 }

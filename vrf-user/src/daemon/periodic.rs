@@ -103,17 +103,10 @@ impl RedirectTargets {
             if matches!(link.kind.as_deref(), Some("vrf" | "vlan")) {
                 continue;
             }
-            // A bond transmits redirected frames only in the modes `bond_xdp_check` allows:
-            // 6.3+'s xdp-features say so, the fallback by kind cannot see the mode.
-            let bond_ok = link.kind.as_deref() != Some("bond") || link.bond_xdp;
-            let accepts = bond_ok
-                && match &mut self.probe {
-                    Some(p) => p
-                        .redirect_target(ifindex, link.kind.as_deref())
-                        .map(|t| t.accepts)
-                        .unwrap_or(false),
-                    None => crate::xdp_target::accepts_by_kind(link.kind.as_deref()),
-                };
+            let accepts = match &mut self.probe {
+                Some(p) => p.redirect_target(link).map(|t| t.accepts).unwrap_or(false),
+                None => crate::xdp_target::accepts_by_kind(link),
+            };
             if !accepts {
                 if !self.refused.contains(&ifindex) {
                     info!(interface = %link.name, ifindex, kind = ?link.kind, "cannot take an XDP redirect: what is routed through it goes to the kernel");
