@@ -15,7 +15,7 @@ use aya::{programs::Xdp, EbpfLoader};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use vrf_common::{prog_names, Heartbeat, DEADMAN_GLOBAL};
-use vrf_user::maps::Maps;
+use vrf_user::{daemon::switch::monotonic_ns, maps::Maps};
 
 use super::lookup::{self, Stats};
 use super::programs::run_repeated;
@@ -211,16 +211,6 @@ fn switch_cost(quick: bool, progress: &Progress) -> Result<SwitchCost> {
         r.armed.median, r.without.median, insns_with, insns_without
     ));
     Ok(r)
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The restart test's sequence (`tests::livegen::restart_under_load`), measured rather than

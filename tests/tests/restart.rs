@@ -20,6 +20,8 @@ use tests::{
     TopologySpec,
 };
 use vrf_common::{Direction, Reason};
+// The clock of the data plane's deadline (HEARTBEAT), as vrfd reads it.
+use vrf_user::daemon::switch::monotonic_ns;
 
 /// The limit: after vrfd stops, the kernel decides within this.
 const SWITCH_LIMIT: Duration = Duration::from_secs(2);
@@ -740,17 +742,6 @@ fn sighup_adds_and_removes_vrfs_refuses_a_bad_config_and_leaves_the_rest_alone()
 /// Routes in red's table for the resync below: enough that one resync (dump, plan, diff)
 /// outlasts the switch's 1.5 s lease several times over.
 const RESYNC_ROUTES: u32 = 600_000;
-
-/// CLOCK_MONOTONIC in ns (the clock of the data plane's deadline).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// With 600k routes vrfd's main loop has long pieces of work: at rest (neighbour events that
 /// touch every route via that gateway, the sysctl poll) and above all a resync: a SIGHUP that
