@@ -721,11 +721,15 @@ pub struct Handover {
 pub struct RestartUnderLoad {
     /// The kernel alone, unpaced, before (K).
     pub kernel_before: Phase,
-    /// The steady fast-path windows tried, (factor, window), the chosen one last.
+    /// The steady fast-path windows tried, (factor, window), in order.
     pub tried: Vec<(f64, Phase)>,
-    /// R = factor × K (before); 0 if no factor was carried (then nothing after `tried` ran).
+    /// R = factor × K (before); 0 if no window qualified even as the least lossy (then nothing
+    /// after `tried` ran).
     pub factor: f64,
     pub rate: f64,
+    /// Whether R's window was carried ([`RestartUnderLoad::carried`]); false: no factor was,
+    /// and R is the one whose window found a full ring least often.
+    pub carried: bool,
     /// A plain restart: the next vrfd, of the same build, adopts the pins.
     pub restart: Option<Handover>,
     /// An upgrade: the next vrfd's stamp differs; fresh maps, links moved.
@@ -749,9 +753,19 @@ impl RestartUnderLoad {
 
     /// Whether steady window `w` carried R: see [`CARRIED_RING_SHARE`].
     pub fn carried(w: &Window, rate: f64) -> bool {
-        let ring = (w.ring_full_in + w.ring_full_out) as f64 / w.sent.max(1) as f64;
-        w.lost_in_router() == 0 && ring <= CARRIED_RING_SHARE && w.offered_pps() >= REACHED * rate
+        Self::usable(w, rate) && ring_share(w) <= CARRIED_RING_SHARE
     }
+
+    /// Whether steady window `w` can stand for R at all: the router lost nothing, and the
+    /// generator offered [`REACHED`] of R.
+    fn usable(w: &Window, rate: f64) -> bool {
+        w.lost_in_router() == 0 && w.offered_pps() >= REACHED * rate
+    }
+}
+
+/// The share of `w`'s frames that found a veth's ring full (into the router or out of it).
+pub fn ring_share(w: &Window) -> f64 {
+    (w.ring_full_in + w.ring_full_out) as f64 / w.sent.max(1) as f64
 }
 
 /// The restart test's sequence under live frames from member 0 to member 1 of `vrf`: the
@@ -802,6 +816,7 @@ pub fn restart_under_load(
         kernel_after: None,
         control: None,
         retired_counted: None,
+        carried: false,
     };
     for factor in RATE_FACTORS {
         let p = measure(&mut load, Some(factor * k), plan.steady)?;
@@ -813,8 +828,25 @@ pub fn restart_under_load(
         ));
         out.tried.push((factor, p));
         if RestartUnderLoad::carried(&p.window, factor * k) {
-            (out.factor, out.rate) = (factor, factor * k);
+            (out.factor, out.rate, out.carried) = (factor, factor * k, true);
             break;
+        }
+    }
+    if !out.carried {
+        // A VM too busy for any (CI, session 8: 10–54 % at a full ring at every factor, the
+        // router's thread 21–40 % busy: its vCPU stalled): the restart is still a restart at a
+        // rate above K; the least lossy window's factor, said so.
+        let least = out
+            .tried
+            .iter()
+            .filter(|(f, p)| RestartUnderLoad::usable(&p.window, f * k))
+            .min_by(|a, b| ring_share(&a.1.window).total_cmp(&ring_share(&b.1.window)));
+        if let Some((factor, p)) = least {
+            (out.factor, out.rate) = (*factor, factor * k);
+            log(&format!(
+                "no factor carried; R = {factor} × K, the least lossy ({:.1} % at a full ring)",
+                ring_share(&p.window) * 100.0
+            ));
         }
     }
     if out.rate == 0.0 {

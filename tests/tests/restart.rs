@@ -944,7 +944,11 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
 ///   is above 1.1 × the kernel's capacity K (unpaced), the larger of K measured before and
 ///   right after, and above what the kernel alone forwarded when offered R (the control).
 ///   R is the first of 3 / 2.5 / 2 / 1.5 / 1.25 × K (before) whose steady fast-path window is
-///   carried (`tests::livegen::RATE_FACTORS`);
+///   carried (`tests::livegen::RATE_FACTORS`), or, on a VM too busy for any, the one whose
+///   window found a full ring least often. These are the load's conditions, not claims: an
+///   attempt without them runs again, up to [`LOAD_ATTEMPTS`] (CI, session 8: every steady
+///   window lost 10–54 % at a full ring, the router's thread 21–40 % busy); the claims below
+///   are asserted on every attempt;
 /// - *no gap*: IpForwDatagrams +0 in each window: the kernel forwarded none, the fast path
 ///   decided through the whole stop and start (a starting vrfd beats the pinned switch before
 ///   its dump and program load);
@@ -969,7 +973,7 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
 #[test]
 fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_deciding() {
     let _cpus = CPUS.write().unwrap_or_else(|e| e.into_inner());
-    use tests::livegen::{self, RestartPlan, Window, OFFERED_MARGIN};
+    use tests::livegen::{self, RestartPlan};
     let prefix = "rs_load";
     let topo = topology(prefix);
     let r = topo.router();
@@ -987,7 +991,6 @@ fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_d
     );
     livegen::detach_for_kernel(&topo, "red", r, &pins.path).unwrap_or_else(|e| panic!("{e:#}"));
 
-    let t0 = Instant::now();
     let plan = RestartPlan {
         ns: r,
         config: config.path(),
@@ -997,56 +1000,53 @@ fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_d
         post: Duration::from_millis(700),
         steady: Duration::from_secs(2),
     };
-    let m = livegen::restart_under_load(&topo, "red", &plan, &|l| eprintln!("{l}"))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    eprintln!("the sequence took {:?}", t0.elapsed());
-
-    let ring = |w: &Window| (w.ring_full_in + w.ring_full_out) as f64 / w.sent.max(1) as f64;
+    // What the test claims is asserted on every attempt; whether this VM produced the load the
+    // claims are about (the kernel saturated, each handover offered above it) is the VM's
+    // scheduling, not vrf-xdp's: an attempt without it is logged and run again.
+    let mut unmet = Vec::new();
+    for attempt in 1..=LOAD_ATTEMPTS {
+        let t0 = Instant::now();
+        let m = livegen::restart_under_load(&topo, "red", &plan, &|l| eprintln!("{l}"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        eprintln!("attempt {attempt}: the sequence took {:?}", t0.elapsed());
+        assert_restart_claims(&m);
+        match restart_load_reached(&m) {
+            Ok(()) => break,
+            Err(why) => {
+                eprintln!("attempt {attempt}: not the load the test needs: {why}");
+                unmet.push(why);
+            }
+        }
+    }
     assert!(
-        m.kernel_before.window.lost() > 0,
-        "the kernel forwarded everything the generator offered: no saturation; {}",
-        m.kernel_before.window.describe()
+        unmet.len() < LOAD_ATTEMPTS,
+        "in {LOAD_ATTEMPTS} attempts this VM never offered the load the test needs: {unmet:#?}"
     );
+    drop(pins);
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+/// Sequences run before the load test gives up on this VM producing its load.
+const LOAD_ATTEMPTS: usize = 3;
+
+/// What the load test claims of vrf-xdp, whatever rate this VM let it reach: no fast-path
+/// window left anything to the kernel or lost a frame in the router, each handover logged what
+/// it did, the counters went on, the retired maps stopped counting, and the control counted.
+fn assert_restart_claims(m: &tests::livegen::RestartUnderLoad) {
+    use tests::livegen::ring_share;
     for (factor, p) in &m.tried {
         assert_eq!(
             p.kernel_forwarded, 0,
             "the kernel forwarded in the steady fast-path window at {factor} × K"
         );
     }
-    assert!(
-        m.rate > 0.0,
-        "no steady fast-path window carried any of {:?} × K = {:.0} pps: {:#?}",
-        livegen::RATE_FACTORS,
-        m.kernel_before.window.received_pps(),
-        m.tried
-            .iter()
-            .map(|(f, p)| format!("{f} ×: {}", p.window.describe()))
-            .collect::<Vec<_>>()
-    );
+    if m.rate == 0.0 {
+        // Nothing ran after the steady windows: `restart_load_reached` says why.
+        return;
+    }
     let (restart, upgrade) = (m.restart.as_ref().unwrap(), m.upgrade.as_ref().unwrap());
-    let (again, after, control) = (
-        m.steady_again.unwrap(),
-        m.kernel_after.unwrap(),
-        m.control.unwrap(),
-    );
-    let k = m.kernel_capacity();
-    eprintln!(
-        "K = {k:.0} pps (before {:.0}, after {:.0}); R = {} × K before = {:.0} pps; offered: \
-         restart {:.0} pps ({:.2} × K), upgrade {:.0} pps ({:.2} × K)",
-        m.kernel_before.window.received_pps(),
-        after.window.received_pps(),
-        m.factor,
-        m.rate,
-        restart.phase.window.offered_pps(),
-        restart.phase.window.offered_pps() / k,
-        upgrade.phase.window.offered_pps(),
-        upgrade.phase.window.offered_pps() / k,
-    );
-    assert!(
-        after.window.lost() > 0,
-        "the kernel alone, after: no saturation; {}",
-        after.window.describe()
-    );
+    let (again, control) = (m.steady_again.unwrap(), m.control.unwrap());
     assert_eq!(
         again.kernel_forwarded, 0,
         "the kernel forwarded in the steady window after"
@@ -1057,6 +1057,7 @@ fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_d
         "steady window after: {}",
         again.window.describe()
     );
+    let chosen = m.tried.iter().find(|(f, _)| *f == m.factor).unwrap();
     for (what, h, message) in [
         (
             "restart",
@@ -1071,18 +1072,6 @@ fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_d
     ] {
         let w = &h.phase.window;
         assert!(log_has_message(&h.log, message), "{what}: log:\n{}", h.log);
-        assert!(
-            w.offered_pps() > OFFERED_MARGIN * k,
-            "{what}: offered {:.0} pps, not {OFFERED_MARGIN} × the kernel's {k:.0}: {}",
-            w.offered_pps(),
-            w.describe()
-        );
-        assert!(
-            w.offered_pps() > control.window.received_pps(),
-            "{what}: offered {:.0} pps, what the kernel alone forwarded at R: {}",
-            w.offered_pps(),
-            control.window.describe()
-        );
         assert_eq!(
             h.phase.kernel_forwarded, 0,
             "the kernel forwarded during the {what}: a gap"
@@ -1094,11 +1083,12 @@ fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_d
             w.describe()
         );
         eprintln!(
-            "{what}: {:.2}% found a full ring ({} steady at R: {:.2}%; the kernel alone at R lost \
-             {:.2}%); received == sent: {}",
-            ring(w) * 100.0,
+            "{what}: {:.2}% found a full ring ({} steady at R{}: {:.2}%; the kernel alone at R \
+             lost {:.2}%); received == sent: {}",
+            ring_share(w) * 100.0,
             m.factor,
-            ring(&m.tried.last().unwrap().1.window) * 100.0,
+            if m.carried { "" } else { ", not carried" },
+            ring_share(&chosen.1.window) * 100.0,
             control.window.loss_percent(),
             w.received == w.sent
         );
@@ -1124,18 +1114,79 @@ fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_d
         "the retired maps still count: an old program still runs"
     );
     assert!(
-        control.window.loss_percent() > 5.0,
-        "the kernel alone carried R = {:.0} pps: {}",
-        m.rate,
-        control.window.describe()
-    );
-    assert!(
         control.kernel_forwarded >= control.window.received,
         "the kernel forwarded {}, B received {}",
         control.kernel_forwarded,
         control.window.received
     );
-    drop(pins);
-    drop(topo);
-    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
+/// Whether the attempt had the load the claims are about: the kernel alone saturated before and
+/// after, each handover offered above 1.1 × the larger of its capacities and above what it
+/// forwarded at R, and at R the kernel alone lost over 5 %.
+fn restart_load_reached(m: &tests::livegen::RestartUnderLoad) -> Result<(), String> {
+    use tests::livegen::OFFERED_MARGIN;
+    if m.kernel_before.window.lost() == 0 {
+        return Err(format!(
+            "the kernel forwarded everything the generator offered: no saturation; {}",
+            m.kernel_before.window.describe()
+        ));
+    }
+    if m.rate == 0.0 {
+        return Err(format!(
+            "no steady fast-path window was usable at any of {:?} × K = {:.0} pps: {:#?}",
+            tests::livegen::RATE_FACTORS,
+            m.kernel_before.window.received_pps(),
+            m.tried
+                .iter()
+                .map(|(f, p)| format!("{f} ×: {}", p.window.describe()))
+                .collect::<Vec<_>>()
+        ));
+    }
+    let (after, control) = (m.kernel_after.unwrap(), m.control.unwrap());
+    let k = m.kernel_capacity();
+    eprintln!(
+        "K = {k:.0} pps (before {:.0}, after {:.0}); R = {} × K before = {:.0} pps{}",
+        m.kernel_before.window.received_pps(),
+        after.window.received_pps(),
+        m.factor,
+        m.rate,
+        if m.carried { "" } else { " (not carried)" }
+    );
+    if after.window.lost() == 0 {
+        return Err(format!(
+            "the kernel alone, after: no saturation; {}",
+            after.window.describe()
+        ));
+    }
+    for (what, h) in [("restart", &m.restart), ("upgrade", &m.upgrade)] {
+        let w = &h.as_ref().unwrap().phase.window;
+        eprintln!(
+            "{what}: offered {:.0} pps ({:.2} × K)",
+            w.offered_pps(),
+            w.offered_pps() / k
+        );
+        if w.offered_pps() <= OFFERED_MARGIN * k {
+            return Err(format!(
+                "{what}: offered {:.0} pps, not {OFFERED_MARGIN} × the kernel's {k:.0}: {}",
+                w.offered_pps(),
+                w.describe()
+            ));
+        }
+        if w.offered_pps() <= control.window.received_pps() {
+            return Err(format!(
+                "{what}: offered {:.0} pps, what the kernel alone forwarded at R: {}",
+                w.offered_pps(),
+                control.window.describe()
+            ));
+        }
+    }
+    if control.window.loss_percent() <= 5.0 {
+        return Err(format!(
+            "the kernel alone carried R = {:.0} pps: {}",
+            m.rate,
+            control.window.describe()
+        ));
+    }
+    Ok(())
 }
