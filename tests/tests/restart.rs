@@ -296,6 +296,22 @@ fn pinned_xdp_links(pins: &Path) -> std::collections::BTreeMap<u32, (u32, u32)> 
     out
 }
 
+/// The ids of the BPF programs process `pid` holds a descriptor of (`prog_id:` in its fdinfo):
+/// those it loaded and those it opened from pins.
+fn held_program_ids(pid: u32) -> std::collections::BTreeSet<u32> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
 /// The id of the XDP program attached to `ifname` (None: nothing attached).
 fn xdp_prog_id(ns: &NetNs, ifname: &str) -> Option<u64> {
     let out = ns.ip(&["-j", "-d", "link", "show", ifname]).unwrap();
@@ -332,6 +348,17 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
     let prog = xdp_prog_id(r, "red0").expect("XDP on red0");
 
+    let programs = held_program_ids(first.pid());
+    assert_eq!(
+        programs.len(),
+        4,
+        "programs the first vrfd holds: {programs:?}"
+    );
+    assert!(
+        programs.contains(&(prog as u32)),
+        "{programs:?} lack red0's {prog}"
+    );
+
     let kernel_before = forwarded_datagrams(r).unwrap().0;
     let flow = Flow::start(&topo, 2000);
     std::thread::sleep(Duration::from_millis(500));
@@ -358,6 +385,14 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
             "adopting the pins of a previous vrfd: nothing is detached"
         ),
         "second vrfd did not adopt; log:\n{}",
+        second.log()
+    );
+    // No verifier run: the programs it holds are the ones the first loaded (a load makes new
+    // ids), opened from their pins.
+    assert_eq!(
+        held_program_ids(second.pid()),
+        programs,
+        "the adopting vrfd loaded programs of its own; log:\n{}",
         second.log()
     );
     std::thread::sleep(Duration::from_millis(500));

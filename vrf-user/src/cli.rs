@@ -23,8 +23,9 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 ///
 /// Stop and restart: SIGINT/SIGTERM leave programs, links (pinned under PIN_PATH/links), maps,
 /// ip rules and qdiscs in place, with 2 s of lease. The next vrfd of the same build adopts
-/// them: it rebuilds its view from the kernel, writes only the differences, detaches nothing
-/// (no gap, counters go on). If none comes, the dead-man switch hands every packet to the
+/// them: it opens the programs pinned next to the maps (no second verifier run, about a
+/// second of CPU saved on the router), rebuilds its view from the kernel, writes only the
+/// differences, detaches nothing (no gap, counters go on). If none comes, the dead-man switch hands every packet to the
 /// kernel 2 s after the stop. vrfd --detach removes what a stopped vrfd left; --no-persist
 /// makes SIGTERM remove it itself (programs, its qdiscs, the pins).
 ///

@@ -16,7 +16,7 @@ use aya::{
         tc::{self, SchedClassifierLinkId, TcAttachType},
         xdp::XdpLink,
         xdp::XdpLinkId,
-        SchedClassifier, Xdp, XdpMode,
+        Program, SchedClassifier, Xdp, XdpMode,
     },
     util::KernelVersion,
     Ebpf, EbpfLoader, TestRun, TestRunOptions,
@@ -79,12 +79,18 @@ pub struct LoadOptions {
     pub fib6_entries: u32,
     /// Chunks of the flat IPv4 FIB's pool (1 KiB each, preallocated).
     pub flat4_chunks: u32,
-    /// Pin the maps and the explain program here (an existing directory on a bpffs).
+    /// Pin the maps and the explain program here (an existing directory on a bpffs); with
+    /// `persist`, every program.
     pub pin_dir: Option<PathBuf>,
     /// With `pin_dir`: reuse the maps already pinned there (a previous vrfd's, of the same
-    /// stamp), pin every attachment under `pin_dir/links`, and leave them attached when the
-    /// data plane is dropped (the dead-man switch makes that safe).
+    /// stamp), pin the programs and every attachment (under `pin_dir/links`), and leave them
+    /// attached when the data plane is dropped (the dead-man switch makes that safe).
     pub persist: bool,
+    /// With `persist`: open the programs a previous vrfd of this very object pinned instead of
+    /// loading them again (all of them, or none: then loaded, and pinned in their place). A
+    /// load is the verifier's second of CPU (1.15 s for the four here), in the kernel in runs
+    /// of up to 6 ms that a router's NAPI thread on the same CPU waits out, dropping frames.
+    pub reuse_programs: bool,
 }
 
 impl Default for LoadOptions {
@@ -95,6 +101,7 @@ impl Default for LoadOptions {
             flat4_chunks: vrf_common::FLAT4_CHUNKS,
             pin_dir: None,
             persist: false,
+            reuse_programs: false,
         }
     }
 }
@@ -209,6 +216,8 @@ enum Attachment<Id> {
 
 pub struct DataPlane {
     ebpf: Ebpf,
+    /// The programs, when opened from a previous vrfd's pins; empty: `ebpf`'s, loaded.
+    pinned: BTreeMap<&'static str, Program>,
     pub maps: Maps,
     /// `vrfctl capture`'s maps: its flag, filters, counters and ring buffer.
     pub capture: CaptureMaps,
@@ -286,27 +295,19 @@ impl DataPlane {
         let mut ebpf = loader
             .load(crate::EBPF_OBJECT)
             .context("loading the vrf-xdp eBPF object (root or CAP_BPF + CAP_NET_ADMIN needed)")?;
-        for name in [prog_names::XDP_VRF, prog_names::XDP_VRF_EXPLAIN] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            retry_eagain(|| prog.load())
-                .with_context(|| format!("verifier rejected program {name}"))?;
-        }
-        for name in [prog_names::TC_VRF_EGRESS, prog_names::TC_MEMBER_TX] {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            retry_eagain(|| prog.load())
-                .with_context(|| format!("verifier rejected program {name}"))?;
+        let reused = match persist_dir.filter(|_| opts.reuse_programs) {
+            Some(dir) => pinned_programs(dir),
+            None => None,
+        };
+        if reused.is_none() {
+            load_programs(&mut ebpf)?;
         }
         let own_pins = opts.pin_dir.as_deref().filter(|_| persist_dir.is_none());
         let maps = Maps::take(&mut ebpf, own_pins)?;
         let capture = CaptureMaps::take(&mut ebpf, own_pins)?;
         let mut dp = DataPlane {
             ebpf,
+            pinned: reused.unwrap_or_default(),
             maps,
             capture,
             attached: BTreeMap::new(),
@@ -318,32 +319,47 @@ impl DataPlane {
         if let Some(dir) = &dp.link_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        if let Some(dir) = &opts.pin_dir {
-            let path = dir.join(prog_names::XDP_VRF_EXPLAIN);
-            // A previous vrfd's (vrfctl opens it per call: the next call finds ours).
-            let _ = std::fs::remove_file(&path);
-            dp.program(prog_names::XDP_VRF_EXPLAIN)?
-                .pin(&path)
-                .with_context(|| format!("pinning {}", path.display()))?;
+        if dp.pinned.is_empty() {
+            // Ours pinned in a previous vrfd's place (vrfctl opens the explain program per
+            // call: the next call finds ours); persisting, all four, for the next vrfd.
+            let names: &[&str] = match persist_dir {
+                Some(_) => &PROGRAMS,
+                None => &[prog_names::XDP_VRF_EXPLAIN],
+            };
+            if let Some(dir) = &opts.pin_dir {
+                for name in names {
+                    let path = dir.join(name);
+                    let _ = std::fs::remove_file(&path);
+                    dp.any_program(name)?
+                        .pin(&path)
+                        .with_context(|| format!("pinning {}", path.display()))?;
+                }
+            }
         }
         Ok(dp)
     }
 
+    /// Whether the programs are a previous vrfd's, opened from their pins (not loaded).
+    pub fn programs_reused(&self) -> bool {
+        !self.pinned.is_empty()
+    }
+
+    fn any_program(&mut self, name: &str) -> Result<&mut Program> {
+        match self.pinned.get_mut(name) {
+            Some(p) => Ok(p),
+            None => self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing")),
+        }
+    }
+
     fn program(&mut self, name: &str) -> Result<&mut Xdp> {
-        Ok(self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
-            .try_into()?)
+        Ok(self.any_program(name)?.try_into()?)
     }
 
     fn tc_program(&mut self, program: TcProgram) -> Result<&mut SchedClassifier> {
-        let name = program.name();
-        Ok(self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
-            .try_into()?)
+        Ok(self.any_program(program.name())?.try_into()?)
     }
 
     /// Attach the fast path to `ifindex` (in the calling thread's network namespace).
@@ -650,13 +666,67 @@ impl DataPlane {
 
     /// Run the explain program on `frame` arriving on `ifindex` and read back its decision.
     pub fn explain(&mut self, ifindex: u32, frame: &[u8]) -> Result<Explanation> {
-        let DataPlane { ebpf, maps, .. } = self;
-        let prog: &mut Xdp = ebpf
-            .program_mut(prog_names::XDP_VRF_EXPLAIN)
-            .ok_or_else(|| anyhow!("explain program missing"))?
-            .try_into()?;
+        let DataPlane {
+            ebpf, pinned, maps, ..
+        } = self;
+        let name = prog_names::XDP_VRF_EXPLAIN;
+        let prog: &mut Xdp = match pinned.get_mut(name) {
+            Some(p) => p,
+            None => ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("explain program missing"))?,
+        }
+        .try_into()?;
         explain_with(prog, maps, ifindex, frame)
     }
+}
+
+/// Every program of the object, pinned by name in the pin directory when persisting.
+const PROGRAMS: [&str; 4] = [
+    prog_names::XDP_VRF,
+    prog_names::XDP_VRF_EXPLAIN,
+    prog_names::TC_VRF_EGRESS,
+    prog_names::TC_MEMBER_TX,
+];
+
+/// Load (verify) every program of the object.
+fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+    for name in PROGRAMS {
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+        let loaded = match prog {
+            Program::Xdp(p) => retry_eagain(|| p.load()),
+            Program::SchedClassifier(p) => retry_eagain(|| p.load()),
+            _ => bail!("program {name}: neither XDP nor tc"),
+        };
+        loaded.with_context(|| format!("verifier rejected program {name}"))?;
+    }
+    Ok(())
+}
+
+/// The programs a previous vrfd of this object pinned in `dir`, if all are there; a missing or
+/// unreadable one (pins of a vrfd that pinned no programs) means loading them all again.
+fn pinned_programs(dir: &Path) -> Option<BTreeMap<&'static str, Program>> {
+    let mut out = BTreeMap::new();
+    for name in PROGRAMS {
+        let path = dir.join(name);
+        let prog = if name.starts_with("xdp") {
+            Xdp::from_pin(&path, XdpAttachType::Interface).map(Program::Xdp)
+        } else {
+            SchedClassifier::from_pin(&path).map(Program::SchedClassifier)
+        };
+        match prog {
+            Ok(p) => {
+                out.insert(name, p);
+            }
+            Err(e) => {
+                tracing::info!(program = name, error = %e, "no reusable pinned program: loading all");
+                return None;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// What a pin under `links/` names.

@@ -221,10 +221,16 @@ pub async fn run(opts: Options) -> Result<()> {
         persist: opts.persist,
         fib4_entries: opts.fib4_entries,
         fib6_entries: opts.fib6_entries,
+        reuse_programs: start == pins::Start::Adopt,
         ..Default::default()
     })?;
     info!(
         ms = loading.elapsed().as_millis() as u64,
+        programs = if dp.programs_reused() {
+            "the previous vrfd's, pinned"
+        } else {
+            "loaded"
+        },
         "eBPF object loaded"
     );
     match start {
