@@ -29,14 +29,16 @@
 //! are serialised.
 //!
 //! A notification carries the sequence number of the request that caused it, and netlink-proto
-//! matches responses on (sequence number, sender = kernel) only. So the notification of our own
-//! `add_rule` is handed to that request instead of the event stream, and another process's
-//! notification whose number equals one of our pending requests' ends that request early — a
-//! dump then silently returns part of the table (in testing, against a client churning routes
-//! with netlink-proto's numbering, 64 dump attempts were cut short while 32 dumps completed).
-//! Requests here hand such messages back (rule changes as `RulesChanged`, anything else as
-//! `Overrun`, since its order relative to the stream is lost) and a dump without NLMSG_DONE is
-//! restarted.
+//! matches responses on (sequence number, sender = kernel) only. On a socket that both listens
+//! and asks, another process's notification whose number equals one of our pending requests'
+//! ends that request early — a dump then silently returns part of the table (in testing,
+//! against a client churning routes with netlink-proto's numbering, 64 dump attempts were cut
+//! short while 32 completed; under load, 10 in a row). So requests (dumps, acknowledged
+//! changes) go on a second socket that joins no multicast group: the kernel sends it nothing
+//! but its answers, and the event socket asks nothing, so no number can collide. What would
+//! still reach a request unasked is handed back (rule changes as `RulesChanged`, anything else
+//! as `Overrun`, since its order relative to the stream is lost), and a dump without
+//! NLMSG_DONE is restarted.
 pub mod blocking;
 mod codec;
 pub mod convert;
@@ -48,10 +50,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures_util::{Stream, StreamExt};
+use futures_util::{stream::BoxStream, Stream, StreamExt};
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkDeserializable, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK,
+    NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_MULTIPART,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
     address::AddressMessage,
@@ -100,7 +103,10 @@ pub struct Netlink {
 }
 
 struct Inner {
+    /// The request socket's: it hears only answers (see the module's socket details).
     handle: ConnectionHandle<RouteNetlinkMessage>,
+    /// The event socket's, never asked anything; kept so its connection lives.
+    _events: ConnectionHandle<RouteNetlinkMessage>,
     events: mpsc::UnboundedSender<KernelEvent>,
     /// One dump at a time per socket.
     dump_lock: tokio::sync::Mutex<()>,
@@ -165,34 +171,32 @@ impl Netlink {
     pub async fn connect_with_receive_buffer(
         receive_buffer: usize,
     ) -> Result<(Netlink, mpsc::UnboundedReceiver<KernelEvent>)> {
-        let (mut conn, handle, messages) = rtnetlink::proto::new_connection_with_codec::<
-            RouteNetlinkMessage,
-            TokioSocket,
-            TolerantCodec,
-        >(NETLINK_ROUTE)
-        .context("netlink: cannot open a NETLINK_ROUTE socket")?;
-        // Dumps check for NLMSG_DONE (a dump without one was cut short), acknowledged requests
-        // for the ACK (a request without one never completed).
-        conn.set_forward_done(true);
-        conn.set_forward_ack(true);
-        let socket = conn.socket_mut().socket_mut();
-        let receive_buffer = set_receive_buffer(socket, receive_buffer);
         let groups = GROUPS.iter().fold(0u32, |m, g| m | 1 << (*g as u32 - 1));
-        socket
-            .bind(&SocketAddr::new(0, groups))
+        let events = route_socket::<RouteNetlinkMessage>(receive_buffer, groups)
             .context("netlink: cannot join the rtnetlink multicast groups")?;
+        let requests = route_socket::<RouteNetlinkMessage>(receive_buffer, 0)?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
-        let conn_task = tokio::spawn(conn);
-        let event_task = tokio::spawn(forward_events(messages, tx.clone(), closed.clone()));
+        let tasks = vec![
+            tokio::spawn(events.conn),
+            tokio::spawn(requests.conn),
+            tokio::spawn(forward_events(events.messages, tx.clone(), closed.clone())),
+            // It joins no group, so nothing comes unasked; this reports the connection's end.
+            tokio::spawn(forward_events(
+                requests.messages,
+                tx.clone(),
+                closed.clone(),
+            )),
+        ];
         let inner = Inner {
-            handle,
+            handle: requests.handle,
+            _events: events.handle,
             events: tx,
             dump_lock: tokio::sync::Mutex::new(()),
             closed,
-            receive_buffer,
-            tasks: vec![conn_task, event_task],
+            receive_buffer: events.receive_buffer,
+            tasks,
         };
         Ok((
             Netlink {
@@ -531,6 +535,43 @@ fn by_flags(event: KernelEvent, flags: u16) -> KernelEvent {
         }
         e => e,
     }
+}
+
+/// A NETLINK_ROUTE connection for messages `M` (netlink-proto's, with `TolerantCodec`).
+pub(crate) struct RouteSocket<M>
+where
+    M: std::fmt::Debug + NetlinkSerializable + NetlinkDeserializable + Unpin,
+{
+    pub conn: rtnetlink::proto::Connection<M, TokioSocket, TolerantCodec>,
+    pub handle: ConnectionHandle<M>,
+    /// What comes unasked: the joined groups' notifications (and leftovers of a request
+    /// netlink-proto stopped listening to).
+    pub messages: BoxStream<'static, (NetlinkMessage<M>, SocketAddr)>,
+    /// SO_RCVBUF as the kernel reports it.
+    pub receive_buffer: usize,
+}
+
+/// A [`RouteSocket`] bound to `groups` (0: none), with `receive_buffer` asked for.
+pub(crate) fn route_socket<M>(receive_buffer: usize, groups: u32) -> Result<RouteSocket<M>>
+where
+    M: std::fmt::Debug + NetlinkSerializable + NetlinkDeserializable + Unpin + Send + 'static,
+{
+    let (mut conn, handle, messages) =
+        rtnetlink::proto::new_connection_with_codec::<M, TokioSocket, TolerantCodec>(NETLINK_ROUTE)
+            .context("netlink: cannot open a NETLINK_ROUTE socket")?;
+    // Dumps check for NLMSG_DONE (a dump without one was cut short), acknowledged requests
+    // for the ACK (a request without one never completed).
+    conn.set_forward_done(true);
+    conn.set_forward_ack(true);
+    let socket = conn.socket_mut().socket_mut();
+    let receive_buffer = set_receive_buffer(socket, receive_buffer);
+    socket.bind(&SocketAddr::new(0, groups))?;
+    Ok(RouteSocket {
+        conn,
+        handle,
+        messages: messages.boxed(),
+        receive_buffer,
+    })
 }
 
 async fn forward_events(

@@ -26,11 +26,11 @@ use netlink_packet_route::{
     AddressFamily,
 };
 use rtnetlink::proto::ConnectionHandle;
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket, SocketAddr, TokioSocket};
+use rtnetlink::sys::SocketAddr;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::codec::{is_undecodable, TolerantCodec};
+use super::codec::is_undecodable;
 
 pub const RTM_NEWNEXTHOP: u16 = 104;
 pub const RTM_DELNEXTHOP: u16 = 105;
@@ -615,9 +615,14 @@ pub async fn dump_nexthops(
     bail!("netlink: the nexthop dump was interrupted 10 times")
 }
 
-/// A NETLINK_ROUTE socket for nexthop objects only, joined to RTNLGRP_NEXTHOP before any dump.
+/// NETLINK_ROUTE sockets for nexthop objects only: one joined to RTNLGRP_NEXTHOP before any
+/// dump, one for the dumps that joins nothing (a notification sharing a dump's sequence number
+/// would end it early, as on the main socket: see `super`'s socket details).
 pub struct NexthopSocket {
+    /// The dump socket's.
     pub handle: ConnectionHandle<NexthopNetlinkMessage>,
+    /// The event socket's, never asked anything; kept so its connection lives.
+    _events: ConnectionHandle<NexthopNetlinkMessage>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -633,25 +638,26 @@ impl NexthopSocket {
     /// Opens and subscribes the socket on the current tokio runtime; every change from now on is
     /// on the returned receiver.
     pub async fn connect() -> Result<(NexthopSocket, mpsc::UnboundedReceiver<NexthopEvent>)> {
-        let (mut conn, handle, messages) = rtnetlink::proto::new_connection_with_codec::<
-            NexthopNetlinkMessage,
-            TokioSocket,
-            TolerantCodec,
-        >(NETLINK_ROUTE)
-        .context("netlink: cannot open a NETLINK_ROUTE socket for nexthops")?;
-        let socket = conn.socket_mut().socket_mut();
         // Same receive buffer as the main socket: a lost notification costs a resync.
-        super::set_receive_buffer(socket, super::RECEIVE_BUFFER);
-        socket
-            .bind(&SocketAddr::new(0, 1 << (RTNLGRP_NEXTHOP - 1)))
-            .context("netlink: cannot join RTNLGRP_NEXTHOP")?;
+        let events = super::route_socket::<NexthopNetlinkMessage>(
+            super::RECEIVE_BUFFER,
+            1 << (RTNLGRP_NEXTHOP - 1),
+        )
+        .context("netlink: cannot join RTNLGRP_NEXTHOP")?;
+        let dumps = super::route_socket::<NexthopNetlinkMessage>(super::RECEIVE_BUFFER, 0)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let conn_task = tokio::spawn(conn);
-        let event_task = tokio::spawn(forward(messages, tx));
+        let tasks = vec![
+            tokio::spawn(events.conn),
+            tokio::spawn(dumps.conn),
+            tokio::spawn(forward(events.messages, tx.clone())),
+            // It joins no group, so nothing comes unasked; this reports the connection's end.
+            tokio::spawn(forward(dumps.messages, tx)),
+        ];
         Ok((
             NexthopSocket {
-                handle,
-                tasks: vec![conn_task, event_task],
+                handle: dumps.handle,
+                _events: events.handle,
+                tasks,
             },
             rx,
         ))
