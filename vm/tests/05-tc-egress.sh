@@ -68,10 +68,17 @@ vrfd_log_clean
 # oif, a socket's mark. Table 999 is empty, so the kernel still routes by l3mdev: the witness is
 # that vrf_xmit now transmits them (the kernel decided), and the fast path is back without it.
 # (vrfd warns about each rule: the log was checked clean above.)
+# vrfd's own word that it applied a rule change, not a guess at how long it takes (a fixed 1 s
+# once let a ping overlap vrfd's update in the TCG guest: +1 to the kernel).
+logged() { [ "$(grep -c "$1" "$VRFD_LOG")" -gt "$2" ]; }
+KERNEL_DECIDES='kernel decides this VRF.*vrf=vrf-red'
+FAST_AGAIN='fast path again vrf=vrf-red'
 for sel in "uidrange 0-0" "oif vrf-red" "fwmark 0x42"; do
     step "a rule ahead of l3mdev ($sel): the host's pings it can catch go to the kernel"
+    n=$(grep -c "$KERNEL_DECIDES" "$VRFD_LOG")
     nx router ip rule add pref 900 $sel lookup 999 || fail "ip rule add pref 900 $sel lookup 999"
-    sleep 1
+    wait_for 20 logged "$KERNEL_DECIDES" "$n" || fail "$sel: vrfd never said the kernel decides vrf-red"
+    sleep 0.3
     case "$sel" in
     fwmark*)
         ping_from_vrf
@@ -82,8 +89,10 @@ for sel in "uidrange 0-0" "oif vrf-red" "fwmark 0x42"; do
     esac
     echo "vrf-red TX packets +$TX_DELTA"
     [ "$TX_DELTA" -ge 3 ] || fail "$sel: vrf_xmit sent $TX_DELTA of 3: the fast path took what the rule can catch"
+    n=$(grep -c "$FAST_AGAIN" "$VRFD_LOG")
     nx router ip rule del pref 900 || fail "ip rule del pref 900"
-    sleep 1
+    wait_for 20 logged "$FAST_AGAIN" "$n" || fail "$sel removed: vrfd never said vrf-red takes the fast path again"
+    sleep 0.3
     ping_from_vrf
     [ "$TX_DELTA" -eq 0 ] || fail "$sel removed: vrf_xmit still sends (+$TX_DELTA)"
 done
