@@ -1546,7 +1546,7 @@ pub fn splice_restart(
     let _ = std::fmt::Write::write_fmt(
         &mut section,
         format_args!(
-            "\n(Measured alone with `cargo xtask bench --only restart`{} on {}, load {} at the start.)\n",
+            "(Measured alone with `cargo xtask bench --only restart`{} on {}, load {} at the start.)\n\n",
             if opts.quick { " --quick" } else { "" },
             machine["cpu"].as_str().unwrap_or("?"),
             machine["loadavg_at_start"].as_str().unwrap_or("?")

@@ -991,12 +991,11 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
 ///   B. Not asserted: received == sent. Frames that found a full veth ring (host A's into the
 ///   router, the router's into B: this VM's vCPU stalls, counted by the veths as xmit errors;
 ///   they never reached the router's program, or came out of it and B was not there) are lost
-///   in steady windows too: logged, not bounded. That share follows
-///   the VM's scheduling: 0.5–4 % in a quiet steady window at R, 5–23 % across a restart or an
-///   upgrade, since the new vrfd's start runs in the kernel (program load, map fills) on the
-///   router's CPU and this kernel (`PREEMPT_NONE`) does not preempt it for the router's NAPI
-///   thread; up to 23 % with the rest of the suite running, where half of what the kernel
-///   alone lost at R (19 %) was no bound;
+///   in steady windows too: logged, not bounded. That share follows the VM's scheduling: in
+///   five runs (session 8) 3.6–9.5 % across a restart (which since runs no verifier: the
+///   programs are opened from their pins) against 0.8–20 % in the steady windows around it,
+///   3.6–12.5 % across an upgrade (whose program load runs in the kernel on the router's CPU,
+///   which this `PREEMPT_NONE` kernel does not preempt for the router's NAPI thread);
 /// - *counters go on*: across the restart red's forwarded counter grew by at least what B
 ///   received; across the upgrade the old maps and then the new ones (from zero) counted it,
 ///   and the retired maps count nothing after;
