@@ -527,7 +527,7 @@ impl<'t> Load<'t> {
 
 /// A veth's `tx_queue_0_xdp_xmit_errors` (ethtool -S): XDP frames it could not put into its
 /// peer's receive ring because it was full.
-fn xmit_errors(ns: &NetNs, ifname: &str) -> Result<u64> {
+pub fn xmit_errors(ns: &NetNs, ifname: &str) -> Result<u64> {
     let out = ns.exec(["ethtool", "-S", ifname])?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()

@@ -8,7 +8,10 @@
 //! Checked at the receiving hosts (their sockets), not with the data plane's counters:
 //! - red's host B receives no datagram tagged blue, and blue's none tagged red;
 //! - every datagram arrives intact, on the port it was sent to, at most once;
-//! - each host B receives (nearly) all of its own VRF's datagrams, so the check is not vacuous;
+//! - each host B receives its own VRF's datagrams, so the check is not vacuous: at least half of
+//!   each family's, and with what the kernel counted as dropped at a full veth ring (A's TX
+//!   dropped, the router member's XDP xmit errors: a stalled vCPU, once 199 of 3200 in CI's
+//!   clone) at least 98 % of the VRF's;
 //! - the router's kernel forwarded (almost) none of them (`IpForwDatagrams`,
 //!   `Ip6OutForwDatagrams`): the load went through the XDP path.
 //!
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tests::{
     fastpath, forwarded_datagrams, list_own_netns, require_root, topology::TopologySpec,
-    traffic::force_receive_buffer,
+    traffic::force_receive_buffer, HOST_IFNAME,
 };
 
 const VRFS: [&str; 2] = ["red", "blue"];
@@ -118,6 +121,18 @@ fn receive(sock: &UdpSocket, v6: bool, port: u16, done: &AtomicBool) -> Received
     }
 }
 
+/// What the kernel dropped of `vrf`'s traffic at a full veth ring: datagrams host A's veth could
+/// not put into the router member's ring (its TX dropped) and frames the router's member toward
+/// B could not put into B's (its XDP xmit errors). A stalled vCPU does that; it is no crossing.
+fn ring_drops(topo: &tests::Topology, vrf: &str) -> u64 {
+    let a = &topo.member(vrf, 0).host;
+    let link = a.ip(&["-j", "-s", "link", "show", HOST_IFNAME]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&link).unwrap();
+    let dropped = v[0]["stats64"]["tx"]["dropped"].as_u64().unwrap_or(0);
+    let out = &topo.member(vrf, 1).ifname;
+    dropped + tests::livegen::xmit_errors(topo.router(), out).unwrap()
+}
+
 #[test]
 fn identical_flows_in_two_vrfs_never_cross() {
     require_root();
@@ -133,6 +148,7 @@ fn identical_flows_in_two_vrfs_never_cross() {
         .expect("building the topology");
     let (dp, _programmed) = fastpath::load_and_attach(&topo).expect("attaching XDP");
     let (k4, k6) = forwarded_datagrams(topo.router()).expect("nstat");
+    let drops0: Vec<u64> = VRFS.iter().map(|v| ring_drops(&topo, v)).collect();
 
     // Receivers: host B of each VRF, each family, each destination port.
     let done = AtomicBool::new(false);
@@ -228,7 +244,9 @@ fn identical_flows_in_two_vrfs_never_cross() {
         );
     }
     let mut problems = Vec::new();
-    for vrf in VRFS {
+    for (i, vrf) in VRFS.iter().copied().enumerate() {
+        let drops = ring_drops(&topo, vrf) - drops0[i];
+        let mut received = 0;
         for v6 in [false, true] {
             let fam = if v6 { "IPv6" } else { "IPv4" };
             let mine: Vec<&Received> = results
@@ -261,11 +279,21 @@ fn identical_flows_in_two_vrfs_never_cross() {
                     &damaged[..damaged.len().min(5)]
                 ));
             }
-            if own * 100 < expected * 98 {
+            // The flows ran; what did not arrive is accounted for below.
+            if own * 2 < expected {
                 problems.push(format!(
                     "{vrf} B ({fam}) received only {own} of its VRF's {expected} datagrams"
                 ));
             }
+            received += own;
+        }
+        let expected = 2 * flows_per_sender * u64::from(per_flow);
+        println!("{vrf}: {drops} dropped by the kernel at a full veth ring");
+        if (received + drops) * 100 < expected * 98 {
+            problems.push(format!(
+                "{vrf}: {received} of {expected} datagrams received and {drops} dropped at a full \
+                 veth ring: the rest went missing in the router"
+            ));
         }
     }
     let kernel = (g4 - k4) + (g6 - k6);
