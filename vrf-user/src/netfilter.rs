@@ -89,7 +89,7 @@ impl NetfilterState {
 
     /// Read nftables and the legacy tables of the calling thread's network namespace.
     pub fn read() -> NetfilterState {
-        let mut s = match nftables::helper::get_current_ruleset() {
+        let mut s = match ruleset() {
             Ok(rs) => from_ruleset(&rs.objects),
             Err(e) => return NetfilterState::unreadable(format!("nft: {e}")),
         };
@@ -111,6 +111,24 @@ impl NetfilterState {
         s
     }
 }
+
+/// `nft -j list ruleset`, asked up to [`NFT_ATTEMPTS`] times: Debian 12's nft exited non-zero once
+/// in the VM lane while FRR restarted, and one failed read is no reason to hand VRFs to the kernel.
+fn ruleset() -> Result<nftables::schema::Nftables<'static>, nftables::helper::NftablesError> {
+    let mut attempt = 1;
+    loop {
+        match nftables::helper::get_current_ruleset() {
+            Err(e) if attempt < NFT_ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "nft failed: asking again");
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+const NFT_ATTEMPTS: u32 = 3;
 
 fn family_name(f: NfFamily) -> &'static str {
     match f {
