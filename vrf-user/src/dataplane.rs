@@ -296,7 +296,7 @@ impl DataPlane {
             .load(crate::EBPF_OBJECT)
             .context("loading the vrf-xdp eBPF object (root or CAP_BPF + CAP_NET_ADMIN needed)")?;
         let reused = match persist_dir.filter(|_| opts.reuse_programs) {
-            Some(dir) => pinned_programs(dir),
+            Some(dir) => pinned_programs(&ebpf, dir),
             None => None,
         };
         if reused.is_none() {
@@ -345,13 +345,7 @@ impl DataPlane {
     }
 
     fn any_program(&mut self, name: &str) -> Result<&mut Program> {
-        match self.pinned.get_mut(name) {
-            Some(p) => Ok(p),
-            None => self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing")),
-        }
+        program_in(&mut self.ebpf, &mut self.pinned, name)
     }
 
     fn program(&mut self, name: &str) -> Result<&mut Xdp> {
@@ -669,15 +663,22 @@ impl DataPlane {
         let DataPlane {
             ebpf, pinned, maps, ..
         } = self;
-        let name = prog_names::XDP_VRF_EXPLAIN;
-        let prog: &mut Xdp = match pinned.get_mut(name) {
-            Some(p) => p,
-            None => ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("explain program missing"))?,
-        }
-        .try_into()?;
+        let prog: &mut Xdp = program_in(ebpf, pinned, prog_names::XDP_VRF_EXPLAIN)?.try_into()?;
         explain_with(prog, maps, ifindex, frame)
+    }
+}
+
+/// Program `name`: the pinned one when the programs were reused, else the object's.
+fn program_in<'a>(
+    ebpf: &'a mut Ebpf,
+    pinned: &'a mut BTreeMap<&'static str, Program>,
+    name: &str,
+) -> Result<&'a mut Program> {
+    match pinned.get_mut(name) {
+        Some(p) => Ok(p),
+        None => ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing")),
     }
 }
 
@@ -707,14 +708,17 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
 
 /// The programs a previous vrfd of this object pinned in `dir`, if all are there; a missing or
 /// unreadable one (pins of a vrfd that pinned no programs) means loading them all again.
-fn pinned_programs(dir: &Path) -> Option<BTreeMap<&'static str, Program>> {
+fn pinned_programs(ebpf: &Ebpf, dir: &Path) -> Option<BTreeMap<&'static str, Program>> {
     let mut out = BTreeMap::new();
     for name in PROGRAMS {
         let path = dir.join(name);
-        let prog = if name.starts_with("xdp") {
-            Xdp::from_pin(&path, XdpAttachType::Interface).map(Program::Xdp)
-        } else {
-            SchedClassifier::from_pin(&path).map(Program::SchedClassifier)
+        // Opened as the kind the object declares it.
+        let prog = match ebpf.program(name)? {
+            Program::Xdp(_) => Xdp::from_pin(&path, XdpAttachType::Interface).map(Program::Xdp),
+            Program::SchedClassifier(_) => {
+                SchedClassifier::from_pin(&path).map(Program::SchedClassifier)
+            }
+            _ => return None,
         };
         match prog {
             Ok(p) => {
