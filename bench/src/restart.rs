@@ -247,6 +247,7 @@ fn under_load(quick: bool, progress: &Progress) -> Result<LoadResults> {
             pre: Duration::from_millis(500),
             post: Duration::from_millis(700),
             steady: Duration::from_secs(if quick { 2 } else { 4 }),
+            window: None,
         };
         let m = livegen::restart_under_load(&topo, "red", &plan, &|l| progress.detail(l))?;
         let mut windows = vec![WindowResult::of(

@@ -38,6 +38,7 @@ pub struct BenchPrograms {
     sink: PerCpuArray<MapData, u64>,
     gen_keep: Array<MapData, u32>,
     gen_state: PerCpuArray<MapData, u64>,
+    gen_window: Array<MapData, u64>,
     redirect: Array<MapData, vrf_common::BenchRedirect>,
 }
 
@@ -75,6 +76,7 @@ impl BenchPrograms {
         let sink = take(map_names::SINK_COUNT)?.try_into()?;
         let gen_keep = take(map_names::GEN_KEEP)?.try_into()?;
         let gen_state = take(map_names::GEN_STATE)?.try_into()?;
+        let gen_window = take(map_names::GEN_WINDOW)?.try_into()?;
         let redirect = take(map_names::REDIRECT)?.try_into()?;
         Ok(BenchPrograms {
             ebpf,
@@ -84,6 +86,7 @@ impl BenchPrograms {
             sink,
             gen_keep,
             gen_state,
+            gen_window,
             redirect,
         })
     }
@@ -133,6 +136,28 @@ impl BenchPrograms {
     /// Frames the generator has sent so far, all CPUs.
     pub fn gen_sent(&self) -> Result<u64> {
         Ok(self.gen_state.get(&1, 0)?.iter().sum())
+    }
+
+    /// Frames the generator's window held back so far, all CPUs.
+    pub fn gen_held(&self) -> Result<u64> {
+        Ok(self.gen_state.get(&2, 0)?.iter().sum())
+    }
+
+    /// (sent, received) as the generator's program sees them on `cpu`: its own count and the
+    /// sink's there.
+    fn counts_on(&self, cpu: usize) -> Result<(u64, u64)> {
+        let at = |v: aya::maps::PerCpuValues<u64>| v.get(cpu).copied().unwrap_or(0);
+        Ok((
+            at(self.gen_state.get(&1, 0)?),
+            at(self.sink.get(&0, 0)?),
+        ))
+    }
+
+    /// At most `limit` frames in flight (0: no window), counted from `origin` (sent − received
+    /// on the generator's CPU, wrapping, when none were in flight).
+    fn set_gen_window(&mut self, limit: u64, origin: u64) -> Result<()> {
+        self.gen_window.set(0, limit, 0)?;
+        Ok(self.gen_window.set(1, origin, 0)?)
     }
 
     /// Attach program `name` natively to `ifindex` (in the calling thread's namespace).
@@ -325,6 +350,8 @@ pub struct Window {
     /// Frames the router sent that found host B's receive ring full (the router's member 1
     /// counts them the same way): the sink's thread was not there.
     pub ring_full_out: u64,
+    /// Frames a windowed generator ([`Load::set_window`]) held back: that many were in flight.
+    pub held: u64,
 }
 
 impl Window {
@@ -347,7 +374,7 @@ impl Window {
     }
     pub fn describe(&self) -> String {
         format!(
-            "{:.2} s: {} sent ({:.0} pps), {} received at B ({:.0} pps), {} lost ({:.2}%: {} at a full ring into the router, {} into B); router thread {:.0}% busy",
+            "{:.2} s: {} sent ({:.0} pps), {} received at B ({:.0} pps), {} lost ({:.2}%: {} at a full ring into the router, {} into B); {} held back by the window; router thread {:.0}% busy",
             self.seconds,
             self.sent,
             self.offered_pps(),
@@ -357,6 +384,7 @@ impl Window {
             self.loss_percent(),
             self.ring_full_in,
             self.ring_full_out,
+            self.held,
             self.router_busy * 100.0
         )
     }
@@ -377,6 +405,7 @@ pub struct Load<'t> {
     gen: Option<XdpLinkId>,
     frame: Vec<u8>,
     router_thread: Option<i32>,
+    window: Option<u32>,
 }
 
 impl<'t> Load<'t> {
@@ -409,6 +438,7 @@ impl<'t> Load<'t> {
             gen: Some(gen),
             frame,
             router_thread: None,
+            window: None,
         })
     }
 
@@ -430,6 +460,12 @@ impl<'t> Load<'t> {
 
     pub fn sink_count(&self) -> Result<u64> {
         self.bp.sink_count()
+    }
+
+    /// From the next window on, at most `limit` frames in flight from A to B (None: as many as
+    /// the generator sends, the rings dropping what does not fit; see [`IN_FLIGHT`]).
+    pub fn set_window(&mut self, limit: Option<u32>) {
+        self.window = limit;
     }
 
     /// Offered as fast as the generator goes for `seconds`: `received_pps` is what the
@@ -473,6 +509,12 @@ impl<'t> Load<'t> {
         let ring_in = || xmit_errors(host, HOST_IFNAME);
         let ring_out = || xmit_errors(self.topo.router(), &m1.ifname);
         let (in0, out0) = (ring_in()?, ring_out()?);
+        let held0 = self.bp.gen_held()?;
+        // The previous window ended with nothing in flight: its last frames had 100 ms.
+        let mut in_flight = match self.window {
+            Some(limit) => Some(InFlight::open(&mut self.bp, limit)?),
+            None => None,
+        };
         let stop = AtomicBool::new(false);
         let (bp, frame) = (&mut self.bp, &self.frame);
         let (gen, out) = std::thread::scope(|s| {
@@ -483,9 +525,10 @@ impl<'t> Load<'t> {
                     // An ordinary task: paced, the generator runs all the time (it drops the
                     // frames it does not send), and vrfd, starting on these CPUs, must get its
                     // share; the pacing makes up for a slower generator.
+                    let in_flight = in_flight.as_mut();
                     match pps {
-                        Some(pps) => paced(bp, ifindex, frame, pps, stop),
-                        None => unpaced(bp, ifindex, frame, stop),
+                        Some(pps) => paced(bp, ifindex, frame, pps, in_flight, stop),
+                        None => unpaced(bp, ifindex, frame, in_flight, stop),
                     }
                 })
             });
@@ -507,6 +550,8 @@ impl<'t> Load<'t> {
         // The last frames in flight.
         std::thread::sleep(Duration::from_millis(100));
         let received = self.bp.sink_count()? - received0;
+        let held = self.bp.gen_held()? - held0;
+        self.bp.set_gen_window(0, 0)?;
         let busy = (self.router_thread.map_or(Ok(0), thread_ns)? - busy0) as f64 / 1e9;
         let m1 = self.topo.member(&self.vrf, 1);
         let ring_full_in = xmit_errors(&m0.host, HOST_IFNAME)? - in0;
@@ -519,6 +564,7 @@ impl<'t> Load<'t> {
                 router_busy: busy / (elapsed.as_secs_f64() + 0.1),
                 ring_full_in,
                 ring_full_out,
+                held,
             },
             out,
         ))
@@ -550,11 +596,69 @@ pub fn thread_ns(pid: impl std::fmt::Display) -> Result<u64> {
         .context("schedstat")
 }
 
-/// Test runs of about 20 ms until `stop`, every frame sent: (sent, elapsed).
+/// The most frames a windowed generator has in flight: below a veth's ring of 256 (less the 16
+/// its consumer frees at a time), so that neither ring on the way, into the router or into B,
+/// can overflow when the thread that empties it does not run (this VM's vCPUs stall): the
+/// generator waits instead, as a sender whose transport has a window. What is offered is then
+/// what the path took, and every frame sent must arrive.
+pub const IN_FLIGHT: u32 = 192;
+/// A frame sent this long ago that B has not counted is lost: the window stops waiting for it
+/// (else each loss would narrow it for good).
+const LOST_AFTER: Duration = Duration::from_millis(200);
+
+/// A windowed generator's count between test runs. Its program compares what it sent on the
+/// generator's CPU with what the sink (pinned there too) counted: the origin makes both start
+/// even, and moves by what is written off as lost.
+struct InFlight {
+    limit: u64,
+    origin: u64,
+    /// (when, sent on the generator's CPU) after each test run, oldest first.
+    history: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl InFlight {
+    fn open(bp: &mut BenchPrograms, limit: u32) -> Result<Self> {
+        let (sent, received) = bp.counts_on(GEN_CPU)?;
+        let w = InFlight {
+            limit: limit.into(),
+            origin: sent.wrapping_sub(received),
+            history: Default::default(),
+        };
+        bp.set_gen_window(w.limit, w.origin)?;
+        Ok(w)
+    }
+
+    /// After a test run: frames sent [`LOST_AFTER`] ago or earlier that B has not counted are
+    /// written off.
+    fn write_off(&mut self, bp: &mut BenchPrograms) -> Result<()> {
+        let now = Instant::now();
+        let (sent, received) = bp.counts_on(GEN_CPU)?;
+        self.history.push_back((now, sent));
+        let mut due = None;
+        while let Some(&(t, s)) = self.history.front() {
+            if now - t < LOST_AFTER {
+                break;
+            }
+            due = Some(s);
+            self.history.pop_front();
+        }
+        let Some(s) = due else { return Ok(()) };
+        let missing = s.wrapping_sub(received).wrapping_sub(self.origin) as i64;
+        if missing > 0 {
+            self.origin = self.origin.wrapping_add(missing as u64);
+            bp.set_gen_window(self.limit, self.origin)?;
+        }
+        Ok(())
+    }
+}
+
+/// Test runs of about 20 ms until `stop`, every frame sent (that the window, if any, lets
+/// go): (sent, elapsed).
 fn unpaced(
     bp: &mut BenchPrograms,
     ifindex: u32,
     frame: &[u8],
+    mut in_flight: Option<&mut InFlight>,
     stop: &AtomicBool,
 ) -> Result<(u64, Duration)> {
     bp.set_gen_keep(0)?;
@@ -565,6 +669,9 @@ fn unpaced(
         let took = bp.generate(ifindex, frame, chunk)?;
         let rate = f64::from(chunk) / took.as_secs_f64().max(1e-6);
         chunk = (rate * RUN_SECONDS).clamp(1024.0, 1e6) as u32;
+        if let Some(w) = in_flight.as_deref_mut() {
+            w.write_off(bp)?;
+        }
     }
     Ok((bp.gen_sent()? - sent0, start.elapsed()))
 }
@@ -581,6 +688,7 @@ fn paced(
     ifindex: u32,
     frame: &[u8],
     pps: f64,
+    mut in_flight: Option<&mut InFlight>,
     stop: &AtomicBool,
 ) -> Result<(u64, Duration)> {
     let sent0 = bp.gen_sent()?;
@@ -597,6 +705,9 @@ fn paced(
         bp.set_gen_keep(keep as u32)?;
         let took = bp.generate_batched(ifindex, frame, chunk as u32, PACED_BATCH)?;
         speed = chunk / took.as_secs_f64().max(1e-6);
+        if let Some(w) = in_flight.as_deref_mut() {
+            w.write_off(bp)?;
+        }
     }
     bp.set_gen_keep(0)?;
     Ok((bp.gen_sent()? - sent0, start.elapsed()))
@@ -692,6 +803,10 @@ pub struct RestartPlan<'a> {
     pub post: Duration,
     /// Each steady window, and the control.
     pub steady: Duration,
+    /// The generator's window ([`Load::set_window`]): Some([`IN_FLIGHT`]) for a load in which
+    /// no ring can overflow and every frame sent must arrive; None for one that loses at full
+    /// rings whenever this VM stalls a vCPU.
+    pub window: Option<u32>,
 }
 
 /// One window and what the router's kernel forwarded during it (IpForwDatagrams).
@@ -742,6 +857,8 @@ pub struct RestartUnderLoad {
     /// The VRF's forwarded counter in the maps the upgrade retired, during the steady window
     /// after it (0: no old program runs any more).
     pub retired_counted: Option<u64>,
+    /// The generator's window ([`RestartPlan::window`]).
+    pub window: Option<u32>,
 }
 
 impl RestartUnderLoad {
@@ -761,6 +878,25 @@ impl RestartUnderLoad {
     fn usable(w: &Window, rate: f64) -> bool {
         w.lost_in_router() == 0 && w.offered_pps() >= REACHED * rate
     }
+
+    /// Every fast-path window of the sequence: the steady ones tried, the restart, the upgrade,
+    /// steady again.
+    pub fn fast_path_windows(&self) -> Vec<(String, &Phase)> {
+        let mut all: Vec<(String, &Phase)> = (self.tried.iter())
+            .map(|(f, p)| (format!("steady at {f} × K"), p))
+            .collect();
+        for (what, h) in [("restart", &self.restart), ("upgrade", &self.upgrade)] {
+            all.extend(h.as_ref().map(|h| (what.to_string(), &h.phase)));
+        }
+        all.extend(self.steady_again.as_ref().map(|p| ("steady again".into(), p)));
+        all
+    }
+}
+
+/// Whether the path from A to B was saturated in `w`: it lost frames (no window) or held the
+/// generator back (windowed).
+pub fn saturated(w: &Window) -> bool {
+    w.lost() > 0 || w.held > 0
 }
 
 /// The share of `w`'s frames that found a veth's ring full (into the router or out of it).
@@ -794,6 +930,7 @@ pub fn restart_under_load(
         })
     };
     let mut load = Load::new(topo, vrf)?;
+    load.set_window(plan.window);
     load.pin_threads()?;
     let kernel_before = measure(&mut load, None, plan.capacity)?;
     let k = kernel_before.window.received_pps();
@@ -817,6 +954,7 @@ pub fn restart_under_load(
         control: None,
         retired_counted: None,
         carried: false,
+        window: plan.window,
     };
     for factor in RATE_FACTORS {
         let p = measure(&mut load, Some(factor * k), plan.steady)?;

@@ -9,7 +9,11 @@
 //!   router left it) and transmits it (XDP_TX) out of the test run's ingress device;
 //!   Paced (`BENCH_GEN_KEEP[0]` between 1 and 65535): only that share of the frames, in
 //!   1/65536, goes out, spread evenly over the run; the rest are dropped before they leave.
-//!   `BENCH_GEN_STATE[1]` (per CPU) counts what went out;
+//!   `BENCH_GEN_STATE[1]` (per CPU) counts what went out. Windowed (`BENCH_GEN_WINDOW[0]` not
+//!   0): a frame goes out only while fewer than that many are in flight (sent on this CPU, less
+//!   the sink's count on this CPU, less `BENCH_GEN_WINDOW[1]`), as a transport's window: below
+//!   a veth's ring (256), no ring on the path can overflow. `BENCH_GEN_STATE[2]` counts the
+//!   frames the window held back;
 //! - `xdp_bench_sink`: counts into `BENCH_SINK_COUNT` (per CPU) and drops;
 //! - `xdp_bench_redirect`: the ceiling of any XDP forwarder on this path — no lookup, the MACs
 //!   of `BENCH_REDIRECT[0]` written, TTL − 1, redirect through `FIB_HELPER_TX_PORTS`.
@@ -53,9 +57,15 @@ static BENCH_TEMPLATE: Array<[u8; TEMPLATE_LEN]> = Array::with_max_entries(1, 0)
 #[map]
 static BENCH_GEN_KEEP: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Per CPU: [0] the generator's credit (1/65536 frames), [1] frames it sent.
+/// Per CPU: [0] the generator's credit (1/65536 frames), [1] frames it sent, [2] frames its
+/// window held back.
 #[map]
-static BENCH_GEN_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static BENCH_GEN_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+
+/// [0] the most frames in flight (0: no window), [1] the origin: sent − received (this CPU's
+/// counts) when nothing was in flight, wrapping (the sink may have counted more on this CPU).
+#[map]
+static BENCH_GEN_WINDOW: Array<u64> = Array::with_max_entries(2, 0);
 
 /// One frame's worth of credit.
 const GEN_UNIT: u64 = 65536;
@@ -253,6 +263,12 @@ pub fn xdp_bench_gen(ctx: XdpContext) -> u32 {
     let Some(head) = ptr_at::<[u8; TEMPLATE_LEN]>(&ctx, 0) else {
         return XDP_DROP;
     };
+    if window_full() {
+        if let Some(n) = BENCH_GEN_STATE.get_ptr_mut(2) {
+            unsafe { *n += 1 };
+        }
+        return XDP_DROP;
+    }
     let keep = BENCH_GEN_KEEP.get(0).map_or(0, |k| u64::from(*k));
     if keep != 0 && keep < GEN_UNIT {
         if let Some(credit) = BENCH_GEN_STATE.get_ptr_mut(0) {
@@ -269,6 +285,21 @@ pub fn xdp_bench_gen(ctx: XdpContext) -> u32 {
     }
     unsafe { *head = *template };
     XDP_TX
+}
+
+/// Whether the generator's window (if any) is full: the sink runs on the generator's CPU (the
+/// caller pins both), so this CPU's two counts say what is in flight.
+#[inline(always)]
+fn window_full() -> bool {
+    let limit = BENCH_GEN_WINDOW.get(0).map_or(0, |l| *l);
+    if limit == 0 {
+        return false;
+    }
+    let origin = BENCH_GEN_WINDOW.get(1).map_or(0, |o| *o);
+    let sent = BENCH_GEN_STATE.get(1).map_or(0, |n| *n);
+    let received = BENCH_SINK_COUNT.get(0).map_or(0, |n| *n);
+    let in_flight = sent.wrapping_sub(received).wrapping_sub(origin) as i64;
+    in_flight >= limit as i64
 }
 
 #[xdp]

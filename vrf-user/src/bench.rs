@@ -26,8 +26,12 @@ pub mod map_names {
     pub const TEMPLATE: &str = "BENCH_TEMPLATE";
     /// `Array<u32>`, one entry: the share of frames the generator sends, in 1/65536.
     pub const GEN_KEEP: &str = "BENCH_GEN_KEEP";
-    /// `PerCpuArray<u64>`, two entries: the generator's credit, frames it sent.
+    /// `PerCpuArray<u64>`, three entries: the generator's credit, frames it sent, frames its
+    /// window held back.
     pub const GEN_STATE: &str = "BENCH_GEN_STATE";
+    /// `Array<u64>`, two entries: the most frames in flight (0: no window), the origin of the
+    /// count (sent − received on the generator's CPU when none were in flight, wrapping).
+    pub const GEN_WINDOW: &str = "BENCH_GEN_WINDOW";
     /// `PerCpuArray<u64>`, one entry: frames the sink dropped.
     pub const SINK_COUNT: &str = "BENCH_SINK_COUNT";
     /// `Array<BenchRedirect>`, one entry: the MACs and egress of the raw-redirect ceiling.
