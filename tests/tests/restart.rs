@@ -29,7 +29,8 @@ const DST: &str = "10.9.0.5";
 
 /// The load test measures what the router carries: it runs alone, the other tests of this file
 /// (a 600k-route resync among them) together. On 2 vCPUs, with them running, the router's NAPI
-/// thread lost 10 % of a steady window at a full ring even at 1.25 × the kernel's capacity.
+/// thread lost 10 % of a steady window at a full ring even at 1.25 × the kernel's capacity
+/// (before the generator had a window; now it would carry less).
 static CPUS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn shared_cpus() -> std::sync::RwLockReadGuard<'static, ()> {
@@ -974,38 +975,36 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
 /// Live frames from red A to red B (the bench's generator, counted by a sink at B;
 /// `tests::livegen::restart_under_load`, the bench's sequence too) at a rate R the kernel alone
 /// cannot forward here and the fast path carries, across a plain restart (SIGTERM, start,
-/// adopt) and an upgrade (salted stamp: fresh maps, links moved):
-/// - *offered faster than the kernel*: each window's offered rate (frames sent / its length)
-///   is above 1.1 × the kernel's capacity K (unpaced), the larger of K measured before and
-///   right after, and above what the kernel alone forwarded when offered R (the control).
-///   R is the first of 3 / 2.5 / 2 / 1.5 / 1.25 × K (before) whose steady fast-path window is
-///   carried (`tests::livegen::RATE_FACTORS`), or, on a VM too busy for any, the one whose
-///   window found a full ring least often. These are the load's conditions, not claims: an
-///   attempt without them runs again, up to [`LOAD_ATTEMPTS`] (CI, session 8: every steady
-///   window lost 10–54 % at a full ring, the router's thread 21–40 % busy); the claims below
-///   are asserted on every attempt;
-/// - *no gap*: IpForwDatagrams +0 in each window: the kernel forwarded none, the fast path
-///   decided through the whole stop and start (a starting vrfd beats the pinned switch before
-///   its dump and program load);
-/// - *nothing lost in the router*: every frame that reached the router's program arrived at
-///   B. Not asserted: received == sent. Frames that found a full veth ring (host A's into the
-///   router, the router's into B: this VM's vCPU stalls, counted by the veths as xmit errors;
-///   they never reached the router's program, or came out of it and B was not there) are lost
-///   in steady windows too: logged, not bounded. That share follows the VM's scheduling: in
-///   five runs (session 8) 3.6–9.5 % across a restart (which since runs no verifier: the
-///   programs are opened from their pins) against 0.8–20 % in the steady windows around it,
-///   3.6–12.5 % across an upgrade (whose program load runs in the kernel on the router's CPU,
-///   which this `PREEMPT_NONE` kernel does not preempt for the router's NAPI thread);
+/// adopt) and an upgrade (salted stamp: fresh maps, links moved). The generator has a window
+/// (`tests::livegen::IN_FLIGHT`: at most 192 frames between A and B, under a veth ring's 256):
+/// when a thread on the way does not run (this VM stalls vCPUs), it waits instead of
+/// overflowing a ring, as a sender with a transport window would; without it, frames found a
+/// full ring in steady windows as often as across a restart (0.8–20 %, session 8), and no
+/// claim about loss could be made. So:
+/// - *nothing lost*: in every fast-path window (the steady ones, the restart, the upgrade,
+///   steady again) B received every frame A sent;
+/// - *offered faster than the kernel*: each handover window's offered rate (frames sent / its
+///   length) is above 1.1 × the kernel's capacity K (unpaced, the window full all the time),
+///   the larger of K measured before and right after, and above what the kernel alone forwarded
+///   when asked for R (the control, which the window held back to the kernel's pace). R is the
+///   first of 3 / 2.5 / 2 / 1.5 / 1.25 × K (before) whose steady fast-path window offered 95 %
+///   of it (`tests::livegen::RATE_FACTORS`). These are the load's conditions, not claims: an
+///   attempt without them (this VM slower in one window than in another) runs again, up to
+///   [`LOAD_ATTEMPTS`]; the claims are asserted on every attempt;
+/// - *no gap*: IpForwDatagrams +0 in each fast-path window: the kernel forwarded none, the
+///   fast path decided through the whole stop and start (a starting vrfd beats the pinned
+///   switch before its dump and program load);
 /// - *counters go on*: across the restart red's forwarded counter grew by at least what B
 ///   received; across the upgrade the old maps and then the new ones (from zero) counted it,
 ///   and the retired maps count nothing after;
-/// - *the control*: the kernel alone (vrfd detached, its rules left) at R loses.
+/// - *the control*: the kernel alone (vrfd detached, its rules left) asked for R forwarded what
+///   B received, and did not carry R.
 ///
 /// The router's NAPI thread (all its forwarding) runs SCHED_FIFO on a CPU of its own; vrfd is
 /// not pinned (on the generator's CPU it made the generator offer in bursts: see
 /// `tests::livegen::start_vrfd`).
 #[test]
-fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_keep_the_fast_path_deciding() {
+fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_lose_nothing_at_the_receiving_host() {
     let _cpus = CPUS.write().unwrap_or_else(|e| e.into_inner());
     use tests::livegen::{self, RestartPlan};
     let prefix = "rs_load";
@@ -1069,40 +1068,28 @@ const LOAD_ATTEMPTS: usize = 3;
 /// window left anything to the kernel or lost a frame in the router, each handover logged what
 /// it did, the counters went on, the retired maps stopped counting, and the control counted.
 fn assert_restart_claims(m: &tests::livegen::RestartUnderLoad) {
-    use tests::livegen::ring_share;
+    assert!(m.window.is_some(), "the claims need the generator's window");
     for (what, p) in m.fast_path_windows() {
         assert_eq!(
-            p.kernel_forwarded, 0,
+            p.kernel_forwarded,
+            0,
             "the kernel forwarded in the fast-path window {what}: {}",
             p.window.describe()
         );
-        if m.window.is_some() {
-            // No ring can overflow under the generator's window: every frame sent arrives.
-            assert_eq!(
-                p.window.received,
-                p.window.sent,
-                "frames lost at B in the fast-path window {what}: {}",
-                p.window.describe()
-            );
-        }
+        // No ring can overflow under the generator's window: every frame sent arrives.
+        assert_eq!(
+            p.window.received,
+            p.window.sent,
+            "frames lost at B in the fast-path window {what}: {}",
+            p.window.describe()
+        );
     }
     if m.rate == 0.0 {
         // Nothing ran after the steady windows: `restart_load_reached` says why.
         return;
     }
     let (restart, upgrade) = (m.restart.as_ref().unwrap(), m.upgrade.as_ref().unwrap());
-    let (again, control) = (m.steady_again.unwrap(), m.control.unwrap());
-    assert_eq!(
-        again.kernel_forwarded, 0,
-        "the kernel forwarded in the steady window after"
-    );
-    assert_eq!(
-        again.window.lost_in_router(),
-        0,
-        "steady window after: {}",
-        again.window.describe()
-    );
-    let chosen = m.tried.iter().find(|(f, _)| *f == m.factor).unwrap();
+    let control = m.control.unwrap();
     for (what, h, message) in [
         (
             "restart",
@@ -1115,28 +1102,7 @@ fn assert_restart_claims(m: &tests::livegen::RestartUnderLoad) {
             "upgrade done: every link runs this build, the old pins are gone",
         ),
     ] {
-        let w = &h.phase.window;
         assert!(log_has_message(&h.log, message), "{what}: log:\n{}", h.log);
-        assert_eq!(
-            h.phase.kernel_forwarded, 0,
-            "the kernel forwarded during the {what}: a gap"
-        );
-        assert_eq!(
-            w.lost_in_router(),
-            0,
-            "lost in the router across the {what}: {}",
-            w.describe()
-        );
-        eprintln!(
-            "{what}: {:.2}% found a full ring ({} steady at R{}: {:.2}%; the kernel alone at R \
-             lost {:.2}%); received == sent: {}",
-            ring_share(w) * 100.0,
-            m.factor,
-            if m.carried { "" } else { ", not carried" },
-            ring_share(&chosen.1.window) * 100.0,
-            control.window.loss_percent(),
-            w.received == w.sent
-        );
     }
     assert!(
         restart.old_counted >= restart.phase.window.received,
@@ -1167,8 +1133,8 @@ fn assert_restart_claims(m: &tests::livegen::RestartUnderLoad) {
 }
 
 /// Whether the attempt had the load the claims are about: the kernel alone saturated before and
-/// after, each handover offered above 1.1 × the larger of its capacities and above what it
-/// forwarded at R, and at R the kernel alone lost over 5 %.
+/// after (the window held the generator back), each handover offered above 1.1 × the larger of
+/// its capacities and above what it forwarded asked for R, and the kernel alone did not carry R.
 fn restart_load_reached(m: &tests::livegen::RestartUnderLoad) -> Result<(), String> {
     use tests::livegen::{saturated, OFFERED_MARGIN, REACHED};
     if !saturated(&m.kernel_before.window) {
