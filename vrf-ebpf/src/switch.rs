@@ -1,8 +1,9 @@
 //! The dead-man switch: the data plane decides only while vrfd keeps its heartbeat fresh.
 //!
 //! One array lookup (inlined by the verifier) and one coarse clock read (the jiffy-resolution
-//! clock, no hardware read) per packet; no BPF timer, which aya-ebpf 0.2 cannot declare (it
-//! needs BTF for the map value).
+//! clock, no hardware read) per packet. No BPF timer: only a BPF program can arm one, so each
+//! beat would be a program run rather than a map write, and an upgrade would beat the old
+//! build's timer through the old build's program.
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 
 use crate::maps::HEARTBEAT;
