@@ -757,12 +757,24 @@ pub const OFFERED_MARGIN: f64 = 1.1;
 /// frames at a full ring, 1.3 % steady); on the router's CPU the router's NAPI thread
 /// (SCHED_FIFO) comes first. The scheduler puts it where there is room.
 pub fn start_vrfd(ns: &NetNs, config: &Path, pins: &Path, salt: Option<&str>) -> Result<BgProcess> {
+    start_vrfd_with(ns, config, pins, salt, &[])
+}
+
+/// [`start_vrfd`] with more arguments.
+pub fn start_vrfd_with(
+    ns: &NetNs,
+    config: &Path,
+    pins: &Path,
+    salt: Option<&str>,
+    args: &[&str],
+) -> Result<BgProcess> {
     let mut c = ns.command(crate::bin_path("vrfd"));
     c.arg("--config")
         .arg(config)
         .arg("--pin-path")
         .arg(pins)
-        .args(["--log-format", "json"]);
+        .args(["--log-format", "json"])
+        .args(args);
     if let Some(s) = salt {
         c.env(vrf_user::dataplane::STAMP_SALT_ENV, s);
     }

@@ -620,6 +620,92 @@ fn an_upgrade_to_a_build_with_another_layout_moves_the_links_without_loss() {
     assert!(list_own_netns(prefix).unwrap().is_empty());
 }
 
+/// The size the kernel gave the FIB4 map pinned under `pins`.
+fn pinned_fib4_size(pins: &Path) -> u32 {
+    aya::maps::MapData::from_pin(pins.join(vrf_common::map_names::FIB4))
+        .unwrap()
+        .info()
+        .unwrap()
+        .max_entries()
+}
+
+/// A pinned map keeps the size it was created with: a vrfd started with other capacities
+/// (`--fib4-entries`) cannot adopt the pins, whose maps would not hold what it plans. It
+/// upgrades, make-before-break, to maps of its size: a flow across it loses nothing, the links
+/// stay, the new FIB4 has the new size; the next start with the same capacities adopts.
+#[test]
+fn a_restart_with_other_fib_capacities_upgrades_to_maps_of_that_size() {
+    let _cpus = shared_cpus();
+    let prefix = "rs_resize";
+    let topo = topology(prefix);
+    let r = topo.router();
+    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
+    let pins = SharedPins {
+        ns: r,
+        path: unique_pin_path().unwrap(),
+    };
+    let start = |args: &[&str]| {
+        tests::livegen::start_vrfd_with(r, config.path(), &pins.path, None, args)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    let mut first = start(&[]);
+    assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
+    assert_eq!(pinned_fib4_size(&pins.path), vrf_common::FIB4_ENTRIES);
+    let links_before = pinned_xdp_links(&pins.path);
+
+    let flow = Flow::start(&topo, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        first.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let mut second = start(&["--fib4-entries", "5000"]);
+    let log = second.log();
+    assert!(
+        log_has_message(
+            &log,
+            "upgrade done: every link runs this build, the old pins are gone"
+        ),
+        "a vrfd with another FIB4 size did not upgrade; log:\n{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, received) = flow.finish();
+    assert!(sent > 1000, "the flow sent only {sent}");
+    assert_eq!(received, sent, "datagrams lost across the resize");
+    assert_eq!(pinned_fib4_size(&pins.path), 5000, "the FIB4 pinned now");
+    let links_after = pinned_xdp_links(&pins.path);
+    for (ifindex, (link, _)) in &links_before {
+        assert_eq!(
+            links_after[ifindex].0, *link,
+            "ifindex {ifindex}: link replaced"
+        );
+    }
+    assert_xdp_path(&topo, "10.0.2.2", "resized vrfd");
+
+    // The same capacities again: adopted, nothing moved.
+    assert_eq!(
+        second.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    let mut third = start(&["--fib4-entries", "5000"]);
+    assert!(
+        log_has_message(
+            &third.log(),
+            "adopting the pins of a previous vrfd: nothing is detached"
+        ),
+        "log:\n{}",
+        third.log()
+    );
+    assert_eq!(pinned_fib4_size(&pins.path), 5000);
+    assert_eq!(
+        third.stop_with(Duration::from_secs(5)).unwrap().code(),
+        Some(0)
+    );
+    drop(pins);
+    drop(topo);
+    assert!(list_own_netns(prefix).unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIGHUP.
 

@@ -42,7 +42,8 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 /// traffic). vrfd removes one when its VRF leaves the configuration, and
 /// `vrfd --detach --remove-rules` all of them.
 ///
-/// Upgrade: a vrfd whose object stamp (kept in the pinned HEARTBEAT map) differs from the
+/// Upgrade: a vrfd whose stamp (of its eBPF object and of the map capacities it asks for,
+/// --fib4-entries and --fib6-entries; kept in the pinned HEARTBEAT map) differs from the
 /// pinned one loads fresh maps under PIN_PATH-upgrade, fills them from the kernel (the full
 /// plan), moves each pinned link to its own programs in one step (bpf_link_update: the link
 /// id stays, the program id changes), then moves its pins into PIN_PATH and removes the old

@@ -231,17 +231,22 @@ pub struct DataPlane {
     replace_tc: BTreeMap<(TcProgram, u32), PinnedLink>,
 }
 
-/// The stamp of the embedded object: a vrfd adopts pins only of the very same object (same
-/// programs, same map layouts); anything else is an upgrade (fresh maps, links moved over).
-/// Conservative on purpose: a program-only change is treated as a layout change too.
-pub fn object_stamp() -> u64 {
-    // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
-    let stamp = crate::EBPF_OBJECT
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+impl LoadOptions {
+    /// The stamp of what these options load: a vrfd adopts pins only of the very same object
+    /// (same programs, same map layouts) loaded with the same capacities (a pinned map is
+    /// opened as it is: the kernel's map keeps the size it was created with); anything else is
+    /// an upgrade (fresh maps, links moved over). Conservative on purpose: a program-only
+    /// change is treated as a layout change too.
+    pub fn layout_stamp(&self) -> u64 {
+        let capacities = [self.fib4_entries, self.fib6_entries, self.flat4_chunks];
+        let bytes = (crate::EBPF_OBJECT.iter().copied())
+            .chain(capacities.iter().flat_map(|c| c.to_le_bytes()));
+        // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+        let stamp = bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
         });
-    stamp ^ stamp_salt()
+        stamp ^ stamp_salt()
+    }
 }
 
 /// Test hook: `VRFD_TEST_STAMP_SALT=N` makes this build's stamp differ from the unsalted one,

@@ -165,9 +165,16 @@ pub async fn run(opts: Options) -> Result<()> {
     // what it means during a resync: a live vrfd follows the kernel; whatever changed since the
     // maps were written is in the events it holds and will be written. A start that fails
     // hands over at once (the heartbeat's drop).
-    let (pins, start) = pins::PinDir::open(&opts.pin_path, opts.persist)?;
+    let layout = LoadOptions {
+        persist: opts.persist,
+        fib4_entries: opts.fib4_entries,
+        fib6_entries: opts.fib6_entries,
+        ..Default::default()
+    };
+    let stamp = layout.layout_stamp();
+    let (pins, start) = pins::PinDir::open(&opts.pin_path, opts.persist, stamp)?;
     let adopted = start == pins::Start::Adopt;
-    let heartbeat = switch::Heartbeat::without_map();
+    let heartbeat = switch::Heartbeat::without_map(stamp);
     let starting = match start {
         pins::Start::Adopt => {
             heartbeat.adopt_pinned(pins.path())?;
@@ -218,11 +225,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let loading = std::time::Instant::now();
     let mut dp = DataPlane::load_with(&LoadOptions {
         pin_dir: Some(pins.load_dir().to_path_buf()),
-        persist: opts.persist,
-        fib4_entries: opts.fib4_entries,
-        fib6_entries: opts.fib6_entries,
         reuse_programs: start == pins::Start::Adopt,
-        ..Default::default()
+        ..layout
     })?;
     info!(
         ms = loading.elapsed().as_millis() as u64,

@@ -48,10 +48,11 @@ fn has_links(dir: &Path) -> bool {
 }
 
 impl PinDir {
-    /// With `persist`, pins a previous vrfd of the very same object left (its stamp in
-    /// HEARTBEAT) are adopted, and pins of another build with links still attached are
+    /// With `persist`, pins a previous vrfd of the very same object and capacities left (its
+    /// `stamp`, [`LoadOptions::layout_stamp`](crate::dataplane::LoadOptions::layout_stamp),
+    /// in HEARTBEAT) are adopted, and pins of another layout with links still attached are
     /// upgraded; anything else there is removed.
-    pub fn open(path: &Path, persist: bool) -> Result<(Self, Start)> {
+    pub fn open(path: &Path, persist: bool, stamp: u64) -> Result<(Self, Start)> {
         if persist && path.is_dir() {
             let parent = path.parent().unwrap_or(Path::new("/"));
             ensure_bpffs(parent)?;
@@ -63,13 +64,13 @@ impl PinDir {
                 side: None,
             };
             match pinned_stamp(path) {
-                Some(stamp) if stamp == crate::dataplane::object_stamp() => {
+                Some(pinned) if pinned == stamp => {
                     // Kept even if this start fails: its heartbeat expires, the next vrfd
                     // adopts them again (`vrfd --detach` removes them).
                     dir.keep = true;
                     return Ok((dir, Start::Adopt));
                 }
-                Some(stamp) if has_links(path) => {
+                Some(pinned) if has_links(path) => {
                     let side = sibling(path, "upgrade");
                     if side.exists() {
                         // An upgrade that did not finish: its links are pinned under `path`
@@ -78,7 +79,7 @@ impl PinDir {
                             .with_context(|| format!("removing stale {}", side.display()))?;
                     }
                     make_dir(&side)?;
-                    tracing::info!(path = %path.display(), old = format_args!("{stamp:#x}"), new = format_args!("{:#x}", crate::dataplane::object_stamp()), "pins of another build: upgrading make-before-break");
+                    tracing::info!(path = %path.display(), old = format_args!("{pinned:#x}"), new = format_args!("{stamp:#x}"), "pins of another build or capacities: upgrading make-before-break");
                     dir.side = Some(side);
                     return Ok((dir, Start::Upgrade));
                 }

@@ -101,6 +101,8 @@ impl Targets {
 }
 
 pub struct Heartbeat {
+    /// What this vrfd writes into its own HEARTBEAT: its layout's stamp.
+    stamp: u64,
     /// systemd asked for WATCHDOG=1 (WatchdogSec= in the unit).
     watchdog: bool,
     /// Shared with the beating thread.
@@ -132,19 +134,21 @@ fn pinned_heartbeat(
 }
 
 impl Heartbeat {
-    /// The heartbeat in `maps`; `live`: our programs may decide from the first beat on (an
-    /// adopted or upgraded data plane), else only after [`Heartbeat::beat`] is first called.
-    pub fn new(maps: &Maps, live: bool) -> Result<Self> {
-        let hb = Self::without_map();
+    /// The heartbeat in `maps`, loaded with the layout of `stamp`; `live`: our programs may
+    /// decide from the first beat on (an adopted or upgraded data plane), else only after
+    /// [`Heartbeat::beat`] is first called.
+    pub fn new(maps: &Maps, live: bool, stamp: u64) -> Result<Self> {
+        let hb = Self::without_map(stamp);
         hb.set_ours(maps, live)?;
         Ok(hb)
     }
 
     /// No HEARTBEAT yet (a start before its programs are loaded): the beating thread runs,
     /// with nothing to beat until [`Heartbeat::adopt_pinned`], [`Heartbeat::follow_predecessor`]
-    /// or [`Heartbeat::set_ours`].
-    pub fn without_map() -> Self {
+    /// or [`Heartbeat::set_ours`]; `stamp`: our layout's, written with each beat of ours.
+    pub fn without_map(stamp: u64) -> Self {
         let hb = Heartbeat {
+            stamp,
             watchdog: sd_notify::watchdog_enabled().is_some(),
             targets: Arc::new(Mutex::new(Targets::default())),
             busy: Arc::new(Busy::default()),
@@ -159,7 +163,7 @@ impl Heartbeat {
         let mut t = self.lock();
         t.ours = Some(Target {
             map,
-            stamp: crate::dataplane::object_stamp(),
+            stamp: self.stamp,
         });
         t.live |= live;
         Ok(())
@@ -172,7 +176,7 @@ impl Heartbeat {
         let mut t = self.lock();
         t.ours = Some(Target {
             map,
-            stamp: crate::dataplane::object_stamp(),
+            stamp: self.stamp,
         });
         t.live = true;
         Ok(())
