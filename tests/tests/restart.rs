@@ -268,6 +268,40 @@ impl Drop for SharedPins<'_> {
     }
 }
 
+/// What a vrfd logs when it adopted pins of its own layout, and when it finished an upgrade.
+const ADOPTED: &str = "adopting the pins of a previous vrfd: nothing is detached";
+const UPGRADED: &str = "upgrade done: every link runs this build, the old pins are gone";
+
+/// `vrfd` logged `message`.
+fn assert_logged(vrfd: &BgProcess, message: &str) {
+    let log = vrfd.log();
+    assert!(
+        log_has_message(&log, message),
+        "not logged: {message:?}; log:\n{log}"
+    );
+}
+
+/// SIGTERM: `vrfd` exits 0 within 5 s.
+fn stop_ok(vrfd: &mut BgProcess) {
+    let status = vrfd.stop_with(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "vrfd exited with {status}; log:\n{}",
+        vrfd.log()
+    );
+}
+
+/// The configuration serving every VRF of `topo`, and a pin path of its own on the router.
+fn served_pins(topo: &Topology) -> (ConfigFile, SharedPins<'_>) {
+    let config = ConfigFile::new(&topology_config(topo)).unwrap();
+    let pins = SharedPins {
+        ns: topo.router(),
+        path: unique_pin_path().unwrap(),
+    };
+    (config, pins)
+}
+
 /// `vrfd` (persisting: the default) on `pins`, ready; `salt` perturbs its stamp.
 fn start_persistent_with(ns: &NetNs, config: &Path, pins: &Path, salt: Option<&str>) -> BgProcess {
     tests::livegen::start_vrfd(ns, config, pins, salt).unwrap_or_else(|e| panic!("{e:#}"))
@@ -329,11 +363,7 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     let prefix = "rs_persist";
     let topo = topology(prefix);
     let r = topo.router();
-    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
-    let pins = SharedPins {
-        ns: r,
-        path: unique_pin_path().unwrap(),
-    };
+    let (config, pins) = served_pins(&topo);
     let mut first = start_persistent(r, config.path(), &pins.path);
     let maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
     let slot = vrf_user::inspect::vrfs(&maps)
@@ -380,14 +410,7 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     let t0 = Instant::now();
     let second = start_persistent(r, config.path(), &pins.path);
     let took = t0.elapsed();
-    assert!(
-        log_has_message(
-            &second.log(),
-            "adopting the pins of a previous vrfd: nothing is detached"
-        ),
-        "second vrfd did not adopt; log:\n{}",
-        second.log()
-    );
+    assert_logged(&second, ADOPTED);
     // No verifier run: the programs it holds are the ones the first loaded (a load makes new
     // ids), opened from their pins.
     assert_eq!(
@@ -437,10 +460,7 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
 
     // `vrfd --detach` after the last stop: nothing attached, no pins.
     let mut second = second;
-    assert_eq!(
-        second.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut second);
     let out = pins.detach();
     assert!(
         out.status.success(),
@@ -474,11 +494,7 @@ fn an_upgrade_to_a_build_with_another_layout_moves_the_links_without_loss() {
     let prefix = "rs_upgrade";
     let topo = topology(prefix);
     let r = topo.router();
-    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
-    let pins = SharedPins {
-        ns: r,
-        path: unique_pin_path().unwrap(),
-    };
+    let (config, pins) = served_pins(&topo);
     let mut first = start_persistent(r, config.path(), &pins.path);
     let old_maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
     let red_slot = |m: &vrf_user::maps::Maps| {
@@ -502,19 +518,11 @@ fn an_upgrade_to_a_build_with_another_layout_moves_the_links_without_loss() {
 
     let flow = Flow::start(&topo, 2000);
     std::thread::sleep(Duration::from_millis(500));
-    let status = first.stop_with(Duration::from_secs(5)).unwrap();
-    assert_eq!(status.code(), Some(0), "first vrfd; log:\n{}", first.log());
+    stop_ok(&mut first);
     let t0 = Instant::now();
     let second = start_persistent_with(r, config.path(), &pins.path, Some("1"));
     let took = t0.elapsed();
-    let log = second.log();
-    assert!(
-        log_has_message(
-            &log,
-            "upgrade done: every link runs this build, the old pins are gone"
-        ),
-        "second vrfd did not upgrade; log:\n{log}"
-    );
+    assert_logged(&second, UPGRADED);
     std::thread::sleep(Duration::from_millis(500));
     let old_after_upgrade = forwarded(&old_maps);
     let (sent, received) = flow.finish();
@@ -587,24 +595,11 @@ fn an_upgrade_to_a_build_with_another_layout_moves_the_links_without_loss() {
 
     // A restart of the upgraded build adopts (same salted stamp): no second upgrade.
     let mut second = second;
-    assert_eq!(
-        second.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut second);
     let mut third = start_persistent_with(r, config.path(), &pins.path, Some("1"));
-    assert!(
-        log_has_message(
-            &third.log(),
-            "adopting the pins of a previous vrfd: nothing is detached"
-        ),
-        "log:\n{}",
-        third.log()
-    );
+    assert_logged(&third, ADOPTED);
     assert_eq!(xdp_prog_id(r, "red0"), Some(new_prog));
-    assert_eq!(
-        third.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut third);
     let out = pins.detach();
     assert!(
         out.status.success(),
@@ -639,11 +634,7 @@ fn a_restart_with_other_fib_capacities_upgrades_to_maps_of_that_size() {
     let prefix = "rs_resize";
     let topo = topology(prefix);
     let r = topo.router();
-    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
-    let pins = SharedPins {
-        ns: r,
-        path: unique_pin_path().unwrap(),
-    };
+    let (config, pins) = served_pins(&topo);
     let start = |args: &[&str]| {
         tests::livegen::start_vrfd_with(r, config.path(), &pins.path, None, args)
             .unwrap_or_else(|e| panic!("{e:#}"))
@@ -655,19 +646,9 @@ fn a_restart_with_other_fib_capacities_upgrades_to_maps_of_that_size() {
 
     let flow = Flow::start(&topo, 2000);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        first.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut first);
     let mut second = start(&["--fib4-entries", "5000"]);
-    let log = second.log();
-    assert!(
-        log_has_message(
-            &log,
-            "upgrade done: every link runs this build, the old pins are gone"
-        ),
-        "a vrfd with another FIB4 size did not upgrade; log:\n{log}"
-    );
+    assert_logged(&second, UPGRADED);
     std::thread::sleep(Duration::from_millis(500));
     let (sent, received) = flow.finish();
     assert!(sent > 1000, "the flow sent only {sent}");
@@ -683,24 +664,11 @@ fn a_restart_with_other_fib_capacities_upgrades_to_maps_of_that_size() {
     assert_xdp_path(&topo, "10.0.2.2", "resized vrfd");
 
     // The same capacities again: adopted, nothing moved.
-    assert_eq!(
-        second.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut second);
     let mut third = start(&["--fib4-entries", "5000"]);
-    assert!(
-        log_has_message(
-            &third.log(),
-            "adopting the pins of a previous vrfd: nothing is detached"
-        ),
-        "log:\n{}",
-        third.log()
-    );
+    assert_logged(&third, ADOPTED);
     assert_eq!(pinned_fib4_size(&pins.path), 5000);
-    assert_eq!(
-        third.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut third);
     drop(pins);
     drop(topo);
     assert!(list_own_netns(prefix).unwrap().is_empty());
@@ -973,18 +941,11 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
     let prefix = "rs_refuse";
     let topo = topology(prefix);
     let r = topo.router();
-    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
-    let pins = SharedPins {
-        ns: r,
-        path: unique_pin_path().unwrap(),
-    };
+    let (config, pins) = served_pins(&topo);
     let mut first = start_persistent(r, config.path(), &pins.path);
     assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
     let prog = xdp_prog_id(r, "red0").expect("XDP on red0");
-    assert_eq!(
-        first.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut first);
     let maps = vrf_user::maps::Maps::from_pins(&pins.path).unwrap();
 
     let bad = ConfigFile::new(&format!(
@@ -1036,19 +997,9 @@ fn a_refused_start_on_adopted_pins_hands_over_to_the_kernel_at_once_and_keeps_th
 
     // A good configuration adopts the kept pins and the fast path decides again.
     let mut third = start_persistent(r, config.path(), &pins.path);
-    assert!(
-        log_has_message(
-            &third.log(),
-            "adopting the pins of a previous vrfd: nothing is detached"
-        ),
-        "log:\n{}",
-        third.log()
-    );
+    assert_logged(&third, ADOPTED);
     assert_xdp_path(&topo, "10.0.2.2", "the next vrfd");
-    assert_eq!(
-        third.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut third);
     drop(maps);
     drop(pins);
     drop(topo);
@@ -1096,18 +1047,11 @@ fn restart_and_upgrade_under_a_load_the_kernel_cannot_carry_lose_nothing_at_the_
     let prefix = "rs_load";
     let topo = topology(prefix);
     let r = topo.router();
-    let config = ConfigFile::new(&topology_config(&topo)).unwrap();
-    let pins = SharedPins {
-        ns: r,
-        path: unique_pin_path().unwrap(),
-    };
+    let (config, pins) = served_pins(&topo);
     // A first vrfd adds its rules; detached, it leaves them and the kernel forwards alone.
     let mut vrfd = start_persistent(r, config.path(), &pins.path);
     assert_xdp_path(&topo, "10.0.2.2", "first vrfd");
-    assert_eq!(
-        vrfd.stop_with(Duration::from_secs(5)).unwrap().code(),
-        Some(0)
-    );
+    stop_ok(&mut vrfd);
     livegen::detach_for_kernel(&topo, "red", r, &pins.path).unwrap_or_else(|e| panic!("{e:#}"));
 
     let plan = RestartPlan {
@@ -1177,16 +1121,8 @@ fn assert_restart_claims(m: &tests::livegen::RestartUnderLoad) {
     let (restart, upgrade) = (m.restart.as_ref().unwrap(), m.upgrade.as_ref().unwrap());
     let control = m.control.unwrap();
     for (what, h, message) in [
-        (
-            "restart",
-            restart,
-            "adopting the pins of a previous vrfd: nothing is detached",
-        ),
-        (
-            "upgrade",
-            upgrade,
-            "upgrade done: every link runs this build, the old pins are gone",
-        ),
+        ("restart", restart, ADOPTED),
+        ("upgrade", upgrade, UPGRADED),
     ] {
         assert!(log_has_message(&h.log, message), "{what}: log:\n{}", h.log);
     }
