@@ -8,8 +8,8 @@
 //!   test asserts, no ring can overflow) and without (every frame the pacing sends goes, and
 //!   full veth rings drop what this VM's stalls leave there);
 //! - the switch's per-packet cost: BPF_PROG_TEST_RUN with repeat of one forwarded frame with
-//!   the heartbeat armed (a deadline in the future: the lookup, the clock read, the compare),
-//!   disarmed (deadline 0), and through a copy loaded with `DEADMAN` = 0 (the verifier drops
+//!   the switch alive (the lookup of `SWITCH`, the compare: no clock read, the timer does that),
+//!   expired (every packet passed), and through a copy loaded with `DEADMAN` = 0 (the verifier drops
 //!   the check), interleaved round by round.
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ use anyhow::{anyhow, ensure, Context, Result};
 use aya::{programs::Xdp, EbpfLoader};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use vrf_common::{prog_names, Heartbeat, DEADMAN_GLOBAL};
-use vrf_user::{daemon::switch::monotonic_ns, maps::Maps};
+use vrf_common::{prog_names, SwitchState, DEADMAN_GLOBAL};
+use vrf_user::maps::Maps;
 
 use super::lookup::{self, Stats};
 use super::programs::run_repeated;
@@ -44,7 +44,7 @@ pub struct SwitchCost {
     pub frame_len: usize,
     pub armed: Stats,
     pub disarmed: Stats,
-    /// The copy loaded with `DEADMAN` = 0: no lookup, no clock read, no compare.
+    /// The copy loaded with `DEADMAN` = 0: no lookup, no compare.
     pub without: Stats,
     /// Translated instructions of xdp_vrf with and without the switch.
     pub insns_with: u32,
@@ -181,10 +181,7 @@ fn switch_cost(quick: bool, progress: &Progress) -> Result<SwitchCost> {
     lookup::fill_cost_table(&mut maps, &topo, &routes)?;
     lookup::fill_cost_table(&mut bare_maps, &topo, &routes)?;
     // Expired: a switch left in would pass everything; only the copy without it forwards.
-    bare_maps.set_heartbeat(Heartbeat {
-        deadline_ns: 0,
-        stamp: 0,
-    })?;
+    bare_maps.set_switch(SwitchState::Expired)?;
     let dst = IpNet::V4(routes[routes.len() / 2]);
     let frame = lookup::frame(m0, dst.addr())?;
     let rounds = if quick { 200 } else { 1000 };
@@ -202,18 +199,21 @@ fn switch_cost(quick: bool, progress: &Progress) -> Result<SwitchCost> {
                 let mode = (k + round) % 3;
                 let p = if mode == 2 { without } else { with };
                 if mode < 2 {
-                    maps.set_heartbeat(Heartbeat {
-                        // A day ahead: armed and never expiring during the run.
-                        deadline_ns: if mode == 0 {
-                            monotonic_ns() + 86_400_000_000_000
-                        } else {
-                            0
-                        },
-                        stamp: 0,
+                    // Set from userspace: no timer, so alive stays alive through the run.
+                    maps.set_switch(if mode == 0 {
+                        SwitchState::Alive
+                    } else {
+                        SwitchState::Expired
                     })?;
                 }
                 let r = run_repeated(p, m0.ifindex, &frame, lookup::REPEAT)?;
-                if mode != 1 {
+                if mode == 1 {
+                    ensure!(
+                        r.action == vrf_user::dataplane::XdpAction::Pass,
+                        "xdp_vrf with the switch expired: {:?}, not a pass to the kernel",
+                        r.action
+                    );
+                } else {
                     lookup::check(&r, "xdp_vrf", dst)?;
                 }
                 ns[mode].push(r.per_run.as_nanos() as f64);
@@ -380,10 +380,11 @@ pub fn section(o: &mut String, r: &Results) {
          the old ones stop counting once the links moved).\n\n\
          **What the switch costs per packet.** BPF_PROG_TEST_RUN with `repeat` ({} repetitions) of one \
          {}-byte UDP frame forwarded by a 1k-route table (the per-packet part's topology and frame), on \
-         CPU {}, {} rounds, the three modes interleaved in rotating order. *with the switch*: HEARTBEAT \
-         holds a deadline in the future (what a live vrfd keeps there): the array lookup, the coarse \
-         clock read, the compare; *expired*: deadline 0, every packet passed to the kernel (the \
-         lookup and the clock read, no route lookup); *without*: the same object loaded with \
+         CPU {}, {} rounds, the three modes interleaved in rotating order. *with the switch*: `SWITCH` \
+         says alive (what a live vrfd's beat keeps there; the BPF timer that expires it is armed by \
+         the beat, not per packet): the array lookup and the compare, no clock read; *expired*: \
+         every packet passed to the kernel (checked: XDP_PASS), after the same lookup, no route \
+         lookup; *without*: the same object loaded with \
          `DEADMAN` = 0 (frozen `.rodata`: the verifier removes the check; {} instructions instead of \
          {}).\n\n\
          | mode | mean | median | p10 | p90 |\n|---|---|---|---|---|\n\

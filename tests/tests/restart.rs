@@ -19,7 +19,7 @@ use tests::{
     forwarded_datagrams, list_own_netns, ping, require_root, BgProcess, NetNs, Topology,
     TopologySpec,
 };
-use vrf_common::{Direction, Reason};
+use vrf_common::{Direction, Reason, SwitchState};
 // The clock of the data plane's deadline (HEARTBEAT), as vrfd reads it.
 use vrf_user::daemon::switch::monotonic_ns;
 
@@ -172,11 +172,14 @@ fn a_stopped_vrfd_hands_everything_to_the_kernel_within_2s_and_resumes_on_sigcon
         Vrfd::start(topo.router(), &topology_config(&topo)).unwrap_or_else(|e| panic!("{e:#}"));
     await_lookup(&vrfd, DST, "forward/forwarded", Duration::from_secs(2));
     assert_xdp_path(&topo, DST, "vrfd running");
+    let maps = vrfd.maps().unwrap();
+    assert_eq!(maps.switch_state().unwrap(), Some(SwitchState::Alive));
 
     let took = route_change_followed_without_vrfd(&topo, &vrfd, libc::SIGSTOP);
     eprintln!("SIGSTOP: the kernel's route change took effect after {took:?}");
+    // No vrfd ran meanwhile: the switch's BPF timer expired it (the programs read no clock).
+    assert_eq!(maps.switch_state().unwrap(), Some(SwitchState::Expired));
     // Everything else goes to the kernel too, counted under its own reason.
-    let maps = vrfd.maps().unwrap();
     let slot = vrf_user::inspect::vrfs(&maps)
         .unwrap()
         .iter()
@@ -207,6 +210,7 @@ fn a_stopped_vrfd_hands_everything_to_the_kernel_within_2s_and_resumes_on_sigcon
     );
     await_lookup(&vrfd, DST, "pass/unreachable", Duration::from_secs(2));
     assert_xdp_path(&topo, "10.0.2.2", "vrfd continued");
+    assert_eq!(maps.switch_state().unwrap(), Some(SwitchState::Alive));
 
     vrfd.stop().unwrap_or_else(|e| panic!("{e:#}"));
     drop(topo);
@@ -380,9 +384,10 @@ fn a_persisting_vrfd_restarts_under_traffic_without_loss_detaching_or_resetting_
     let prog = xdp_prog_id(r, "red0").expect("XDP on red0");
 
     let programs = held_program_ids(first.pid());
+    // xdp_vrf, its explain twin, the two tc programs and the switch's beat.
     assert_eq!(
         programs.len(),
-        4,
+        5,
         "programs the first vrfd holds: {programs:?}"
     );
     assert!(

@@ -52,12 +52,15 @@ pub mod map_names {
     pub const PORTS: &str = "PORTS";
     pub const VLAN_PORTS: &str = "VLAN_PORTS";
     pub const HEARTBEAT: &str = "HEARTBEAT";
+    /// BTF `Array<Switch>`, one entry: the dead-man switch's state and the BPF timer that
+    /// expires it.
+    pub const SWITCH: &str = "SWITCH";
     /// `PerCpuArray<Counter>`: what XDP and tc forwarded per kernel nexthop (`Nexthop::stats_slot`).
     pub const NEXTHOP_STATS: &str = "NEXTHOP_STATS";
     /// `HashMap<u32, NexthopInfo>`: which kernel nexthop each live `NEXTHOP_STATS` slot counts,
     /// written by vrfd for vrfctl and the metrics (the programs never read it).
     pub const NEXTHOP_INFO: &str = "NEXTHOP_INFO";
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         LINKS,
         VRFS,
         FIB4,
@@ -71,6 +74,7 @@ pub mod map_names {
         PORTS,
         VLAN_PORTS,
         HEARTBEAT,
+        SWITCH,
         NEXTHOP_STATS,
         NEXTHOP_INFO,
     ];
@@ -105,6 +109,9 @@ pub mod prog_names {
     pub const TC_MEMBER_TX: &str = "tc_member_tx";
     /// `xdp_vrf` with capture compiled out: the bench's baseline for capture's idle cost.
     pub const XDP_VRF_NOCAPTURE: &str = "xdp_vrf_nocapture";
+    /// The dead-man switch's beat: arms `SWITCH`'s timer for what is left of `HEARTBEAT`'s
+    /// lease. Never attached: vrfd runs it through BPF_PROG_TEST_RUN with each beat.
+    pub const XDP_VRF_BEAT: &str = "xdp_vrf_beat";
 }
 
 /// Ifindex → what the data plane knows of a link. Members have `LINK_MEMBER`; egress-only
@@ -645,24 +652,53 @@ pub struct Explain {
     pub seq: u64,
 }
 
-/// The dead-man switch (`HEARTBEAT[0]`): vrfd moves the deadline forward while it runs; once
-/// the clock passes it, every program passes every packet to the kernel (`PassVrfdGone`).
+/// The dead-man switch's lease (`HEARTBEAT[0]`): vrfd moves the deadline forward while it runs,
+/// and the beat (`xdp_vrf_beat`) arms [`Switch`]'s timer for what is left of it; when it runs
+/// out, every program passes every packet to the kernel (`PassVrfdGone`). Builds before the
+/// timer compared it with the clock per packet (an upgrade from one keeps it fresh).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Heartbeat {
-    /// CLOCK_MONOTONIC (as `bpf_ktime_get_coarse_ns` reads it), ns; 0 = no switch armed (a
-    /// data plane loaded without vrfd: tests, benchmarks).
+    /// CLOCK_MONOTONIC, ns; 0 = no switch armed (a data plane loaded without vrfd: tests,
+    /// benchmarks).
     pub deadline_ns: u64,
     /// The stamp of the object whose vrfd writes the maps (a hash of it): a starting vrfd
     /// adopts pinned maps only when it is its own. Not read by the programs.
     pub stamp: u64,
 }
 
-impl Heartbeat {
-    /// vrfd is gone once the clock passed an armed deadline.
-    #[inline(always)]
-    pub const fn expired(&self, now_ns: u64) -> bool {
-        self.deadline_ns != 0 && now_ns > self.deadline_ns
+/// What the programs read of the dead-man switch (`SWITCH[0]`), instead of a clock: a BPF
+/// timer, armed by each beat (`xdp_vrf_beat`) for the rest of the lease, sets it to
+/// [`SwitchState::Expired`] when the lease runs out. Userspace sees the timer as 16 opaque
+/// bytes (a write from userspace cancels it: that is how vrfd hands over at once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Switch {
+    pub timer: [u64; 2],
+    /// A [`SwitchState`].
+    pub state: u64,
+}
+
+/// The states of [`Switch::state`].
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchState {
+    /// Never beaten: a data plane loaded without vrfd (tests, benchmarks) decides.
+    Unarmed = 0,
+    /// A lease runs: the programs decide.
+    Alive = 1,
+    /// The lease ran out (the timer fired) or vrfd handed over: the kernel decides.
+    Expired = 2,
+}
+
+impl SwitchState {
+    pub const fn of(state: u64) -> Option<Self> {
+        match state {
+            0 => Some(Self::Unarmed),
+            1 => Some(Self::Alive),
+            2 => Some(Self::Expired),
+            _ => None,
+        }
     }
 }
 
@@ -832,6 +868,7 @@ mod user {
         ($($t:ty),*) => { $(unsafe impl aya::Pod for $t {})* };
     }
     aya_pod!(
+        Switch,
         Link,
         Vrf,
         Fib4Key,
@@ -998,14 +1035,19 @@ mod tests {
     }
 
     #[test]
-    fn heartbeat_expires_only_when_armed_and_passed() {
-        let hb = |deadline_ns| Heartbeat {
-            deadline_ns,
-            stamp: 0,
-        };
-        assert!(!hb(0).expired(u64::MAX));
-        assert!(!hb(100).expired(100));
-        assert!(hb(100).expired(101));
+    fn switch_states_round_trip_and_zero_is_unarmed() {
+        for s in [
+            SwitchState::Unarmed,
+            SwitchState::Alive,
+            SwitchState::Expired,
+        ] {
+            assert_eq!(SwitchState::of(s as u64), Some(s));
+        }
+        assert_eq!(
+            SwitchState::of(Switch::default().state),
+            Some(SwitchState::Unarmed)
+        );
+        assert_eq!(SwitchState::of(3), None);
     }
 
     #[test]

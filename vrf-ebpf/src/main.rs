@@ -42,6 +42,13 @@ pub fn xdp_vrf_explain(ctx: XdpContext) -> u32 {
     run(&ctx, true, false)
 }
 
+/// The dead-man switch's beat: never attached; vrfd runs it after each refresh of
+/// `HEARTBEAT`, and it arms the switch's timer for the rest of the lease.
+#[xdp]
+pub fn xdp_vrf_beat(_ctx: XdpContext) -> u32 {
+    switch::beat()
+}
+
 /// `xdp_vrf` with capture compiled out: never attached; `cargo xtask bench` measures what
 /// capture costs while idle against it.
 #[xdp]

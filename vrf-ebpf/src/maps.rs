@@ -60,6 +60,21 @@ pub static VLAN_PORTS: HashMap<u32, VlanPort> = HashMap::with_max_entries(MAX_LI
 pub static HEARTBEAT: aya_ebpf::maps::Array<Heartbeat> =
     aya_ebpf::maps::Array::with_max_entries(1, 0);
 
+/// `vrf_common::Switch` as the kernel must see it: the timer's type named `bpf_timer` in the
+/// map's BTF (a BTF map, unlike the others, for that reason).
+#[repr(C)]
+pub struct SwitchSlot {
+    pub timer: aya_ebpf::bindings::bpf_timer,
+    pub state: u64,
+}
+
+const _: () =
+    assert!(core::mem::size_of::<SwitchSlot>() == core::mem::size_of::<vrf_common::Switch>());
+
+/// The dead-man switch's state and its timer (one entry).
+#[aya_ebpf::macros::btf_map]
+pub static SWITCH: aya_ebpf::btf_maps::Array<SwitchSlot, 1> = aya_ebpf::btf_maps::Array::new();
+
 /// Packets and bytes forwarded per kernel nexthop, indexed by `Nexthop::stats_slot`: the
 /// kernel's own nexthop statistics never see what XDP forwards.
 #[map]

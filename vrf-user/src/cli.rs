@@ -54,9 +54,10 @@ use crate::{daemon::export, inspect::DEFAULT_PIN_PATH};
 /// VRFD_TEST_STAMP_SALT=N (tests only) perturbs the stamp, as if the layout had changed.
 ///
 /// Dead-man switch: the programs decide only while vrfd's main loop refreshes a heartbeat
-/// (every 250 ms; WATCHDOG=1 to systemd with it when WatchdogSec= is set). 1.5 s after the
-/// last one (vrfd crashed, hung, SIGSTOP, kill -9) every packet goes to the kernel, counted
-/// as vrfd_gone, until a vrfd beats again. A resync (a dump of the kernel and the full plan,
+/// (every 250 ms; WATCHDOG=1 to systemd with it when WatchdogSec= is set): each beat arms a
+/// BPF timer in the pinned SWITCH map for the lease. 1.5 s after the last one (vrfd crashed,
+/// hung, SIGSTOP, kill -9) the timer fires and every packet goes to the kernel, counted as
+/// vrfd_gone, until a vrfd beats again. A resync (a dump of the kernel and the full plan,
 /// seconds at a million routes) beats from its own thread, for 30 s at most.
 ///
 /// Ordinary events are not fatal: a netlink overrun is made good by a resync; a dump the

@@ -326,10 +326,11 @@ impl DataPlane {
         }
         if dp.pinned.is_empty() {
             // Ours pinned in a previous vrfd's place (vrfctl opens the explain program per
-            // call: the next call finds ours); persisting, all four, for the next vrfd.
+            // call: the next call finds ours; vrfd's heartbeat opens the beat); persisting,
+            // all of them, for the next vrfd.
             let names: &[&str] = match persist_dir {
                 Some(_) => &PROGRAMS,
-                None => &[prog_names::XDP_VRF_EXPLAIN],
+                None => &[prog_names::XDP_VRF_EXPLAIN, prog_names::XDP_VRF_BEAT],
             };
             if let Some(dir) = &opts.pin_dir {
                 for name in names {
@@ -688,11 +689,12 @@ fn program_in<'a>(
 }
 
 /// Every program of the object, pinned by name in the pin directory when persisting.
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 5] = [
     prog_names::XDP_VRF,
     prog_names::XDP_VRF_EXPLAIN,
     prog_names::TC_VRF_EGRESS,
     prog_names::TC_MEMBER_TX,
+    prog_names::XDP_VRF_BEAT,
 ];
 
 /// Load (verify) every program of the object.

@@ -39,6 +39,7 @@ pub struct Maps {
     pub ports: HashMap<MapData, PortKey, u32>,
     pub vlan_ports: HashMap<MapData, u32, VlanPort>,
     pub heartbeat: Array<MapData, Heartbeat>,
+    pub switch: Array<MapData, vrf_common::Switch>,
     pub nexthop_stats: PerCpuArray<MapData, Counter>,
     pub nexthop_info: HashMap<MapData, u32, NexthopInfo>,
     pub flat4: Flat4Maps,
@@ -290,6 +291,7 @@ impl Maps {
                 names::PORTS => IterableMap::<PortKey, u32>::map(&self.ports),
                 names::VLAN_PORTS => IterableMap::<u32, VlanPort>::map(&self.vlan_ports),
                 names::HEARTBEAT => self.heartbeat.map(),
+                names::SWITCH => self.switch.map(),
                 names::NEXTHOP_STATS => self.nexthop_stats.map(),
                 names::NEXTHOP_INFO => IterableMap::<u32, NexthopInfo>::map(&self.nexthop_info),
                 flat4_names::DIR => self.flat4.dir.map(),
@@ -326,6 +328,7 @@ impl Maps {
             ports: typed(get, names::PORTS)?,
             vlan_ports: typed(get, names::VLAN_PORTS)?,
             heartbeat: typed(get, names::HEARTBEAT)?,
+            switch: typed(get, names::SWITCH)?,
             nexthop_stats: typed(get, names::NEXTHOP_STATS)?,
             nexthop_info: typed(get, names::NEXTHOP_INFO)?,
             flat4: Flat4Maps::from_maps(get)?,
@@ -529,15 +532,26 @@ impl Maps {
 
     // The dead-man switch.
 
-    /// Let the programs decide until CLOCK_MONOTONIC passes `hb.deadline_ns` (0 disarms the switch).
-    pub fn set_heartbeat(&mut self, hb: Heartbeat) -> Result<()> {
-        self.heartbeat
-            .set(0, hb, 0)
-            .context("refreshing the heartbeat")
-    }
-
+    /// The lease vrfd last wrote (its deadline, its stamp).
     pub fn heartbeat(&self) -> Result<Heartbeat> {
         Ok(self.heartbeat.get(&0, 0)?)
+    }
+
+    /// Set the switch's state from userspace (which also cancels its timer: an Alive set this
+    /// way never expires; the daemon arms it through the beat program instead).
+    pub fn set_switch(&mut self, state: vrf_common::SwitchState) -> Result<()> {
+        let s = vrf_common::Switch {
+            state: state as u64,
+            ..Default::default()
+        };
+        self.switch
+            .set(0, s, 0)
+            .context("setting the dead-man switch")
+    }
+
+    /// The switch's state as the programs read it (None: a value no build writes).
+    pub fn switch_state(&self) -> Result<Option<vrf_common::SwitchState>> {
+        Ok(vrf_common::SwitchState::of(self.switch.get(&0, 0)?.state))
     }
 
     // Counters.

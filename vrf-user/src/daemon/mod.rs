@@ -247,7 +247,7 @@ pub async fn run(opts: Options) -> Result<()> {
             );
         }
         pins::Start::Upgrade => {
-            heartbeat.set_ours(&dp.maps, true)?;
+            heartbeat.set_ours(&dp.maps, true, pins.load_dir())?;
             let links = dp.take_over(&pins.path().join("links"))?;
             info!(
                 links,
@@ -257,7 +257,7 @@ pub async fn run(opts: Options) -> Result<()> {
         // Armed and expired: whatever gets attached passes to the kernel until the first
         // full plan is written and the first heartbeat says so.
         pins::Start::Fresh => {
-            heartbeat.set_ours(&dp.maps, false)?;
+            heartbeat.set_ours(&dp.maps, false, pins.load_dir())?;
             heartbeat.extend(&mut dp.maps, Duration::ZERO)?
         }
     }

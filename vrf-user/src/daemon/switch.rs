@@ -1,6 +1,7 @@
 //! vrfd's half of the dead-man switch: while the main loop turns, it moves the data plane's
-//! deadline forward (and tells systemd's watchdog); a vrfd that crashes, hangs or is stopped
-//! stops doing so, and within `LEASE` every program passes every packet to the kernel.
+//! deadline forward and runs the beat program, which arms the switch's BPF timer for the new
+//! lease (and tells systemd's watchdog); a vrfd that crashes, hangs or is stopped stops doing
+//! so, the timer fires, and from then on every program passes every packet to the kernel.
 use std::{
     os::fd::AsFd,
     sync::{
@@ -10,22 +11,29 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
-use aya::maps::{Array, IterableMap as _, Map, MapData};
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    maps::{Array, IterableMap as _, Map, MapData},
+    programs::Xdp,
+    TestRun as _, TestRunOptions,
+};
+use aya_obj::programs::XdpAttachType;
 use tracing::warn;
+use vrf_common::{prog_names, Switch, SwitchState};
 
 use crate::maps::Maps;
 
 /// How long the data plane keeps deciding after the last heartbeat. The limit is 2 s;
-/// the rest is margin for the coarse clock (one jiffy) and a busy scheduler.
+/// the rest is margin for the timer's callback on a busy machine and for older builds' switch
+/// (the coarse clock, a jiffy late).
 pub const LEASE: Duration = Duration::from_millis(1500);
 /// The lease a persisting vrfd leaves when it stops: its successor's time to take over.
 pub const STOP_LEASE: Duration = Duration::from_secs(2);
 /// How often the main loop refreshes it: several beats per lease, so one late tick is harmless.
 pub const REFRESH: Duration = Duration::from_millis(250);
 
-/// CLOCK_MONOTONIC in ns, the clock `bpf_ktime_get_coarse_ns` reads (coarse: one jiffy behind
-/// at most, which only lengthens the lease by that much).
+/// CLOCK_MONOTONIC in ns: the clock of HEARTBEAT's deadline, of the beat's `bpf_ktime_get_ns`
+/// and of the switch's timer.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -36,10 +44,64 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One HEARTBEAT map this vrfd refreshes, with the stamp it writes there.
+/// One HEARTBEAT map this vrfd refreshes, with the stamp it writes there, and the switch its
+/// programs read (None: an older build's, whose programs read the clock against HEARTBEAT).
 struct Target {
     map: Array<MapData, vrf_common::Heartbeat>,
     stamp: u64,
+    switch: Option<SwitchTimer>,
+}
+
+/// The `SWITCH` map of a data plane and the beat program that arms its timer.
+struct SwitchTimer {
+    map: Array<MapData, Switch>,
+    beat: Xdp,
+}
+
+impl SwitchTimer {
+    /// The switch pinned under `dir` (the maps and programs of one data plane).
+    fn pinned(dir: &std::path::Path) -> Result<Self> {
+        let map = MapData::from_pin(dir.join(vrf_common::map_names::SWITCH))
+            .context("opening the pinned SWITCH")?;
+        Self::with(Map::from_map_data(map)?.try_into()?, dir)
+    }
+
+    fn with(map: Array<MapData, Switch>, dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join(prog_names::XDP_VRF_BEAT);
+        let beat = Xdp::from_pin(&path, XdpAttachType::Interface)
+            .with_context(|| format!("opening the beat program {}", path.display()))?;
+        Ok(SwitchTimer { map, beat })
+    }
+
+    /// Arm the timer for what is left of HEARTBEAT's deadline (just written).
+    fn arm(&self) -> Result<()> {
+        // XDP test runs want a frame of an Ethernet header at least; the beat never reads it.
+        let frame = [0u8; 64];
+        let mut out = [0u8; 64 + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.data_out = Some(&mut out);
+        let r = self
+            .beat
+            .test_run(opts)
+            .context("running the beat program")?;
+        if crate::dataplane::XdpAction::from(r.return_value) != crate::dataplane::XdpAction::Pass {
+            bail!(
+                "the beat program did not arm the switch's timer (XDP action {})",
+                r.return_value
+            );
+        }
+        Ok(())
+    }
+
+    /// Expire now (a write from userspace also cancels the timer).
+    fn expire(&mut self) -> Result<()> {
+        let s = Switch {
+            state: SwitchState::Expired as u64,
+            ..Default::default()
+        };
+        self.map.set(0, s, 0).context("expiring the switch")
+    }
 }
 
 impl Target {
@@ -53,7 +115,12 @@ impl Target {
                 },
                 0,
             )
-            .context("refreshing the heartbeat")
+            .context("refreshing the heartbeat")?;
+        match &mut self.switch {
+            Some(s) if lease.is_zero() => s.expire(),
+            Some(s) => s.arm(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -110,14 +177,13 @@ pub struct Heartbeat {
     busy: Arc<Busy>,
 }
 
-fn heartbeat_map(maps: &Maps) -> Result<Array<MapData, vrf_common::Heartbeat>> {
-    let fd = maps
-        .heartbeat
-        .map()
+/// A descriptor of its own for one of `maps`' maps (the beating thread holds it).
+fn dup<V: aya::Pod>(map: &MapData, what: &str) -> Result<Array<MapData, V>> {
+    let fd = map
         .fd()
         .as_fd()
         .try_clone_to_owned()
-        .context("duplicating the HEARTBEAT map")?;
+        .with_context(|| format!("duplicating the {what} map"))?;
     Ok(Map::from_map_data(MapData::from_fd(fd)?)?.try_into()?)
 }
 
@@ -134,15 +200,6 @@ fn pinned_heartbeat(
 }
 
 impl Heartbeat {
-    /// The heartbeat in `maps`, loaded with the layout of `stamp`; `live`: our programs may
-    /// decide from the first beat on (an adopted or upgraded data plane), else only after
-    /// [`Heartbeat::beat`] is first called.
-    pub fn new(maps: &Maps, live: bool, stamp: u64) -> Result<Self> {
-        let hb = Self::without_map(stamp);
-        hb.set_ours(maps, live)?;
-        Ok(hb)
-    }
-
     /// No HEARTBEAT yet (a start before its programs are loaded): the beating thread runs,
     /// with nothing to beat until [`Heartbeat::adopt_pinned`], [`Heartbeat::follow_predecessor`]
     /// or [`Heartbeat::set_ours`]; `stamp`: our layout's, written with each beat of ours.
@@ -157,13 +214,17 @@ impl Heartbeat {
         hb
     }
 
-    /// Beat the HEARTBEAT in `maps` (this build's) from now on.
-    pub fn set_ours(&self, maps: &Maps, live: bool) -> Result<()> {
-        let map = heartbeat_map(maps)?;
+    /// Beat the HEARTBEAT in `maps` (this build's, its programs pinned under `dir`) from now
+    /// on; `live`: our programs may decide from the first beat on (an adopted or upgraded data
+    /// plane), else only after [`Heartbeat::beat`] is first called.
+    pub fn set_ours(&self, maps: &Maps, live: bool, dir: &std::path::Path) -> Result<()> {
+        let map = dup(maps.heartbeat.map(), "HEARTBEAT")?;
+        let switch = SwitchTimer::with(dup(maps.switch.map(), "SWITCH")?, dir)?;
         let mut t = self.lock();
         t.ours = Some(Target {
             map,
             stamp: self.stamp,
+            switch: Some(switch),
         });
         t.live |= live;
         Ok(())
@@ -173,10 +234,12 @@ impl Heartbeat {
     /// from its pin, before the programs are loaded).
     pub fn adopt_pinned(&self, dir: &std::path::Path) -> Result<()> {
         let map = pinned_heartbeat(dir, "the pinned HEARTBEAT")?;
+        let switch = SwitchTimer::pinned(dir)?;
         let mut t = self.lock();
         t.ours = Some(Target {
             map,
             stamp: self.stamp,
+            switch: Some(switch),
         });
         t.live = true;
         Ok(())
@@ -187,7 +250,9 @@ impl Heartbeat {
     pub fn follow_predecessor(&self, dir: &std::path::Path) -> Result<()> {
         let map = pinned_heartbeat(dir, "the older build's HEARTBEAT")?;
         let stamp = map.get(&0, 0)?.stamp;
-        let mut t = Target { map, stamp };
+        // A build from before the timer has none: its programs read the clock.
+        let switch = SwitchTimer::pinned(dir).ok();
+        let mut t = Target { map, stamp, switch };
         t.extend(LEASE)?;
         self.lock().predecessor = Some(t);
         Ok(())
