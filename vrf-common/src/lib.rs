@@ -691,6 +691,16 @@ pub enum SwitchState {
     Expired = 2,
 }
 
+impl Switch {
+    /// The value userspace writes: `state`, no timer (the write cancels a running one).
+    pub const fn with(state: SwitchState) -> Self {
+        Switch {
+            timer: [0; 2],
+            state: state as u64,
+        }
+    }
+}
+
 impl SwitchState {
     pub const fn of(state: u64) -> Option<Self> {
         match state {

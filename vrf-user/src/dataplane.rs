@@ -960,7 +960,8 @@ fn explain_with(
     })
 }
 
-fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
+/// BPF_PROG_TEST_RUN of `frame` arriving on `ifindex` (0: no device).
+pub(crate) fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<RunResult> {
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
     test_run(prog, bytemuck::cast_slice(&ctx), frame).with_context(|| {

@@ -540,12 +540,8 @@ impl Maps {
     /// Set the switch's state from userspace (which also cancels its timer: an Alive set this
     /// way never expires; the daemon arms it through the beat program instead).
     pub fn set_switch(&mut self, state: vrf_common::SwitchState) -> Result<()> {
-        let s = vrf_common::Switch {
-            state: state as u64,
-            ..Default::default()
-        };
         self.switch
-            .set(0, s, 0)
+            .set(0, vrf_common::Switch::with(state), 0)
             .context("setting the dead-man switch")
     }
 

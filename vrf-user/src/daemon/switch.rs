@@ -15,13 +15,12 @@ use anyhow::{bail, Context as _, Result};
 use aya::{
     maps::{Array, IterableMap as _, Map, MapData},
     programs::Xdp,
-    TestRun as _, TestRunOptions,
 };
 use aya_obj::programs::XdpAttachType;
 use tracing::warn;
 use vrf_common::{prog_names, Switch, SwitchState};
 
-use crate::maps::Maps;
+use crate::{dataplane::XdpAction, maps::Maps};
 
 /// How long the data plane keeps deciding after the last heartbeat. The limit is 2 s;
 /// the rest is margin for the timer's callback on a busy machine and for older builds' switch
@@ -61,9 +60,8 @@ struct SwitchTimer {
 impl SwitchTimer {
     /// The switch pinned under `dir` (the maps and programs of one data plane).
     fn pinned(dir: &std::path::Path) -> Result<Self> {
-        let map = MapData::from_pin(dir.join(vrf_common::map_names::SWITCH))
-            .context("opening the pinned SWITCH")?;
-        Self::with(Map::from_map_data(map)?.try_into()?, dir)
+        let map = pinned_array(dir, vrf_common::map_names::SWITCH, "the pinned SWITCH")?;
+        Self::with(map, dir)
     }
 
     fn with(map: Array<MapData, Switch>, dir: &std::path::Path) -> Result<Self> {
@@ -76,19 +74,12 @@ impl SwitchTimer {
     /// Arm the timer for what is left of HEARTBEAT's deadline (just written).
     fn arm(&self) -> Result<()> {
         // XDP test runs want a frame of an Ethernet header at least; the beat never reads it.
-        let frame = [0u8; 64];
-        let mut out = [0u8; 64 + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&frame);
-        opts.data_out = Some(&mut out);
-        let r = self
-            .beat
-            .test_run(opts)
+        let r = crate::dataplane::run_xdp(&self.beat, 0, &[0u8; 64])
             .context("running the beat program")?;
-        if crate::dataplane::XdpAction::from(r.return_value) != crate::dataplane::XdpAction::Pass {
+        if r.action != XdpAction::Pass {
             bail!(
-                "the beat program did not arm the switch's timer (XDP action {})",
-                r.return_value
+                "the beat program did not arm the switch's timer (XDP action {:?})",
+                r.action
             );
         }
         Ok(())
@@ -96,11 +87,9 @@ impl SwitchTimer {
 
     /// Expire now (a write from userspace also cancels the timer).
     fn expire(&mut self) -> Result<()> {
-        let s = Switch {
-            state: SwitchState::Expired as u64,
-            ..Default::default()
-        };
-        self.map.set(0, s, 0).context("expiring the switch")
+        self.map
+            .set(0, Switch::with(SwitchState::Expired), 0)
+            .context("expiring the switch")
     }
 }
 
@@ -192,8 +181,16 @@ fn pinned_heartbeat(
     dir: &std::path::Path,
     what: &str,
 ) -> Result<Array<MapData, vrf_common::Heartbeat>> {
-    let data = MapData::from_pin(dir.join(vrf_common::map_names::HEARTBEAT))
-        .with_context(|| format!("opening {what}"))?;
+    pinned_array(dir, vrf_common::map_names::HEARTBEAT, what)
+}
+
+/// The array `name` pinned under `dir`; `what` names it in errors.
+fn pinned_array<V: aya::Pod>(
+    dir: &std::path::Path,
+    name: &str,
+    what: &str,
+) -> Result<Array<MapData, V>> {
+    let data = MapData::from_pin(dir.join(name)).with_context(|| format!("opening {what}"))?;
     Map::from_map_data(data)?
         .try_into()
         .with_context(|| format!("{what} has another layout"))
